@@ -1,0 +1,1 @@
+"""Compute backends: one module per device, all implementing fastrank.backends.base.Backend."""

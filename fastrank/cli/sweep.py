@@ -1,0 +1,214 @@
+"""``fastrank sweep``: run the product of option lists over seeds into one HDF5 file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fastrank import spec
+from fastrank.cli import InputError, cli
+
+#: The sweep run when no option says otherwise: vanilla collapse next to BN, in seconds.
+DEFAULTS = {
+    "width": "32",
+    "depth": "1000",
+    "activation": "linear,relu",
+    "norm": "none,bn",
+    "seed": "0-3",
+}
+DEFAULT_OUTPUT = "fastrank-sweep.h5"
+
+
+def _ints(o, t):
+    return spec.parse_ints(o, t)
+
+
+def _floats(o, t):
+    return spec.parse_floats(o, t)
+
+
+def _words(allowed):
+    return lambda o, t: spec.parse_words(o, t, allowed)
+
+
+#: Grid options: CLI/TOML name -> parser of its text. Each takes lists and ranges.
+GRID_PARSERS = {
+    "width": _ints,
+    "depth": _ints,
+    "batch": _ints,
+    "activation": _words(spec.ACTIVATIONS),
+    "norm": _words(spec.NORMS),
+    "order": _words(spec.ORDERS),
+    "gamma": _floats,
+    "init": _words(spec.INITS),
+    "gain": _floats,
+    "dtype": _words(spec.DTYPES),
+    "input": _words(None),
+    "input_dim": _ints,
+    "eps": _floats,
+}
+GRID_HELP = {
+    "width": "Width d of every layer, e.g. 32,64 or 8-256:x2.",
+    "depth": "Number of layers.",
+    "batch": "Batch size N (default: the width).",
+    "activation": f"Activation: {', '.join(spec.ACTIVATIONS)}.",
+    "norm": f"Normalisation: {', '.join(spec.NORMS)}.",
+    "order": f"Order of norm and activation: {', '.join(spec.ORDERS)}.",
+    "gamma": "Residual strength gamma of H <- norm((I + gamma W) H); inf = plain network.",
+    "init": f"Weight distribution: {', '.join(spec.INITS)}.",
+    "gain": "Weight variance in units of 1/d_in (default 2 for relu, else 1).",
+    "dtype": "Arithmetic: float32 or float64.",
+    "input": "Input batch: gaussian, orthogonal, FILE.npy or FILE.h5:DATASET (samples x features).",
+    "input_dim": "Rows of a gaussian/orthogonal input (default: the width).",
+    "eps": "Epsilon of the normalisations (default 1e-5).",
+}
+OTHER_KEYS = ("seed", "every", "log", "layers", "method", "tau")
+
+
+def _grid_options(f):
+    for name in reversed(GRID_PARSERS):
+        f = click.option(f"--{name.replace('_', '-')}", name, metavar="LIST",
+                         help=GRID_HELP[name])(f)
+    return f
+
+
+@cli.command()
+@_grid_options
+@click.option("--seed", metavar="LIST", help="Seeds, e.g. 0-9 (default 0-3).")
+@click.option("--every", type=int, metavar="K", help="Measure every K layers (0: off; default 10).")
+@click.option("--log", type=int, metavar="M", help="Also measure M log-spaced layers (0: off; default 50).")
+@click.option("--layers", metavar="LIST", help="Also measure these layers.")
+@click.option("--method", type=click.Choice(spec.METHODS), help="Spectrum: auto (default), gram or svd.")
+@click.option("--tau", metavar="LIST", help="Thresholds of rank_tau (default 0.1).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file of options; the command line wins.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help=f"Results file (default: a new {DEFAULT_OUTPUT}).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--resume", is_flag=True, help="Continue the sweep in the output file (start it if missing).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+def sweep(config_path, output, overwrite, resume, quiet, **options):
+    """Simulate every combination of the options' values, for every seed.
+
+    Every option takes a list (32,64) or a range (0-9, 0-100:10, 8-256:x2). With no
+    options: linear and ReLU networks, with and without batch norm, d = N = 32, 1000
+    layers, seeds 0-3.
+    """
+    from fastrank import store
+    from fastrank.runner import run_sweep
+
+    given = {k: v for k, v in options.items() if v is not None}
+    if overwrite and resume:
+        raise InputError("--overwrite and --resume exclude each other")
+    if config_path:
+        given = {**_read_config(config_path), **given}
+    if resume and not output:
+        raise InputError("--resume needs -o FILE, the sweep to continue")
+    path = Path(output) if output else _fresh_path(DEFAULT_OUTPUT)
+    if path.exists() and not (overwrite or resume):
+        raise InputError(f"{path} exists: pass --overwrite to replace it or --resume to continue it")
+    try:
+        # Resuming with no options at all continues whatever sweep the file holds.
+        wanted = None if (resume and path.exists() and not given) else _build_sweep(given)
+        bar = _Progress(quiet)
+        run_sweep(path, wanted, overwrite=overwrite, resume=resume, progress=bar.update,
+                  on_start=bar.start)
+        bar.finish()
+    except (spec.SpecError, ValueError, FileExistsError) as exc:
+        raise InputError(str(exc)) from None
+    if not quiet:
+        from fastrank.report import summary_table
+
+        with store.open(path) as results:
+            click.echo(summary_table(results))
+        click.echo(f"\nResults in {path}  (fastrank info {path}; fastrank.open({str(path)!r}))")
+
+
+def _build_sweep(given: dict) -> spec.Sweep:
+    """Sweep from option texts (or TOML values), with DEFAULTS for what is not given."""
+    values = {**DEFAULTS, **given}
+    grid = {name: _parse(name, values[name]) for name in GRID_PARSERS if name in values}
+    schedule = spec.Schedule(
+        every=_int_or_off("every", values.get("every", spec.Schedule.every)),
+        log=_int_or_off("log", values.get("log", spec.Schedule.log)),
+        layers=tuple(_parse("layers", values["layers"])) if "layers" in values else (),
+    )
+    return spec.Sweep(
+        grid=grid,
+        seeds=tuple(_parse("seed", values["seed"])),
+        schedule=schedule,
+        method=values.get("method", "auto"),
+        taus=tuple(_parse("tau", values["tau"])) if "tau" in values else (0.1,),
+    )
+
+
+def _parse(name: str, value) -> list:
+    """Parse an option's text; TOML numbers and lists are turned into the same text."""
+    if name == "width" and isinstance(value, list) and any(isinstance(v, list) for v in value):
+        return [tuple(v) if isinstance(v, list) else v for v in value]  # per-layer widths
+    if isinstance(value, bool):
+        raise spec.SpecError(f"invalid {name} {value!r}: expected a value, not true/false")
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    parser = {"seed": _ints, "layers": _ints, "tau": _floats}.get(name) or GRID_PARSERS[name]
+    return parser(name.replace("_", "-"), str(value))
+
+
+def _int_or_off(name: str, value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise spec.SpecError(f"invalid {name} {value!r}: must be an integer >= 0 (0 turns it off)")
+    return value or None
+
+
+def _read_config(path: str) -> dict:
+    """Options from a flat TOML file whose keys are the option names."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise InputError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"config {path} is not valid TOML: {exc}") from None
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - set(GRID_PARSERS) - set(OTHER_KEYS))
+    if unknown:
+        allowed = ", ".join((*GRID_PARSERS, *OTHER_KEYS))
+        raise InputError(f"config {path}: unknown option {unknown[0]!r}; known: {allowed}")
+    return data
+
+
+def _fresh_path(name: str) -> Path:
+    """``name`` if free, else the first free ``stem-1.h5``, ``stem-2.h5``, ..."""
+    path, n = Path(name), 0
+    while path.exists():
+        n += 1
+        path = Path(f"{Path(name).stem}-{n}{Path(name).suffix}")
+    return path
+
+
+class _Progress:
+    """A click progress bar over layers, on stderr (silent with --quiet)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+
+    def start(self, total_layers: int):
+        if not self.quiet:
+            self.bar = click.progressbar(length=total_layers, label="layers", file=sys.stderr,
+                                         show_eta=True, show_percent=True)
+            self.bar.__enter__()
+
+    def update(self, layers: int):
+        if self.bar is not None:
+            self.bar.update(layers)
+
+    def finish(self):
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)

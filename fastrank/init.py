@@ -1,0 +1,95 @@
+"""A network's random ingredients, regenerated from (seed, layer) alone: the weight
+matrix of any layer and the input batch H_0.
+
+Weights of layer l (1-based) come from stream ``rng.WEIGHTS`` at counter layer l, the
+input from stream ``rng.INPUT`` at layer 0, element index = flat C index. So any
+layer can be rebuilt without replaying the others, on any thread count or device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastrank import rng
+from fastrank.spec import Network, SpecError, input_path
+
+
+def layer_shape(network: Network, layer: int) -> tuple[int, int]:
+    """(d_out, d_in) of the weight matrix of ``layer`` (1..depth)."""
+    if not 1 <= layer <= network.depth:
+        raise SpecError(f"invalid layer {layer}: must lie in 1..{network.depth}")
+    widths = network.widths
+    d_in = network.in_dim if layer == 1 else widths[layer - 2]
+    return widths[layer - 1], d_in
+
+
+def weights(network: Network, seed: int, layer: int) -> np.ndarray:
+    """Weight matrix W_layer (d_out x d_in) in the network's dtype.
+
+    gaussian: N(0, gain/d_in); uniform: U(-a, a) with a = sqrt(3 gain/d_in), the same
+    variance; orthogonal: sqrt(gain) times a (semi-)orthogonal matrix (torch's rule,
+    with gain in variance units).
+    """
+    d_out, d_in = layer_shape(network, layer)
+    dtype = np.dtype(network.dtype)
+    gain = network.weight_gain
+    if network.init == "gaussian":
+        w = rng.normal(seed, rng.WEIGHTS, layer, (d_out, d_in), dtype)
+        w *= dtype.type(np.sqrt(gain / d_in))
+    elif network.init == "uniform":
+        w = rng.uniform(seed, rng.WEIGHTS, layer, (d_out, d_in), dtype)
+        a = np.sqrt(3.0 * gain / d_in)
+        w = (w * dtype.type(2 * a) - dtype.type(a)).astype(dtype, copy=False)
+    else:
+        w = (np.sqrt(gain) * _orthogonal(seed, rng.WEIGHTS, layer, d_out, d_in)).astype(dtype)
+    return w
+
+
+def input_matrix(network: Network, seed: int) -> np.ndarray:
+    """H_0 (in_dim x batch), C order, in the network's dtype."""
+    d, n = network.in_dim, network.batch
+    dtype = np.dtype(network.dtype)
+    if network.input == "gaussian":
+        return rng.normal(seed, rng.INPUT, 0, (d, n), dtype)
+    if network.input == "orthogonal":
+        return (np.sqrt(max(d, n)) * _orthogonal(seed, rng.INPUT, 0, d, n)).astype(dtype)
+    data = load_input_array(network.input)
+    if data.shape[0] < n:
+        raise SpecError(
+            f"invalid batch {n}: input {network.input!r} holds only {data.shape[0]} samples"
+        )
+    return np.ascontiguousarray(data[:n].T, dtype=dtype)
+
+
+def _orthogonal(seed: int, stream: int, layer: int, rows: int, cols: int) -> np.ndarray:
+    """Rows x cols matrix with orthonormal rows or columns (whichever fit), Haar
+    distributed: QR of a float64 Gaussian with the signs of R's diagonal fixed."""
+    tall = (max(rows, cols), min(rows, cols))
+    q, r = np.linalg.qr(rng.normal(seed, stream, layer, tall, np.float64))
+    q *= np.sign(np.diag(r))
+    return q if rows >= cols else q.T
+
+
+def input_array_shape(spec: str) -> tuple[int, int]:
+    """(samples, features) of an input array file, read without loading the data."""
+    return load_input_array(spec, header_only=True).shape
+
+
+def load_input_array(spec: str, header_only: bool = False) -> np.ndarray:
+    """The (samples, features) array of ``file.npy`` or ``file.h5:dataset``."""
+    path, dataset = input_path(spec)
+    if not path.exists():
+        raise SpecError(f"invalid input {spec!r}: no such file")
+    if path.suffix == ".npy":
+        arr = np.load(path, mmap_mode="r" if header_only else None)
+    else:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            if dataset is None or dataset not in f:
+                raise SpecError(f"invalid input {spec!r}: name a dataset as FILE.h5:DATASET")
+            ds = f[dataset]
+            arr = np.broadcast_to(np.float32(0), ds.shape) if header_only else ds[()]
+    if arr.ndim != 2:
+        raise SpecError(f"invalid input {spec!r}: expected a 2-D (samples, features) array")
+    return arr

@@ -1,0 +1,95 @@
+"""The sweep runner: every (network, seed) of a Sweep streamed into one results file,
+fresh or resumed, with a progress callback. Failed runs are recorded and the sweep
+goes on; an interrupted sweep resumes where its file left off."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fastrank import store
+from fastrank.backends.base import Backend, get_backend
+from fastrank.propagate import RunFailed, iter_rows
+from fastrank.spec import Sweep
+from fastrank.version import __version__
+
+
+def provenance(backend: Backend) -> dict:
+    """Where and with what a sweep ran: stored in the file's root attributes."""
+    import h5py
+
+    return {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "fastrank": __version__,
+        "h5py": h5py.__version__,
+        "hdf5": h5py.version.hdf5_version,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **backend.describe(),
+    }
+
+
+def open_writer(path: str | Path, sweep: Sweep | None, *, overwrite=False, resume=False,
+                backend: Backend) -> store.Writer:
+    """A writer for ``path``: a new file, or with ``resume`` the existing one (whose sweep
+    must equal ``sweep`` unless ``sweep`` is None). A missing file is started afresh."""
+    path = Path(path)
+    if resume and path.exists():
+        writer = store.Writer.resume(path)
+        if sweep is not None and writer.sweep != sweep:
+            differ = [k for k, v in sweep.to_dict().items() if writer.sweep.to_dict()[k] != v]
+            writer.close()
+            raise ValueError(
+                f"{path} holds a different sweep (differs in: {', '.join(differ)}); "
+                "resume it without grid options or write to another file"
+            )
+        return writer
+    if sweep is None:
+        raise ValueError(f"nothing to resume: {path} does not exist")
+    return store.Writer.create(path, sweep, provenance(backend), overwrite=overwrite)
+
+
+def run_sweep(
+    path: str | Path,
+    sweep: Sweep | None = None,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    backend: Backend | str = "cpu",
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> Path:
+    """Run ``sweep`` into the results file ``path`` and return the path.
+
+    ``on_start(total_layers)`` is called once with the layers left to simulate, then
+    ``progress(layers)`` after each stored row with the layers it advanced. Runs already
+    complete (or failed) in a resumed file are skipped; incomplete ones start again
+    from layer 0, so a resumed sweep gives exactly the numbers of an uninterrupted one.
+    """
+    if isinstance(backend, str):
+        backend = get_backend(backend)
+    with open_writer(path, sweep, overwrite=overwrite, resume=resume, backend=backend) as writer:
+        sweep = writer.sweep
+        runs = sweep.runs()
+        pending = writer.pending()
+        if on_start:
+            on_start(sum(runs[i][0].depth for i in pending))
+        for index in pending:
+            network, seed = runs[index]
+            done = 0
+            try:
+                for row in iter_rows(network, seed, sweep.schedule, sweep.method, sweep.taus,
+                                     backend):
+                    writer.append(index, row)
+                    if progress:
+                        progress(row.layer - done)
+                    done = row.layer
+            except RunFailed as failure:
+                writer.fail(index, failure.layer, failure.reason)
+                if progress:
+                    progress(network.depth - done)
+    return Path(path)

@@ -1,0 +1,1 @@
+"""Compiled kernels of fastrank, installed as the subpackage ``fastrank.kernels``."""

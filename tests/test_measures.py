@@ -1,0 +1,70 @@
+"""Rank measures from a spectrum against direct numpy computations on H itself."""
+
+import numpy as np
+import pytest
+
+from fastrank import measures
+from fastrank.backends.cpu import host_spectrum
+
+
+def _matrices():
+    rng = np.random.default_rng(7)
+    full = rng.standard_normal((24, 40)).astype(np.float32)
+    low = (rng.standard_normal((24, 5)) @ rng.standard_normal((5, 40))).astype(np.float32)
+    decaying = (rng.standard_normal((30, 30)) * np.logspace(0, -9, 30)).astype(np.float32)
+    rank_one = np.outer(rng.standard_normal(16), rng.standard_normal(16)).astype(np.float32)
+    return {"full": full, "low": low, "decaying": decaying, "rank_one": rank_one}
+
+
+@pytest.fixture(params=list(_matrices()))
+def h(request):
+    return _matrices()[request.param]
+
+
+def test_spectra_gram_and_svd_agree(h):
+    gram, svd = host_spectrum(h, "gram"), host_spectrum(h, "svd")
+    assert gram.shape == svd.shape == (min(h.shape),)
+    # A symmetric eigensolver's eigenvalues carry an absolute error of a small multiple
+    # of eps64 * ||G|| = eps64 * s_max^2 (backward stability); allow 10 * size of that.
+    bound = 10 * max(h.shape) * np.finfo(np.float64).eps * svd[0] ** 2
+    assert np.all(np.abs(gram**2 - svd**2) <= bound)
+    # Hence every value above ~1e-6 s_max is accurate to 1e-4 relative or better.
+    big = svd > 1e-6 * svd[0]
+    np.testing.assert_allclose(gram[big], svd[big], rtol=1e-4)
+
+
+def test_measures_against_direct_formulas(h):
+    d, n = h.shape
+    s = host_spectrum(h, "gram")
+    m = measures.all_measures(s, h.shape, np.float32, taus=(0.1, 0.5))
+    h64 = h.astype(np.float64)
+    fro2 = np.sum(h64**2)
+    assert m["soft_rank"] == pytest.approx(fro2**2 / np.sum((h64.T @ h64) ** 2), rel=1e-9)
+    assert m["numerical_rank"] == np.linalg.matrix_rank(h)  # numpy's rule in float32
+    assert m["stable_rank"] == pytest.approx(fro2 / np.linalg.norm(h64, 2) ** 2, rel=1e-9)
+    gap = np.linalg.norm(h64.T @ h64 / fro2 - np.eye(n) / n)
+    assert m["orthogonality_gap"] == pytest.approx(gap, rel=1e-7, abs=1e-12)
+    eig = np.linalg.eigvalsh(h64 @ h64.T)
+    expected_tau = [np.sum(eig > t * eig.mean()) for t in (0.1, 0.5)]
+    assert m["rank_tau"].tolist() == expected_tau
+    sv = np.linalg.svd(h64, compute_uv=False)
+    p = sv / sv.sum()
+    p = p[p > 0]
+    assert m["effective_rank"] == pytest.approx(np.exp(-np.sum(p * np.log(p))), rel=1e-6)
+
+
+def test_known_values():
+    s = np.ones(10)
+    assert measures.soft_rank(s) == pytest.approx(10)
+    assert measures.effective_rank(s) == pytest.approx(10)
+    assert measures.orthogonality_gap(s, (10, 10)) == pytest.approx(0, abs=1e-12)
+    one = np.array([3.0, 0, 0])
+    assert measures.soft_rank(one) == 1 and measures.stable_rank(one) == 1
+    assert measures.condition_number(one) == np.inf
+    assert measures.numerical_rank(one, (3, 3), np.float32) == 1
+
+
+def test_numerical_rank_follows_the_dtype():
+    s = np.array([1.0, 1e-9])
+    assert measures.numerical_rank(s, (2, 2), np.float32) == 1
+    assert measures.numerical_rank(s, (2, 2), np.float64) == 2
