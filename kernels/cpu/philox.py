@@ -1,0 +1,388 @@
+"""Philox4x32-10 counter-based random numbers (numba kernels).
+
+Philox4x32-10 (Salmon et al., "Parallel Random Numbers: As Easy as 1, 2, 3", SC'11;
+the Random123 library) maps a 128-bit counter and a 64-bit key to 128 random bits
+with no state: the output for one counter is independent of every other counter,
+so any element of any stream can be computed on its own, in any order, on any
+number of threads, on the CPU or on a GPU, and always comes out the same.
+
+Counter layout (used everywhere in fastrank)
+-------------------------------------------
+For a seed ``0 <= seed < 2**64``, a stream id and a layer index
+(``0 <= stream, layer < 2**32``)::
+
+    key     = (seed & 0xffffffff, (seed >> 32) & 0xffffffff)
+    counter = (block & 0xffffffff, block >> 32, layer, stream)      # all uint32
+
+``block`` numbers the 4-word Philox output blocks of the (seed, stream, layer)
+stream.  Output word ``w`` of the stream is word ``w % 4`` of block ``w // 4``.
+
+Derived numbers (element ``i`` of each kind of stream)
+-----------------------------------------------------
+* uint32: element ``i`` is word ``i``.
+* float32 uniform, in [0, 1): ``u = (x >> 8) * 2**-24``, one per word (4 per block).
+* float64 uniform, in [0, 1): from a pair of words ``(xa, xb)`` =
+  (x0, x1) or (x2, x3) of a block, ``m = (xa >> 5) * 2**26 + (xb >> 6)`` (53 bits)
+  and ``u = m * 2**-53``; 2 per block (element ``2b`` from (x0, x1), ``2b+1`` from
+  (x2, x3)).
+* float32 normal, Box-Muller, 4 per block ``b``: from (x0, x1)::
+
+      u1 = (float32(x0 >> 8) + 0.5f) * 2**-24      u2 likewise from x1
+      r  = sqrt(-2 * log(u1))
+      z[4b] = r * cos(2pi * u2),   z[4b+1] = r * sin(2pi * u2)
+
+  and (x2, x3) likewise give ``z[4b+2], z[4b+3]``.  Every operation is float32
+  (this is what the CUDA kernels replicate).  Note that ``k + 0.5`` is exact in
+  float32 only for ``k < 2**23``; above that it rounds to nearest even, so u can be
+  exactly 1.0 (then r = 0) but is never 0 (the smallest u is 2**-25), so the log is
+  always finite.
+* float64 normal, Box-Muller, 2 per block: ``u1 = (float64(m01) + 0.5) * 2**-53``
+  with ``m01`` the 53-bit integer from (x0, x1) as for uniforms, ``u2`` likewise
+  from (x2, x3); ``z[2b] = r cos(2pi u2)``, ``z[2b+1] = r sin(2pi u2)``, all float64.
+  As in float32, ``m + 0.5`` rounds for ``m >= 2**52``: u lies in [2**-54, 1.0].
+
+Reproducibility: the uint32 words (and so the float uniforms, which are exact
+scalings) are bitwise identical on every platform, thread count and offset/length
+split.  The normals are bitwise identical across thread counts and splits on one
+machine; across libm implementations (CPU vs CUDA ``logf``/``sinf``/...) they agree
+to rounding (a few ulp), not bitwise.
+
+Argument types: pass ``seed`` as ``np.uint64``, ``stream`` and ``layer`` as
+``np.uint32`` and ``offset`` as ``np.int64`` (``fastrank.rng`` does this) so that
+numba compiles one specialisation and never mixes signed and unsigned 64-bit
+integers (numba types uint64 op int64 as float64).
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.core.errors import TypingError
+from numba.extending import overload
+
+__all__ = [
+    "philox4x32_10",
+    "fill_uint32",
+    "fill_uniform",
+    "fill_normal",
+]
+
+# All integer arithmetic is done in uint64 holding 32-bit values, with explicitly
+# typed constants so that numba never falls back to signed or float arithmetic.
+_M0 = np.uint64(0xD2511F53)
+_M1 = np.uint64(0xCD9E8D57)
+_W0 = np.uint64(0x9E3779B9)
+_W1 = np.uint64(0xBB67AE85)
+_MASK32 = np.uint64(0xFFFFFFFF)
+_U5 = np.uint64(5)
+_U6 = np.uint64(6)
+_U8 = np.uint64(8)
+_U26 = np.uint64(26)
+_U32 = np.uint64(32)
+
+_F32_HALF = np.float32(0.5)
+_F32_M2 = np.float32(-2.0)
+_F32_2POW_M24 = np.float32(2.0**-24)
+_F32_TWO_PI = np.float32(2.0 * math.pi)
+_F64_2POW_M53 = 2.0**-53
+_F64_TWO_PI = 2.0 * math.pi
+
+
+@njit(cache=True, inline="always")
+def _philox_words(c0, c1, c2, c3, k0, k1):
+    """Ten Philox4x32 rounds on uint64 values that hold 32-bit words."""
+    for _ in range(10):
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        n0 = (p1 >> _U32) ^ c1 ^ k0
+        n2 = (p0 >> _U32) ^ c3 ^ k1
+        c1 = p1 & _MASK32
+        c3 = p0 & _MASK32
+        c0 = n0
+        c2 = n2
+        # The key is bumped after every round; the bump after the last round is
+        # unused, which does not change the result.
+        k0 = (k0 + _W0) & _MASK32
+        k1 = (k1 + _W1) & _MASK32
+    return c0, c1, c2, c3
+
+
+@njit(cache=True)
+def philox4x32_10(c0, c1, c2, c3, k0, k1):
+    """Philox4x32 with 10 rounds: counter (c0..c3), key (k0, k1) -> 4 uint32 words."""
+    x0, x1, x2, x3 = _philox_words(
+        np.uint64(c0) & _MASK32,
+        np.uint64(c1) & _MASK32,
+        np.uint64(c2) & _MASK32,
+        np.uint64(c3) & _MASK32,
+        np.uint64(k0) & _MASK32,
+        np.uint64(k1) & _MASK32,
+    )
+    return np.uint32(x0), np.uint32(x1), np.uint32(x2), np.uint32(x3)
+
+
+@njit(cache=True, inline="always")
+def _block(block, stream, layer, k0, k1):
+    """The 4 words (as uint64) of output block ``block`` (int64 >= 0) of a stream."""
+    b = np.uint64(block)
+    return _philox_words(b & _MASK32, b >> _U32, layer, stream, k0, k1)
+
+
+@njit(cache=True, inline="always")
+def _key_and_ids(seed, stream, layer):
+    s = np.uint64(seed)
+    return (
+        s & _MASK32,
+        (s >> _U32) & _MASK32,
+        np.uint64(stream) & _MASK32,
+        np.uint64(layer) & _MASK32,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Word -> number conversions (shared by the fills)
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _u24_open(x):
+    """float32 uniform in (0, 1] from the top 24 bits of a word, (k + 0.5) * 2**-24."""
+    return (np.float32(x >> _U8) + _F32_HALF) * _F32_2POW_M24
+
+
+@njit(cache=True, inline="always")
+def _m53(xa, xb):
+    """53-bit integer (as uint64) from the top 27 bits of xa and top 26 bits of xb."""
+    return ((xa >> _U5) << _U26) | (xb >> _U6)
+
+
+@njit(cache=True, inline="always")
+def _box_muller_f32(xa, xb):
+    u1 = _u24_open(xa)
+    u2 = _u24_open(xb)
+    r = math.sqrt(_F32_M2 * math.log(u1))
+    t = _F32_TWO_PI * u2
+    return r * math.cos(t), r * math.sin(t)
+
+
+@njit(cache=True, inline="always")
+def _box_muller_f64(x0, x1, x2, x3):
+    u1 = (np.float64(_m53(x0, x1)) + 0.5) * _F64_2POW_M53
+    u2 = (np.float64(_m53(x2, x3)) + 0.5) * _F64_2POW_M53
+    r = math.sqrt(-2.0 * math.log(u1))
+    t = _F64_TWO_PI * u2
+    return r * math.cos(t), r * math.sin(t)
+
+
+# ---------------------------------------------------------------------------
+# Fills.  Each prange iteration computes one Philox block and writes every output
+# of it that falls inside out[0:n]; element i depends only on offset + i, so the
+# result does not depend on the thread count or on how a range is split.
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, parallel=True)
+def fill_uint32(out, seed, stream, layer, offset):
+    """out[i] = word (offset + i) of the (seed, stream, layer) stream; out is 1-D uint32."""
+    n = out.shape[0]
+    if n == 0:
+        return
+    k0, k1, st, ly = _key_and_ids(seed, stream, layer)
+    off = np.int64(offset)
+    first = off // 4
+    nblocks = (off + n - 1) // 4 - first + 1
+    for j in prange(nblocks):
+        b = first + j
+        x0, x1, x2, x3 = _block(b, st, ly, k0, k1)
+        base = b * 4 - off  # index in out of the block's word 0
+        if base >= 0 and base + 4 <= n:
+            out[base] = np.uint32(x0)
+            out[base + 1] = np.uint32(x1)
+            out[base + 2] = np.uint32(x2)
+            out[base + 3] = np.uint32(x3)
+        else:
+            if 0 <= base < n:
+                out[base] = np.uint32(x0)
+            if 0 <= base + 1 < n:
+                out[base + 1] = np.uint32(x1)
+            if 0 <= base + 2 < n:
+                out[base + 2] = np.uint32(x2)
+            if 0 <= base + 3 < n:
+                out[base + 3] = np.uint32(x3)
+
+
+@njit(cache=True, parallel=True)
+def _fill_uniform_f32(out, seed, stream, layer, offset):
+    n = out.shape[0]
+    if n == 0:
+        return
+    k0, k1, st, ly = _key_and_ids(seed, stream, layer)
+    off = np.int64(offset)
+    first = off // 4
+    nblocks = (off + n - 1) // 4 - first + 1
+    for j in prange(nblocks):
+        b = first + j
+        x0, x1, x2, x3 = _block(b, st, ly, k0, k1)
+        v0 = np.float32(x0 >> _U8) * _F32_2POW_M24
+        v1 = np.float32(x1 >> _U8) * _F32_2POW_M24
+        v2 = np.float32(x2 >> _U8) * _F32_2POW_M24
+        v3 = np.float32(x3 >> _U8) * _F32_2POW_M24
+        base = b * 4 - off
+        if base >= 0 and base + 4 <= n:
+            out[base] = v0
+            out[base + 1] = v1
+            out[base + 2] = v2
+            out[base + 3] = v3
+        else:
+            if 0 <= base < n:
+                out[base] = v0
+            if 0 <= base + 1 < n:
+                out[base + 1] = v1
+            if 0 <= base + 2 < n:
+                out[base + 2] = v2
+            if 0 <= base + 3 < n:
+                out[base + 3] = v3
+
+
+@njit(cache=True, parallel=True)
+def _fill_uniform_f64(out, seed, stream, layer, offset):
+    n = out.shape[0]
+    if n == 0:
+        return
+    k0, k1, st, ly = _key_and_ids(seed, stream, layer)
+    off = np.int64(offset)
+    first = off // 2
+    nblocks = (off + n - 1) // 2 - first + 1
+    for j in prange(nblocks):
+        b = first + j
+        x0, x1, x2, x3 = _block(b, st, ly, k0, k1)
+        v0 = np.float64(_m53(x0, x1)) * _F64_2POW_M53
+        v1 = np.float64(_m53(x2, x3)) * _F64_2POW_M53
+        base = b * 2 - off
+        if 0 <= base < n:
+            out[base] = v0
+        if 0 <= base + 1 < n:
+            out[base + 1] = v1
+
+
+# The normals go through libm transcendentals (log, cos, sin).  LLVM may vectorize a
+# loop and, where a vector math library such as Intel SVML is in use, a vectorized
+# log can differ in the last ulp from the scalar one used for a loop's remainder.  So
+# that element i never depends on where a loop happens to start or end, the normal
+# fills work in chunks aligned to absolute block numbers: every chunk always computes
+# all of its _NCHUNK blocks with the same fixed-trip-count loop into a scratch buffer
+# and then copies the part that lies inside out.  (The integer and uniform fills use
+# only exact operations, so they need no such care.)
+_NCHUNK = 64
+
+
+@njit(cache=True, parallel=True)
+def _fill_normal_f32(out, seed, stream, layer, offset):
+    n = out.shape[0]
+    if n == 0:
+        return
+    k0, k1, st, ly = _key_and_ids(seed, stream, layer)
+    off = np.int64(offset)
+    per_chunk = 4 * _NCHUNK
+    first = off // per_chunk
+    nchunks = (off + n - 1) // per_chunk - first + 1
+    for j in prange(nchunks):
+        c = first + j
+        buf = np.empty(per_chunk, np.float32)
+        b0 = c * _NCHUNK
+        for t in range(_NCHUNK):
+            x0, x1, x2, x3 = _block(b0 + t, st, ly, k0, k1)
+            z0, z1 = _box_muller_f32(x0, x1)
+            z2, z3 = _box_muller_f32(x2, x3)
+            buf[4 * t] = z0
+            buf[4 * t + 1] = z1
+            buf[4 * t + 2] = z2
+            buf[4 * t + 3] = z3
+        base = c * per_chunk - off  # index in out of buf[0]
+        lo = max(np.int64(0), -base)
+        hi = min(np.int64(per_chunk), n - base)
+        for t in range(lo, hi):
+            out[base + t] = buf[t]
+
+
+@njit(cache=True, parallel=True)
+def _fill_normal_f64(out, seed, stream, layer, offset):
+    n = out.shape[0]
+    if n == 0:
+        return
+    k0, k1, st, ly = _key_and_ids(seed, stream, layer)
+    off = np.int64(offset)
+    per_chunk = 2 * _NCHUNK
+    first = off // per_chunk
+    nchunks = (off + n - 1) // per_chunk - first + 1
+    for j in prange(nchunks):
+        c = first + j
+        buf = np.empty(per_chunk, np.float64)
+        b0 = c * _NCHUNK
+        for t in range(_NCHUNK):
+            x0, x1, x2, x3 = _block(b0 + t, st, ly, k0, k1)
+            z0, z1 = _box_muller_f64(x0, x1, x2, x3)
+            buf[2 * t] = z0
+            buf[2 * t + 1] = z1
+        base = c * per_chunk - off
+        lo = max(np.int64(0), -base)
+        hi = min(np.int64(per_chunk), n - base)
+        for t in range(lo, hi):
+            out[base + t] = buf[t]
+
+
+# Compile-time dispatch on the dtype of ``out``: numba picks the implementation while
+# typing, so each public fill compiles only the kernel that matches its dtype.
+
+
+def _fill_uniform_dispatch(out, seed, stream, layer, offset):  # pragma: no cover
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+def _fill_normal_dispatch(out, seed, stream, layer, offset):  # pragma: no cover
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+def _pick(out, f32_kernel, f64_kernel, what):
+    if not isinstance(out, types.Array) or out.ndim != 1:
+        raise TypingError(f"{what}: out must be a 1-D float32 or float64 array, got {out}")
+    if out.dtype == types.float32:
+        kernel = f32_kernel
+    elif out.dtype == types.float64:
+        kernel = f64_kernel
+    else:
+        raise TypingError(f"{what}: out must be float32 or float64, got {out.dtype}")
+
+    def impl(out, seed, stream, layer, offset):
+        kernel(out, seed, stream, layer, offset)
+
+    return impl
+
+
+@overload(_fill_uniform_dispatch)
+def _ov_fill_uniform(out, seed, stream, layer, offset):
+    return _pick(out, _fill_uniform_f32, _fill_uniform_f64, "fill_uniform")
+
+
+@overload(_fill_normal_dispatch)
+def _ov_fill_normal(out, seed, stream, layer, offset):
+    return _pick(out, _fill_normal_f32, _fill_normal_f64, "fill_normal")
+
+
+@njit(cache=True)
+def fill_uniform(out, seed, stream, layer, offset):
+    """out[i] = uniform number (offset + i) in [0, 1) of the stream; out is 1-D float32/64.
+
+    float32: 24 bits per word, 4 per block; float64: 53 bits per word pair, 2 per block.
+    """
+    _fill_uniform_dispatch(out, seed, stream, layer, offset)
+
+
+@njit(cache=True)
+def fill_normal(out, seed, stream, layer, offset):
+    """out[i] = standard normal number (offset + i) of the stream (Box-Muller).
+
+    out is 1-D float32 (4 normals per block, float32 arithmetic) or float64 (2 normals
+    per block, 53-bit uniforms, float64 arithmetic).
+    """
+    _fill_normal_dispatch(out, seed, stream, layer, offset)
