@@ -65,7 +65,8 @@ def iter_rows(
     log_norm = 0.0
     for layer in range(network.depth + 1):
         if layer:
-            h, sumsq = backend.forward(network, seed, layer, h)
+            with np.errstate(over="ignore", invalid="ignore"):  # caught just below
+                h, sumsq = backend.forward(network, seed, layer, h)
         else:
             sumsq = float(np.sum(np.square(np.asarray(h, dtype=np.float64))))
         if not np.isfinite(sumsq):

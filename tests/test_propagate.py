@@ -1,0 +1,95 @@
+"""The depth loop end to end against the float64 reference network, weights and inputs
+regenerated from (seed, layer), rescaling, and failure detection."""
+
+import numpy as np
+import pytest
+from naive import network_ref
+
+from fastrank import Network, RunFailed, Schedule, simulate, weights
+from fastrank.init import input_matrix
+from fastrank.propagate import iter_rows
+
+EVERY_LAYER = Schedule(every=1, log=None)
+
+
+@pytest.mark.parametrize(
+    "network",
+    [
+        Network(width=12, batch=9, depth=40, dtype="float64"),
+        Network(width=12, batch=9, depth=40, activation="relu", dtype="float64"),
+        Network(width=12, batch=9, depth=40, activation="tanh", norm="ln", dtype="float64"),
+        Network(width=12, batch=9, depth=40, activation="relu", norm="bn", dtype="float64"),
+        Network(width=12, batch=16, depth=40, norm="bn-rms", gamma=0.5, dtype="float64"),
+        Network(width=12, batch=9, depth=40, init="orthogonal", dtype="float64"),
+        Network(width=12, batch=9, depth=40, init="uniform", input="orthogonal", dtype="float64"),
+    ],
+    ids=lambda n: n.label(),
+)
+def test_simulation_equals_reference_network(network):
+    traj = simulate(network, seed=5, schedule=EVERY_LAYER)
+    ref = network_ref(network, 5, lambda l: weights(network, 5, l), input_matrix(network, 5))
+    assert traj.layer.tolist() == list(range(network.depth + 1))
+    for i, (h, log_norm) in enumerate(ref):
+        s = np.linalg.svd(h, compute_uv=False)
+        np.testing.assert_allclose(traj.spectrum[i], s, rtol=1e-8, atol=1e-12 * s[0])
+        assert traj.log_norm[i] == pytest.approx(log_norm, rel=1e-10, abs=1e-10)
+
+
+def test_float32_run_tracks_the_float64_one():
+    net = Network(width=16, depth=30, activation="relu", norm="bn")
+    t32 = simulate(net, 1, EVERY_LAYER)
+    t64 = simulate(Network(**{**net.to_dict(), "dtype": "float64"}), 1, EVERY_LAYER)
+    # float64 normals come from 53-bit uniforms (2 per Philox block), so the two runs
+    # draw different networks: compare statistics, not entries. BN keeps both ranks up.
+    assert t32.soft_rank.min() > 2 and t64.soft_rank.min() > 2
+
+
+def test_weights_have_the_documented_distributions():
+    d = 256
+    g = weights(Network(width=d, depth=2), 0, 2)
+    assert g.dtype == np.float32 and g.shape == (d, d)
+    # variance gain/d_in: the sample variance of d^2 = 65536 normals has relative
+    # standard error sqrt(2/65536) = 0.55%; 3% is > 5 standard errors.
+    assert np.var(g) * d == pytest.approx(1.0, rel=0.03)
+    u = weights(Network(width=d, depth=2, init="uniform", activation="relu"), 0, 1)
+    a = np.sqrt(3 * 2.0 / d)
+    assert np.abs(u).max() <= a and np.var(u) * d / 2.0 == pytest.approx(1.0, rel=0.03)
+    o = weights(Network(width=d, depth=2, init="orthogonal", dtype="float64"), 0, 1)
+    np.testing.assert_allclose(o @ o.T, np.eye(d), atol=1e-12)
+    rect = weights(Network(width=(8, 8), input_dim=20, depth=2, init="orthogonal", dtype="float64"), 0, 1)
+    np.testing.assert_allclose(rect @ rect.T, np.eye(8), atol=1e-12)
+
+
+def test_any_layer_is_regenerated_independently():
+    net = Network(width=32, depth=1000)
+    first = weights(net, 9, 777)
+    weights(net, 9, 3)
+    np.testing.assert_array_equal(weights(net, 9, 777), first)
+    assert not np.array_equal(weights(net, 9, 778), first)
+    assert not np.array_equal(weights(net, 10, 777), first)
+
+
+def test_runs_are_deterministic():
+    net = Network(width=24, depth=200, activation="relu", norm="bn")
+    a, b = simulate(net, 2), simulate(net, 2)
+    np.testing.assert_array_equal(a.spectrum, b.spectrum)
+    np.testing.assert_array_equal(a.log_norm, b.log_norm)
+
+
+def test_overflow_is_detected_and_reported_with_the_layer():
+    net = Network(width=8, depth=50, activation="tanh", gain=1e80)  # weights overflow float32
+    with pytest.raises(RunFailed) as err:
+        list(iter_rows(net, 0))
+    assert err.value.layer == 1 and "non-finite" in err.value.reason
+    traj = simulate(net, 0)
+    assert traj.failure is not None and traj.layer.tolist() == [0]
+
+
+def test_rescaling_keeps_deep_vanilla_networks_finite():
+    # With gain 4 at d = 16 the log-norm grows by the top Lyapunov exponent
+    # 1/2 [log(2 * 4 / 16) + digamma(8)] = 0.661 per layer: ~1980 after 3000 layers,
+    # e^1980 overflows even float64 unless rescaled. 1500 leaves room for fluctuations
+    # (their sd grows like sqrt(depth / 2d) ~ 10).
+    net = Network(width=16, depth=3000, gain=4.0)
+    traj = simulate(net, 0, Schedule(every=1000, log=None))
+    assert np.all(np.isfinite(traj.log_norm)) and traj.log_norm[-1] > 1500
