@@ -1,0 +1,5 @@
+"""``python -m fastrank`` runs the command line."""
+
+from fastrank.cli import main
+
+main()

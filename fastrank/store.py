@@ -1,0 +1,541 @@
+"""The results file: one HDF5 file per sweep (schema in docs/format.md).
+
+The whole sweep is laid out when the file is created; rows are then appended under
+HDF5 SWMR, each committed by bumping a run's ``n_rows`` after its data is flushed, so
+readers in other processes see every committed row while the file is written, and a
+killed sweep loses only uncommitted rows. :meth:`Writer.resume` rebuilds a killed
+file; :func:`open` reads any of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import stat
+from datetime import datetime, timezone
+
+import h5py
+import numpy as np
+
+from fastrank.measures import SCALARS
+from fastrank.spec import Network, Sweep
+from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
+
+#: Datasets that grow by one row per measured layer, in file order.
+ROW_DATASETS = ("layer", "spectrum", *SCALARS, "rank_tau", "log_norm")
+#: Scalar datasets holding a run's status (datasets, not attrs: SWMR may write them).
+STATUS_DATASETS = ("n_rows", "failed_layer", "failure")
+#: Bytes of the fixed-size UTF-8 ``failure`` string (SWMR cannot write vlen data safely).
+FAILURE_BYTES = 1024
+_INT_DATASETS = {"layer", "numerical_rank", "rank_tau"}
+_SWMR_READ = {"libver": "latest", "swmr": True}
+
+
+def run_id(index: int) -> str:
+    """Name of run ``index``'s group under /runs: the index zero-padded to 5 digits."""
+    return f"{index:05d}"
+
+
+def _status(rows: int, expected: int, failed: bool) -> str:
+    if failed:
+        return "failed"
+    return "complete" if rows >= expected else ("running" if rows else "pending")
+
+
+def _encode_failure(reason: str) -> bytes:
+    """UTF-8 bytes of ``reason`` cut to FAILURE_BYTES at a character boundary."""
+    raw = str(reason).encode("utf-8")[:FAILURE_BYTES]
+    return raw.decode("utf-8", errors="ignore").encode("utf-8")
+
+
+def _text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _network_attrs(net: Network) -> dict:
+    """One attr per Network field; gain and input_dim as their effective values."""
+    out = {}
+    for f in dataclasses.fields(Network):
+        value = getattr(net, f.name)
+        if f.name == "gain":
+            value = net.weight_gain
+        elif f.name == "input_dim":
+            value = net.in_dim
+        out[f.name] = np.asarray(value, np.int64) if isinstance(value, tuple) else value
+    return out
+
+
+# Writing -------------------------------------------------------------------------------
+
+
+def _layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
+    """Write root attrs and every run's group with empty resizable datasets."""
+    for name, value in attrs.items():
+        f.attrs[name] = value
+    runs = f.create_group("runs")
+    for index, (net, seed) in enumerate(sweep.runs()):
+        points = sweep.schedule.points(net.depth)
+        widths = (net.in_dim, *net.widths)
+        n, k = len(points), max(min(widths[p], net.batch) for p in points)
+        g = runs.create_group(run_id(index))
+        g.attrs.update(
+            network=json.dumps(net.to_dict()),
+            seed=np.uint64(seed),
+            label=net.label(),
+            **_network_attrs(net),
+            expected_rows=np.int64(n),
+        )
+        for name in ROW_DATASETS:
+            cols = {"spectrum": (k,), "rank_tau": (len(sweep.taus),)}.get(name, ())
+            rows = max(1, min(n, 256, 2**16 // (8 * max(cols, default=1))))
+            integer = name in _INT_DATASETS
+            g.create_dataset(
+                name,
+                (0, *cols),
+                np.int64 if integer else np.float64,
+                maxshape=(n, *cols),
+                chunks=(rows, *cols),
+                fillvalue=0 if integer else np.nan,
+            )
+        g.create_dataset("tau", data=np.asarray(sweep.taus, np.float64))
+        g.create_dataset("sv", data=np.arange(k, dtype=np.int64))
+        g.create_dataset("n_rows", data=np.int64(0))
+        g.create_dataset("failed_layer", data=np.int64(-1))
+        g.create_dataset("failure", data=b"", dtype=h5py.string_dtype("utf-8", FAILURE_BYTES))
+        for scale in ("layer", "sv", "tau"):
+            g[scale].make_scale(scale)
+        for name in ROW_DATASETS[1:]:
+            g[name].dims[0].attach_scale(g["layer"])
+        g["spectrum"].dims[1].attach_scale(g["sv"])
+        g["rank_tau"].dims[1].attach_scale(g["tau"])
+
+
+def _staged(path: str, sweep: Sweep, attrs: dict) -> h5py.File:
+    """A fresh laid-out file under a temporary name next to ``path`` (moved in later)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    f = h5py.File(tmp, "x", libver="latest")
+    try:
+        _layout(f, sweep, attrs)
+    except BaseException:
+        _discard(f)
+        raise
+    return f
+
+
+def _discard(f: h5py.File) -> None:
+    tmp = f.filename
+    f.close()
+    os.unlink(tmp)
+
+
+class Writer:
+    """The single writer of a results file, in SWMR mode: append rows, record failures.
+
+    Get one with :meth:`create` or :meth:`resume`. Run numbers are indices into
+    ``sweep.runs()``. Other processes may read the file meanwhile (:func:`open`).
+    """
+
+    def __init__(self, path, file: h5py.File):
+        self.path, self._f = os.fspath(path), file
+        self.sweep = Sweep.from_dict(json.loads(file.attrs["sweep"]))
+        runs = self.sweep.runs()
+        self._groups = [file["runs"][run_id(i)] for i in range(len(runs))]
+        self._points = [self.sweep.schedule.points(net.depth) for net, _ in runs]
+        self._rows = [int(g["n_rows"][()]) for g in self._groups]
+        self._failed = [int(g["failed_layer"][()]) >= 0 for g in self._groups]
+        self._handles: dict[int, dict] = {}
+
+    @classmethod
+    def create(cls, path, sweep: Sweep, provenance: dict, overwrite: bool = False) -> Writer:
+        """Lay out a new file for ``sweep``; an existing file is replaced only if ``overwrite``.
+
+        The layout is built under a temporary name and moved into place whole, so a
+        failure never leaves a half-made file or destroys the old one.
+        """
+        path = os.fspath(path)
+        if os.path.exists(path) and not overwrite:
+            raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
+        attrs = {
+            "format": FORMAT_NAME,
+            "format_version": np.int64(FORMAT_VERSION),
+            "fastrank_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "sweep": json.dumps(sweep.to_dict()),
+            "provenance": json.dumps(provenance),
+        }
+        staged = _staged(path, sweep, attrs)
+        tmp = staged.filename
+        staged.close()
+        os.replace(tmp, path)
+        return cls._open(path)
+
+    @classmethod
+    def resume(cls, path) -> Writer:
+        """Re-open a sweep for writing, even one killed while writing.
+
+        A killed SWMR writer leaves status flags that make HDF5 refuse to open the file
+        for writing, so the file is rebuilt: its committed rows are read with a SWMR
+        reader and copied into a fresh file that atomically replaces it. Complete and
+        failed runs keep their rows and status; other runs restart at 0 rows.
+        """
+        path = os.fspath(path)
+        old = _open_read(path)
+        try:
+            sweep = Sweep.from_dict(json.loads(old.attrs["sweep"]))
+            new = _staged(path, sweep, dict(old.attrs))
+            try:
+                if set(old["runs"]) != set(new["runs"]):
+                    raise ValueError(f"{path}: its runs do not match its sweep")
+                for rid, src in old["runs"].items():
+                    rows, failed_layer, failure = _read_status(src)
+                    if failed_layer < 0 and rows < src.attrs["expected_rows"]:
+                        continue  # incomplete: recomputed from layer 0
+                    dst = new["runs"][rid]
+                    for name in ROW_DATASETS:
+                        dst[name].resize(rows, axis=0)
+                        dst[name][:rows] = src[name][:rows]
+                    dst["failure"][()] = _encode_failure(failure)
+                    dst["failed_layer"][()] = failed_layer
+                    dst["n_rows"][()] = rows
+                os.chmod(new.filename, stat.S_IMODE(os.stat(path).st_mode))
+            except BaseException:
+                _discard(new)
+                raise
+        finally:
+            old.close()
+        tmp = new.filename
+        new.close()
+        os.replace(tmp, path)
+        return cls._open(path)
+
+    @classmethod
+    def _open(cls, path: str) -> Writer:
+        f = h5py.File(path, "r+", libver="latest")
+        try:
+            _check_format(f, path)
+            f.swmr_mode = True  # nothing may be created from here on; datasets may grow
+            return cls(path, f)
+        except BaseException:
+            f.close()
+            raise
+
+    def status(self, run: int) -> str:
+        """``pending``, ``running`` (some rows), ``complete`` or ``failed``."""
+        return _status(self._rows[run], len(self._points[run]), self._failed[run])
+
+    def pending(self) -> list[int]:
+        """Indices of the runs still to compute: neither complete nor failed."""
+        return [i for i in range(len(self._groups)) if self.status(i) in ("pending", "running")]
+
+    def append(self, run: int, row) -> None:
+        """Commit the next measured layer of ``run`` (a :class:`fastrank.propagate.Row`)."""
+        self.extend(run, [row])
+
+    def extend(self, run: int, rows) -> None:
+        """Commit the next few measured layers of ``run`` at once (cheaper than one by one).
+
+        Data is written and flushed before ``n_rows`` is raised and flushed, so readers
+        and a killed file never count a row that is not fully on disk.
+        """
+        rows, state, n = list(rows), self.status(run), self._rows[run]
+        if state in ("complete", "failed"):
+            raise ValueError(f"run {run} is {state}: no more rows can be appended")
+        m, expected = len(rows), self._points[run][n : n + len(rows)].tolist()
+        layers = [row.layer for row in rows]
+        if layers != expected:
+            raise ValueError(f"run {run}: got rows for layers {layers}, expected {expected}")
+        if not rows:
+            return
+        ds = self._datasets(run)
+        spectra = np.full((m, ds["spectrum"].shape[1]), np.nan)
+        for i, row in enumerate(rows):
+            s = np.asarray(row.spectrum, np.float64).ravel()
+            if s.size > spectra.shape[1]:
+                raise ValueError(
+                    f"run {run}: spectrum has {s.size} values, the file holds {spectra.shape[1]}"
+                )
+            spectra[i, : s.size] = s
+        values = {
+            "layer": layers,
+            "spectrum": spectra,
+            **{name: [row.measures[name] for row in rows] for name in SCALARS},
+            "rank_tau": [row.measures["rank_tau"] for row in rows],
+            "log_norm": [row.log_norm for row in rows],
+        }
+        for name, value in values.items():
+            ds[name].resize(n + m, axis=0)
+            ds[name][n:] = np.asarray(value, ds[name].dtype)
+        self._f.flush()
+        ds["n_rows"][()] = n + m
+        self._f.flush()
+        self._rows[run] = n + m
+
+    def _datasets(self, run: int) -> dict:
+        """Open handles of ``run``'s datasets, kept for the few runs written most recently."""
+        ds = self._handles.pop(run, None) or {
+            name: self._groups[run][name] for name in (*ROW_DATASETS, "n_rows")
+        }
+        self._handles[run] = ds
+        if len(self._handles) > 64:
+            del self._handles[next(iter(self._handles))]
+        return ds
+
+    def fail(self, run: int, layer: int, reason: str) -> None:
+        """Mark ``run`` failed at ``layer`` (e.g. non-finite values); its rows are kept."""
+        if self.status(run) == "complete":
+            raise ValueError(f"run {run} is complete: it cannot fail")
+        g = self._groups[run]
+        g["failure"][()] = _encode_failure(reason)
+        self._f.flush()
+        g["failed_layer"][()] = int(layer)
+        self._f.flush()
+        self._failed[run] = True
+
+    def close(self) -> None:
+        if self._f.id.valid:
+            self._f.close()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# Reading -------------------------------------------------------------------------------
+
+
+def _check_format(f: h5py.File, path: str) -> None:
+    name = _text(f.attrs.get("format", ""))
+    if name != FORMAT_NAME:
+        raise ValueError(f"{path} is not a fastrank results file (format attr {name!r})")
+    version = int(f.attrs.get("format_version", 0))
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format version {version}, newer than this fastrank "
+            f"{__version__} reads ({FORMAT_VERSION}): upgrade fastrank"
+        )
+    if version < 1:
+        raise ValueError(f"{path} has an invalid format version {version}")
+
+
+def _open_read(path) -> h5py.File:
+    """Open a results file read-only as a SWMR reader (works while written or after a kill)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"{path} is not an HDF5 file, so not a fastrank results file")
+    try:
+        f = h5py.File(path, "r", **_SWMR_READ)
+    except OSError:  # older HDF5 builds refuse SWMR on files not written with it
+        f = h5py.File(path, "r")
+    try:
+        _check_format(f, path)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _read_status(g: h5py.Group) -> tuple[int, int, str]:
+    """(n_rows, failed_layer, failure) of a run group, fresh from disk."""
+    values = []
+    for name in STATUS_DATASETS:
+        g[name].refresh()
+        values.append(g[name][()])
+    return int(values[0]), int(values[1]), _text(values[2])
+
+
+def open(path) -> Results:  # noqa: A001 - the public name is fastrank.open
+    """Open a results file for reading, also while a sweep writes it or after a kill."""
+    return Results(path)
+
+
+class Results:
+    """A results file opened for reading: a table of runs and each run's arrays.
+
+    Opened as a SWMR reader, so the file may be one that a sweep is writing (call
+    :meth:`refresh` to see new rows) or one left by a killed sweep. Only committed
+    rows (``n_rows``) are ever shown.
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._f = _open_read(self.path)
+        a = self._f.attrs
+        self.attrs = {
+            "format": _text(a["format"]),
+            "format_version": int(a["format_version"]),
+            "fastrank_version": _text(a["fastrank_version"]),
+            "created": _text(a["created"]),
+            "provenance": json.loads(a["provenance"]),
+        }
+        self.sweep = Sweep.from_dict(json.loads(a["sweep"]))
+        self._n = len(self._f["runs"])
+        self._runs: dict[int, Run] = {}
+        self._table = None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self):
+        return (self[i] for i in range(self._n))
+
+    def __getitem__(self, key) -> Run:
+        """Run by index (negative counts from the end) or by id (``"00042"``)."""
+        if isinstance(key, str):
+            if key not in self._f["runs"]:
+                raise KeyError(f"no run {key!r} in {self.path}")
+            key = int(key)
+        index = int(key) + (self._n if key < 0 else 0)
+        if not 0 <= index < self._n:
+            raise IndexError(f"run {key} out of range: {self.path} has {self._n} runs")
+        if index not in self._runs:
+            self._runs[index] = Run(self, index)
+        return self._runs[index]
+
+    @property
+    def runs(self) -> np.ndarray:
+        """One row per run: id, index, label, Network fields (width -1 when per-layer),
+        seed, rows, expected_rows, status, final_soft_rank (NaN without rows)."""
+        if self._table is None:
+            cols: dict[str, list] = {}
+            for run in self:
+                a = run._g.attrs
+                fields = {f.name: a[f.name] for f in dataclasses.fields(Network)}
+                fields = {
+                    k: _text(v) if isinstance(v, (str, bytes)) else v for k, v in fields.items()
+                }
+                fields["width"] = int(fields["width"]) if np.ndim(fields["width"]) == 0 else -1
+                row = {
+                    "id": run.id,
+                    "index": run.index,
+                    "label": run.label,
+                    **fields,
+                    "seed": np.uint64(run.seed),
+                    "rows": run.rows,
+                    "expected_rows": run.expected_rows,
+                    "status": run.status,
+                    "final_soft_rank": run.soft_rank[-1] if run.rows else np.nan,
+                }
+                for k, v in row.items():
+                    cols.setdefault(k, []).append(v)
+            arrays = {k: np.asarray(v) for k, v in cols.items()}
+            self._table = np.empty(self._n, dtype=[(k, v.dtype) for k, v in arrays.items()])
+            for k, v in arrays.items():
+                self._table[k] = v
+        return self._table
+
+    def select(self, **criteria) -> list[Run]:
+        """Runs whose ``runs`` columns equal the given values (or lie in a given list)."""
+        table = self.runs
+        unknown = sorted(set(criteria) - set(table.dtype.names))
+        if unknown:
+            raise KeyError(
+                f"unknown run fields {unknown}: choose from {', '.join(table.dtype.names)}"
+            )
+        mask = np.ones(len(table), bool)
+        for name, value in criteria.items():
+            if isinstance(value, (list, tuple, set, frozenset)):
+                mask &= np.isin(table[name], list(value))
+            else:
+                mask &= table[name] == value
+        return [self[int(i)] for i in np.flatnonzero(mask)]
+
+    def refresh(self) -> None:
+        """Pick up rows committed since opening (or the last refresh)."""
+        self._table = None
+        for run in self._runs.values():
+            run.refresh()
+
+    def to_pandas(self):
+        """The ``runs`` table as a pandas DataFrame."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError("Results.to_pandas needs pandas: pip install pandas") from None
+        return pandas.DataFrame(self.runs)
+
+    def close(self) -> None:
+        if self._f.id.valid:
+            self._f.close()
+
+    def __enter__(self) -> Results:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<fastrank.Results {self.path!r}: {self._n} runs>"
+
+
+class Run:
+    """One (network, seed) run: its spec, status and the arrays of its committed rows.
+
+    Arrays are read on first access and kept until :meth:`refresh`.
+    """
+
+    def __init__(self, results: Results, index: int):
+        self._results, self.index, self.id = results, index, run_id(index)
+        self._g = results._f["runs"][self.id]
+        a = self._g.attrs
+        self.network = Network.from_dict(json.loads(a["network"]))
+        self.seed, self.label = int(a["seed"]), _text(a["label"])
+        self.expected_rows = int(a["expected_rows"])
+        self.taus = self._g["tau"][()]
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the status and drop cached arrays, to see newly committed rows."""
+        self._arrays: dict[str, np.ndarray] = {}
+        self.rows, failed_layer, self.failure = _read_status(self._g)
+        self.failed_layer = failed_layer if failed_layer >= 0 else None
+
+    @property
+    def status(self) -> str:
+        """``pending``, ``running`` (some rows), ``complete`` or ``failed``."""
+        return _status(self.rows, self.expected_rows, self.failed_layer is not None)
+
+    def measure(self, name: str) -> np.ndarray:
+        """Committed rows of dataset ``name``: layer, spectrum, log_norm, rank_tau or a scalar."""
+        if name not in ROW_DATASETS:
+            raise KeyError(f"unknown measure {name!r}: choose from {', '.join(ROW_DATASETS)}")
+        if name not in self._arrays:
+            ds = self._g[name]
+            ds.refresh()
+            self._arrays[name] = ds[: self.rows]
+        return self._arrays[name]
+
+    layer = property(lambda self: self.measure("layer"), doc="Measured layers.")
+    spectrum = property(
+        lambda self: self.measure("spectrum"), doc="Singular values (rows x k), NaN-padded."
+    )
+    log_norm = property(lambda self: self.measure("log_norm"), doc="log ||H||_F per row.")
+    rank_tau = property(lambda self: self.measure("rank_tau"), doc="rank_tau (rows x taus).")
+
+    def to_xarray(self):
+        """This run as an xarray.Dataset (dims layer, sv, tau), cut to the committed rows."""
+        try:
+            import h5netcdf  # noqa: F401
+            import xarray
+        except ImportError:
+            raise ImportError(
+                "Run.to_xarray needs xarray and h5netcdf: pip install xarray h5netcdf"
+            ) from None
+        ds = xarray.open_dataset(
+            self._results.path, group=f"runs/{self.id}", engine="h5netcdf", driver_kwds=_SWMR_READ
+        )
+        return ds.isel(layer=slice(0, self.rows))
+
+    def __repr__(self) -> str:
+        rows = f"{self.rows}/{self.expected_rows} rows"
+        return f"<fastrank.Run {self.id} {self.label} seed={self.seed}: {self.status}, {rows}>"
+
+
+for _name in SCALARS:
+    setattr(Run, _name, property(lambda self, _n=_name: self.measure(_n), doc=f"{_name} per row."))
+del _name

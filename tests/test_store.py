@@ -1,0 +1,330 @@
+"""The results file: round trip, statuses, overwrite protection, xarray access, padding,
+format checks, a SWMR reader in another process, and recovery after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from fastrank import store
+from fastrank.measures import SCALARS, all_measures
+from fastrank.propagate import Row
+from fastrank.spec import Schedule, Sweep
+from fastrank.store import Writer
+from fastrank.version import FORMAT_NAME, FORMAT_VERSION
+
+TESTS = Path(__file__).parent
+SCHEDULE = Schedule(every=5, log=None)  # layers 0, 5, 10, 15, 20
+
+
+def small_sweep(seeds=(0, 1)) -> Sweep:
+    return Sweep(
+        grid={"width": (8,), "depth": (20,), "batch": (6,)}, seeds=seeds, schedule=SCHEDULE
+    )
+
+
+SWEEP4 = small_sweep(seeds=(0, 1, 2, 3))
+
+
+def make_row(run: int, layer: int, size: int = 6, d: int = 8, taus=(0.1,)) -> Row:
+    """A made-up but self-consistent row, the same for the same (run, layer)."""
+    rng = np.random.default_rng([run, layer])
+    s = np.sort(rng.random(size) + 0.01)[::-1]
+    return Row(layer, s, float(rng.normal()), all_measures(s, (d, 6), "float32", taus))
+
+
+def fill(writer: Writer, run: int, start: int, stop: int, **kw) -> None:
+    """Append rows start..stop-1 of ``run``'s schedule."""
+    net, _ = writer.sweep.runs()[run]
+    for layer in writer.sweep.schedule.points(net.depth)[start:stop]:
+        writer.append(run, make_row(run, int(layer), **kw))
+
+
+def check_rows(run, count: int, **kw) -> None:
+    """``run`` holds exactly the first ``count`` made-up rows."""
+    layers = SCHEDULE.points(20)[:count]
+    assert run.rows == count and run.layer.tolist() == layers.tolist()
+    rows = [make_row(run.index, int(layer), **kw) for layer in layers]
+    assert run.spectrum.shape == (count, 6)
+    np.testing.assert_array_equal(
+        run.spectrum, np.array([r.spectrum for r in rows]).reshape(count, 6)
+    )
+    np.testing.assert_array_equal(run.log_norm, [r.log_norm for r in rows])
+    np.testing.assert_array_equal(
+        run.rank_tau, np.array([r.measures["rank_tau"] for r in rows]).reshape(count, 1)
+    )
+    for name in SCALARS:
+        np.testing.assert_array_equal(getattr(run, name), [r.measures[name] for r in rows])
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "r.h5"
+    with Writer.create(path, small_sweep(), {"host": "test", "backend": "cpu"}) as w:
+        assert w.sweep == small_sweep() and w.pending() == [0, 1]
+        fill(w, 0, 0, 5)  # row by row
+        w.extend(1, [make_row(1, layer) for layer in (0, 5, 10)])  # or several at once
+        w.extend(1, [])
+        with pytest.raises(ValueError, match=r"expected \[15, 20\]"):
+            w.extend(1, [make_row(1, layer) for layer in (15, 20, 25)])
+        w.extend(1, [make_row(1, layer) for layer in (15, 20)])
+        assert w.pending() == []
+    with store.open(path) as r:
+        assert r.attrs["format"] == FORMAT_NAME and r.attrs["format_version"] == FORMAT_VERSION
+        assert r.attrs["provenance"] == {"host": "test", "backend": "cpu"}
+        assert r.attrs["created"].endswith("+00:00")
+        assert r.sweep == small_sweep() and len(r) == 2
+        for run in r:
+            check_rows(run, 5)
+            assert run.status == "complete" and run.failure == "" and run.failed_layer is None
+            assert run.network.width == 8 and run.taus.tolist() == [0.1]
+        assert r[1].seed == 1 and r["00001"] is r[1] and r[-1] is r[1]
+        assert r[0].numerical_rank.dtype == np.int64
+        np.testing.assert_array_equal(r[0].measure("soft_rank"), r[0].soft_rank)
+        table = r.runs
+        assert table["id"].tolist() == ["00000", "00001"] and table["seed"].tolist() == [0, 1]
+        assert table["width"].tolist() == [8, 8] and table["gain"].tolist() == [1.0, 1.0]
+        assert table["status"].tolist() == ["complete"] * 2 and table["rows"].tolist() == [5, 5]
+        assert table["final_soft_rank"][0] == r[0].soft_rank[-1]
+        assert math.isinf(table["gamma"][0]) and table["label"][0] == r[0].network.label()
+        assert [run.index for run in r.select(seed=1)] == [1]
+        assert [run.index for run in r.select(seed=[0, 1], activation="linear")] == [0, 1]
+        with pytest.raises(KeyError):
+            r.select(colour="red")
+        with pytest.raises(IndexError):
+            r[2]
+        assert list(r.to_pandas()["id"]) == ["00000", "00001"]
+    with h5py.File(path, "r") as f:  # the layout, seen without fastrank
+        g = f["runs/00001"]
+        assert g.attrs["seed"] == 1 and g.attrs["expected_rows"] == 5
+        assert json.loads(g.attrs["network"])["width"] == 8
+        assert g["sv"][()].tolist() == list(range(6)) and g["n_rows"][()] == 5
+
+
+def test_statuses_and_failure(tmp_path):
+    path = tmp_path / "r.h5"
+    with Writer.create(path, SWEEP4, {}) as w:
+        fill(w, 0, 0, 5)
+        fill(w, 1, 0, 2)
+        fill(w, 2, 0, 2)
+        w.fail(2, 10, "non-finite values at layer 10 ✗")
+        assert [w.status(i) for i in range(4)] == ["complete", "running", "failed", "pending"]
+        assert w.pending() == [1, 3]
+        for run in (0, 2):
+            with pytest.raises(ValueError, match="no more rows"):
+                w.append(run, make_row(run, 10))
+        with pytest.raises(ValueError, match=r"expected \[10\]"):
+            w.append(1, make_row(1, 15))
+        with pytest.raises(ValueError, match="complete"):
+            w.fail(0, 20, "too late")
+    with store.open(path) as r:
+        assert r.runs["status"].tolist() == ["complete", "running", "failed", "pending"]
+        assert r.runs["rows"].tolist() == [5, 2, 2, 0]
+        assert math.isnan(r.runs["final_soft_rank"][3])
+        assert r[2].failure == "non-finite values at layer 10 ✗" and r[2].failed_layer == 10
+        check_rows(r[2], 2)
+        check_rows(r[3], 0)
+        assert [run.index for run in r.select(status="failed")] == [2]
+
+
+def test_refuses_to_overwrite(tmp_path):
+    path = tmp_path / "r.h5"
+    Writer.create(path, small_sweep(), {"n": 1}).close()
+    with pytest.raises(FileExistsError):
+        Writer.create(path, SWEEP4, {"n": 2})
+    with store.open(path) as r:
+        assert len(r) == 2 and r.attrs["provenance"] == {"n": 1}
+    with Writer.create(path, SWEEP4, {"n": 2}, overwrite=True) as w:
+        fill(w, 3, 0, 1)
+    with store.open(path) as r:
+        assert len(r) == 4 and r.attrs["provenance"] == {"n": 2} and r[3].rows == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["r.h5"]  # no temporary files left
+
+
+def test_xarray(tmp_path):
+    xarray = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    path = tmp_path / "r.h5"
+    with Writer.create(path, small_sweep(), {}) as w:
+        fill(w, 0, 0, 5)
+        fill(w, 1, 0, 3)
+    with xarray.open_dataset(path, group="runs/00000", engine="h5netcdf") as ds:
+        assert dict(ds.sizes) == {"layer": 5, "sv": 6, "tau": 1}
+        assert ds["spectrum"].dims == ("layer", "sv") and ds["rank_tau"].dims == ("layer", "tau")
+        assert ds["soft_rank"].dims == ("layer",) and ds["layer"].values.tolist() == [
+            0,
+            5,
+            10,
+            15,
+            20,
+        ]
+        assert int(ds["n_rows"]) == 5 and ds.attrs["seed"] == 0
+    with store.open(path) as r:
+        ds = r[1].to_xarray()
+        assert dict(ds.sizes) == {"layer": 3, "sv": 6, "tau": 1}
+        np.testing.assert_array_equal(ds["spectrum"].values, r[1].spectrum)
+        ds.close()
+
+
+def test_per_layer_widths_pad_spectrum(tmp_path):
+    widths = (4, 10, 3, 10)
+    sweep = Sweep(
+        grid={"width": (widths,), "depth": (4,), "batch": (6,)},
+        schedule=Schedule(every=1, log=None),
+    )
+    path = tmp_path / "r.h5"
+    sizes = [4, 4, 6, 3, 6]  # min(width at layer, batch); layer 0 has the input's width 4
+    with Writer.create(path, sweep, {}) as w:
+        for layer, size in enumerate(sizes):
+            w.append(0, make_row(0, layer, size=size))
+        with pytest.raises(ValueError, match="complete"):
+            w.append(0, make_row(0, 5))
+    with store.open(path) as r:
+        run = r[0]
+        assert run.spectrum.shape == (5, 6) and run.network.width == widths
+        for i, size in enumerate(sizes):
+            assert (
+                np.isfinite(run.spectrum[i, :size]).all() and np.isnan(run.spectrum[i, size:]).all()
+            )
+        assert r.runs["width"].tolist() == [-1]
+        assert run._g.attrs["width"].tolist() == list(widths)
+    with pytest.raises(ValueError, match="spectrum has 7"):
+        with Writer.create(tmp_path / "s.h5", sweep, {}) as w:
+            w.append(0, make_row(0, 0, size=7))
+
+
+def test_rejects_foreign_files(tmp_path):
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.arange(3)
+    text = tmp_path / "text.h5"
+    text.write_text("not hdf5")
+    for path in (foreign, text):
+        with pytest.raises(ValueError, match="not a"):
+            store.open(path)
+        with pytest.raises(ValueError, match="not a"):
+            Writer.resume(path)
+    with pytest.raises(FileNotFoundError):
+        store.open(tmp_path / "missing.h5")
+    newer = tmp_path / "newer.h5"
+    Writer.create(newer, small_sweep(), {}).close()
+    with h5py.File(newer, "r+") as f:
+        f.attrs["format_version"] = FORMAT_VERSION + 1
+    with pytest.raises(ValueError, match="newer"):
+        store.open(newer)
+    with pytest.raises(ValueError, match="newer"):
+        Writer.resume(newer)
+
+
+READER = """
+import json, sys
+from fastrank import store
+r = store.open(sys.argv[1])
+first = r[0]
+def report():
+    r.refresh()
+    out = {"rows": r.runs["rows"].tolist(), "status": r.runs["status"].tolist(),
+           "layer": first.layer.tolist(), "soft_rank": first.soft_rank.tolist(),
+           "failure": [run.failure for run in r]}
+    try:
+        import xarray, h5netcdf
+        out["xarray_layers"] = first.to_xarray().sizes["layer"]
+    except ImportError:
+        pass
+    print(json.dumps(out), flush=True)
+report()
+sys.stdin.readline()
+report()
+"""
+
+
+def test_swmr_reader_in_another_process(tmp_path):
+    path = tmp_path / "r.h5"
+    with Writer.create(path, small_sweep(), {}) as w:
+        fill(w, 0, 0, 2)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", READER, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            before = json.loads(proc.stdout.readline() or "null")
+            fill(w, 0, 2, 5)
+            w.fail(1, 0, "boom")
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            after = json.loads(proc.stdout.readline() or "null")
+        finally:
+            _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    assert before["rows"] == [2, 0] and before["status"] == ["running", "pending"]
+    assert before["layer"] == [0, 5]
+    assert before["soft_rank"] == [make_row(0, layer).measures["soft_rank"] for layer in (0, 5)]
+    assert after["rows"] == [5, 0] and after["status"] == ["complete", "failed"]
+    assert after["layer"] == [0, 5, 10, 15, 20] and after["failure"] == ["", "boom"]
+    if "xarray_layers" in before:
+        assert (before["xarray_layers"], after["xarray_layers"]) == (2, 5)
+
+
+KILLED = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+from test_store import SWEEP4, fill
+from fastrank.store import Writer
+w = Writer.create(sys.argv[1], SWEEP4, {"host": "killed"})
+fill(w, 0, 0, 5)
+fill(w, 1, 0, 2)
+w.fail(1, 10, "diverged")
+fill(w, 2, 0, 3)
+for ds in w._datasets(2).values():  # a torn 4th row: data extended, n_rows not yet raised
+    if ds.name.rsplit("/", 1)[1] != "n_rows":
+        ds.resize(4, axis=0)
+w._f.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_sigkill_then_read_and_resume(tmp_path):
+    path = tmp_path / "r.h5"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED, str(path), str(TESTS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    if h5py.version.hdf5_version_tuple >= (1, 10):  # SWMR status flags left set: the trap
+        with pytest.raises(OSError):
+            h5py.File(path, "a")
+    with store.open(path) as r:
+        assert r.runs["status"].tolist() == ["complete", "failed", "running", "pending"]
+        assert r[2]._g["spectrum"].shape[0] == 4  # the torn row is on disk but not counted
+        for run, count in zip(r, (5, 2, 3, 0), strict=True):
+            check_rows(run, count)
+        assert r[1].failure == "diverged" and r[1].failed_layer == 10
+        kept = {name: r[0].measure(name).tobytes() for name in store.ROW_DATASETS}
+        created = r.attrs["created"]
+    with Writer.resume(path) as w:
+        assert [w.status(i) for i in range(4)] == ["complete", "failed", "pending", "pending"]
+        assert w.pending() == [2, 3]
+        for run in w.pending():
+            fill(w, run, 0, 5)
+    assert [p.name for p in tmp_path.iterdir()] == ["r.h5"]
+    with store.open(path) as r:
+        assert r.attrs["created"] == created and r.attrs["provenance"] == {"host": "killed"}
+        assert r.runs["status"].tolist() == ["complete", "failed", "complete", "complete"]
+        assert all(r[0].measure(name).tobytes() == b for name, b in kept.items())
+        assert r[1].failure == "diverged" and r[1].failed_layer == 10
+        for run, count in zip(r, (5, 2, 5, 5), strict=True):
+            check_rows(run, count)
+    h5py.File(path, "a").close()  # closed cleanly: an ordinary HDF5 file again
+    Writer.resume(path).close()  # and resumable again
