@@ -5,7 +5,7 @@ kernels and streamed to HDF5.
     >>> net = fastrank.Network(width=32, depth=500, activation="relu", norm="bn")
     >>> traj = fastrank.simulate(net, seed=0)          # in memory
     >>> traj.soft_rank[-1]
-    >>> fastrank.sweep(fastrank.Sweep(grid={"norm": ("none", "bn")}), "r.h5")
+    >>> fastrank.sweep(fastrank.Sweep(grid={"norm": ("none", "bn")}), "r.h5")  # to a file
     >>> fastrank.open("r.h5").runs                      # the runs table
 """
 

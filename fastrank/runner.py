@@ -54,8 +54,8 @@ def open_writer(path: str | Path, sweep: Sweep | None, *, overwrite=False, resum
 
 
 def run_sweep(
+    sweep: Sweep | None,
     path: str | Path,
-    sweep: Sweep | None = None,
     *,
     overwrite: bool = False,
     resume: bool = False,
@@ -65,31 +65,45 @@ def run_sweep(
 ) -> Path:
     """Run ``sweep`` into the results file ``path`` and return the path.
 
-    ``on_start(total_layers)`` is called once with the layers left to simulate, then
-    ``progress(layers)`` after each stored row with the layers it advanced. Runs already
-    complete (or failed) in a resumed file are skipped; incomplete ones start again
-    from layer 0, so a resumed sweep gives exactly the numbers of an uninterrupted one.
+    With ``resume``, an existing file is continued (``sweep`` may then be None: the
+    file's own). See :func:`fill` for the callbacks.
     """
     if isinstance(backend, str):
         backend = get_backend(backend)
     with open_writer(path, sweep, overwrite=overwrite, resume=resume, backend=backend) as writer:
-        sweep = writer.sweep
-        runs = sweep.runs()
-        pending = writer.pending()
-        if on_start:
-            on_start(sum(runs[i][0].depth for i in pending))
-        for index in pending:
-            network, seed = runs[index]
-            done = 0
-            try:
-                for row in iter_rows(network, seed, sweep.schedule, sweep.method, sweep.taus,
-                                     backend):
-                    writer.append(index, row)
-                    if progress:
-                        progress(row.layer - done)
-                    done = row.layer
-            except RunFailed as failure:
-                writer.fail(index, failure.layer, failure.reason)
-                if progress:
-                    progress(network.depth - done)
+        fill(writer, backend, progress=progress, on_start=on_start)
     return Path(path)
+
+
+def fill(
+    writer: store.Writer,
+    backend: Backend,
+    *,
+    progress: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> None:
+    """Simulate every pending run of an open results file into it.
+
+    ``on_start(total_layers)`` is called once with the layers left to simulate, then
+    ``progress(layers)`` after each stored row with the layers it advanced. Runs already
+    complete (or failed) are skipped; incomplete ones start again from layer 0, so a
+    resumed sweep gives exactly the numbers of an uninterrupted one.
+    """
+    sweep = writer.sweep
+    runs = sweep.runs()
+    pending = writer.pending()
+    if on_start:
+        on_start(sum(runs[i][0].depth for i in pending))
+    for index in pending:
+        network, seed = runs[index]
+        done = 0
+        try:
+            for row in iter_rows(network, seed, sweep.schedule, sweep.method, sweep.taus, backend):
+                writer.append(index, row)
+                if progress:
+                    progress(row.layer - done)
+                done = row.layer
+        except RunFailed as failure:
+            writer.fail(index, failure.layer, failure.reason)
+            if progress:
+                progress(network.depth - done)

@@ -95,7 +95,8 @@ def sweep(config_path, output, overwrite, resume, quiet, **options):
     layers, seeds 0-3.
     """
     from fastrank import store
-    from fastrank.runner import run_sweep
+    from fastrank.backends.base import get_backend
+    from fastrank.runner import fill, open_writer
 
     given = {k: v for k, v in options.items() if v is not None}
     if overwrite and resume:
@@ -107,15 +108,17 @@ def sweep(config_path, output, overwrite, resume, quiet, **options):
     path = Path(output) if output else _fresh_path(DEFAULT_OUTPUT)
     if path.exists() and not (overwrite or resume):
         raise InputError(f"{path} exists: pass --overwrite to replace it or --resume to continue it")
+    backend = get_backend("cpu")
     try:
         # Resuming with no options at all continues whatever sweep the file holds.
         wanted = None if (resume and path.exists() and not given) else _build_sweep(given)
-        bar = _Progress(quiet)
-        run_sweep(path, wanted, overwrite=overwrite, resume=resume, progress=bar.update,
-                  on_start=bar.start)
-        bar.finish()
+        writer = open_writer(path, wanted, overwrite=overwrite, resume=resume, backend=backend)
     except (spec.SpecError, ValueError, FileExistsError) as exc:
         raise InputError(str(exc)) from None
+    bar = _Progress(quiet)
+    with writer:
+        fill(writer, backend, progress=bar.update, on_start=bar.start)
+    bar.finish()
     if not quiet:
         from fastrank.report import summary_table
 

@@ -1,0 +1,45 @@
+"""fastrank.sweep from Python: failed runs recorded while the sweep goes on, progress
+callbacks, resume of the file's own sweep, and refusal of a different one."""
+
+import numpy as np
+import pytest
+
+import fastrank
+from fastrank import Schedule, Sweep, simulate
+
+SWEEP = Sweep(
+    grid={"width": (8,), "depth": (40,), "activation": ("tanh",), "gain": (1.0, 1e80)},
+    seeds=(0, 1),
+    schedule=Schedule(every=10, log=None),
+)
+
+
+def test_failed_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
+    steps = []
+    path = fastrank.sweep(SWEEP, tmp_path / "r.h5", on_start=steps.append, progress=steps.append)
+    assert steps[0] == 4 * 40 and sum(steps[1:]) == 4 * 40
+    with fastrank.open(path) as results:
+        assert list(results.runs["status"]) == ["complete", "complete", "failed", "failed"]
+        failed = results[2]
+        assert failed.failed_layer == 1 and "non-finite" in failed.failure
+        assert failed.layer.tolist() == [0]  # the rows before the failure stay
+        # The file holds what simulate computes in memory, bit for bit.
+        ok = results[1]
+        traj = simulate(ok.network, ok.seed, SWEEP.schedule)
+        np.testing.assert_array_equal(ok.spectrum, traj.spectrum)
+        np.testing.assert_array_equal(ok.soft_rank, traj.soft_rank)
+
+
+def test_resume_takes_the_files_sweep_and_refuses_another(tmp_path):
+    path = tmp_path / "r.h5"
+    fastrank.sweep(SWEEP, path)
+    steps = []
+    fastrank.sweep(None, path, resume=True, on_start=steps.append)
+    assert steps == [0]  # nothing left to do
+    other = Sweep(grid={"width": (16,)}, schedule=SWEEP.schedule)
+    with pytest.raises(ValueError, match="different sweep"):
+        fastrank.sweep(other, path, resume=True)
+    with pytest.raises(FileExistsError):
+        fastrank.sweep(SWEEP, path)
+    with pytest.raises(ValueError, match="nothing to resume"):
+        fastrank.sweep(None, tmp_path / "missing.h5", resume=True)
