@@ -10,7 +10,7 @@ kernels and streamed to HDF5.
 """
 
 from fastrank.init import weights
-from fastrank.propagate import RunFailed, Trajectory, simulate
+from fastrank.propagate import RunFailed, Trajectory, simulate, simulate_many
 from fastrank.spec import Network, Schedule, SpecError, Sweep
 from fastrank.store import Results, open
 from fastrank.runner import run_sweep as sweep
@@ -22,6 +22,7 @@ __all__ = [
     "Sweep",
     "SpecError",
     "simulate",
+    "simulate_many",
     "sweep",
     "open",
     "weights",

@@ -136,3 +136,15 @@ def simulate(
         measures={m: np.array([r.measures[m] for r in rows]) for m in measures.SCALARS},
         failure=failure,
     )
+
+
+def simulate_many(
+    network: Network,
+    seeds,
+    schedule: Schedule = Schedule(),
+    method: str = "auto",
+    taus: tuple[float, ...] = (0.1,),
+    backend: Backend | None = None,
+) -> list[Trajectory]:
+    """One Trajectory per seed of the same network (the unit the backends batch)."""
+    return [simulate(network, s, schedule, method, taus, backend) for s in seeds]
