@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastrank import measures
-from fastrank.backends.base import Backend, get_backend
+from fastrank.backends.base import REASONS, Backend, get_backend
 from fastrank.spec import Network, Schedule
 
 
@@ -41,6 +41,42 @@ def resolve_method(method: str, dtype: str) -> str:
     return method
 
 
+def iter_batch(
+    network: Network,
+    seeds,
+    schedule: Schedule = Schedule(),
+    method: str = "auto",
+    taus: tuple[float, ...] = (0.1,),
+    backend: Backend | None = None,
+) -> Iterator[tuple[int, Row | RunFailed]]:
+    """Run several seeds of one network together; yield (seed index, Row) at each
+    scheduled layer, seed by seed, and (seed index, RunFailed) once for a seed whose H
+    turned non-finite or zero (it yields nothing after that).
+
+    Memory is that of two layers per seed whatever the depth. Unnormalised linear/ReLU
+    networks are rescaled to unit Frobenius norm after every layer (and the input), the
+    log of each factor summed in float64, so any depth neither overflows nor underflows.
+    """
+    backend = backend or get_backend("cpu")
+    method = resolve_method(method, network.dtype)
+    batch = backend.start(network, seeds)
+    reported: set[int] = set()
+    for point in schedule.points(network.depth):
+        if point:
+            backend.advance(batch, int(point))
+        for i in range(len(batch.seeds)):
+            if i in reported:
+                continue
+            if batch.failed_layer[i] >= 0:
+                reported.add(i)
+                yield i, RunFailed(int(batch.failed_layer[i]), REASONS[int(batch.reason[i])])
+                continue
+            s = backend.spectrum(batch, i, method)
+            shape = (network.widths[point - 1] if point else network.in_dim, network.batch)
+            measured = measures.all_measures(s, shape, network.dtype, taus)
+            yield i, Row(int(point), s, float(batch.log_norm[i]), measured)
+
+
 def iter_rows(
     network: Network,
     seed: int = 0,
@@ -49,39 +85,11 @@ def iter_rows(
     taus: tuple[float, ...] = (0.1,),
     backend: Backend | None = None,
 ) -> Iterator[Row]:
-    """Run one network layer by layer and yield a Row at each scheduled layer.
-
-    Memory is that of two layers whatever the depth. Unnormalised linear/ReLU networks
-    are rescaled to unit Frobenius norm after every layer (and the input), the log of
-    each factor summed in float64, so that any depth neither overflows nor underflows.
-    Raises RunFailed at the first layer whose H is non-finite or zero.
-    """
-    backend = backend or get_backend("cpu")
-    method = resolve_method(method, network.dtype)
-    points = schedule.points(network.depth)
-    is_point = np.zeros(network.depth + 1, dtype=bool)
-    is_point[points] = True
-    h = backend.input(network, seed)
-    log_norm = 0.0
-    for layer in range(network.depth + 1):
-        if layer:
-            with np.errstate(over="ignore", invalid="ignore"):  # caught just below
-                h, sumsq = backend.forward(network, seed, layer, h)
-        else:
-            sumsq = float(np.sum(np.square(np.asarray(h, dtype=np.float64))))
-        if not np.isfinite(sumsq):
-            raise RunFailed(layer, "non-finite values (overflow or NaN) in the representation")
-        if sumsq == 0.0:
-            raise RunFailed(layer, "the representation vanished (all entries zero)")
-        if network.rescaled:
-            log_norm += 0.5 * np.log(sumsq)
-            backend.scale(h, 1.0 / np.sqrt(sumsq))
-        else:
-            log_norm = 0.5 * np.log(sumsq)
-        if is_point[layer]:
-            s = backend.spectrum(h, method)
-            shape = (len(h), h.shape[1])
-            yield Row(layer, s, log_norm, measures.all_measures(s, shape, network.dtype, taus))
+    """The Rows of one seed; raises RunFailed where the network stops."""
+    for _, item in iter_batch(network, [seed], schedule, method, taus, backend):
+        if isinstance(item, RunFailed):
+            raise item
+        yield item
 
 
 @dataclass
@@ -104,6 +112,27 @@ class Trajectory:
             raise AttributeError(name) from None
 
 
+def simulate_many(
+    network: Network,
+    seeds,
+    schedule: Schedule = Schedule(),
+    method: str = "auto",
+    taus: tuple[float, ...] = (0.1,),
+    backend: Backend | None = None,
+) -> list[Trajectory]:
+    """Run several seeds of one network together (the unit the backends parallelise)
+    and collect one Trajectory per seed in memory. A failed run keeps its earlier rows."""
+    seeds = [int(s) for s in seeds]
+    rows: list[list[Row]] = [[] for _ in seeds]
+    failures: list[RunFailed | None] = [None] * len(seeds)
+    for i, item in iter_batch(network, seeds, schedule, method, taus, backend):
+        if isinstance(item, RunFailed):
+            failures[i] = item
+        else:
+            rows[i].append(item)
+    return [_trajectory(network, s, r, f, len(taus)) for s, r, f in zip(seeds, rows, failures)]
+
+
 def simulate(
     network: Network,
     seed: int = 0,
@@ -114,12 +143,10 @@ def simulate(
 ) -> Trajectory:
     """Run one network and collect its measurements in memory (for interactive use;
     sweeps stream rows to a file instead). A failed run keeps the rows before it."""
-    rows: list[Row] = []
-    failure = None
-    try:
-        rows.extend(iter_rows(network, seed, schedule, method, taus, backend))
-    except RunFailed as exc:
-        failure = exc
+    return simulate_many(network, [seed], schedule, method, taus, backend)[0]
+
+
+def _trajectory(network, seed, rows: list[Row], failure, n_taus: int) -> Trajectory:
     k = max((r.spectrum.size for r in rows), default=0)
     spectrum = np.full((len(rows), k), np.nan)
     for i, r in enumerate(rows):
@@ -131,20 +158,8 @@ def simulate(
         spectrum=spectrum,
         log_norm=np.array([r.log_norm for r in rows]),
         rank_tau=np.array([r.measures["rank_tau"] for r in rows], dtype=np.int64).reshape(
-            len(rows), len(taus)
+            len(rows), n_taus
         ),
         measures={m: np.array([r.measures[m] for r in rows]) for m in measures.SCALARS},
         failure=failure,
     )
-
-
-def simulate_many(
-    network: Network,
-    seeds,
-    schedule: Schedule = Schedule(),
-    method: str = "auto",
-    taus: tuple[float, ...] = (0.1,),
-    backend: Backend | None = None,
-) -> list[Trajectory]:
-    """One Trajectory per seed of the same network (the unit the backends batch)."""
-    return [simulate(network, s, schedule, method, taus, backend) for s in seeds]

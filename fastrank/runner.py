@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fastrank import store
 from fastrank.backends.base import Backend, get_backend
-from fastrank.propagate import RunFailed, iter_rows
+from fastrank.propagate import RunFailed, iter_batch
 from fastrank.spec import Sweep
 from fastrank.version import __version__
 
@@ -94,16 +94,20 @@ def fill(
     pending = writer.pending()
     if on_start:
         on_start(sum(runs[i][0].depth for i in pending))
-    for index in pending:
-        network, seed = runs[index]
-        done = 0
-        try:
-            for row in iter_rows(network, seed, sweep.schedule, sweep.method, sweep.taus, backend):
-                writer.append(index, row)
-                if progress:
-                    progress(row.layer - done)
-                done = row.layer
-        except RunFailed as failure:
-            writer.fail(index, failure.layer, failure.reason)
+    by_network: dict = {}
+    for index in pending:  # seeds of one network run together (one per thread)
+        by_network.setdefault(runs[index][0], []).append(index)
+    for network, indices in by_network.items():
+        done = dict.fromkeys(indices, 0)
+        seeds = [runs[i][1] for i in indices]
+        for i, item in iter_batch(network, seeds, sweep.schedule, sweep.method, sweep.taus,
+                                  backend):
+            index = indices[i]
+            if isinstance(item, RunFailed):
+                writer.fail(index, item.layer, item.reason)
+                advanced, done[index] = network.depth - done[index], network.depth
+            else:
+                writer.append(index, item)
+                advanced, done[index] = item.layer - done[index], item.layer
             if progress:
-                progress(network.depth - done)
+                progress(advanced)

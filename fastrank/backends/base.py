@@ -1,42 +1,76 @@
 """The interface every compute backend implements, and the one place that picks one.
 
-A backend owns the arrays of a run (host or device memory) and does the per-layer
-work; the depth loop in propagate.py only calls these methods and sees float64
-scalars and host spectra, so the same loop drives the CPU and the GPU.
+A backend advances a Batch (several seeds of one network) between measured layers and
+computes spectra; the depth loop in propagate.py sees only float64 host scalars and
+host spectra, so the same loop drives the CPU and the GPU.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 
 from fastrank.spec import Network
 
+#: Why a network stopped (Batch.reason), and the words stored in results files.
+REASONS = {
+    1: "non-finite values (overflow or NaN) in the representation",
+    2: "the representation vanished (all entries zero)",
+}
+
+
+@dataclass
+class Batch:
+    """Several seeds of one network at the same layer.
+
+    ``h[i]`` is seed i's representation (d x N) in the backend's memory. ``log_norm``
+    is log ||H|| of the un-rescaled network, ``failed_layer`` -1 or the layer at which
+    the seed stopped and ``reason`` the key of REASONS; a stopped seed is not advanced.
+    """
+
+    network: Network
+    seeds: np.ndarray  # uint64 (S,)
+    h: object
+    layer: int
+    log_norm: np.ndarray  # float64 (S,)
+    failed_layer: np.ndarray  # int64 (S,)
+    reason: np.ndarray  # int64 (S,)
+
+    def account(self, i: int, layer: int, sumsq: float) -> float | None:
+        """Book seed i's sum of squares at ``layer``: update the log-norm and return the
+        rescaling factor (1 for normalised networks), or None after marking a failure."""
+        if not np.isfinite(sumsq) or sumsq == 0.0:
+            self.failed_layer[i] = layer
+            self.reason[i] = 1 if not np.isfinite(sumsq) else 2
+            return None
+        if self.network.rescaled:
+            self.log_norm[i] += 0.5 * np.log(sumsq)
+            return 1.0 / np.sqrt(sumsq)
+        self.log_norm[i] = 0.5 * np.log(sumsq)
+        return 1.0
+
+    def alive(self) -> list[int]:
+        return [i for i in range(len(self.seeds)) if self.failed_layer[i] < 0]
+
 
 class Backend(ABC):
-    """Per-layer operations of one device."""
+    """Per-device operations on batches of networks."""
 
     name: str
 
     @abstractmethod
-    def input(self, network: Network, seed: int):
-        """H_0 (in_dim x batch) on the device, in the network's dtype."""
+    def start(self, network: Network, seeds) -> Batch:
+        """The batch at layer 0: each seed's input H_0, booked (rescaled, log-norm)."""
 
     @abstractmethod
-    def forward(self, network: Network, seed: int, layer: int, h) -> tuple[object, float]:
-        """H_layer from H_{layer-1}: weights, GEMM, residual, norm and activation.
-
-        Returns the new H and its float64 sum of squares (NaN/inf if it is not finite).
-        """
+    def advance(self, batch: Batch, stop: int) -> None:
+        """Run every live seed of ``batch`` on to layer ``stop``."""
 
     @abstractmethod
-    def scale(self, h, factor: float) -> None:
-        """In place: H <- factor * H."""
-
-    @abstractmethod
-    def spectrum(self, h, method: str) -> np.ndarray:
-        """Singular values of H, descending, float64, on the host; method gram or svd."""
+    def spectrum(self, batch: Batch, i: int, method: str) -> np.ndarray:
+        """Singular values of seed i's H, descending, float64, on the host (gram or svd)."""
 
     @abstractmethod
     def describe(self) -> dict:

@@ -1,30 +1,79 @@
-"""CPU backend: weights from the numba Philox stream, GEMM through numpy's BLAS, and
-the fused normalisation + activation pass in a numba kernel."""
+"""CPU backend: weights from the numba Philox stream, GEMM through numpy's BLAS and a
+fused normalisation + activation pass for wide networks; the whole-depth compiled
+kernel (one seed per thread) for narrow float32 ones."""
 
 from __future__ import annotations
 
+import functools
 import platform
 
 import numpy as np
 
-from fastrank import init
-from fastrank.backends.base import Backend
+from fastrank import config, init, rng
+from fastrank.backends.base import Backend, Batch
+from fastrank.kernels.cpu import depth
 from fastrank.kernels.cpu import layer as kernels
 from fastrank.spec import Network
+
+
+def uses_depth_kernel(network: Network) -> bool:
+    """Narrow constant-width float32 networks with Gaussian weights run in one kernel."""
+    return (
+        network.dtype == "float32"
+        and network.init == "gaussian"
+        and isinstance(network.width, int)
+        and network.in_dim == network.width <= config.SMALL_WIDTH_MAX
+    )
 
 
 class CPUBackend(Backend):
     name = "cpu"
 
-    def input(self, network: Network, seed: int) -> np.ndarray:
-        return init.input_matrix(network, seed)
+    def start(self, network: Network, seeds) -> Batch:
+        seeds = np.asarray(seeds, dtype=np.uint64)
+        hs = [init.input_matrix(network, int(s)) for s in seeds]
+        batch = Batch(network, seeds, hs, 0, np.zeros(len(seeds)),
+                      np.full(len(seeds), -1, np.int64), np.zeros(len(seeds), np.int64))
+        for i, h in enumerate(hs):
+            factor = batch.account(i, 0, kernels.sum_of_squares(h))
+            if factor is not None and factor != 1.0:
+                kernels.scale(h, factor)
+        if uses_depth_kernel(network):
+            batch.h = np.stack(hs)
+        return batch
 
-    def forward(self, network: Network, seed: int, layer: int, h: np.ndarray):
+    def advance(self, batch: Batch, stop: int) -> None:
+        net = batch.network
+        if uses_depth_kernel(net):
+            with np.errstate(over="ignore"):  # an infinite scale is booked as a failure
+                w_scale = np.float32(np.sqrt(net.weight_gain / net.width))
+            with _blas_controller().limit(limits=1, user_api="blas"):  # one GEMM per thread
+                depth.advance(
+                    batch.h, batch.seeds, batch.layer, stop, np.uint32(rng.WEIGHTS),
+                    w_scale, net.gamma,
+                    kernels.NORM_CODES[net.norm], kernels.ACTIVATION_CODES[net.activation],
+                    net.order == "act-norm", net.eps, net.rescaled,
+                    batch.log_norm, batch.failed_layer, batch.reason,
+                )
+        else:
+            for layer in range(batch.layer + 1, stop + 1):
+                for i in batch.alive():
+                    z, sumsq = self._forward(net, int(batch.seeds[i]), layer, batch.h[i])
+                    factor = batch.account(i, layer, sumsq)
+                    if factor is not None and factor != 1.0:
+                        kernels.scale(z, factor)
+                    batch.h[i] = z
+        batch.layer = stop
+
+    @staticmethod
+    def _forward(network: Network, seed: int, layer: int, h: np.ndarray):
+        """One layer through BLAS: H <- act(norm(W H)) (or the residual/act-norm forms)."""
         w = init.weights(network, seed, layer)
-        z = w @ h
-        if network.residual:
-            z *= z.dtype.type(network.gamma)
-            z += h
+        with np.errstate(over="ignore", invalid="ignore"):  # booked as a failure instead
+            z = w @ h
+            if network.residual:
+                z *= z.dtype.type(network.gamma)
+                z += h
         sumsq = kernels.normalize_activate(
             z,
             kernels.NORM_CODES[network.norm],
@@ -34,11 +83,8 @@ class CPUBackend(Backend):
         )
         return z, sumsq
 
-    def scale(self, h: np.ndarray, factor: float) -> None:
-        kernels.scale(h, factor)
-
-    def spectrum(self, h: np.ndarray, method: str) -> np.ndarray:
-        return host_spectrum(h, method)
+    def spectrum(self, batch: Batch, i: int, method: str) -> np.ndarray:
+        return host_spectrum(batch.h[i], method)
 
     def describe(self) -> dict:
         import numba
@@ -51,6 +97,14 @@ class CPUBackend(Backend):
             "numpy": np.__version__,
             "numba": numba.__version__,
         }
+
+
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries (inspected once)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def host_spectrum(h: np.ndarray, method: str) -> np.ndarray:

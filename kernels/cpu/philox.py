@@ -62,6 +62,7 @@ from numba.extending import overload
 
 __all__ = [
     "philox4x32_10",
+    "normals_f32_serial",
     "fill_uint32",
     "fill_uniform",
     "fill_normal",
@@ -273,7 +274,82 @@ def _fill_uniform_f64(out, seed, stream, layer, offset):
 # all of its _NCHUNK blocks with the same fixed-trip-count loop into a scratch buffer
 # and then copies the part that lies inside out.  (The integer and uniform fills use
 # only exact operations, so they need no such care.)
-_NCHUNK = 64
+_NCHUNK = 256
+
+
+# float32 Box-Muller with its own log and sin/cos: only +, -, *, / and sqrt on each
+# element, so LLVM vectorises the loops (libm calls would keep them scalar) and every
+# element comes out bitwise the same in scalar, SIMD and CUDA code (no FMA contraction).
+_LN2_HI = np.float32(0.693145751953125)  # ln 2 split so that e * _LN2_HI is exact
+_LN2_LO = np.float32(1.428606765330187e-06)
+_SQRT2 = np.float32(1.4142135623730951)
+_HALF_PI = np.float32(math.pi / 2)
+_F32_2POW_M22 = np.float32(2.0**-22)
+_F32_ONE = np.float32(1.0)
+_F32_TWO = np.float32(2.0)
+_MANT = np.uint32(0x7FFFFF)
+_ONE_BITS = np.uint32(0x3F800000)
+_LOW22 = np.uint32(0x3FFFFF)
+_U22 = np.uint32(22)
+_U23 = np.uint32(23)
+_U8_32 = np.uint32(8)
+_ONE_32 = np.uint32(1)
+_TWO_32 = np.uint32(2)
+# Taylor coefficients: ln((1+s)/(1-s)) = 2 (s + s^3/3 + ...), |s| <= 0.1716 (error < 1e-9);
+# sin and cos on [0, pi/2) to degree 11 and 12 (error < 6e-8).
+_L3, _L5, _L7, _L9 = (np.float32(1 / k) for k in (3, 5, 7, 9))
+_S3, _S5, _S7, _S9, _S11 = (np.float32((-1) ** j / math.factorial(2 * j + 1)) for j in range(1, 6))
+_C2, _C4, _C6, _C8, _C10, _C12 = (np.float32((-1) ** j / math.factorial(2 * j)) for j in range(1, 7))
+
+
+@njit(cache=True, error_model="numpy")  # no zero-division branch: the loops vectorise
+def normal_chunk_f32(buf, chunk, st, ly, k0, k1):
+    """buf[0 : 4 * _NCHUNK] = the float32 normals of chunk ``chunk`` (blocks
+    chunk * _NCHUNK ...): Philox words first, then Box-Muller, each in its own loop."""
+    xa = np.empty(2 * _NCHUNK, np.uint32)  # words x0, x2 of each block: radii
+    xb = np.empty(2 * _NCHUNK, np.uint32)  # words x1, x3: angles
+    b0 = chunk * _NCHUNK
+    for t in range(_NCHUNK):
+        x0, x1, x2, x3 = _block(b0 + t, st, ly, k0, k1)
+        xa[2 * t] = np.uint32(x0)
+        xa[2 * t + 1] = np.uint32(x2)
+        xb[2 * t] = np.uint32(x1)
+        xb[2 * t + 1] = np.uint32(x3)
+    u1 = np.empty(2 * _NCHUNK, np.float32)
+    for t in range(2 * _NCHUNK):
+        u1[t] = (np.float32(np.int32(xa[t] >> _U8_32)) + _F32_HALF) * _F32_2POW_M24
+    bits = u1.view(np.uint32)
+    mant = np.empty(2 * _NCHUNK, np.uint32)
+    expo = np.empty(2 * _NCHUNK, np.float32)
+    for t in range(2 * _NCHUNK):
+        mant[t] = (bits[t] & _MANT) | _ONE_BITS
+        expo[t] = np.float32(np.int32(bits[t] >> _U23) - 127)
+    m = mant.view(np.float32)  # u1 = m * 2**expo, m in [1, 2)
+    for t in range(2 * _NCHUNK):
+        mt = m[t]
+        et = expo[t]
+        big = mt > _SQRT2
+        mt = mt * _F32_HALF if big else mt
+        et = et + _F32_ONE if big else et
+        s = (mt - _F32_ONE) / (mt + _F32_ONE)
+        s2 = s * s
+        poly = _F32_ONE + s2 * (_L3 + s2 * (_L5 + s2 * (_L7 + s2 * _L9)))
+        ln = et * _LN2_HI + (_F32_TWO * s * poly + et * _LN2_LO)
+        r = math.sqrt(_F32_M2 * ln)
+        k = xb[t] >> _U8_32
+        q = k >> _U22
+        a = (np.float32(np.int32(k & _LOW22)) + _F32_HALF) * _F32_2POW_M22 * _HALF_PI
+        a2 = a * a
+        sn = a * (_F32_ONE + a2 * (_S3 + a2 * (_S5 + a2 * (_S7 + a2 * (_S9 + a2 * _S11)))))
+        cs = _F32_ONE + a2 * (_C2 + a2 * (_C4 + a2 * (_C6 + a2 * (_C8 + a2 * (_C10 + a2 * _C12)))))
+        # rotate by q quarter turns: (cos, sin) of (a + q pi/2)
+        odd = (q & _ONE_32) == _ONE_32
+        c = sn if odd else cs
+        sv = cs if odd else sn
+        c = -c if ((q + _ONE_32) & _TWO_32) == _TWO_32 else c  # quadrants 1 and 2
+        sv = -sv if (q & _TWO_32) == _TWO_32 else sv  # quadrants 2 and 3
+        buf[2 * t] = r * c
+        buf[2 * t + 1] = r * sv
 
 
 @njit(cache=True, parallel=True)
@@ -289,20 +365,28 @@ def _fill_normal_f32(out, seed, stream, layer, offset):
     for j in prange(nchunks):
         c = first + j
         buf = np.empty(per_chunk, np.float32)
-        b0 = c * _NCHUNK
-        for t in range(_NCHUNK):
-            x0, x1, x2, x3 = _block(b0 + t, st, ly, k0, k1)
-            z0, z1 = _box_muller_f32(x0, x1)
-            z2, z3 = _box_muller_f32(x2, x3)
-            buf[4 * t] = z0
-            buf[4 * t + 1] = z1
-            buf[4 * t + 2] = z2
-            buf[4 * t + 3] = z3
+        normal_chunk_f32(buf, c, st, ly, k0, k1)
         base = c * per_chunk - off  # index in out of buf[0]
         lo = max(np.int64(0), -base)
         hi = min(np.int64(per_chunk), n - base)
         for t in range(lo, hi):
             out[base + t] = buf[t]
+
+
+@njit(cache=True)
+def normals_f32_serial(out, seed, stream, layer):
+    """out[:] = the first out.size float32 normals of a stream, on the calling thread
+    (for kernels that already run one network per thread); same numbers as fill_normal."""
+    k0, k1, st, ly = _key_and_ids(seed, stream, layer)
+    per_chunk = 4 * _NCHUNK
+    n = out.shape[0]
+    full = n // per_chunk
+    for c in range(full):
+        normal_chunk_f32(out[c * per_chunk : (c + 1) * per_chunk], c, st, ly, k0, k1)
+    if full * per_chunk < n:
+        buf = np.empty(per_chunk, np.float32)
+        normal_chunk_f32(buf, full, st, ly, k0, k1)
+        out[full * per_chunk :] = buf[: n - full * per_chunk]
 
 
 @njit(cache=True, parallel=True)

@@ -1,0 +1,60 @@
+"""Whole stretches of depth in one compiled call, for small widths.
+
+At d of a few dozen, a per-layer Python loop spends most of its time in interpreter
+and dispatch overhead, so here each thread takes one network (seed) and runs it from
+layer ``start`` to ``stop`` without returning: weights drawn from the Philox stream
+into a per-thread buffer, BLAS sgemm called from compiled code, the fused normalisation +
+activation pass of layer.py, and the rescaling with its float64 log-norm. The caller
+(the CPU backend) returns to Python only at measured layers.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from fastrank.kernels.cpu.layer import normalize_activate, scale
+from fastrank.kernels.cpu.philox import normals_f32_serial
+
+#: Reasons a network stops (values of the ``reason`` array).
+OK, NON_FINITE, VANISHED = 0, 1, 2
+
+
+@njit(cache=True, parallel=True)
+def advance(h, seeds, start, stop, stream, w_scale, gamma, norm, act, act_first, eps,
+            rescale, log_norm, failed_layer, reason):
+    """Advance every network of ``h`` (seeds x d x N, float32) from layer ``start`` to
+    ``stop``; one network per thread.
+
+    Layer l's weights are the first d*d normals of (seed, stream, l), times ``w_scale``
+    (float32, as fastrank.init.weights makes them). ``gamma`` > 0 finite makes the
+    residual chain. ``log_norm`` accumulates (rescaled networks) or is set to log ||H||;
+    a network whose H turns non-finite or zero is stopped with ``failed_layer`` and
+    ``reason`` set and left alone afterwards.
+    """
+    n_seeds, d, n = h.shape
+    for s in prange(n_seeds):
+        if failed_layer[s] >= 0:
+            continue
+        w = np.empty((d, d), np.float32)
+        z = np.empty((d, n), np.float32)
+        hs = h[s]
+        flat_w = w.reshape(-1)
+        for layer in range(start + 1, stop + 1):
+            normals_f32_serial(flat_w, seeds[s], stream, np.uint32(layer))
+            for k in range(flat_w.size):
+                flat_w[k] *= w_scale
+            np.dot(w, hs, z)  # BLAS sgemm (numba calls it through SciPy)
+            if np.isfinite(gamma):
+                for i in range(d):
+                    for j in range(n):
+                        z[i, j] = hs[i, j] + np.float32(gamma) * z[i, j]
+            sumsq = normalize_activate(z, norm, act, act_first, eps)
+            if not np.isfinite(sumsq) or sumsq == 0.0:
+                failed_layer[s] = layer
+                reason[s] = NON_FINITE if not np.isfinite(sumsq) else VANISHED
+                break
+            if rescale:
+                log_norm[s] += 0.5 * np.log(sumsq)
+                scale(z, 1.0 / np.sqrt(sumsq))
+            else:
+                log_norm[s] = 0.5 * np.log(sumsq)
+            hs[:, :] = z
