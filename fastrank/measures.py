@@ -76,6 +76,25 @@ def condition_number(s: np.ndarray) -> float:
         return float(s[0] / s[-1]) if s[-1] > 0 else float("inf")
 
 
+def gram_measures(trace: float, frob2: float, top: float, n: int, n_taus: int) -> dict:
+    """The Gram tier from G = H^T H (or H H^T): trace, ||G||_F^2 and its top eigenvalue.
+
+    soft rank = tr(G)^2 / ||G||_F^2, stable rank = tr(G) / lambda_max, orthogonality gap
+    = sqrt(||G||_F^2 / tr(G)^2 - 1/N); measures that need the spectrum are NaN (-1 for
+    the integer ones).
+    """
+    ok = trace > 0 and frob2 > 0
+    return {
+        "soft_rank": trace**2 / frob2 if ok else 0.0,
+        "numerical_rank": -1,
+        "effective_rank": float("nan"),
+        "stable_rank": trace / top if ok and top > 0 else 0.0,
+        "orthogonality_gap": float(np.sqrt(max(frob2 / trace**2 - 1.0 / n, 0.0))) if ok else float("nan"),
+        "condition_number": float("nan"),
+        "rank_tau": np.full(n_taus, -1, dtype=np.int64),
+    }
+
+
 def all_measures(s: np.ndarray, shape: tuple[int, int], dtype, taus) -> dict:
     """Every stored measure of one spectrum: the SCALARS by name plus ``rank_tau``."""
     s = np.asarray(s, dtype=np.float64)

@@ -22,6 +22,7 @@ class Row:
     spectrum: np.ndarray  # float64 singular values, descending, min(d, N) of them
     log_norm: float  # log ||H_layer||_F of the un-rescaled network
     measures: dict  # measures.SCALARS by name, plus "rank_tau": int64 array (len(taus),)
+    tier: int = 1  # 1: full spectrum; 0: Gram tier only (spectrum empty, see measures)
 
 
 class RunFailed(Exception):
@@ -61,7 +62,7 @@ def iter_batch(
     method = resolve_method(method, network.dtype)
     batch = backend.start(network, seeds)
     reported: set[int] = set()
-    for point in schedule.points(network.depth):
+    for point, tier in zip(schedule.points(network.depth), schedule.tiers(network.depth)):
         if point:
             backend.advance(batch, int(point))
         for i in range(len(batch.seeds)):
@@ -71,10 +72,15 @@ def iter_batch(
                 reported.add(i)
                 yield i, RunFailed(int(batch.failed_layer[i]), REASONS[int(batch.reason[i])])
                 continue
-            s = backend.spectrum(batch, i, method)
             shape = (network.widths[point - 1] if point else network.in_dim, network.batch)
-            measured = measures.all_measures(s, shape, network.dtype, taus)
-            yield i, Row(int(point), s, float(batch.log_norm[i]), measured)
+            if tier:
+                s = backend.spectrum(batch, i, method)
+                measured = measures.all_measures(s, shape, network.dtype, taus)
+            else:
+                s = np.empty(0)
+                stats = backend.gram_stats(batch, i)
+                measured = measures.gram_measures(*stats, network.batch, len(taus))
+            yield i, Row(int(point), s, float(batch.log_norm[i]), measured, int(tier))
 
 
 def iter_rows(
@@ -102,6 +108,7 @@ class Trajectory:
     spectrum: np.ndarray  # (layers, k), NaN-padded where a layer has fewer values
     log_norm: np.ndarray
     rank_tau: np.ndarray  # (layers, len(taus))
+    tier: np.ndarray  # (layers,): 1 full spectrum, 0 Gram tier only
     measures: dict  # measures.SCALARS name -> array
     failure: RunFailed | None = None
 
@@ -160,6 +167,7 @@ def _trajectory(network, seed, rows: list[Row], failure, n_taus: int) -> Traject
         rank_tau=np.array([r.measures["rank_tau"] for r in rows], dtype=np.int64).reshape(
             len(rows), n_taus
         ),
+        tier=np.array([r.tier for r in rows], dtype=np.int64),
         measures={m: np.array([r.measures[m] for r in rows]) for m in measures.SCALARS},
         failure=failure,
     )

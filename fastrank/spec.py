@@ -192,14 +192,16 @@ class Network:
 
 @dataclass(frozen=True)
 class Schedule:
-    """Where to measure: every ``every`` layers, ``log`` log-spaced layers, and ``layers``.
-
-    Layer 0 (the input) and the last layer are always measured.
+    """Where to measure: every ``every`` layers, ``log`` log-spaced layers, and ``layers``
+    get the full spectrum; every ``cheap_every`` layers (between those) get the Gram tier
+    only: soft rank, stable rank, orthogonality gap and log-norm, for the price of one
+    Gram product. Layer 0 (the input) and the last layer always get the full spectrum.
     """
 
     every: int | None = 10
     log: int | None = 50
     layers: tuple[int, ...] = ()
+    cheap_every: int | None = None
 
     def __post_init__(self):
         if self.every is not None:
@@ -208,9 +210,11 @@ class Schedule:
             object.__setattr__(self, "log", _positive_int("log", self.log, minimum=0))
         layers = tuple(_positive_int("layers", x, minimum=0) for x in self.layers)
         object.__setattr__(self, "layers", layers)
+        if self.cheap_every is not None:
+            object.__setattr__(self, "cheap_every", _positive_int("cheap_every", self.cheap_every))
 
-    def points(self, depth: int) -> np.ndarray:
-        """Sorted distinct layers to measure in a network of ``depth`` layers."""
+    def full_points(self, depth: int) -> np.ndarray:
+        """Sorted layers that get the full spectrum."""
         bad = [x for x in self.layers if x > depth]
         if bad:
             raise SpecError(f"invalid layers {bad}: beyond depth {depth}")
@@ -221,6 +225,17 @@ class Schedule:
             pts.update(np.rint(np.geomspace(1, depth, self.log)).astype(int).tolist())
         return np.array(sorted(pts), dtype=np.int64)
 
+    def points(self, depth: int) -> np.ndarray:
+        """Sorted distinct layers measured at all (either tier): the rows of a run."""
+        full = self.full_points(depth)
+        if not self.cheap_every:
+            return full
+        return np.union1d(full, np.arange(0, depth + 1, self.cheap_every, dtype=np.int64))
+
+    def tiers(self, depth: int) -> np.ndarray:
+        """Per row of points(depth): 1 for the full spectrum, 0 for the Gram tier only."""
+        return np.isin(self.points(depth), self.full_points(depth)).astype(np.int64)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["layers"] = list(self.layers)
@@ -228,7 +243,7 @@ class Schedule:
 
     @classmethod
     def from_dict(cls, d: dict) -> Schedule:
-        return cls(d.get("every"), d.get("log"), tuple(d.get("layers", ())))
+        return cls(d.get("every"), d.get("log"), tuple(d.get("layers", ())), d.get("cheap_every"))
 
 
 #: Options of a Network that a sweep may vary, in the order runs are laid out.

@@ -23,12 +23,12 @@ from fastrank.spec import Network, Sweep
 from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
 
 #: Datasets that grow by one row per measured layer, in file order.
-ROW_DATASETS = ("layer", "spectrum", *SCALARS, "rank_tau", "log_norm")
+ROW_DATASETS = ("layer", "spectrum", *SCALARS, "rank_tau", "log_norm", "tier")
 #: Scalar datasets holding a run's status (datasets, not attrs: SWMR may write them).
 STATUS_DATASETS = ("n_rows", "failed_layer", "failure")
 #: Bytes of the fixed-size UTF-8 ``failure`` string (SWMR cannot write vlen data safely).
 FAILURE_BYTES = 1024
-_INT_DATASETS = {"layer", "numerical_rank", "rank_tau"}
+_INT_DATASETS = {"layer", "numerical_rank", "rank_tau", "tier"}
 _SWMR_READ = {"libver": "latest", "swmr": True}
 
 
@@ -184,7 +184,9 @@ class Writer:
         old = _open_read(path)
         try:
             sweep = Sweep.from_dict(json.loads(old.attrs["sweep"]))
-            new = _staged(path, sweep, dict(old.attrs))
+            # The rebuilt file is laid out in the current format (an older file's rows
+            # are carried over; format 1 had no tier: every row was full).
+            new = _staged(path, sweep, {**old.attrs, "format_version": np.int64(FORMAT_VERSION)})
             try:
                 if set(old["runs"]) != set(new["runs"]):
                     raise ValueError(f"{path}: its runs do not match its sweep")
@@ -195,7 +197,7 @@ class Writer:
                     dst = new["runs"][rid]
                     for name in ROW_DATASETS:
                         dst[name].resize(rows, axis=0)
-                        dst[name][:rows] = src[name][:rows]
+                        dst[name][:rows] = src[name][:rows] if name in src else 1
                     dst["failure"][()] = _encode_failure(failure)
                     dst["failed_layer"][()] = failed_layer
                     dst["n_rows"][()] = rows
@@ -263,6 +265,7 @@ class Writer:
             **{name: [row.measures[name] for row in rows] for name in SCALARS},
             "rank_tau": [row.measures["rank_tau"] for row in rows],
             "log_norm": [row.log_norm for row in rows],
+            "tier": [row.tier for row in rows],
         }
         for name, value in values.items():
             ds[name].resize(n + m, axis=0)
@@ -505,6 +508,8 @@ class Run:
         if name not in ROW_DATASETS:
             raise KeyError(f"unknown measure {name!r}: choose from {', '.join(ROW_DATASETS)}")
         if name not in self._arrays:
+            if name == "tier" and name not in self._g:  # format 1: every row was full
+                return np.ones(self.rows, np.int64)
             ds = self._g[name]
             ds.refresh()
             self._arrays[name] = ds[: self.rows]
@@ -516,6 +521,9 @@ class Run:
     )
     log_norm = property(lambda self: self.measure("log_norm"), doc="log ||H||_F per row.")
     rank_tau = property(lambda self: self.measure("rank_tau"), doc="rank_tau (rows x taus).")
+    tier = property(
+        lambda self: self.measure("tier"), doc="Per row: 1 full spectrum, 0 Gram tier only."
+    )
 
     def to_xarray(self):
         """This run as an xarray.Dataset (dims layer, sv, tau), cut to the committed rows."""

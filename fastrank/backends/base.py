@@ -73,6 +73,10 @@ class Backend(ABC):
         """Singular values of seed i's H, descending, float64, on the host (gram or svd)."""
 
     @abstractmethod
+    def gram_stats(self, batch: Batch, i: int) -> tuple[float, float, float]:
+        """Seed i's Gram matrix G (smaller side) summarised: trace, ||G||_F^2, lambda_max."""
+
+    @abstractmethod
     def describe(self) -> dict:
         """Provenance: device, library versions, threads."""
 

@@ -86,6 +86,9 @@ class CPUBackend(Backend):
     def spectrum(self, batch: Batch, i: int, method: str) -> np.ndarray:
         return host_spectrum(batch.h[i], method)
 
+    def gram_stats(self, batch: Batch, i: int) -> tuple[float, float, float]:
+        return host_gram_stats(batch.h[i])
+
     def describe(self) -> dict:
         import numba
 
@@ -120,3 +123,20 @@ def host_spectrum(h: np.ndarray, method: str) -> np.ndarray:
     gram = h64 @ h64.T if h64.shape[0] <= h64.shape[1] else h64.T @ h64
     eig = np.linalg.eigvalsh(gram)[::-1]
     return np.sqrt(np.clip(eig, 0.0, None))
+
+
+def host_gram_stats(h: np.ndarray) -> tuple[float, float, float]:
+    """trace, squared Frobenius norm and top eigenvalue of the Gram matrix of the smaller
+    side: one GEMM in the network's dtype, reductions in float64, and the top
+    eigenvalue by Lanczos (SciPy's eigsh) from a fixed start vector (the all-ones
+    vector would lie in the null space of a batch-normalised H)."""
+    g = h @ h.T if h.shape[0] <= h.shape[1] else h.T @ h
+    g = g.astype(np.float64)
+    trace, frob2 = float(np.trace(g)), float(np.vdot(g, g))
+    if g.shape[0] <= 256:
+        return trace, frob2, float(np.linalg.eigvalsh(g)[-1])
+    from scipy.sparse.linalg import eigsh
+
+    start = np.random.default_rng(12345).standard_normal(g.shape[0])
+    top = eigsh(g, k=1, which="LA", v0=start, tol=1e-10, return_eigenvectors=False)
+    return trace, frob2, float(top[0])

@@ -64,7 +64,7 @@ GRID_HELP = {
     "input_dim": "Rows of a gaussian/orthogonal input (default: the width).",
     "eps": "Epsilon of the normalisations (default 1e-5).",
 }
-OTHER_KEYS = ("seed", "every", "log", "layers", "method", "tau")
+OTHER_KEYS = ("seed", "every", "log", "layers", "cheap_every", "method", "tau")
 
 
 def _grid_options(f):
@@ -80,6 +80,8 @@ def _grid_options(f):
 @click.option("--every", type=int, metavar="K", help="Measure every K layers (0: off; default 10).")
 @click.option("--log", type=int, metavar="M", help="Also measure M log-spaced layers (0: off; default 50).")
 @click.option("--layers", metavar="LIST", help="Also measure these layers.")
+@click.option("--cheap-every", "cheap_every", type=int, metavar="K",
+              help="Gram-tier measures (soft/stable rank, orthogonality gap, log-norm) every K layers.")
 @click.option("--method", type=click.Choice(spec.METHODS), help="Spectrum: auto (default), gram or svd.")
 @click.option("--tau", metavar="LIST", help="Thresholds of rank_tau (default 0.1).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file of options; the command line wins.")
@@ -135,6 +137,7 @@ def _build_sweep(given: dict) -> spec.Sweep:
         every=_int_or_off("every", values.get("every", spec.Schedule.every)),
         log=_int_or_off("log", values.get("log", spec.Schedule.log)),
         layers=tuple(_parse("layers", values["layers"])) if "layers" in values else (),
+        cheap_every=_int_or_off("cheap_every", values.get("cheap_every")),
     )
     return spec.Sweep(
         grid=grid,
