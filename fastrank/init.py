@@ -23,8 +23,9 @@ def layer_shape(network: Network, layer: int) -> tuple[int, int]:
     return widths[layer - 1], d_in
 
 
-def weights(network: Network, seed: int, layer: int) -> np.ndarray:
-    """Weight matrix W_layer (d_out x d_in) in the network's dtype.
+def weights(network: Network, seed: int, layer: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Weight matrix W_layer (d_out x d_in) in the network's dtype (written into ``out``
+    when given, for Gaussian and uniform weights).
 
     gaussian: N(0, gain/d_in); uniform: U(-a, a) with a = sqrt(3 gain/d_in), the same
     variance; orthogonal: sqrt(gain) times a (semi-)orthogonal matrix (torch's rule,
@@ -34,12 +35,13 @@ def weights(network: Network, seed: int, layer: int) -> np.ndarray:
     dtype = np.dtype(network.dtype)
     gain = network.weight_gain
     if network.init == "gaussian":
-        w = rng.normal(seed, rng.WEIGHTS, layer, (d_out, d_in), dtype)
+        w = rng.normal(seed, rng.WEIGHTS, layer, (d_out, d_in), dtype, out=out)
         w *= dtype.type(np.sqrt(gain / d_in))
     elif network.init == "uniform":
-        w = rng.uniform(seed, rng.WEIGHTS, layer, (d_out, d_in), dtype)
+        w = rng.uniform(seed, rng.WEIGHTS, layer, (d_out, d_in), dtype, out=out)
         a = np.sqrt(3.0 * gain / d_in)
-        w = (w * dtype.type(2 * a) - dtype.type(a)).astype(dtype, copy=False)
+        w *= dtype.type(2 * a)
+        w -= dtype.type(a)
     else:
         w = (np.sqrt(gain) * _orthogonal(seed, rng.WEIGHTS, layer, d_out, d_in)).astype(dtype)
     return w

@@ -100,17 +100,20 @@ def _check_float_dtype(dtype):
     return dt
 
 
-def _float_fill(kernel, seed, stream, layer, shape, dtype, offset):
+def _float_fill(kernel, seed, stream, layer, shape, dtype, offset, out):
     ids = _check_ids(seed, stream, layer)
     dt = _check_float_dtype(dtype)
     shape, size = _check_shape(shape)
     off = _check_offset(offset, size)
-    out = np.empty(size, dtype=dt)
-    kernel(out, *ids, off)
-    return out.reshape(shape)
+    if out is None:
+        out = np.empty(shape, dtype=dt)
+    elif out.shape != shape or out.dtype != dt or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {dt} array of shape {shape}")
+    kernel(out.reshape(-1), *ids, off)
+    return out
 
 
-def normal(seed, stream, layer, shape, dtype=np.float32, offset=0):
+def normal(seed, stream, layer, shape, dtype=np.float32, offset=0, out=None):
     """Standard normal numbers ``offset .. offset + prod(shape) - 1`` of a stream.
 
     Parameters
@@ -126,16 +129,18 @@ def normal(seed, stream, layer, shape, dtype=np.float32, offset=0):
         block); float64 use 53-bit uniforms and float64 Box-Muller (2 per block).
         The two dtypes are different streams, not roundings of each other.
     offset : int, >= 0
+    out : array, optional
+        C-contiguous array of that shape and dtype to fill (and return) instead of a new one.
     """
-    return _float_fill(fill_normal, seed, stream, layer, shape, dtype, offset)
+    return _float_fill(fill_normal, seed, stream, layer, shape, dtype, offset, out)
 
 
-def uniform(seed, stream, layer, shape, dtype=np.float32, offset=0):
+def uniform(seed, stream, layer, shape, dtype=np.float32, offset=0, out=None):
     """Uniform numbers in [0, 1): numbers ``offset ..`` of a stream, like :func:`normal`.
 
     float32: ``(x >> 8) * 2**-24`` per 32-bit word; float64: 53 bits from a pair of words.
     """
-    return _float_fill(fill_uniform, seed, stream, layer, shape, dtype, offset)
+    return _float_fill(fill_uniform, seed, stream, layer, shape, dtype, offset, out)
 
 
 def uint32(seed, stream, layer, n, offset=0):

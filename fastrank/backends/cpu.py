@@ -29,6 +29,9 @@ def uses_depth_kernel(network: Network) -> bool:
 class CPUBackend(Backend):
     name = "cpu"
 
+    def __init__(self):
+        self._weight_buffers: dict = {}
+
     def start(self, network: Network, seeds) -> Batch:
         seeds = np.asarray(seeds, dtype=np.uint64)
         hs = [init.input_matrix(network, int(s)) for s in seeds]
@@ -56,21 +59,31 @@ class CPUBackend(Backend):
                     batch.log_norm, batch.failed_layer, batch.reason,
                 )
         else:
+            spare: dict = {}  # per seed, the buffer the next layer writes into
             for layer in range(batch.layer + 1, stop + 1):
                 for i in batch.alive():
-                    z, sumsq = self._forward(net, int(batch.seeds[i]), layer, batch.h[i])
+                    z, sumsq = self._forward(net, int(batch.seeds[i]), layer, batch.h[i],
+                                             spare.get(i))
                     factor = batch.account(i, layer, sumsq)
                     if factor is not None and factor != 1.0:
                         kernels.scale(z, factor)
-                    batch.h[i] = z
+                    spare[i], batch.h[i] = batch.h[i], z
         batch.layer = stop
 
-    @staticmethod
-    def _forward(network: Network, seed: int, layer: int, h: np.ndarray):
-        """One layer through BLAS: H <- act(norm(W H)) (or the residual/act-norm forms)."""
-        w = init.weights(network, seed, layer)
+    def _forward(self, network: Network, seed: int, layer: int, h: np.ndarray,
+                 out: np.ndarray | None = None):
+        """One layer through BLAS: H <- act(norm(W H)) (or the residual/act-norm forms),
+        written into ``out`` when it has the right shape; weights go into a kept buffer
+        (fresh multi-MB arrays per layer would cost page faults at large widths)."""
+        shape = init.layer_shape(network, layer)
+        w = self._weight_buffers.get((shape, network.dtype))
+        if w is None and network.init != "orthogonal":
+            w = self._weight_buffers[(shape, network.dtype)] = np.empty(shape, network.dtype)
+        w = init.weights(network, seed, layer, out=w)
+        if out is None or out.shape != (shape[0], h.shape[1]):
+            out = np.empty((shape[0], h.shape[1]), h.dtype)
         with np.errstate(over="ignore", invalid="ignore"):  # booked as a failure instead
-            z = w @ h
+            z = np.matmul(w, h, out=out)
             if network.residual:
                 z *= z.dtype.type(network.gamma)
                 z += h
