@@ -313,13 +313,14 @@ def test_box_muller_float32_edge_words():
     # largest, (2**24 - 1 + 0.5) * 2**-24, rounds to exactly 1.0 in float32 (r = 0).
     big = np.uint64(0xFFFFFFFF)
     zero = np.uint64(0)
-    z0, z1 = philox._box_muller_f32(big, zero)
-    assert z0 == 0.0 and z1 == 0.0
-    z0, z1 = philox._box_muller_f32(zero, zero)
+    out = np.empty(4, np.float32)
+    words = np.array([0xFFFFFFFF, 0], np.uint32)
+    philox.box_muller_f32(words, np.zeros(2, np.uint32), out)
+    assert out[0] == 0.0 and out[1] == 0.0
     r = np.sqrt(-2.0 * np.log(2.0**-25))  # ~5.887, the largest possible |z|
     u2 = 2.0**-25
     np.testing.assert_allclose(
-        [z0, z1], [r * np.cos(2 * np.pi * u2), r * np.sin(2 * np.pi * u2)], rtol=1e-6
+        out[2:], [r * np.cos(2 * np.pi * u2), r * np.sin(2 * np.pi * u2)], rtol=1e-6
     )
     # float64: the largest 53-bit u1 also rounds to 1.0, the smallest is 2**-54.
     z0, z1 = philox._box_muller_f64(big, big, zero, zero)

@@ -31,21 +31,26 @@ Derived numbers (element ``i`` of each kind of stream)
       r  = sqrt(-2 * log(u1))
       z[4b] = r * cos(2pi * u2),   z[4b+1] = r * sin(2pi * u2)
 
-  and (x2, x3) likewise give ``z[4b+2], z[4b+3]``.  Every operation is float32
-  (this is what the CUDA kernels replicate).  Note that ``k + 0.5`` is exact in
-  float32 only for ``k < 2**23``; above that it rounds to nearest even, so u can be
-  exactly 1.0 (then r = 0) but is never 0 (the smallest u is 2**-25), so the log is
-  always finite.
+  and (x2, x3) likewise give ``z[4b+2], z[4b+3]``.  Every operation is float32, and
+  log, cos and sin are fastrank's own (box_muller_f32): log from the exponent and a
+  series in s = (m - 1)/(m + 1), cos/sin from the top two bits of u2 (the quadrant)
+  and Taylor polynomials on [0, pi/2), using only +, -, *, / and sqrt.  Those are
+  correctly rounded in IEEE arithmetic, so the numbers are bitwise the same whether
+  a loop runs scalar or SIMD, and in CUDA compiled without FMA contraction; and the
+  loops vectorise (3-4x numpy's Generator per thread).  Accuracy: a few float32 ulp.
+  ``k + 0.5`` is exact in float32 only for ``k < 2**23``; above that it rounds to
+  nearest even, so u1 can be exactly 1.0 (then r = 0) but is never 0 (the smallest
+  is 2**-25), so the log is always finite.
 * float64 normal, Box-Muller, 2 per block: ``u1 = (float64(m01) + 0.5) * 2**-53``
   with ``m01`` the 53-bit integer from (x0, x1) as for uniforms, ``u2`` likewise
   from (x2, x3); ``z[2b] = r cos(2pi u2)``, ``z[2b+1] = r sin(2pi u2)``, all float64.
   As in float32, ``m + 0.5`` rounds for ``m >= 2**52``: u lies in [2**-54, 1.0].
 
 Reproducibility: the uint32 words (and so the float uniforms, which are exact
-scalings) are bitwise identical on every platform, thread count and offset/length
-split.  The normals are bitwise identical across thread counts and splits on one
-machine; across libm implementations (CPU vs CUDA ``logf``/``sinf``/...) they agree
-to rounding (a few ulp), not bitwise.
+scalings) and the float32 normals are bitwise identical on every platform, thread
+count and offset/length split.  float64 normals use libm's log/cos/sin: bitwise
+identical across thread counts and splits on one machine, equal to rounding across
+libm implementations (CPU vs CUDA).
 
 Argument types: pass ``seed`` as ``np.uint64``, ``stream`` and ``layer`` as
 ``np.uint32`` and ``offset`` as ``np.int64`` (``fastrank.rng`` does this) so that
@@ -146,24 +151,9 @@ def _key_and_ids(seed, stream, layer):
 
 
 @njit(cache=True, inline="always")
-def _u24_open(x):
-    """float32 uniform in (0, 1] from the top 24 bits of a word, (k + 0.5) * 2**-24."""
-    return (np.float32(x >> _U8) + _F32_HALF) * _F32_2POW_M24
-
-
-@njit(cache=True, inline="always")
 def _m53(xa, xb):
     """53-bit integer (as uint64) from the top 27 bits of xa and top 26 bits of xb."""
     return ((xa >> _U5) << _U26) | (xb >> _U6)
-
-
-@njit(cache=True, inline="always")
-def _box_muller_f32(xa, xb):
-    u1 = _u24_open(xa)
-    u2 = _u24_open(xb)
-    r = math.sqrt(_F32_M2 * math.log(u1))
-    t = _F32_TWO_PI * u2
-    return r * math.cos(t), r * math.sin(t)
 
 
 @njit(cache=True, inline="always")
@@ -182,6 +172,30 @@ def _box_muller_f64(x0, x1, x2, x3):
 # ---------------------------------------------------------------------------
 
 
+@njit(cache=True, inline="always")
+def _store4(out, base, v0, v1, v2, v3):
+    """out[base + k] = v_k for the k that fall inside out (a block at an edge)."""
+    n = out.shape[0]
+    if base >= 0 and base + 4 <= n:
+        out[base] = v0
+        out[base + 1] = v1
+        out[base + 2] = v2
+        out[base + 3] = v3
+    else:
+        for k, v in ((0, v0), (1, v1), (2, v2), (3, v3)):
+            if 0 <= base + k < n:
+                out[base + k] = v
+
+
+@njit(cache=True, inline="always")
+def _store_chunk(out, base, buf):
+    """out[base + t] = buf[t] for the t that fall inside out."""
+    lo = max(np.int64(0), -base)
+    hi = min(np.int64(buf.shape[0]), out.shape[0] - base)
+    for t in range(lo, hi):
+        out[base + t] = buf[t]
+
+
 @njit(cache=True, parallel=True)
 def fill_uint32(out, seed, stream, layer, offset):
     """out[i] = word (offset + i) of the (seed, stream, layer) stream; out is 1-D uint32."""
@@ -196,20 +210,7 @@ def fill_uint32(out, seed, stream, layer, offset):
         b = first + j
         x0, x1, x2, x3 = _block(b, st, ly, k0, k1)
         base = b * 4 - off  # index in out of the block's word 0
-        if base >= 0 and base + 4 <= n:
-            out[base] = np.uint32(x0)
-            out[base + 1] = np.uint32(x1)
-            out[base + 2] = np.uint32(x2)
-            out[base + 3] = np.uint32(x3)
-        else:
-            if 0 <= base < n:
-                out[base] = np.uint32(x0)
-            if 0 <= base + 1 < n:
-                out[base + 1] = np.uint32(x1)
-            if 0 <= base + 2 < n:
-                out[base + 2] = np.uint32(x2)
-            if 0 <= base + 3 < n:
-                out[base + 3] = np.uint32(x3)
+        _store4(out, base, np.uint32(x0), np.uint32(x1), np.uint32(x2), np.uint32(x3))
 
 
 @njit(cache=True, parallel=True)
@@ -229,20 +230,7 @@ def _fill_uniform_f32(out, seed, stream, layer, offset):
         v2 = np.float32(x2 >> _U8) * _F32_2POW_M24
         v3 = np.float32(x3 >> _U8) * _F32_2POW_M24
         base = b * 4 - off
-        if base >= 0 and base + 4 <= n:
-            out[base] = v0
-            out[base + 1] = v1
-            out[base + 2] = v2
-            out[base + 3] = v3
-        else:
-            if 0 <= base < n:
-                out[base] = v0
-            if 0 <= base + 1 < n:
-                out[base + 1] = v1
-            if 0 <= base + 2 < n:
-                out[base + 2] = v2
-            if 0 <= base + 3 < n:
-                out[base + 3] = v3
+        _store4(out, base, v0, v1, v2, v3)
 
 
 @njit(cache=True, parallel=True)
@@ -303,29 +291,22 @@ _C2, _C4, _C6, _C8, _C10, _C12 = (np.float32((-1) ** j / math.factorial(2 * j)) 
 
 
 @njit(cache=True, error_model="numpy")  # no zero-division branch: the loops vectorise
-def normal_chunk_f32(buf, chunk, st, ly, k0, k1):
-    """buf[0 : 4 * _NCHUNK] = the float32 normals of chunk ``chunk`` (blocks
-    chunk * _NCHUNK ...): Philox words first, then Box-Muller, each in its own loop."""
-    xa = np.empty(2 * _NCHUNK, np.uint32)  # words x0, x2 of each block: radii
-    xb = np.empty(2 * _NCHUNK, np.uint32)  # words x1, x3: angles
-    b0 = chunk * _NCHUNK
-    for t in range(_NCHUNK):
-        x0, x1, x2, x3 = _block(b0 + t, st, ly, k0, k1)
-        xa[2 * t] = np.uint32(x0)
-        xa[2 * t + 1] = np.uint32(x2)
-        xb[2 * t] = np.uint32(x1)
-        xb[2 * t + 1] = np.uint32(x3)
-    u1 = np.empty(2 * _NCHUNK, np.float32)
-    for t in range(2 * _NCHUNK):
+def box_muller_f32(xa, xb, out):
+    """out[2t], out[2t+1] = r cos(theta), r sin(theta) for the word pairs (xa[t], xb[t]):
+    u1 = (float32(xa >> 8) + 0.5) * 2**-24, r = sqrt(-2 ln u1), theta = 2 pi u2 with u2
+    from xb likewise; float32 throughout, in separate loops over the whole arrays."""
+    n = xa.shape[0]
+    u1 = np.empty(n, np.float32)
+    for t in range(n):
         u1[t] = (np.float32(np.int32(xa[t] >> _U8_32)) + _F32_HALF) * _F32_2POW_M24
     bits = u1.view(np.uint32)
-    mant = np.empty(2 * _NCHUNK, np.uint32)
-    expo = np.empty(2 * _NCHUNK, np.float32)
-    for t in range(2 * _NCHUNK):
+    mant = np.empty(n, np.uint32)
+    expo = np.empty(n, np.float32)
+    for t in range(n):
         mant[t] = (bits[t] & _MANT) | _ONE_BITS
         expo[t] = np.float32(np.int32(bits[t] >> _U23) - 127)
     m = mant.view(np.float32)  # u1 = m * 2**expo, m in [1, 2)
-    for t in range(2 * _NCHUNK):
+    for t in range(n):
         mt = m[t]
         et = expo[t]
         big = mt > _SQRT2
@@ -348,8 +329,24 @@ def normal_chunk_f32(buf, chunk, st, ly, k0, k1):
         sv = cs if odd else sn
         c = -c if ((q + _ONE_32) & _TWO_32) == _TWO_32 else c  # quadrants 1 and 2
         sv = -sv if (q & _TWO_32) == _TWO_32 else sv  # quadrants 2 and 3
-        buf[2 * t] = r * c
-        buf[2 * t + 1] = r * sv
+        out[2 * t] = r * c
+        out[2 * t + 1] = r * sv
+
+
+@njit(cache=True)
+def normal_chunk_f32(buf, chunk, st, ly, k0, k1):
+    """buf[0 : 4 * _NCHUNK] = the float32 normals of chunk ``chunk`` (blocks
+    chunk * _NCHUNK ...): all Philox words first, then Box-Muller on them."""
+    xa = np.empty(2 * _NCHUNK, np.uint32)  # words x0, x2 of each block: radii
+    xb = np.empty(2 * _NCHUNK, np.uint32)  # words x1, x3: angles
+    b0 = chunk * _NCHUNK
+    for t in range(_NCHUNK):
+        x0, x1, x2, x3 = _block(b0 + t, st, ly, k0, k1)
+        xa[2 * t] = np.uint32(x0)
+        xa[2 * t + 1] = np.uint32(x2)
+        xb[2 * t] = np.uint32(x1)
+        xb[2 * t + 1] = np.uint32(x3)
+    box_muller_f32(xa, xb, buf)
 
 
 @njit(cache=True, parallel=True)
@@ -367,10 +364,7 @@ def _fill_normal_f32(out, seed, stream, layer, offset):
         buf = np.empty(per_chunk, np.float32)
         normal_chunk_f32(buf, c, st, ly, k0, k1)
         base = c * per_chunk - off  # index in out of buf[0]
-        lo = max(np.int64(0), -base)
-        hi = min(np.int64(per_chunk), n - base)
-        for t in range(lo, hi):
-            out[base + t] = buf[t]
+        _store_chunk(out, base, buf)
 
 
 @njit(cache=True)
@@ -409,10 +403,7 @@ def _fill_normal_f64(out, seed, stream, layer, offset):
             buf[2 * t] = z0
             buf[2 * t + 1] = z1
         base = c * per_chunk - off
-        lo = max(np.int64(0), -base)
-        hi = min(np.int64(per_chunk), n - base)
-        for t in range(lo, hi):
-            out[base + t] = buf[t]
+        _store_chunk(out, base, buf)
 
 
 # Compile-time dispatch on the dtype of ``out``: numba picks the implementation while
