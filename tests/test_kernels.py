@@ -34,6 +34,15 @@ def test_normalize_activate_float64(norm, act, act_first):
     assert sumsq == pytest.approx(np.sum(expected**2), rel=1e-12)
 
 
+@pytest.mark.parametrize("norm, act, act_first", list(itertools.product(NORMS, ACTS, (False, True))))
+def test_parallel_build_equals_serial_bitwise(norm, act, act_first):
+    z = _z((300, 70), np.float32)
+    a, b = z.copy(), z.copy()
+    args = (kernels.NORM_CODES[norm], kernels.ACTIVATION_CODES[act], act_first, 1e-5)
+    assert kernels.normalize_activate(a, *args) == kernels.normalize_activate_parallel(b, *args)
+    np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("norm, act", list(itertools.product(NORMS, ACTS)))
 def test_normalize_activate_float32(norm, act):
     z = _z(dtype=np.float32)

@@ -9,7 +9,7 @@ float64 rounding, far below the float32 storage.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 # Sums may be reassociated (vectorised) and multiply-adds fused; no assumption about
 # NaN/inf is made, so non-finite values still propagate to the caller's check.
@@ -19,7 +19,10 @@ NORM_CODES = {"none": 0, "bn": 1, "bn-rms": 2, "ln": 3}
 ACTIVATION_CODES = {"linear": 0, "relu": 1, "tanh": 2}
 
 
-@njit(cache=True, inline="always", fastmath=FAST)
+_JIT = {"cache": True, "fastmath": FAST, "error_model": "numpy"}
+
+
+@njit(inline="always", **_JIT)
 def _activate(x, act):
     if act == 1:
         return x if x > 0 else x * 0
@@ -28,38 +31,44 @@ def _activate(x, act):
     return x
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
-def _activate_all(h, act):
-    if act == 0:
-        return
-    d, n = h.shape
-    for i in range(d):
+@njit(**_JIT)
+def _activate_row(row, act):
+    if act != 0:
+        for j in range(row.shape[0]):
+            row[j] = _activate(row[j], act)
+
+
+@njit(**_JIT)
+def _normalize_row(row, centre, eps):
+    """Batch norm of one feature over the batch: (x - mean) / sqrt(var + eps) (biased
+    variance, as torch's BatchNorm1d in training mode), or x / sqrt(mean(x^2) + eps)."""
+    n = row.shape[0]
+    mean = 0.0
+    if centre:
         for j in range(n):
-            h[i, j] = _activate(h[i, j], act)
+            mean += row[j]
+        mean /= n
+    var = 0.0
+    for j in range(n):
+        c = row[j] - mean
+        var += c * c
+    inv = 1.0 / np.sqrt(var / n + eps)
+    for j in range(n):
+        row[j] = (row[j] - mean) * inv
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
-def _normalize_rows(h, centre, eps):
-    """Batch norm over each feature row: (x - mean) / sqrt(var + eps), or the RMS version."""
-    d, n = h.shape
-    for i in range(d):
-        mean = 0.0
-        if centre:
-            for j in range(n):
-                mean += h[i, j]
-            mean /= n
-        var = 0.0
-        for j in range(n):
-            c = h[i, j] - mean
-            var += c * c
-        inv = 1.0 / np.sqrt(var / n + eps)
-        for j in range(n):
-            h[i, j] = (h[i, j] - mean) * inv
+@njit(**_JIT)
+def _row_sum_of_squares(row):
+    total = 0.0
+    for j in range(row.shape[0]):
+        x = np.float64(row[j])
+        total += x * x
+    return total
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
-def _normalize_columns(h, eps):
-    """Layer norm over the features of each sample (column): centred, biased variance."""
+@njit(**_JIT)
+def _column_stats(h, eps):
+    """Layer norm's per-sample (column) mean and 1/sqrt(var + eps) over the features."""
     d, n = h.shape
     mean = np.zeros(n)
     var = np.zeros(n)
@@ -71,47 +80,56 @@ def _normalize_columns(h, eps):
         for j in range(n):
             c = h[i, j] - mean[j]
             var[j] += c * c
-    inv = 1.0 / np.sqrt(var / d + eps)
-    for i in range(d):
-        for j in range(n):
-            h[i, j] = (h[i, j] - mean[j]) * inv[j]
+    return mean, 1.0 / np.sqrt(var / d + eps)
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
-def _normalize(h, norm, eps):
-    if norm == 1:
-        _normalize_rows(h, True, eps)
-    elif norm == 2:
-        _normalize_rows(h, False, eps)
-    elif norm == 3:
-        _normalize_columns(h, eps)
-
-
-@njit(cache=True, fastmath=FAST, error_model="numpy")
-def sum_of_squares(h):
-    """Sum of squares of every entry, accumulated in float64 (NaN/inf propagate)."""
-    total = 0.0
+def _normalize_activate(h, norm, act, act_first, eps):
+    """In place: h <- act(norm(h)) (or norm(act(h)) when act_first); returns the float64
+    sum of squares. Row by row (rows are features); per-row sums are added in row order,
+    so the result does not depend on the thread count."""
     d, n = h.shape
+    mean = np.zeros(n)
+    inv = np.ones(n)
+    if norm == 3:  # layer norm needs every row before any row can be normalised
+        if act_first:
+            for i in prange(d):
+                _activate_row(h[i], act)
+        mean, inv = _column_stats(h, eps)
+    sums = np.empty(d)
+    for i in prange(d):
+        row = h[i]
+        if act_first and norm != 3:
+            _activate_row(row, act)
+        if norm == 1 or norm == 2:
+            _normalize_row(row, norm == 1, eps)
+        elif norm == 3:
+            for j in range(n):
+                row[j] = (row[j] - mean[j]) * inv[j]
+        if not act_first:
+            _activate_row(row, act)
+        sums[i] = _row_sum_of_squares(row)
+    total = 0.0
     for i in range(d):
-        for j in range(n):
-            x = np.float64(h[i, j])
-            total += x * x
+        total += sums[i]
     return total
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
-def normalize_activate(h, norm, act, act_first, eps):
-    """In place: h <- act(norm(h)) (or norm(act(h)) when act_first); returns sum of squares."""
-    if act_first:
-        _activate_all(h, act)
-        _normalize(h, norm, eps)
-    else:
-        _normalize(h, norm, eps)
-        _activate_all(h, act)
-    return sum_of_squares(h)
+#: One source, two builds: serial for the whole-depth kernel (already one network per
+#: thread) and small matrices, parallel over rows for wide layers.
+normalize_activate = njit(**_JIT)(_normalize_activate)
+normalize_activate_parallel = njit(parallel=True, **_JIT)(_normalize_activate)
 
 
-@njit(cache=True, fastmath=FAST, error_model="numpy")
+@njit(**_JIT)
+def sum_of_squares(h):
+    """Sum of squares of every entry, accumulated in float64 (NaN/inf propagate)."""
+    total = 0.0
+    for i in range(h.shape[0]):
+        total += _row_sum_of_squares(h[i])
+    return total
+
+
+@njit(**_JIT)
 def scale(h, factor):
     """In place: h <- factor * h, the product taken in float64 and rounded once."""
     d, n = h.shape
