@@ -65,14 +65,35 @@ def input_path(spec: str) -> tuple[Path, str | None]:
     return Path(path), (dataset or None)
 
 
+#: Real data sets that ship inside scikit-learn (no download), usable as the input
+#: ``sklearn:NAME`` (needs the ``data`` extra); standardised per feature, see
+#: fastrank.init.load_input_array. digits: 1797 8x8 images, 64 features.
+SKLEARN_INPUTS = ("digits", "iris", "wine", "breast_cancer")
+
+
+def named_input(spec: str) -> str | None:
+    """The data set name of an input spec ``sklearn:NAME``, else None (SpecError for an
+    unknown name)."""
+    if not spec.startswith("sklearn:"):
+        return None
+    name = spec[len("sklearn:"):]
+    if name not in SKLEARN_INPUTS:
+        raise SpecError(
+            f"invalid input {spec!r}: scikit-learn data sets are "
+            + ", ".join(f"sklearn:{n}" for n in SKLEARN_INPUTS)
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class Network:
     """One random network: ``H <- act(norm(W H))`` repeated ``depth`` times.
 
     ``width`` is one number or a per-layer tuple of output widths (length ``depth``).
-    ``input`` is ``gaussian``, ``orthogonal`` or a path to an array of shape
-    (samples, features): ``file.npy`` or ``file.h5:dataset``; its first ``batch`` samples
-    are the batch. ``batch`` defaults to the input dimension (N = d, as in the paper).
+    ``input`` is ``gaussian``, ``orthogonal``, a path to an array of shape
+    (samples, features): ``file.npy`` or ``file.h5:dataset``, or a data set shipped with
+    scikit-learn, ``sklearn:digits`` (standardised); its first ``batch`` samples are the
+    batch. ``batch`` defaults to the input dimension (N = d, as in the paper).
     ``gamma`` < inf makes the residual chain ``H <- norm((I + gamma W) H)``.
     ``gain`` is the weight variance in units of 1/d_in (default: 2 for ReLU, else 1).
     """
@@ -119,10 +140,10 @@ class Network:
             raise SpecError(f"invalid input {self.input!r}: choose gaussian, orthogonal or a file")
         if self.input not in INPUTS:
             path, _ = input_path(self.input)
-            if path.suffix not in (".npy", ".h5", ".hdf5"):
+            if named_input(self.input) is None and path.suffix not in (".npy", ".h5", ".hdf5"):
                 raise SpecError(
                     f"invalid input {self.input!r}: choose gaussian, orthogonal, "
-                    "FILE.npy or FILE.h5:DATASET"
+                    "FILE.npy, FILE.h5:DATASET or sklearn:digits"
                 )
             if self.input_dim is not None:
                 raise SpecError("invalid input_dim: it is set by the input array's features")

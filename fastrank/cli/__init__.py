@@ -50,6 +50,6 @@ def main():
     cli()
 
 
-from fastrank.cli import bench, env, info, sweep  # noqa: E402  (subcommands register themselves)
+from fastrank.cli import bench, env, info, plot, reproduce, sweep  # noqa: E402, F401  (subcommands register themselves)
 
 __all__ = ["cli", "main", "InputError", "env", "info", "sweep"]

@@ -55,13 +55,57 @@ def _blas() -> str:
 
 
 def _cuda() -> str:
+    """CUDA driver, CuPy and every device, each said even when the others are missing."""
+    driver = _driver_version()
+    parts = [f"driver {driver}" if driver else "no CUDA driver found"]
     try:
         import cupy
-    except ImportError:
-        return "cupy not installed (pip install fastrank[gpu-cuda12] or [gpu-cuda13])"
+    except ModuleNotFoundError as exc:
+        if exc.name == "cupy":
+            parts.append("cupy not installed (pip install fastrank[gpu-cuda12] or [gpu-cuda13])")
+        else:
+            parts.append(f"cupy does not load (missing module {exc.name})")
+        return "; ".join(parts)
+    except Exception as exc:  # a broken install: say so rather than fail
+        parts.append(f"cupy does not load ({' '.join(str(exc).split())})")
+        return "; ".join(parts)
+    rt = cupy.cuda.runtime
     try:
-        n = cupy.cuda.runtime.getDeviceCount()
+        v = rt.runtimeGetVersion()
+        parts.append(f"cupy {cupy.__version__} (CUDA runtime {v // 1000}.{v % 1000 // 10})")
+    except Exception:
+        parts.append(f"cupy {cupy.__version__}")
+    try:
+        n = rt.getDeviceCount()
     except Exception as exc:  # no driver, no device: say why
-        return f"cupy {cupy.__version__}, no usable device ({exc})"
-    names = [cupy.cuda.runtime.getDeviceProperties(i)["name"].decode() for i in range(n)]
-    return f"cupy {cupy.__version__}, {n} device(s): {', '.join(names)}"
+        parts.append(f"no usable device ({' '.join(str(exc).split())})")
+        return "; ".join(parts)
+    if n == 0:
+        parts.append("no device")
+    for i in range(n):
+        try:
+            p = rt.getDeviceProperties(i)
+            name = p["name"].decode() if isinstance(p["name"], bytes) else p["name"]
+            parts.append(f"device {i}: {name}, compute capability {p['major']}.{p['minor']}, "
+                         f"{p['totalGlobalMem'] / 2**30:.0f} GiB")
+        except Exception as exc:
+            parts.append(f"device {i}: unreadable ({' '.join(str(exc).split())})")
+    return "; ".join(parts)
+
+
+def _driver_version() -> str | None:
+    """The CUDA version the installed driver supports, from libcuda itself (no CuPy needed)."""
+    import ctypes
+
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        version = ctypes.c_int()
+        try:
+            if lib.cuDriverGetVersion(ctypes.byref(version)) == 0 and version.value:
+                return f"{version.value // 1000}.{version.value % 1000 // 10} (CUDA)"
+        except AttributeError:
+            return None
+    return None

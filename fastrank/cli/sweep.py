@@ -88,8 +88,11 @@ def _grid_options(f):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help=f"Results file (default: a new {DEFAULT_OUTPUT}).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option("--resume", is_flag=True, help="Continue the sweep in the output file (start it if missing).")
+@click.option("--gpu", is_flag=True,
+              help="Run on a CUDA device (CuPy: pip install fastrank[gpu-cuda12] or [gpu-cuda13]).")
+@click.option("--device", type=int, metavar="N", help="CUDA device index for --gpu (default 0).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def sweep(config_path, output, overwrite, resume, quiet, **options):
+def sweep(config_path, output, overwrite, resume, quiet, gpu, device, **options):
     """Simulate every combination of the options' values, for every seed.
 
     Every option takes a list (32,64) or a range (0-9, 0-100:10, 8-256:x2). With no
@@ -97,7 +100,6 @@ def sweep(config_path, output, overwrite, resume, quiet, **options):
     layers, seeds 0-3.
     """
     from fastrank import store
-    from fastrank.backends.base import get_backend
     from fastrank.runner import fill, open_writer
 
     given = {k: v for k, v in options.items() if v is not None}
@@ -110,7 +112,7 @@ def sweep(config_path, output, overwrite, resume, quiet, **options):
     path = Path(output) if output else _fresh_path(DEFAULT_OUTPUT)
     if path.exists() and not (overwrite or resume):
         raise InputError(f"{path} exists: pass --overwrite to replace it or --resume to continue it")
-    backend = get_backend("cpu")
+    backend = _backend(gpu, device)
     try:
         # Resuming with no options at all continues whatever sweep the file holds.
         wanted = None if (resume and path.exists() and not given) else _build_sweep(given)
@@ -127,6 +129,24 @@ def sweep(config_path, output, overwrite, resume, quiet, **options):
         with store.open(path) as results:
             click.echo(summary_table(results))
         click.echo(f"\nResults in {path}  (fastrank info {path}; fastrank.open({str(path)!r}))")
+
+
+def _backend(gpu: bool, device: int | None):
+    """The CPU backend, or with --gpu the GPU one (an unusable device is an input error)."""
+    from fastrank.backends.base import get_backend
+
+    if not gpu:
+        if device is not None:
+            raise InputError("--device needs --gpu")
+        return get_backend("cpu")
+    if device is not None and device < 0:
+        raise InputError(f"invalid --device {device}: must be an integer >= 0")
+    from fastrank.backends.gpu import GPUUnavailable
+
+    try:
+        return get_backend("gpu", device=device or 0)
+    except GPUUnavailable as exc:
+        raise InputError(f"--gpu: {exc}") from None
 
 
 def _build_sweep(given: dict) -> spec.Sweep:

@@ -1,0 +1,497 @@
+"""What is timed: fastrank and the code a torch, JAX or numpy user would write for the
+same work, one function per (kind of work, implementation).
+
+Every function takes the task's parameters and the number of repeats, imports its
+library itself, and returns plain JSON-able data: the timing record
+(:func:`fastrank.bench.timing.measure`), the amount of work done (so that times can be
+compared per layer per network) and a sanity value computed the same way for every
+implementation (the final soft rank, numerical ranks, sample moments).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+import resource
+import sys
+import time
+
+import numpy as np
+
+from fastrank.bench.timing import measure
+
+#: Library each implementation needs (the one reported as not installed).
+LIBRARY = {"fastrank": "numba", "numpy": "numpy", "torch": "torch", "jax": "jax"}
+
+#: (kind, implementation) -> function(params, repeats) -> dict
+IMPLS: dict = {}
+
+EPS_BN = 1e-5
+
+
+class NotAvailable(Exception):
+    """The fastrank feature a workload needs does not exist yet."""
+
+
+def installed(library: str) -> bool:
+    """Whether ``library`` can be imported (tests patch this to simulate its absence)."""
+    return importlib.util.find_spec(library) is not None
+
+
+def impl(kind: str, name: str):
+    def register(fn):
+        IMPLS[(kind, name)] = fn
+        return fn
+
+    return register
+
+
+# ----------------------------------------------------------------------------------
+# Shared helpers: one definition of each measure, applied to every implementation
+# ----------------------------------------------------------------------------------
+
+
+def soft_rank(s) -> float:
+    """(sum s^2)^2 / sum s^4 of one spectrum (the paper's r(H))."""
+    s = np.asarray(s, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    if s.size == 0 or s.max() <= 0:
+        return 0.0
+    s2 = np.square(s / s.max())
+    return float(s2.sum() ** 2 / np.sum(s2 * s2))
+
+
+def numerical_rank(s, shape, eps: float = float(np.finfo(np.float32).eps)) -> int:
+    """numpy.linalg.matrix_rank's rule: s > s_max * max(shape) * eps (float32 eps)."""
+    s = np.asarray(s, dtype=np.float64)
+    return int(np.count_nonzero(s > s.max() * max(shape) * eps)) if s.size else 0
+
+
+def fastrank_spectrum(h: np.ndarray) -> np.ndarray:
+    """The one call that gives fastrank's singular values of a host matrix."""
+    from fastrank.backends.cpu import host_spectrum
+
+    return host_spectrum(h, "gram")
+
+
+def fastrank_fill_normal(out: np.ndarray, seed: int, layer: int) -> None:
+    """float32 normals into a preallocated array from fastrank's Philox stream."""
+    from fastrank.kernels.cpu.philox import fill_normal
+
+    fill_normal(out, np.uint64(seed), np.uint32(0), np.uint32(layer), np.int64(0))
+
+
+def _stack_result(timing, p, finals) -> dict:
+    return {
+        "timing": timing,
+        "work": {"networks": p["seeds"], "layers": p["depth"]},
+        "final_soft_rank": [float(x) for x in finals],
+        "final_soft_rank_mean": float(np.mean(finals)) if len(finals) else None,
+    }
+
+
+# ----------------------------------------------------------------------------------
+# stack: a BN + ReLU network (float32, Gaussian weights of variance 2/d), several
+# seeds, singular values every `every` layers (and at layer 0)
+# ----------------------------------------------------------------------------------
+
+
+@impl("stack", "fastrank")
+def stack_fastrank(p, repeats):
+    import fastrank
+
+    net = fastrank.Network(width=p["d"], batch=p["n"], depth=p["depth"], activation="relu",
+                           norm="bn")
+    schedule = fastrank.Schedule(every=p["every"], log=None)
+    seeds = range(p["seeds"])
+    timing, trajs = measure(
+        lambda: fastrank.simulate_many(net, seeds=seeds, schedule=schedule), repeats)
+    for t in trajs:
+        if t.failure is not None or int(t.layer[-1]) != p["depth"]:
+            raise RuntimeError(f"fastrank run of seed {t.seed} did not finish: {t.failure}")
+    out = _stack_result(timing, p, [soft_rank(t.spectrum[-1]) for t in trajs])
+    out["measured_layers"] = int(len(trajs[0].layer))
+    return out
+
+
+@impl("stack", "torch")
+def stack_torch(p, repeats):
+    import torch
+    import torch.nn.functional as F
+
+    d, n, depth, every = p["d"], p["n"], p["depth"], p["every"]
+    scale = math.sqrt(2.0 / d)
+
+    def run():
+        finals = []
+        with torch.no_grad():
+            for seed in range(p["seeds"]):
+                torch.manual_seed(seed)
+                h = torch.randn(d, n)
+                s = torch.linalg.svdvals(h)
+                for layer in range(1, depth + 1):
+                    w = torch.randn(d, d) * scale
+                    h = F.relu(F.batch_norm((w @ h).T, None, None, training=True,
+                                            eps=EPS_BN).T)
+                    if layer % every == 0 or layer == depth:
+                        s = torch.linalg.svdvals(h)
+                finals.append(s)
+        return finals
+
+    timing, finals = measure(run, repeats)
+    return _stack_result(timing, p, [soft_rank(s.numpy()) for s in finals])
+
+
+@impl("stack", "numpy")
+def stack_numpy(p, repeats):
+    d, n, depth, every = p["d"], p["n"], p["depth"], p["every"]
+    scale = np.float32(math.sqrt(2.0 / d))
+
+    def run():
+        finals = []
+        for seed in range(p["seeds"]):
+            rng = np.random.default_rng(seed)
+            h = rng.standard_normal((d, n), dtype=np.float32)
+            s = np.linalg.svd(h, compute_uv=False)
+            for layer in range(1, depth + 1):
+                w = rng.standard_normal((d, d), dtype=np.float32)
+                w *= scale
+                z = w @ h
+                z -= z.mean(axis=1, keepdims=True)
+                z /= np.sqrt(np.mean(z * z, axis=1, keepdims=True) + np.float32(EPS_BN))
+                np.maximum(z, 0, out=z)
+                h = z
+                if layer % every == 0 or layer == depth:
+                    s = np.linalg.svd(h, compute_uv=False)
+            finals.append(s)
+        return finals
+
+    timing, finals = measure(run, repeats)
+    return _stack_result(timing, p, [soft_rank(s) for s in finals])
+
+
+@impl("stack", "jax")
+def stack_jax(p, repeats):
+    import jax
+    import jax.numpy as jnp
+
+    d, n, depth, every = p["d"], p["n"], p["depth"], p["every"]
+    if depth % every:
+        raise ValueError("the JAX version scans whole chunks: depth must be a multiple of every")
+    scale = math.sqrt(2.0 / d)
+
+    def layer(h, key):
+        w = jax.random.normal(key, (d, d), jnp.float32) * scale
+        z = w @ h
+        mean = jnp.mean(z, axis=1, keepdims=True)
+        var = jnp.var(z, axis=1, keepdims=True)
+        return jax.nn.relu((z - mean) * jax.lax.rsqrt(var + EPS_BN)), None
+
+    def chunk(h, keys):  # `every` layers, then the singular values
+        h, _ = jax.lax.scan(layer, h, keys)
+        return h, jnp.linalg.svdvals(h)
+
+    def network(key):
+        k_in, k_w = jax.random.split(key)
+        h0 = jax.random.normal(k_in, (d, n), jnp.float32)
+        keys = jax.random.split(k_w, depth).reshape(depth // every, every)
+        _, svs = jax.lax.scan(chunk, h0, keys)
+        return jnp.concatenate([jnp.linalg.svdvals(h0)[None], svs])
+
+    run = jax.jit(jax.vmap(network))
+    keys = jax.vmap(jax.random.key)(jnp.arange(p["seeds"]))
+    timing, svs = measure(lambda: run(keys).block_until_ready(), repeats)
+    svs = np.asarray(svs)
+    out = _stack_result(timing, p, [soft_rank(svs[i, -1]) for i in range(svs.shape[0])])
+    out["compile_note"] = "first_call_s includes tracing and XLA compilation"
+    return out
+
+
+@impl("sgemm", "numpy")
+def sgemm_numpy(p, repeats):
+    """The floor: one float32 GEMM W (d x d) @ H (d x n), what every layer must do."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((p["d"], p["d"]), dtype=np.float32)
+    h = rng.standard_normal((p["d"], p["n"]), dtype=np.float32)
+    z = np.empty_like(h)
+    # Time batches of back-to-back GEMMs (as in a depth loop), >= ~20 ms each, so that
+    # small ones are not dominated by the timer and a cold cache after gc.
+    t0 = time.perf_counter()
+    np.matmul(w, h, out=z)
+    inner = max(1, min(100_000, int(0.02 / max(time.perf_counter() - t0, 1e-7))))
+
+    def batch():
+        for _ in range(inner):
+            np.matmul(w, h, out=z)
+
+    timing, _ = measure(batch, repeats, warmup=2)
+    timing = {**timing, "calls_per_repeat": inner}
+    for key in ("first_call_s", "median_s", "min_s"):
+        timing[key] /= inner
+    timing["times_s"] = [t / inner for t in timing["times_s"]]
+    flops = 2.0 * p["d"] * p["d"] * p["n"]
+    return {"timing": timing, "gflops": flops / timing["median_s"] / 1e9}
+
+
+# ----------------------------------------------------------------------------------
+# rng: float32 standard normals into a preallocated buffer
+# ----------------------------------------------------------------------------------
+
+
+def _rng_result(timing, n, sample) -> dict:
+    sample = np.asarray(sample[: min(len(sample), 1 << 20)], dtype=np.float64)
+    return {
+        "timing": timing,
+        "n": n,
+        "normals_per_s": n / timing["median_s"],
+        "sample_mean": float(sample.mean()),
+        "sample_std": float(sample.std()),
+    }
+
+
+@impl("rng", "fastrank")
+def rng_fastrank(p, repeats):
+    out = np.empty(p["n"], dtype=np.float32)
+    layers = itertools.count(1)
+    timing, _ = measure(lambda: fastrank_fill_normal(out, 12345, next(layers)), repeats)
+    return _rng_result(timing, p["n"], out)
+
+
+@impl("rng", "numpy")
+def rng_numpy(p, repeats):
+    out = np.empty(p["n"], dtype=np.float32)
+    gen = np.random.default_rng(12345)
+    timing, _ = measure(lambda: gen.standard_normal(dtype=np.float32, out=out), repeats)
+    return _rng_result(timing, p["n"], out)
+
+
+@impl("rng", "torch")
+def rng_torch(p, repeats):
+    import torch
+
+    out = torch.empty(p["n"], dtype=torch.float32)
+    torch.manual_seed(12345)
+    timing, _ = measure(lambda: torch.randn(p["n"], out=out), repeats)
+    return _rng_result(timing, p["n"], out.numpy())
+
+
+@impl("rng", "jax")
+def rng_jax(p, repeats):
+    import jax
+    import jax.numpy as jnp
+
+    draw = jax.jit(lambda key: jax.random.normal(key, (p["n"],), jnp.float32))
+    keys = iter(jax.random.split(jax.random.key(12345), repeats + 2))
+    timing, out = measure(lambda: draw(next(keys)).block_until_ready(), repeats)
+    result = _rng_result(timing, p["n"], np.asarray(out))
+    result["note"] = "allocates its output (JAX arrays are immutable)"
+    return result
+
+
+# ----------------------------------------------------------------------------------
+# spectra: singular values of stored float32 test matrices
+# ----------------------------------------------------------------------------------
+
+
+def _spectra(p, repeats, svals) -> dict:
+    out = {}
+    for name, path in p["matrices"].items():
+        h = np.load(path)
+        timing, s = measure(lambda h=h: svals(h), repeats)
+        s = np.asarray(s, dtype=np.float64)
+        out[name] = {
+            "timing": timing,
+            "numerical_rank": numerical_rank(s, h.shape),
+            "soft_rank": soft_rank(s),
+            "s_max": float(s.max()),
+        }
+    return {"matrices": out}
+
+
+@impl("spectra", "fastrank")
+def spectra_fastrank(p, repeats):
+    return _spectra(p, repeats, fastrank_spectrum)
+
+
+@impl("spectra", "numpy")
+def spectra_numpy(p, repeats):
+    return _spectra(p, repeats, lambda h: np.linalg.svd(h, compute_uv=False))
+
+
+@impl("spectra", "torch")
+def spectra_torch(p, repeats):
+    import torch
+
+    return _spectra(p, repeats,
+                    lambda h: torch.linalg.svdvals(torch.from_numpy(h)).numpy())
+
+
+# ----------------------------------------------------------------------------------
+# every_layer: one network, a measurement after every layer
+# ----------------------------------------------------------------------------------
+
+
+@impl("every_layer", "fastrank")
+def every_layer_fastrank(p, repeats):
+    import fastrank
+
+    net = fastrank.Network(width=p["d"], batch=p["n"], depth=p["depth"], activation="relu",
+                           norm="bn")
+    try:
+        schedule = fastrank.Schedule(every=None, log=None, cheap_every=1)
+    except TypeError as exc:
+        raise NotAvailable(f"fastrank.Schedule has no cheap_every yet ({exc})") from None
+    try:
+        timing, traj = measure(lambda: fastrank.simulate(net, 0, schedule), repeats)
+    except TypeError as exc:
+        raise NotAvailable(f"simulate does not take a cheap tier yet ({exc})") from None
+    if traj.failure is not None:
+        raise RuntimeError(f"fastrank run failed: {traj.failure}")
+    return {
+        "timing": timing,
+        "work": {"networks": 1, "layers": p["depth"]},
+        "measured_layers": int(len(traj.layer)),
+        "final_soft_rank": [float(traj.soft_rank[-1])],
+        "final_soft_rank_mean": float(traj.soft_rank[-1]),
+    }
+
+
+@impl("every_layer", "torch")
+def every_layer_torch(p, repeats):
+    q = dict(p, seeds=1, every=1)
+    out = stack_torch(q, repeats)
+    out["measured_layers"] = p["depth"] + 1
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# memory: peak RSS of one simulation (run in a fresh process each)
+# ----------------------------------------------------------------------------------
+
+
+def _rss_now() -> int | None:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+    except ImportError:
+        return None
+
+
+def _peak_rss() -> tuple[int, str]:
+    """Peak resident memory of this process image and where the number comes from.
+
+    Linux: VmHWM of /proc/self/status. Not ru_maxrss: Linux carries the parent's
+    high-water mark across fork + exec into it, so a worker started by a big process
+    would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024, "VmHWM (/proc/self/status)"
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (peak if sys.platform == "darwin" else peak * 1024), "ru_maxrss"
+
+
+@impl("memory", "fastrank")
+def memory_fastrank(p, repeats):
+    import fastrank
+
+    net = fastrank.Network(width=p["d"], batch=p["d"], depth=p["depth"], activation="relu",
+                           norm="bn")
+    before = _rss_now()
+    t0 = time.perf_counter()
+    traj = fastrank.simulate(net, 0)
+    seconds = time.perf_counter() - t0
+    peak, source = _peak_rss()
+    return {
+        "rss_before_bytes": before,
+        "rss_after_bytes": _rss_now(),
+        "peak_rss_bytes": peak,
+        "peak_rss_source": source,
+        "seconds": seconds,
+        "measured_layers": int(len(traj.layer)),
+        "final_soft_rank_mean": float(traj.soft_rank[-1]),
+    }
+
+
+# ----------------------------------------------------------------------------------
+# scaling: fastrank time against depth and width
+# ----------------------------------------------------------------------------------
+
+
+@impl("scaling", "fastrank")
+def scaling_fastrank(p, repeats):
+    import fastrank
+
+    by_depth = []
+    for depth in p["depths"]:
+        net = fastrank.Network(width=p["d"], batch=p["d"], depth=depth, activation="relu",
+                               norm="bn")
+        sch = fastrank.Schedule(every=p["every"], log=None)
+        seeds = range(p["seeds"])
+        timing, _ = measure(
+            lambda net=net, seeds=seeds, sch=sch: fastrank.simulate_many(net, seeds=seeds,
+                                                                       schedule=sch),
+            repeats)
+        by_depth.append({"depth": depth, "timing": timing})
+    by_width = []
+    only_ends = fastrank.Schedule(every=None, log=None)
+    for width in p["widths"]:
+        k = int(min(p["max_k"], max(p["min_k"], p["work"] // width**3)))
+        runs = {}
+        for depth in (k, 2 * k):
+            net = fastrank.Network(width=width, batch=width, depth=depth, activation="relu",
+                                   norm="bn")
+            runs[depth], _ = measure(lambda net=net: fastrank.simulate(net, 0, only_ends),
+                                     repeats)
+        per_layer = (runs[2 * k]["median_s"] - runs[k]["median_s"]) / k
+        floor = sgemm_numpy({"d": width, "n": width}, max(5, repeats))  # per GEMM
+        by_width.append({
+            "width": width,
+            "k": k,
+            "timing_k": runs[k],
+            "timing_2k": runs[2 * k],
+            "per_layer_s": per_layer,
+            "sgemm_s": floor["timing"]["median_s"],
+        })
+    return {"by_depth": by_depth, "by_width": by_width}
+
+
+# ----------------------------------------------------------------------------------
+# compile: numba's first-call cost (run in fresh processes, cold and warm cache)
+# ----------------------------------------------------------------------------------
+
+
+@impl("compile", "fastrank")
+def compile_fastrank(p, repeats):
+    """First calls in a fresh process: numba compiles (empty cache) or loads (warm cache)
+    the kernels of the narrow (d=8) and the wide (d=256) code paths."""
+    import subprocess
+
+    import fastrank
+
+    code = ("import time; t = time.perf_counter(); import fastrank; "
+            "print(time.perf_counter() - t)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    try:
+        t_import = float(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        t_import = None
+    sch = fastrank.Schedule(every=None, log=None)
+    out = {"import_s": t_import}
+    for name, width in (("narrow", 8), ("wide", 256)):
+        net = fastrank.Network(width=width, depth=3, activation="relu", norm="bn")
+        calls = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            fastrank.simulate_many(net, seeds=range(2), schedule=sch)
+            calls.append(time.perf_counter() - t0)
+        out[name] = {"width": width, "first_s": calls[0], "second_s": calls[1]}
+    out["what"] = ("simulate_many of relu/bn float32 networks of depth 3, 2 seeds, at d=8 "
+                   "(narrow path) then d=256 (wide path); import timed in a fresh interpreter")
+    return out

@@ -1,0 +1,650 @@
+"""The workloads of issue 4: what each one runs (its tasks, per preset), and how its
+results turn into targets (met / NOT met) and a table of raw times.
+
+A workload's ``plan`` returns tasks (run by fastrank.bench.suite in fresh worker
+processes), its ``summarize`` gets their results by label and returns a section of
+the JSON: parameters, notes, raw results, targets and table rows.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from fastrank.bench import competitors
+from fastrank.bench.worker import NOT_AVAILABLE, SKIPPED
+
+IMPLS = ("fastrank", "torch", "jax", "numpy")
+
+#: Sizes and repeats of every workload: ``full`` is the reference run, ``quick`` fits in
+#: a few minutes on 2 cores, ``smoke`` is for the test suite (seconds, meaningless times).
+PRESETS = {
+    "full": {
+        "small": {"widths": [32, 64], "depth": 2000, "every": 100, "seeds": 8, "repeats": 5},
+        "large": {"d": 1024, "depth": 100, "every": 10, "seeds": 1, "repeats": 3,
+                  "sgemm_repeats": 15},
+        "rng": {"n": 2**24, "repeats": 7},
+        "spectra": {"d": 1024, "collapse_depth": 200, "rank": 10, "repeats": 5},
+        "measure_every_layer": {"d": 1024, "depth": 100, "repeats": 3},
+        "memory": {"d": 256, "depths": [100, 10000]},
+        "scaling": {"d": 64, "depths": [250, 500, 1000, 2000], "every": 100, "seeds": 8,
+                    "widths": [32, 64, 128, 256, 512, 1024, 2048], "work": 2 * 10**8,
+                    "min_k": 10, "max_k": 1000, "repeats": 3},
+        "compile": {"enabled": True},
+    },
+    "quick": {
+        "small": {"widths": [32, 64], "depth": 1000, "every": 100, "seeds": 4, "repeats": 3},
+        "large": {"d": 1024, "depth": 30, "every": 10, "seeds": 1, "repeats": 3,
+                  "sgemm_repeats": 9},
+        "rng": {"n": 2**22, "repeats": 5},
+        "spectra": {"d": 1024, "collapse_depth": 200, "rank": 10, "repeats": 3},
+        "measure_every_layer": {"d": 1024, "depth": 20, "repeats": 3},
+        "memory": {"d": 256, "depths": [100, 3000]},
+        "scaling": {"d": 64, "depths": [250, 500, 1000], "every": 100, "seeds": 2,
+                    "widths": [32, 64, 128, 256, 512], "work": 5 * 10**7,
+                    "min_k": 5, "max_k": 400, "repeats": 3},
+        "compile": {"enabled": True},
+    },
+    "smoke": {
+        "small": {"widths": [8, 16], "depth": 40, "every": 10, "seeds": 2, "repeats": 1},
+        "large": {"d": 48, "depth": 10, "every": 5, "seeds": 1, "repeats": 1,
+                  "sgemm_repeats": 3},
+        "rng": {"n": 2**14, "repeats": 1},
+        "spectra": {"d": 48, "collapse_depth": 20, "rank": 10, "repeats": 1},
+        "measure_every_layer": {"d": 16, "depth": 5, "repeats": 1},
+        "memory": {"d": 16, "depths": [10, 50]},
+        "scaling": {"d": 8, "depths": [20, 40], "every": 10, "seeds": 1, "widths": [8, 16],
+                    "work": 10**4, "min_k": 2, "max_k": 4, "repeats": 1},
+        "compile": {"enabled": False},
+    },
+}
+
+#: Order of the workloads in a run and in the report.
+NAMES = ("small", "large", "rng", "spectra", "measure_every_layer", "memory", "scaling",
+         "compile")
+
+
+def config(preset: str, repeats: int | None = None) -> dict:
+    """The preset's parameters, with ``repeats`` (if given) replacing every workload's."""
+    cfg = {name: dict(values) for name, values in PRESETS[preset].items()}
+    if repeats is not None:
+        for values in cfg.values():
+            if "repeats" in values:
+                values["repeats"] = repeats
+    return cfg
+
+
+def task(workload, label, kind, impl, params, repeats=1, **extra) -> dict:
+    return {"workload": workload, "label": label, "kind": kind, "impl": impl,
+            "params": params, "repeats": repeats, **extra}
+
+
+# ----------------------------------------------------------------------------------
+# Targets
+# ----------------------------------------------------------------------------------
+
+
+def _status(result) -> str:
+    return (result or {}).get("status", "error")
+
+
+def target(workload, case, what, value, threshold, op=">=", unit="x", blocked=None,
+           detail=None) -> dict:
+    """One line of the targets table; ``blocked`` (a status) when it could not be measured."""
+    if blocked is not None or value is None or (isinstance(value, float) and math.isnan(value)):
+        met, status = None, blocked or "error"
+    else:
+        if op == "within":
+            met = bool(threshold[0] <= value <= threshold[1])
+        else:
+            met = bool(value >= threshold) if op == ">=" else bool(value <= threshold)
+        status = "met" if met else "NOT met"
+    return {"workload": workload, "case": case, "what": what, "value": value,
+            "target": threshold, "op": op, "unit": unit, "met": met, "status": status,
+            "detail": detail}
+
+
+def _blocked(*results_and_names):
+    """The status that keeps a comparison from being made, or None."""
+    for name, result in results_and_names:
+        status = _status(result)
+        if status == SKIPPED:
+            return f"skipped ({competitors.LIBRARY.get(name, name)} not installed)"
+        if status != "ok":
+            return status if status == NOT_AVAILABLE else f"error ({name})"
+    return None
+
+
+def per_layer(result) -> float | None:
+    """Median time per layer per network of a stack-like result."""
+    if _status(result) != "ok" or "work" not in result:
+        return None
+    w = result["work"]
+    return result["timing"]["median_s"] / (w["layers"] * w["networks"])
+
+
+def fmt_time(seconds) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def _times(result) -> str:
+    if _status(result) != "ok" or "timing" not in result:
+        return "-"
+    return ", ".join(f"{t:.4g}" for t in result["timing"]["times_s"])
+
+
+def _first(result) -> str:
+    t = (result or {}).get("timing", {}).get("first_call_s")
+    return fmt_time(t) if t is not None else "-"
+
+
+def _shown(result, text) -> str:
+    status = _status(result)
+    if status == "ok":
+        return text
+    return status if status != "error" else f"error: {result.get('error', '?')}"
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+# ----------------------------------------------------------------------------------
+# small / large: the BN + ReLU stack
+# ----------------------------------------------------------------------------------
+
+
+def _stack_rows(case, labels, results, ref_label="fastrank"):
+    ref = per_layer(results.get(labels[ref_label]))
+    rows = []
+    for impl, label in labels.items():
+        r = results.get(label)
+        pl = per_layer(r)
+        work = r.get("work", {}) if _status(r) == "ok" else {}
+        rows.append({
+            "case": case,
+            "implementation": impl,
+            "networks x layers": f"{work.get('networks', '-')} x {work.get('layers', '-')}",
+            "median total": _shown(r, fmt_time(r.get("timing", {}).get("median_s")) if r else ""),
+            "per layer per network": fmt_time(pl),
+            "vs fastrank": f"{pl / ref:.2f}x" if pl and ref else "-",
+            "first call": _first(r),
+            "final soft rank": (f"{r['final_soft_rank_mean']:.2f}"
+                                if _status(r) == "ok" and r.get("final_soft_rank_mean")
+                                is not None else "-"),
+            "repeats (s)": _times(r),
+        })
+    return rows
+
+
+def _soft_rank_check(labels, results) -> dict:
+    ranks = {impl: results[label]["final_soft_rank_mean"] for impl, label in labels.items()
+             if _status(results.get(label)) == "ok" and "final_soft_rank_mean" in results[label]}
+    ref = ranks.get("fastrank")
+    ok = bool(ref and ref > 1.5 and all(0.5 * ref <= v <= 2 * ref for v in ranks.values()))
+    return {"final_soft_rank_mean": ranks, "consistent": ok,
+            "rule": "every implementation's mean final soft rank within 0.5x..2x of "
+                    "fastrank's, and fastrank's > 1.5 (not collapsed)"}
+
+
+class Small:
+    name = "small"
+    title = "BN + ReLU, small widths, many layers, several seeds"
+    TARGETS = {"torch": 5.0, "jax": 1.5, "numpy": 20.0}
+
+    def labels(self, d):
+        return {impl: f"d={d}/{impl}" for impl in IMPLS}
+
+    def plan(self, cfg, ctx):
+        c = cfg[self.name]
+        return [
+            task(self.name, label, "stack", impl,
+                 {"d": d, "n": d, "depth": c["depth"], "every": c["every"],
+                  "seeds": c.get("seeds_by_impl", {}).get(impl, c["seeds"])},
+                 c["repeats"])
+            for d in c["widths"] for impl, label in self.labels(d).items()
+        ]
+
+    def summarize(self, cfg, results, ctx):
+        c = cfg[self.name]
+        targets, rows, sanity = [], [], {}
+        for d in c["widths"]:
+            labels = self.labels(d)
+            fr = results.get(labels["fastrank"])
+            for impl, goal in self.TARGETS.items():
+                comp = results.get(labels[impl])
+                blocked = _blocked(("fastrank", fr), (impl, comp))
+                value = _ratio(per_layer(comp), per_layer(fr))
+                targets.append(target(self.name, f"d=N={d}", f"{impl} / fastrank, time per "
+                                      "layer per network", value, goal, blocked=blocked))
+            rows += _stack_rows(f"d=N={d}", labels, results)
+            sanity[f"d={d}"] = _soft_rank_check(labels, results)
+        notes = [
+            f"depth {c['depth']}, singular values every {c['every']} layers (and layer 0), "
+            f"float32, Gaussian weights N(0, 2/d), BN (training mode, eps 1e-5) then ReLU.",
+            "fastrank: simulate_many(Network(width=d, batch=d, depth, relu, bn), seeds, "
+            "Schedule(every, log=None)) (all measures at each measured layer); torch: "
+            "no_grad per-layer loop with F.batch_norm and torch.linalg.svdvals; JAX: jit of "
+            "vmap over seeds of a lax.scan over chunks of `every` layers (svdvals after each "
+            "chunk); numpy: default_rng loop with np.linalg.svd.",
+            "Ratios compare time per layer per network (total / (layers x seeds)).",
+        ]
+        seeds_by_impl = c.get("seeds_by_impl")
+        if seeds_by_impl:
+            notes.append(f"fewer seeds for slow implementations: {seeds_by_impl}")
+        return {"targets": targets, "rows": rows, "sanity": sanity, "notes": notes}
+
+
+class Large:
+    name = "large"
+    title = "BN + ReLU, one wide network"
+
+    def labels(self):
+        return {**{impl: impl for impl in IMPLS},
+                "fastrank (layers 0 and last measured only)": "fastrank-ends"}
+
+    def plan(self, cfg, ctx):
+        c = cfg[self.name]
+        p = {"d": c["d"], "n": c["d"], "depth": c["depth"], "every": c["every"],
+             "seeds": c["seeds"]}
+        tasks = [task(self.name, impl, "stack", impl, p, c["repeats"]) for impl in IMPLS]
+        tasks.append(task(self.name, "fastrank-ends", "stack", "fastrank", dict(p, every=None),
+                          c["repeats"]))
+        tasks.append(task(self.name, "sgemm", "sgemm", "numpy", {"d": c["d"], "n": c["d"]},
+                          c["sgemm_repeats"]))
+        return tasks
+
+    def summarize(self, cfg, results, ctx):
+        c = cfg[self.name]
+        labels = self.labels()
+        fr, torch_r, sgemm = (results.get(k) for k in ("fastrank", "torch", "sgemm"))
+        floor = sgemm["timing"]["median_s"] if _status(sgemm) == "ok" else None
+        case = f"d=N={c['d']}"
+        targets = [
+            target(self.name, case, "torch / fastrank, time per layer",
+                   _ratio(per_layer(torch_r), per_layer(fr)), 1.3,
+                   blocked=_blocked(("fastrank", fr), ("torch", torch_r))),
+            target(self.name, case, "fastrank per layer / one SGEMM (the floor)",
+                   _ratio(per_layer(fr), floor), 1.6, op="<=",
+                   blocked=_blocked(("fastrank", fr), ("numpy", sgemm))),
+        ]
+        rows = _stack_rows(case, labels, results)
+        rows.append({
+            "case": case, "implementation": "floor: numpy SGEMM (W @ H, float32)",
+            "networks x layers": "1 GEMM",
+            "median total": _shown(sgemm, fmt_time(floor)),
+            "per layer per network": fmt_time(floor),
+            "vs fastrank": (f"{floor / per_layer(fr):.2f}x" if floor and per_layer(fr)
+                            else "-"),
+            "first call": "-",
+            "final soft rank": (f"{sgemm['gflops']:.0f} GFLOP/s" if floor else "-"),
+            "repeats (s)": (f"median of {sgemm['timing']['repeats']} batches of "
+                            f"{sgemm['timing']['calls_per_repeat']} GEMMs" if floor else "-"),
+        })
+        notes = [
+            f"depth {c['depth']}, singular values every {c['every']} layers, {c['seeds']} "
+            f"seed(s); per-layer times include the measurements (a {c['d']} x {c['d']} "
+            f"spectrum every {c['every']} layers).",
+            "'fastrank (layers 0 and last measured only)' is Schedule(every=None, log=None): "
+            "the propagation cost without the periodic measurements (no target; for "
+            "comparison with the SGEMM floor).",
+        ]
+        return {"targets": targets, "rows": rows,
+                "sanity": {case: _soft_rank_check(
+                    {k: v for k, v in labels.items() if v != "fastrank-ends"}, results)},
+                "notes": notes}
+
+
+# ----------------------------------------------------------------------------------
+# rng
+# ----------------------------------------------------------------------------------
+
+
+class Rng:
+    name = "rng"
+    title = "float32 standard normals into a preallocated buffer"
+
+    def plan(self, cfg, ctx):
+        c = cfg[self.name]
+        return [task(self.name, impl, "rng", impl, {"n": c["n"]}, c["repeats"]) for impl in IMPLS]
+
+    def summarize(self, cfg, results, ctx):
+        c = cfg[self.name]
+        fr, np_r = results.get("fastrank"), results.get("numpy")
+        rate = {k: r["normals_per_s"] for k, r in results.items() if _status(r) == "ok"}
+        targets = [target(self.name, f"n=2^{int(math.log2(c['n']))}",
+                          "fastrank normals/s / numpy normals/s",
+                          _ratio(rate.get("fastrank"), rate.get("numpy")), 3.0,
+                          blocked=_blocked(("fastrank", fr), ("numpy", np_r)))]
+        rows = []
+        for impl in IMPLS:
+            r = results.get(impl)
+            ok = _status(r) == "ok"
+            rows.append({
+                "implementation": {
+                    "fastrank": "fastrank (Philox4x32-10 fill_normal)",
+                    "numpy": "numpy default_rng().standard_normal(out=)",
+                    "torch": "torch.randn(out=)",
+                    "jax": "jax.random.normal (jit)",
+                }[impl],
+                "median": _shown(r, fmt_time(r["timing"]["median_s"]) if ok else ""),
+                "normals/s": f"{r['normals_per_s'] / 1e9:.3g} G/s" if ok else "-",
+                "time vs fastrank": (f"{rate['fastrank'] / r['normals_per_s']:.2f}x"
+                                if ok and "fastrank" in rate else "-"),
+                "mean / std of sample": (f"{r['sample_mean']:+.4f} / {r['sample_std']:.4f}"
+                                         if ok else "-"),
+                "first call": _first(r),
+                "repeats (s)": _times(r),
+            })
+        return {"targets": targets, "rows": rows,
+                "notes": [f"{c['n']} float32 normals per call."]}
+
+
+# ----------------------------------------------------------------------------------
+# spectra
+# ----------------------------------------------------------------------------------
+
+
+def spectra_matrices(d: int, collapse_depth: int, rank: int, seed: int = 0) -> dict:
+    """The float32 test matrices (d x d), by name, with a description of each."""
+    rng = np.random.default_rng(seed)
+    mats = {}
+    mats["gaussian"] = (rng.standard_normal((d, d), dtype=np.float32),
+                        "i.i.d. N(0, 1)")
+    h = rng.standard_normal((d, d), dtype=np.float32)
+    scale = np.float32(1.0 / math.sqrt(d))
+    for _ in range(collapse_depth):
+        w = rng.standard_normal((d, d), dtype=np.float32)
+        w *= scale
+        h = w @ h
+        h /= np.float32(np.linalg.norm(h))
+    mats["collapsed"] = (h, f"product of {collapse_depth} Gaussian layers (float32, "
+                            "rescaled to unit norm after each): a deep linear network's "
+                            "collapsed representation")
+    u, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    v, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    s = np.logspace(0, -12, d)
+    mats["geometric"] = (((u * s) @ v.T).astype(np.float32),
+                         "singular values 10^0 .. 10^-12, geometrically spaced, Haar "
+                         "singular vectors")
+    k = min(rank, max(1, d // 4))
+    a = rng.standard_normal((d, k), dtype=np.float32)
+    b = rng.standard_normal((k, d), dtype=np.float32)
+    mats[f"rank{k}"] = (a @ b, f"product of Gaussian d x {k} and {k} x d (rank {k})")
+    return mats
+
+
+class Spectra:
+    name = "spectra"
+    title = "singular values of a d x d float32 matrix"
+    IMPLS = ("fastrank", "numpy", "torch")
+
+    def plan(self, cfg, ctx):
+        c = cfg[self.name]
+        folder = Path(ctx["tmpdir"]) / "spectra"
+        folder.mkdir(exist_ok=True)
+        paths, reference = {}, {}
+        for name, (h, what) in spectra_matrices(c["d"], c["collapse_depth"], c["rank"]).items():
+            paths[name] = str(folder / f"{name}.npy")
+            np.save(paths[name], h)
+            s64 = np.linalg.svd(h.astype(np.float64), compute_uv=False)
+            reference[name] = {"what": what, "numerical_rank": competitors.numerical_rank(
+                s64, h.shape), "soft_rank": competitors.soft_rank(s64)}
+        ctx["spectra_reference"] = reference
+        return [task(self.name, impl, "spectra", impl, {"matrices": paths}, c["repeats"])
+                for impl in self.IMPLS]
+
+    def summarize(self, cfg, results, ctx):
+        c = cfg[self.name]
+        reference = ctx["spectra_reference"]
+        ok = {impl: results[impl] for impl in self.IMPLS if _status(results.get(impl)) == "ok"}
+        total = {impl: sum(m["timing"]["median_s"] for m in r["matrices"].values())
+                 for impl, r in ok.items()}
+        case = f"d=N={c['d']}, {len(reference)} matrices"
+        fr = results.get("fastrank")
+        targets = [
+            target(self.name, case, f"{impl} / fastrank, total time over the matrices",
+                   _ratio(total.get(impl), total.get("fastrank")), goal,
+                   blocked=_blocked(("fastrank", fr), (impl, results.get(impl))))
+            for impl, goal in (("numpy", 3.0), ("torch", 1.5))
+        ]
+        ranks = {name: {"float64 reference": ref["numerical_rank"],
+                        **{impl: r["matrices"][name]["numerical_rank"] for impl, r in ok.items()}}
+                 for name, ref in reference.items()}
+        identical = {name: len(set(v.values())) == 1 for name, v in ranks.items()}
+        n_same = sum(identical.values())
+        blocked = _blocked(("fastrank", fr)) or (None if len(ok) > 1 else "error (no competitor)")
+        targets.append(target(
+            self.name, case, "matrices on which every implementation and the float64 "
+            "reference give the same numerical rank", float(n_same), float(len(ranks)),
+            unit="", blocked=blocked,
+            detail={"ranks": ranks, "implementations_compared": sorted(ok)}))
+        rows = []
+        for name, ref in reference.items():
+            for impl in self.IMPLS:
+                r = results.get(impl)
+                m = r["matrices"][name] if _status(r) == "ok" else None
+                rows.append({
+                    "matrix": name,
+                    "implementation": {"fastrank": "fastrank (float64 Gram + eigvalsh)",
+                                       "numpy": "numpy.linalg.svd(compute_uv=False)",
+                                       "torch": "torch.linalg.svdvals"}[impl],
+                    "median": _shown(r, fmt_time(m["timing"]["median_s"]) if m else ""),
+                    "vs fastrank": (f"{m['timing']['median_s'] / ok['fastrank']['matrices'][name]['timing']['median_s']:.2f}x"  # noqa: E501
+                                    if m and "fastrank" in ok else "-"),
+                    "numerical rank": (f"{m['numerical_rank']} (ref {ref['numerical_rank']})"
+                                       if m else "-"),
+                    "soft rank": f"{m['soft_rank']:.3f}" if m else "-",
+                    "repeats (s)": (", ".join(f"{t:.4g}" for t in m["timing"]["times_s"])
+                                    if m else "-"),
+                })
+        notes = [f"{name}: {ref['what']}" for name, ref in reference.items()]
+        notes.append("Numerical rank: numpy's matrix_rank rule for float32, s > s_max * d * "
+                     "eps32; the reference is float64 LAPACK SVD of the same float32 matrix. "
+                     "Competitors get the float32 matrix as a user would pass it.")
+        return {"targets": targets, "rows": rows, "reference": reference,
+                "ranks_identical": identical, "notes": notes}
+
+
+# ----------------------------------------------------------------------------------
+# measure_every_layer
+# ----------------------------------------------------------------------------------
+
+
+class EveryLayer:
+    name = "measure_every_layer"
+    title = "one wide network, measured after every layer"
+
+    def plan(self, cfg, ctx):
+        c = cfg[self.name]
+        p = {"d": c["d"], "n": c["d"], "depth": c["depth"], "seeds": 1, "every": 1}
+        return [task(self.name, impl, "every_layer", impl, p, c["repeats"])
+                for impl in ("fastrank", "torch")]
+
+    def summarize(self, cfg, results, ctx):
+        c = cfg[self.name]
+        fr, tr = results.get("fastrank"), results.get("torch")
+        case = f"d=N={c['d']}, depth {c['depth']}"
+        targets = [target(self.name, case, "torch (svdvals every layer) / fastrank "
+                          "(cheap_every=1), time per layer",
+                          _ratio(per_layer(tr), per_layer(fr)), 5.0,
+                          blocked=_blocked(("fastrank", fr), ("torch", tr)))]
+        rows = _stack_rows(case, {"fastrank": "fastrank", "torch": "torch"}, results)
+        notes = ["fastrank: simulate(net, 0, Schedule(every=None, log=None, cheap_every=1)); "
+                 "torch: the per-layer loop with torch.linalg.svdvals after every layer."]
+        if _status(fr) == NOT_AVAILABLE:
+            notes.append(f"fastrank: {fr.get('reason')}")
+        return {"targets": targets, "rows": rows, "notes": notes}
+
+
+# ----------------------------------------------------------------------------------
+# memory
+# ----------------------------------------------------------------------------------
+
+
+class Memory:
+    name = "memory"
+    title = "peak memory against depth (fresh process each)"
+
+    def plan(self, cfg, ctx):
+        c = cfg[self.name]
+        shallow = c["depths"][0]
+        tasks = [task(self.name, "prime", "memory", "fastrank", {"d": c["d"], "depth": shallow},
+                      isolate=True)]
+        tasks += [task(self.name, f"depth={depth}", "memory", "fastrank",
+                       {"d": c["d"], "depth": depth}, isolate=True) for depth in c["depths"]]
+        return tasks
+
+    def summarize(self, cfg, results, ctx):
+        c = cfg[self.name]
+        lo, hi = (results.get(f"depth={depth}") for depth in c["depths"][:2])
+        ok = _status(lo) == "ok" and _status(hi) == "ok"
+        value = hi["peak_rss_bytes"] / lo["peak_rss_bytes"] if ok else None
+        targets = [target(self.name, f"d=N={c['d']}", f"peak RSS at depth {c['depths'][1]} / "
+                          f"at depth {c['depths'][0]}", value, 1.10, op="<=",
+                          blocked=_blocked(("fastrank", lo), ("fastrank", hi)))]
+        mb = 2.0**20
+        rows = []
+        for depth in c["depths"]:
+            r = results.get(f"depth={depth}")
+            ok = _status(r) == "ok"
+            rows.append({
+                "depth": depth,
+                "peak RSS": _shown(r, f"{r['peak_rss_bytes'] / mb:.1f} MiB" if ok else ""),
+                "RSS after imports": (f"{r['rss_before_bytes'] / mb:.1f} MiB"
+                                      if ok and r.get("rss_before_bytes") else "-"),
+                "RSS at the end": (f"{r['rss_after_bytes'] / mb:.1f} MiB"
+                                   if ok and r.get("rss_after_bytes") else "-"),
+                "measured layers": r.get("measured_layers", "-") if ok else "-",
+                "simulate time": fmt_time(r["seconds"]) if ok else "-",
+            })
+        notes = [f"fastrank.simulate(Network(width={c['d']}, depth, relu, bn), 0) with the "
+                 "default Schedule, each in a fresh process (peak RSS = VmHWM); a first process "
+                 "warms numba's on-disk cache so that both see the same compile state. The "
+                 "trajectory kept in memory grows with the number of measured layers."]
+        return {"targets": targets, "rows": rows, "notes": notes}
+
+
+# ----------------------------------------------------------------------------------
+# scaling
+# ----------------------------------------------------------------------------------
+
+
+def fit_exponent(x, y) -> float | None:
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = (x > 0) & (y > 0)
+    if keep.sum() < 2:
+        return None
+    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
+
+
+class Scaling:
+    name = "scaling"
+    title = "fastrank time against depth and width"
+
+    def plan(self, cfg, ctx):
+        c = cfg[self.name]
+        return [task(self.name, "fastrank", "scaling", "fastrank",
+                     {k: c[k] for k in ("d", "depths", "every", "seeds", "widths", "work",
+                                        "min_k", "max_k")}, c["repeats"])]
+
+    def summarize(self, cfg, results, ctx):
+        c = cfg[self.name]
+        r = results.get("fastrank")
+        ok = _status(r) == "ok"
+        depth_exp = width_exp = None
+        if ok:
+            depth_exp = fit_exponent([b["depth"] for b in r["by_depth"]],
+                                     [b["timing"]["median_s"] for b in r["by_depth"]])
+            big = [b for b in r["by_width"] if b["width"] >= 256] or r["by_width"]
+            width_exp = fit_exponent([b["width"] for b in big], [b["per_layer_s"] for b in big])
+        targets = [target(self.name, f"d=N={c['d']}, depths {c['depths']}",
+                          "fitted exponent of time vs depth (linear = 1)", depth_exp,
+                          (0.9, 1.1), op="within", unit="",
+                          blocked=_blocked(("fastrank", r)))]
+        rows = []
+        if ok:
+            for b in r["by_depth"]:
+                rows.append({"sweep": "depth", "size": f"depth {b['depth']} (d={c['d']}, "
+                             f"{c['seeds']} seeds)",
+                             "median": fmt_time(b["timing"]["median_s"]),
+                             "per layer per network": fmt_time(
+                                 b["timing"]["median_s"] / (b["depth"] * c["seeds"])),
+                             "SGEMM floor": "-", "vs floor": "-"})
+            for b in r["by_width"]:
+                rows.append({"sweep": "width", "size": f"d=N={b['width']}",
+                             "median": f"{fmt_time(b['timing_2k']['median_s'])} ({2 * b['k']} "
+                                       f"layers) - {fmt_time(b['timing_k']['median_s'])} "
+                                       f"({b['k']})",
+                             "per layer per network": fmt_time(b["per_layer_s"]),
+                             "SGEMM floor": fmt_time(b["sgemm_s"]),
+                             "vs floor": (f"{b['per_layer_s'] / b['sgemm_s']:.2f}x"
+                                          if b["per_layer_s"] > 0 else "-")})
+        notes = [
+            f"Depth: simulate_many(d={c['d']}, relu/bn, {c['seeds']} seeds, Schedule(every="
+            f"{c['every']}, log=None)); fitted exponent {_fmt(depth_exp)}.",
+            "Width: per-layer time = (t(2k layers) - t(k layers)) / k with only layers 0 and "
+            "last measured, so the two end measurements cancel; fitted exponent over d >= "
+            f"256: {_fmt(width_exp)} (GEMM-bound: 3).",
+        ]
+        return {"targets": targets, "rows": rows, "notes": notes,
+                "depth_exponent": depth_exp, "width_exponent": width_exp}
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+# ----------------------------------------------------------------------------------
+# compile
+# ----------------------------------------------------------------------------------
+
+
+class Compile:
+    name = "compile"
+    title = "numba compile time (fresh processes)"
+
+    def plan(self, cfg, ctx):
+        if not cfg[self.name]["enabled"]:
+            return []
+        cache = Path(ctx["tmpdir"]) / "numba-cache"
+        cache.mkdir(exist_ok=True)
+        env = {"NUMBA_CACHE_DIR": str(cache)}
+        return [task(self.name, state, "compile", "fastrank", {}, isolate=True, env=env)
+                for state in ("empty cache", "warm cache")]
+
+    def summarize(self, cfg, results, ctx):
+        rows = []
+        for state in ("empty cache", "warm cache"):
+            r = results.get(state)
+            if r is None:
+                continue
+            ok = _status(r) == "ok"
+            row = {"numba cache": state,
+                   "import fastrank": _shown(r, fmt_time(r["import_s"]) if ok else "")}
+            for path in ("narrow", "wide"):
+                c = r.get(path) if ok else None
+                row[f"first call, {path}"] = (f"{fmt_time(c['first_s'])} (d={c['width']})"
+                                              if c else "-")
+                row[f"second call, {path}"] = fmt_time(c["second_s"]) if c else "-"
+            rows.append(row)
+        notes = ["Each in a fresh process with NUMBA_CACHE_DIR pointing to a new folder "
+                 "(empty, then filled by the first): " + (results.get("empty cache") or {})
+                 .get("what", "") + ". First minus second call is the compile (empty cache) "
+                 "or cache-load (warm cache) time. The workloads' 'first call' columns show "
+                 "the warm-up call each timing excluded."]
+        if not cfg[self.name]["enabled"]:
+            notes = ["not measured in this preset"]
+        return {"targets": [], "rows": rows, "notes": notes}
+
+
+WORKLOADS = {w.name: w for w in (Small(), Large(), Rng(), Spectra(), EveryLayer(), Memory(),
+                                 Scaling(), Compile())}
+assert tuple(WORKLOADS) == NAMES

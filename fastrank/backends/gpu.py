@@ -1,0 +1,639 @@
+"""GPU backend: the depth loop of many seeds of one network on a CUDA device, with CuPy.
+
+Per layer, for the whole stack of seeds at once (S matrices d x N in one array):
+
+1. ``step_layer``: the layer counter kept on the device moves on by one;
+2. the weights of every seed, drawn on the device from the same Philox stream as the
+   CPU (kernels/cuda/rng.cu; float32 Gaussian and uniform weights are bitwise the CPU's);
+3. one strided-batched cuBLAS GEMM ``Z[s] = W[s] @ H[s]`` (TF32 only when asked);
+4. one fused pass per row (batch norm, bn-rms, none) or per column (layer norm): residual
+   update, normalisation and activation in the network's order, float64 sum of squares;
+5. ``account``: the bookkeeping of :meth:`Batch.account` (log-norm, rescaling factor,
+   failure at this layer) on the device, and ``scale`` for rescaled networks.
+
+Nothing in a layer waits for the host, so for constant-width networks a run of layers is
+captured once as a CUDA graph and replayed (the layer counter lives on the device, and
+the two buffers H and Z alternate, so an even number of layers maps the graph's state
+back onto itself). The host learns the log-norms and failures once per ``advance``.
+
+Spectra: the float64 Gram matrix of the smaller side of every live seed by one batched
+DGEMM, eigenvalues by a batched Jacobi kernel (k <= 64, one block per seed) or cuSOLVER
+(larger k, one call per seed); only the eigenvalues travel to the host, for all seeds
+at the first request of a layer.
+
+Testable without a GPU: the orchestration (:class:`GPUBackend`) talks to a
+:class:`Device` - array module, kernel launcher, GEMM, eigensolvers, graph capture.
+:class:`CupyDevice` is the real one; :class:`HostDevice` runs the very same CUDA kernels
+compiled for the CPU (fastrank.cuda_sources.HostKernels) with numpy arrays, and records
+"graphs" as tapes of launches to replay, so tests run this module's code paths end to end
+on a machine without a GPU. CuPy is imported only by CupyDevice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import warnings
+
+import numpy as np
+
+from fastrank import cuda_sources, init, rng
+from fastrank.backends.base import Backend, Batch
+from fastrank.spec import Network
+
+#: Same codes as kernels/cpu/layer.py (and common.cuh).
+NORM_CODES = {"none": 0, "bn": 1, "bn-rms": 2, "ln": 3}
+ACTIVATION_CODES = {"linear": 0, "relu": 1, "tanh": 2}
+#: Most blocks one seed gets in the element-wise kernels (grid-stride loops beyond).
+MAX_BLOCKS_PER_SEED = 4096
+#: Sweeps after which the Jacobi kernel stops even if rotations remain (it converges
+#: quadratically: about 6-10 sweeps at k = 64).
+JACOBI_SWEEPS = 60
+#: Widest constant width whose layers are captured as CUDA graphs by default (beyond it
+#: a layer's GEMM dwarfs its launch overhead).
+GRAPH_WIDTH_MAX = 1024
+
+
+class GPUUnavailable(RuntimeError):
+    """No usable CUDA device (or no CuPy): the message says why, in one line."""
+
+
+def _round32(n: int, cap: int) -> int:
+    return max(32, min(cap, 32 * math.ceil(n / 32)))
+
+
+# ---------------------------------------------------------------------------------------
+# Devices
+# ---------------------------------------------------------------------------------------
+
+
+class Device:
+    """What the orchestration needs from a device. Subclasses set ``xp`` (a numpy-like
+    array module) and implement the methods below."""
+
+    xp = np
+    name = "device"
+    block = 256  # threads per block, a multiple of 32
+    jacobi_block = 128
+    supports_graphs = False
+
+    def context(self):
+        """Context manager within which all work of the backend runs."""
+        return contextlib.nullcontext()
+
+    def launch(self, name: str, grid: int, block: int, args) -> None:
+        raise NotImplementedError
+
+    def gemm(self, a, b, out) -> None:
+        """out[s] = a[s] @ b[s] for stacks of C-contiguous matrices of one float dtype."""
+        raise NotImplementedError
+
+    def eigvalsh(self, g):
+        """Eigenvalues (ascending) of one symmetric matrix."""
+        return self.xp.linalg.eigvalsh(g)
+
+    def svdvals(self, a):
+        return self.xp.linalg.svd(a, compute_uv=False)
+
+    def qr(self, a):
+        return self.xp.linalg.qr(a)
+
+    def top_eigenvalue(self, g) -> float:
+        """Largest eigenvalue of one large symmetric matrix (Lanczos)."""
+        return float(self.to_host(self.eigvalsh(g))[-1])
+
+    def to_host(self, a) -> np.ndarray:
+        return np.asarray(a)
+
+    def synchronize(self) -> None:
+        """Wait for all work issued so far (for timing)."""
+
+    def asarray(self, a):
+        return self.xp.asarray(a)
+
+    def capture(self, fn):
+        """Record ``fn``'s device work as a graph and return a callable that replays it
+        (``fn`` itself is not executed), or None where graphs are not supported."""
+        return None
+
+    def describe(self) -> dict:
+        return {"device": self.name}
+
+
+class HostDevice(Device):
+    """The CPU stand-in: numpy arrays, the CUDA kernels built for the host
+    (fastrank.cuda_sources.HostKernels), numpy's BLAS and LAPACK. With ``graphs=True``
+    a capture records the launches and GEMMs (with their arguments, as a CUDA graph bakes
+    them) and the replay issues them again, so the graph code path runs here too."""
+
+    name = "host stand-in (CUDA kernels compiled for the CPU)"
+
+    def __init__(self, block: int = 64, jacobi_block: int = 64, graphs: bool = False):
+        self.kernels = cuda_sources.HostKernels()
+        self.block = block
+        self.jacobi_block = jacobi_block
+        self.supports_graphs = graphs
+        self._tape: list | None = None
+        self.launches = 0
+
+    def launch(self, name, grid, block, args):
+        if self._tape is not None:
+            self._tape.append((self.launch, (name, grid, block, args)))
+            return
+        self.launches += 1
+        self.kernels.launch(name, grid, block, args)
+
+    def gemm(self, a, b, out):
+        if self._tape is not None:
+            self._tape.append((self.gemm, (a, b, out)))
+            return
+        np.matmul(a, b, out=out)
+
+    def top_eigenvalue(self, g) -> float:
+        from scipy.sparse.linalg import eigsh
+
+        start = np.random.default_rng(12345).standard_normal(g.shape[0])
+        return float(eigsh(g, k=1, which="LA", v0=start, tol=1e-10,
+                           return_eigenvectors=False)[0])
+
+    def capture(self, fn):
+        if not self.supports_graphs:
+            return None
+        self._tape = []
+        try:
+            fn()
+            tape = self._tape
+        finally:
+            self._tape = None
+
+        def replay():
+            for call, args in tape:
+                call(*args)
+
+        return replay
+
+    def describe(self) -> dict:
+        return {"device": self.name}
+
+
+class CupyDevice(Device):
+    """A CUDA device through CuPy: the program of kernels/cuda compiled by NVRTC
+    (cupy.RawModule), GEMMs by cuBLAS, eigensolvers by cuSOLVER, one non-blocking stream
+    for all work (also the capture stream of the CUDA graphs)."""
+
+    supports_graphs = True
+
+    def __init__(self, device: int = 0, tf32: bool | None = None):
+        try:
+            import cupy
+        except ModuleNotFoundError as exc:
+            if exc.name != "cupy":
+                raise GPUUnavailable(f"CuPy does not load: {_one_line(exc)}") from None
+            raise GPUUnavailable("CuPy is not installed: pip install fastrank[gpu-cuda12] "
+                                 "or fastrank[gpu-cuda13]") from None
+        except Exception as exc:  # a broken install
+            raise GPUUnavailable(f"CuPy does not load: {_one_line(exc)}") from None
+        self.cupy = cupy
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # no driver, driver too old, no device node
+            raise GPUUnavailable(f"no usable CUDA device: {_one_line(exc)}") from None
+        if count == 0:
+            raise GPUUnavailable("no CUDA device found")
+        if not 0 <= device < count:
+            raise GPUUnavailable(f"no CUDA device {device}: this machine has {count} "
+                                 f"(0..{count - 1})")
+        if tf32 is None:
+            tf32 = os.environ.get("FASTRANK_TF32", "0") not in ("", "0")
+        self.device_id = device
+        self.tf32 = bool(tf32)
+        self.xp = cupy
+        self.device = cupy.cuda.Device(device)
+        try:  # cuBLAS and cuSOLVER load lazily in CuPy: find out now whether they can
+            from cupy_backends.cuda.libs import cublas, cusolver  # noqa: F401
+        except Exception as exc:
+            raise GPUUnavailable(f"CUDA libraries missing ({_one_line(exc)}); install CuPy "
+                                 "with them: pip install 'cupy-cuda13x[ctk]' (or 12x)") from None
+        try:
+            with self.device:
+                props = cupy.cuda.runtime.getDeviceProperties(device)
+                self.stream = cupy.cuda.Stream(non_blocking=True)
+                module = cuda_sources.raw_module(device)
+                self._kernels = {k: module.get_function(k) for k in cuda_sources.KERNELS}
+        except Exception as exc:
+            raise GPUUnavailable(f"CUDA device {device} unusable: {_one_line(exc)}") from None
+        name = props["name"]
+        self.name = name.decode() if isinstance(name, bytes) else str(name)
+        self.capability = f"{props['major']}.{props['minor']}"
+        self.memory = int(props["totalGlobalMem"])
+        self._alpha = {np.float32: np.ones(1, np.float32), np.float64: np.ones(1, np.float64)}
+        self._beta = {np.float32: np.zeros(1, np.float32), np.float64: np.zeros(1, np.float64)}
+
+    @contextlib.contextmanager
+    def context(self):
+        with self.device, self.stream:
+            yield
+
+    def launch(self, name, grid, block, args):
+        args = tuple(np.uint64(0) if a is None else a for a in args)  # null pointer
+        self._kernels[name]((int(grid),), (int(block),), args)
+
+    def gemm(self, a, b, out):
+        from cupy_backends.cuda.libs import cublas
+
+        s, m, k = a.shape
+        n = b.shape[2]
+        if not (a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
+            raise ValueError("gemm: C-contiguous stacks only")
+        if a.dtype == np.float32:
+            # CUDA_R_32F; CUBLAS_COMPUTE_32F_FAST_TF32 or CUBLAS_COMPUTE_32F
+            t, data, compute = np.float32, 0, (77 if self.tf32 else 68)
+        else:
+            t, data, compute = np.float64, 1, 70  # CUDA_R_64F; CUBLAS_COMPUTE_64F
+        handle = self.cupy.cuda.device.get_cublas_handle()
+        cublas.setPointerMode(handle, 0)  # CUBLAS_POINTER_MODE_HOST: alpha, beta on the host
+        # Row-major out = a @ b is column-major out^T = b^T a^T: cuBLAS's A is b, B is a.
+        cublas.gemmStridedBatchedEx(
+            handle, 0, 0, n, m, k, self._alpha[t].ctypes.data,
+            b.data.ptr, data, n, k * n,
+            a.data.ptr, data, k, m * k,
+            self._beta[t].ctypes.data,
+            out.data.ptr, data, n, m * n,
+            s, compute, -1)  # CUBLAS_GEMM_DEFAULT
+
+    def top_eigenvalue(self, g) -> float:
+        from cupyx.scipy.sparse.linalg import eigsh
+
+        start = self.cupy.asarray(np.random.default_rng(12345).standard_normal(g.shape[0]))
+        try:
+            top = eigsh(g, k=1, which="LA", v0=start, tol=1e-10, return_eigenvectors=False)
+        except TypeError:  # older CuPy without v0
+            top = eigsh(g, k=1, which="LA", tol=1e-10, return_eigenvectors=False)
+        return float(self.to_host(top).max())
+
+    def to_host(self, a) -> np.ndarray:
+        return self.cupy.asnumpy(a, stream=self.stream)
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def capture(self, fn):
+        stream = self.stream
+        stream.begin_capture()
+        try:
+            fn()
+        finally:
+            graph = stream.end_capture()
+        return lambda: graph.launch(stream)
+
+    def describe(self) -> dict:
+        rt = self.cupy.cuda.runtime
+        return {
+            "device": self.name,
+            "device_index": self.device_id,
+            "compute_capability": self.capability,
+            "device_memory_gib": round(self.memory / 2**30, 1),
+            "cupy": self.cupy.__version__,
+            "cuda_runtime": _cuda_version(rt.runtimeGetVersion()),
+            "cuda_driver": _cuda_version(rt.driverGetVersion()),
+            "tf32": int(self.tf32),
+        }
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+# ---------------------------------------------------------------------------------------
+# The backend
+# ---------------------------------------------------------------------------------------
+
+
+class _State:
+    """A batch's arrays on the device (kept in Batch.h)."""
+
+    def __init__(self, dev: Device, network: Network, seeds: np.ndarray):
+        xp = dev.xp
+        s = len(seeds)
+        self.dtype = np.dtype(network.dtype)
+        self.seeds = dev.asarray(seeds.astype(np.uint64))
+        self.log_norm = xp.zeros(s, np.float64)
+        self.failed = xp.full(s, -1, np.int64)
+        self.reason = xp.zeros(s, np.int64)
+        self.factor = xp.ones(s, np.float64)
+        self.layer = xp.zeros(1, np.int64)  # the device's layer counter
+        k = max(network.in_dim, network.batch, *set(network.widths))
+        self.part = xp.zeros(s * k, np.float64)  # per-row / per-column sums of squares
+        self.host_layer = 0
+        self.partials = 0  # partial sums per seed in part (rows d or columns N)
+        self.h = None  # (S, d, N): the current representation
+        self.pool: dict = {}  # shape -> buffers H and Z alternate between
+        self.weights: dict = {}  # shape -> weight stack
+        self.graphs: dict = {}  # (layers, id of H) -> (replay, H after)
+        self.eager_layers = 0
+        self.cache: tuple | None = None  # (key, host array): spectra of the current layer
+
+    def buffer(self, dev: Device, shape: tuple) -> object:
+        """A buffer of ``shape`` that is not the current H."""
+        pool = self.pool.setdefault(shape, [])
+        for b in pool:
+            if b is not self.h:
+                return b
+        b = dev.xp.empty(shape, self.dtype)
+        pool.append(b)
+        return b
+
+
+class GPUBackend(Backend):
+    """Batches of networks on a CUDA device (or on a :class:`Device` given as ``dev``).
+
+    ``device``: CUDA device index; ``tf32``: let cuBLAS round float32 GEMM inputs to TF32
+    (default off; env FASTRANK_TF32=1); ``graphs``: capture runs of layers as CUDA graphs
+    (default: constant widths up to GRAPH_WIDTH_MAX); ``graph_layers``: layers per graph
+    (even); ``jacobi``: batched Jacobi eigenvalues for Gram matrices up to 64 x 64.
+    Raises :class:`GPUUnavailable` (one line) when no device can be used.
+    """
+
+    name = "gpu"
+
+    def __init__(self, device: int = 0, *, tf32: bool | None = None, graphs: bool | None = None,
+                 graph_layers: int = 8, jacobi: bool = True, dev: Device | None = None):
+        self.dev = dev if dev is not None else CupyDevice(device, tf32=tf32)
+        self.graphs = graphs
+        if graph_layers < 2 or graph_layers % 2:
+            raise ValueError(f"graph_layers {graph_layers}: must be even and >= 2")
+        self.graph_layers = graph_layers
+        self.jacobi = jacobi
+        self._graphs_failed = False
+
+    # -- the Backend interface -----------------------------------------------------------
+
+    def start(self, network: Network, seeds) -> Batch:
+        seeds = np.asarray(seeds, dtype=np.uint64)
+        s = len(seeds)
+        dev = self.dev
+        with dev.context():
+            st = _State(dev, network, seeds)
+            shape = (s, network.in_dim, network.batch)
+            if network.input == "gaussian":
+                h = dev.xp.empty(shape, st.dtype)
+                self._fill(h, st, "normal", rng.INPUT, layer_ptr=None, layer_value=0,
+                           mul=1.0, sub=0.0)
+            else:  # orthogonal or a file: exactly the CPU's matrices
+                h = dev.asarray(np.ascontiguousarray(
+                    np.stack([init.input_matrix(network, int(x)) for x in seeds])))
+            st.h = h
+            st.pool[shape] = [h]
+            self._norm_pass(st, network, h, None, identity=True)
+            self._account(st, network, h)
+            batch = Batch(network, seeds, st, 0, np.zeros(s), np.full(s, -1, np.int64),
+                          np.zeros(s, np.int64))
+            self._pull(batch)
+        return batch
+
+    def advance(self, batch: Batch, stop: int) -> None:
+        st: _State = batch.h
+        net = batch.network
+        with self.dev.context():
+            remaining = stop - batch.layer
+            if batch.alive():
+                if self._use_graphs(net):
+                    remaining = self._advance_graphs(st, net, remaining)
+                for _ in range(remaining):
+                    self._layer(st, net)
+                    st.eager_layers += 1
+            else:  # nobody left to run: only the counters move
+                st.host_layer += remaining
+                st.layer[...] = st.host_layer
+            batch.layer = stop
+            self._pull(batch)
+
+    def spectrum(self, batch: Batch, i: int, method: str) -> np.ndarray:
+        values = self._cached(batch, ("spectrum", method),
+                              lambda idx: self._spectra(batch, idx, method))
+        return values[i]
+
+    def gram_stats(self, batch: Batch, i: int) -> tuple[float, float, float]:
+        stats = self._cached(batch, ("gram",), lambda idx: self._gram_stats(batch, idx))
+        trace, frob2, top = stats[i]
+        return float(trace), float(frob2), float(top)
+
+    def describe(self) -> dict:
+        return {"backend": self.name, **self.dev.describe(),
+                "cuda_graphs": "auto" if self.graphs is None else str(bool(self.graphs))}
+
+    # -- one layer -----------------------------------------------------------------------
+
+    def _layer(self, st: _State, net: Network) -> None:
+        """Layer host_layer + 1 of every live seed, on the device, without a host sync."""
+        dev = self.dev
+        layer = st.host_layer + 1
+        s = len(st.failed)
+        dev.launch("step_layer", 1, 32, (st.layer,))
+        d_out, d_in = init.layer_shape(net, layer)
+        w = st.weights.get((d_out, d_in))
+        if w is None:
+            w = st.weights[(d_out, d_in)] = dev.xp.empty((s, d_out, d_in), st.dtype)
+        self._weights(st, net, w, d_in)
+        z = st.buffer(dev, (s, d_out, net.batch))
+        dev.gemm(w, st.h, z)
+        self._norm_pass(st, net, z, st.h if net.residual else None)
+        self._account(st, net, z)
+        st.h = z
+        st.host_layer = layer
+
+    def _weights(self, st: _State, net: Network, w, d_in: int) -> None:
+        t = st.dtype.type
+        gain = net.weight_gain
+        if net.init == "gaussian":
+            self._fill(w, st, "normal", rng.WEIGHTS, st.layer, 0, t(np.sqrt(gain / d_in)), 0.0)
+        elif net.init == "uniform":
+            a = np.sqrt(3.0 * gain / d_in)
+            self._fill(w, st, "uniform", rng.WEIGHTS, st.layer, 0, t(2 * a), t(a))
+        else:  # orthogonal: QR of float64 normals, R's diagonal made positive (as the CPU)
+            xp = self.dev.xp
+            d_out = w.shape[1]
+            tall = xp.empty((len(st.failed), max(d_out, d_in), min(d_out, d_in)), np.float64)
+            self._fill(tall, st, "normal", rng.WEIGHTS, st.layer, 0, 1.0, 0.0)
+            for i in range(len(st.failed)):
+                q, r = self.dev.qr(tall[i])
+                q = q * xp.sign(xp.diagonal(r))
+                w[i] = (np.sqrt(gain) * (q if d_out >= d_in else q.T)).astype(st.dtype)
+
+    def _fill(self, out, st: _State, kind: str, stream: int, layer_ptr, layer_value: int,
+              mul, sub) -> None:
+        dev = self.dev
+        f32 = out.dtype == np.float32
+        s = out.shape[0]
+        n = out.size // s
+        per_block = 4 if f32 else 2
+        blocks = min(MAX_BLOCKS_PER_SEED, max(1, math.ceil(n / per_block / dev.block)))
+        t = np.float32 if f32 else np.float64
+        name = f"fill_{kind}_{'f32' if f32 else 'f64'}"
+        args = [out, np.int64(n), st.seeds, np.int32(blocks), np.uint32(stream), layer_ptr,
+                np.int64(layer_value), t(mul)]
+        if kind == "uniform":
+            args.append(t(sub))
+        args.append(st.failed)
+        dev.launch(name, s * blocks, dev.block, args)
+
+    def _norm_pass(self, st: _State, net: Network, z, h, identity: bool = False) -> None:
+        """Residual, normalisation and activation of z in place (identity: only the sums
+        of squares, for the input), per-row or per-column sums of squares into st.part."""
+        dev = self.dev
+        s, d, n = z.shape
+        f32 = z.dtype == np.float32
+        sfx = "f32" if f32 else "f64"
+        t = np.float32 if f32 else np.float64
+        norm = 0 if identity else NORM_CODES[net.norm]
+        act = 0 if identity else ACTIVATION_CODES[net.activation]
+        act_first = 0 if identity else int(net.order == "act-norm")
+        residual = int(h is not None)
+        gamma = t(net.gamma if residual else 0.0)
+        eps = np.float64(net.eps)
+        if norm == NORM_CODES["ln"]:
+            block = _round32(n, dev.block)
+            per_seed = math.ceil(n / block)
+            dev.launch(f"cols_pass_{sfx}", s * per_seed, block,
+                       (z, h, gamma, np.int32(residual), np.int32(d), np.int32(n),
+                        np.int32(per_seed), np.int32(act), np.int32(act_first), eps, st.part,
+                        st.failed))
+            st.partials = n
+        else:
+            dev.launch(f"rows_pass_{sfx}", s * d, _round32(n, dev.block),
+                       (z, h, gamma, np.int32(residual), np.int32(d), np.int32(n),
+                        np.int32(norm), np.int32(act), np.int32(act_first), eps, st.part,
+                        st.failed))
+            st.partials = d
+
+    def _account(self, st: _State, net: Network, z) -> None:
+        dev = self.dev
+        s = z.shape[0]
+        k = st.partials
+        dev.launch("account", s, _round32(k, dev.block),
+                   (st.part, np.int32(k), st.layer, np.int64(0), np.int32(net.rescaled),
+                    st.log_norm, st.failed, st.reason, st.factor))
+        if net.rescaled:
+            n = z.size // s
+            blocks = min(MAX_BLOCKS_PER_SEED, max(1, math.ceil(n / dev.block)))
+            dev.launch(f"scale_{'f32' if z.dtype == np.float32 else 'f64'}", s * blocks,
+                       dev.block, (z, np.int64(n), np.int32(blocks), st.factor, st.failed))
+
+    def _pull(self, batch: Batch) -> None:
+        """The host's copy of the log-norms and failures (one synchronisation)."""
+        st: _State = batch.h
+        batch.log_norm[:] = self.dev.to_host(st.log_norm)
+        batch.failed_layer[:] = self.dev.to_host(st.failed)
+        batch.reason[:] = self.dev.to_host(st.reason)
+
+    # -- CUDA graphs ---------------------------------------------------------------------
+
+    def _use_graphs(self, net: Network) -> bool:
+        if self._graphs_failed or not self.dev.supports_graphs or self.graphs is False:
+            return False
+        constant = isinstance(net.width, int) and net.in_dim == net.width
+        if not constant or net.init == "orthogonal":
+            return False
+        return bool(self.graphs) or net.width <= GRAPH_WIDTH_MAX
+
+    def _advance_graphs(self, st: _State, net: Network, remaining: int) -> int:
+        """Run as many layers as whole graphs allow; returns the layers left to run."""
+        g = self.graph_layers
+        while remaining >= g + (2 if st.eager_layers < 2 else 0):
+            if st.eager_layers < 2:  # warm-up: both buffers exist, libraries initialised
+                for _ in range(2):
+                    self._layer(st, net)
+                    st.eager_layers += 1
+                remaining -= 2
+                continue
+            key = (g, id(st.h))
+            if key not in st.graphs:
+                h0, layer0 = st.h, st.host_layer
+                try:
+                    replay = self.dev.capture(lambda: [self._layer(st, net) for _ in range(g)])
+                except Exception as exc:  # run on without graphs rather than fail
+                    warnings.warn(f"CUDA graph capture failed, running layer by layer: "
+                                  f"{_one_line(exc)}", RuntimeWarning, stacklevel=2)
+                    self._graphs_failed = True
+                    replay = None
+                finally:
+                    h_after = st.h
+                    st.h, st.host_layer = h0, layer0  # capturing ran nothing
+                if replay is None:
+                    return remaining
+                st.graphs[key] = (replay, h_after)
+            replay, h_after = st.graphs[key]
+            replay()
+            st.h = h_after
+            st.host_layer += g
+            remaining -= g
+        return remaining
+
+    # -- measurements --------------------------------------------------------------------
+
+    def _cached(self, batch: Batch, kind: tuple, compute):
+        """Per-seed results of ``kind`` at the batch's layer, computed for every live seed
+        at the first request (one batched computation, one copy to the host)."""
+        st: _State = batch.h
+        key = (batch.layer, *kind)
+        if st.cache is None or st.cache[0] != key:
+            with self.dev.context():
+                st.cache = (key, compute(batch.alive()))
+        return st.cache[1]
+
+    def _grams(self, batch: Batch, idx: list[int]):
+        st: _State = batch.h
+        xp = self.dev.xp
+        h = st.h if len(idx) == len(st.failed) else st.h[xp.asarray(np.array(idx))]
+        h64 = h.astype(np.float64)
+        ht = h64.transpose(0, 2, 1)
+        return xp.matmul(h64, ht) if h64.shape[1] <= h64.shape[2] else xp.matmul(ht, h64)
+
+    def _eigvalsh_stack(self, g) -> np.ndarray:
+        """Eigenvalues (unsorted) of a stack of symmetric matrices, on the host."""
+        s, k, _ = g.shape
+        if self.jacobi and k <= cuda_sources.JACOBI_MAX:
+            g = self.dev.xp.ascontiguousarray(g)
+            w = self.dev.xp.empty((s, k), np.float64)
+            self.dev.launch("jacobi_eigvalsh", s, self.dev.jacobi_block,
+                            (g, np.int32(k), np.int32(JACOBI_SWEEPS), w))
+            return self.dev.to_host(w)
+        w = self.dev.xp.stack([self.dev.eigvalsh(g[i]) for i in range(s)])
+        return self.dev.to_host(w)
+
+    def _spectra(self, batch: Batch, idx: list[int], method: str) -> np.ndarray:
+        st: _State = batch.h
+        d, n = st.h.shape[1:]
+        out = np.full((len(st.failed), min(d, n)), np.nan)
+        if not idx:
+            return out
+        if method == "svd":
+            xp = self.dev.xp
+            sv = xp.stack([self.dev.svdvals(st.h[i].astype(np.float64)) for i in idx])
+            out[idx] = np.sort(self.dev.to_host(sv), axis=1)[:, ::-1]
+            return out
+        eig = np.sort(self._eigvalsh_stack(self._grams(batch, idx)), axis=1)[:, ::-1]
+        out[idx] = np.sqrt(np.clip(eig, 0.0, None))
+        return out
+
+    def _gram_stats(self, batch: Batch, idx: list[int]) -> np.ndarray:
+        st: _State = batch.h
+        xp = self.dev.xp
+        out = np.full((len(st.failed), 3), np.nan)
+        if not idx:
+            return out
+        g = self._grams(batch, idx)
+        trace = self.dev.to_host(xp.trace(g, axis1=1, axis2=2))
+        frob2 = self.dev.to_host((g * g).sum(axis=(1, 2)))
+        k = g.shape[1]
+        if k <= 256:
+            top = self._eigvalsh_stack(g).max(axis=1)
+        else:
+            top = np.array([self.dev.top_eigenvalue(g[i]) for i in range(len(idx))])
+        out[idx] = np.stack([trace, frob2, top], axis=1)
+        return out

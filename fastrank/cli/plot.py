@@ -1,0 +1,106 @@
+"""``fastrank plot FILE -o fig.png``: a figure of a results file (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fastrank.cli import InputError, cli
+
+KINDS = ("depth", "width", "spectrum")
+MEASURES = ("soft_rank", "soft_rank_excess", "numerical_rank", "effective_rank", "stable_rank",
+            "orthogonality_gap", "condition_number", "rank_tau", "log_norm")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Figure file: .png, .pdf or .svg (default: FILE's name + -KIND.png, here).")
+@click.option("--kind", type=click.Choice(KINDS), default="depth", show_default=True,
+              help="depth: measure against layer; width: against width at chosen layers "
+                   "(log-log, fitted slope); spectrum: s_i/s_1 at chosen layers.")
+@click.option("--measure", type=click.Choice(MEASURES), default="soft_rank", show_default=True,
+              help="What to plot (depth and width kinds); soft_rank_excess is soft rank - 1.")
+@click.option("--theory", is_flag=True,
+              help="Overlay fastrank.theory: collapse rate and log-norm slope of vanilla "
+                   "networks, sqrt(d) for batch norm, Lyapunov spectra.")
+@click.option("--at", metavar="LIST",
+              help="Width kind: layers to read, e.g. 100,1000 (default: each run's last).")
+@click.option("--average", metavar="LO-HI",
+              help="Width kind: average each run over layers LO..HI instead, e.g. 500-2000.")
+@click.option("--layers", metavar="LIST",
+              help="Spectrum kind: layers to show (default: 0, the last and log-spaced ones).")
+@click.option("--select", "selects", metavar="FIELD=VALUES", multiple=True,
+              help="Only runs whose field has one of the values, e.g. norm=bn or "
+                   "width=32,64 (repeatable; fields of `fastrank info`'s run table).")
+@click.option("--title", help="Figure title.")
+def plot(path, output, kind, measure, theory, at, average, layers, selects, title):
+    """Draw a figure of a results file: a measure against depth (mean over seeds with a
+    16-84 % band, one line per configuration), against width, or the spectra."""
+    from fastrank import spec, store
+    from fastrank.plot import FORMATS, PlotError, figure, save
+
+    out = Path(output) if output else Path(f"{Path(path).stem}-{kind}.png")
+    if out.suffix.lower() not in FORMATS:
+        raise InputError(f"unsupported figure format {out.suffix or str(out)!r}: "
+                         "use .png, .pdf or .svg")
+    try:
+        at_layers = spec.parse_ints("at", at) if at else None
+        shown = spec.parse_ints("layers", layers) if layers else None
+        window = _range("average", average) if average else None
+    except spec.SpecError as exc:
+        raise InputError(str(exc)) from None
+    try:
+        results = store.open(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable fastrank results file ({exc})") from None
+    with results:
+        select = _selection(results, selects)
+        try:
+            fig = figure(results, kind, measure, theory=theory, at=at_layers, average=window,
+                         layers=shown, select=select, title=title)
+        except PlotError as exc:
+            raise InputError(str(exc)) from None
+        except ImportError as exc:
+            raise click.ClickException(str(exc)) from None
+    try:
+        save(fig, out)
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {out}")
+
+
+def _range(option: str, text: str) -> tuple[int, int]:
+    from fastrank.spec import SpecError
+
+    lo, sep, hi = text.partition("-")
+    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit() or int(hi) < int(lo):
+        raise SpecError(f"invalid {option} {text!r}: use LO-HI, e.g. 500-2000")
+    return int(lo), int(hi)
+
+
+def _selection(results, selects) -> dict:
+    """``FIELD=V1,V2`` texts to {field: [values]} typed like the runs table's column."""
+    table = results.runs
+    out = {}
+    for item in selects:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not text:
+            raise InputError(f"invalid --select {item!r}: use FIELD=VALUES, e.g. norm=bn")
+        if name not in table.dtype.names:
+            raise InputError(f"invalid --select field {name!r}: choose from "
+                             + ", ".join(table.dtype.names))
+        kind = table.dtype[name].kind
+        values = []
+        for part in text.split(","):
+            part = part.strip()
+            try:
+                values.append(int(part) if kind in "iu" else float(part) if kind == "f" else part)
+            except ValueError:
+                raise InputError(f"invalid --select {item!r}: {name} takes numbers") from None
+        out[name] = values
+    return out

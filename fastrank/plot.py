@@ -1,0 +1,588 @@
+"""Figures from a results file (or from in-memory trajectories): a measure against
+depth, a measure against width at chosen depths, and spectra at chosen layers, each
+with optional theory overlays from :mod:`fastrank.theory`.
+
+matplotlib is the ``plot`` extra (``pip install 'fastrank[plot]'``); it is imported only
+when a figure is made. Figures are built on ``matplotlib.figure.Figure`` objects, never
+through pyplot, so nothing here needs a display or changes the caller's backend::
+
+    import fastrank.plot as fp
+    fig = fp.figure("r.h5", kind="depth", measure="soft_rank", theory=True)
+    fig.savefig("depth.png")
+    fp.plot_width("r.h5", at=[1000], ax=my_axes)      # draw into your own axes
+
+Every function takes a *source*: a results file path, an open :class:`fastrank.Results`,
+or a list of runs or :class:`fastrank.Trajectory` objects. Runs are grouped by
+configuration (everything but the seed); each group is drawn as the mean over seeds
+with a band from the 16th to the 84th percentile of the seeds (one standard deviation
+either side for normal scatter), and is labelled by the options that differ between
+the groups drawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from fastrank import theory
+from fastrank.measures import SCALARS
+
+#: Measures that exist only on full-spectrum rows (tier 1); the others also on Gram rows.
+SPECTRUM_ONLY = ("numerical_rank", "effective_rank", "condition_number", "rank_tau")
+#: Everything plot_depth and plot_width accept.
+MEASURES = (*SCALARS, "rank_tau", "log_norm", "soft_rank_excess")
+KINDS = ("depth", "width", "spectrum")
+FORMATS = (".png", ".pdf", ".svg")
+LABELS = {
+    "soft_rank": "soft rank  $\\|H\\|_F^4 / \\|H^T H\\|_F^2$",
+    "soft_rank_excess": "soft rank $-$ 1",
+    "numerical_rank": "numerical rank",
+    "effective_rank": "effective rank",
+    "stable_rank": "stable rank",
+    "orthogonality_gap": "orthogonality gap",
+    "condition_number": "condition number",
+    "rank_tau": "rank$_\\tau$",
+    "log_norm": "log $\\|H_\\ell\\|_F$ (un-rescaled)",
+}
+BAND = (16, 84)
+#: Measures spanning many decades: their line is the geometric mean over seeds.
+GEOMETRIC = ("soft_rank_excess", "condition_number")
+
+
+class PlotError(ValueError):
+    """Nothing (sensible) to draw: the message says why."""
+
+
+def _mpl():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError(
+            "fastrank.plot needs matplotlib: pip install 'fastrank[plot]'"
+        ) from None
+    import matplotlib.ticker  # noqa: F401  (used as matplotlib.ticker)
+    from matplotlib.figure import Figure
+
+    return matplotlib, Figure
+
+
+# Sources and grouping ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _opened(source, select: dict | None = None):
+    """Yield the list of runs of ``source`` (a path, Results, or iterable of runs)."""
+    from fastrank import store
+
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        with store.open(source) as results:
+            yield _runs_of(results, select)
+        return
+    yield _runs_of(source, select)
+
+
+def _runs_of(source, select: dict | None) -> list:
+    from fastrank.store import Results
+
+    if isinstance(source, Results):
+        runs = source.select(**select) if select else list(source)
+    else:
+        runs = list(source) if isinstance(source, Iterable) else [source]
+        if select:
+            runs = [r for r in runs if all(_matches(getattr(r.network, k, None), v)
+                                            for k, v in select.items())]
+    return [r for r in runs if len(r.layer)]
+
+
+def _matches(value, wanted) -> bool:
+    if isinstance(wanted, (list, tuple, set, frozenset)):
+        return value in wanted
+    return value == wanted
+
+
+def _key(network, drop=()) -> tuple:
+    d = network.to_dict()
+    for name in drop:
+        d.pop(name, None)
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items())
+
+
+def group_runs(runs, drop: tuple[str, ...] = ()) -> dict:
+    """Runs grouped by configuration (Network fields except ``drop``), in file order:
+    {label: [runs]}, labels naming only the options that differ between groups."""
+    groups: dict[tuple, list] = {}
+    for run in runs:
+        groups.setdefault(_key(run.network, drop), []).append(run)
+    keys = list(groups)
+    return {label: groups[k] for label, k in zip(_labels(keys, drop), keys, strict=True)}
+
+
+_SHORT = {"width": "d", "batch": "N", "depth": "L", "activation": "", "norm": ""}
+
+
+def _labels(keys: list[tuple], drop=()) -> list[str]:
+    """Short names: the activation/norm pair, then every other option that varies."""
+    if not keys:
+        return []
+    dicts = [dict(k) for k in keys]
+    varying = [name for name in dicts[0] if len({repr(d[name]) for d in dicts}) > 1]
+    if all(d.get("batch") == d.get("width") for d in dicts):  # N = d: say d only
+        varying = [name for name in varying if name != "batch"]
+    labels = []
+    for d in dicts:
+        parts = []
+        if "activation" in d and "norm" in d and (
+            "activation" in varying or "norm" in varying or len(dicts) == 1
+        ):
+            parts.append(f"{d['activation']}/{d['norm']}")
+        for name in varying:
+            if name in ("activation", "norm") or name in drop:
+                continue
+            parts.append(_option_text(name, d[name]))
+        if len(dicts) == 1 and "width" in d and "width" not in drop:
+            parts.append(_option_text("width", d["width"]))
+        labels.append(" ".join(parts) or "all runs")
+    return labels
+
+
+def _option_text(name: str, value) -> str:
+    if isinstance(value, tuple):
+        value = "var"
+    if isinstance(value, float):
+        value = "inf" if math.isinf(value) else f"{value:g}"
+    short = _SHORT.get(name, name)
+    return f"{short}={value}" if short else str(value)
+
+
+def _series(run, measure: str) -> tuple[np.ndarray, np.ndarray]:
+    """(layers, values) of a run's measure on the rows that carry it."""
+    layer = np.asarray(run.layer)
+    tier = np.asarray(getattr(run, "tier", np.ones_like(layer)))
+    if measure == "soft_rank_excess":
+        values = np.asarray(run.soft_rank, dtype=float) - 1.0
+    elif measure == "rank_tau":
+        values = np.asarray(run.rank_tau, dtype=float)[:, 0]
+    elif measure == "log_norm":
+        values = np.asarray(run.log_norm, dtype=float)
+    elif measure in SCALARS:
+        values = np.asarray(getattr(run, measure), dtype=float)
+    else:
+        raise PlotError(f"unknown measure {measure!r}: choose one of {', '.join(MEASURES)}")
+    ok = np.isfinite(values)
+    if measure in SPECTRUM_ONLY:
+        ok &= tier == 1
+    return layer[ok], values[ok]
+
+
+def _stack(runs, measure: str) -> tuple[np.ndarray, np.ndarray]:
+    """(layers, values) with values (seeds x layers), NaN where a seed has no row."""
+    series = [_series(r, measure) for r in runs]
+    layers = np.unique(np.concatenate([s[0] for s in series])) if series else np.array([])
+    values = np.full((len(series), layers.size), np.nan)
+    for i, (lay, val) in enumerate(series):
+        values[i, np.searchsorted(layers, lay)] = val
+    return layers, values
+
+
+def _summary(values: np.ndarray, geometric: bool = False):
+    """Mean (geometric: of the logs, for log-scale measures) and the 16-84 percentile
+    band over seeds (axis 0), ignoring NaN."""
+    with np.errstate(all="ignore"), _quiet():
+        if geometric:
+            mean = np.exp(np.nanmean(np.log(np.where(values > 0, values, np.nan)), axis=0))
+        else:
+            mean = np.nanmean(values, axis=0)
+        lo, hi = np.nanpercentile(values, BAND, axis=0)
+    return mean, lo, hi
+
+
+@contextlib.contextmanager
+def _quiet():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _constant_width(network) -> int | None:
+    return network.width if isinstance(network.width, int) else None
+
+
+def _is_vanilla_linear(network) -> bool:
+    return (network.activation == "linear" and network.norm == "none"
+            and math.isinf(network.gamma) and network.init in ("gaussian", "orthogonal")
+            and _constant_width(network) is not None)
+
+
+def _is_bn_linear(network) -> bool:
+    return (network.activation == "linear" and network.norm in ("bn", "bn-rms")
+            and _constant_width(network) is not None)
+
+
+# Measure against depth -----------------------------------------------------------------
+
+
+def plot_depth(source, measure: str = "soft_rank", *, ax=None, theory_overlay: bool = False,
+               select: dict | None = None, logx: bool | None = None,
+               logy: bool | None = None, title: str | None = None):
+    """A measure against layer, one line per configuration (mean over seeds, band of
+    16-84 % of seeds). ``logx``/``logy`` default to log axes where the data span two
+    decades (x: symmetric-log, so layer 0 stays visible) / one decade of positive values.
+    ``theory_overlay`` adds, where fastrank.theory has one: the collapse curve of vanilla
+    linear networks (soft rank, soft rank - 1), their log-norm slope lambda_1 (and ReLU's),
+    sqrt(d) for the BN soft rank and the (1 - tau)^2 bound for the BN rank_tau.
+    Returns the axes."""
+    with _opened(source, select) as runs:
+        if not runs:
+            raise PlotError("no runs with measured rows to plot")
+        groups = group_runs(runs)
+        ax = ax or _new_axes()
+        colors = _colors(len(groups))
+        all_layers, all_values = [], []
+        for (label, members), color in zip(groups.items(), colors, strict=True):
+            layers, values = _stack(members, measure)
+            if not layers.size:
+                continue
+            mean, lo, hi = _summary(values, geometric=measure in GEOMETRIC)
+            n = len(members)
+            ax.plot(layers, mean, color=color, lw=1.4,
+                    label=f"{label} ({n} seed{'s' if n > 1 else ''})")
+            if n > 1:
+                ax.fill_between(layers, lo, hi, color=color, alpha=0.2, lw=0)
+            all_layers.append(layers)
+            all_values.append(values)
+            if theory_overlay:
+                _depth_theory(ax, members, measure, layers, values, color)
+        if not all_layers:
+            raise PlotError(f"no rows carry {measure!r} in the selected runs")
+        layers = np.concatenate(all_layers)
+        values = np.concatenate([v.ravel() for v in all_values])
+    if logx is None and measure == "log_norm":
+        logx = False  # a straight line in the layer: keep the layer axis linear
+    _axes_scales(ax, layers, values, logx, logy)
+    ax.set_xlabel("layer $\\ell$")
+    ylabel = LABELS.get(measure, measure)
+    if measure in GEOMETRIC:
+        ylabel += " (geometric mean)"
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    _legend(ax)
+    ax.grid(True, which="major", alpha=0.3)
+    return ax
+
+
+def _legend(ax):
+    """A legend inside the axes, or beside them when it has many entries."""
+    entries = len(ax.get_legend_handles_labels()[0])
+    if entries > 8:
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    elif entries:
+        ax.legend(fontsize="small")
+
+
+def _depth_theory(ax, members, measure, layers, values, color):
+    """Overlay the predictions of fastrank.theory for one configuration (dashed)."""
+    net = members[0].network
+    d = _constant_width(net)
+    kw = dict(color=color, ls="--", lw=1.0)
+    if measure in ("soft_rank", "soft_rank_excess") and _is_vanilla_linear(net) \
+            and net.init == "gaussian" and d and d >= 2:
+        excess = values - 1.0 if measure == "soft_rank" else values
+        with _quiet(), np.errstate(all="ignore"):
+            geo = np.nanmean(np.log(np.where(excess > 0, excess, np.nan)), axis=0)
+        window = theory.collapse_window(np.exp(geo) + 1.0)
+        if window.sum() < 2:
+            return
+        rate = theory.collapse_rate(d, net.weight_gain)
+        c = float(np.mean(geo[window] + rate * layers[window]))
+        x = layers[layers >= layers[window][0] // 2]
+        y = np.exp(c - rate * x)
+        keep = y > 1e-14
+        ax.plot(x[keep], (y + 1.0 if measure == "soft_rank" else y)[keep],
+                label=f"theory: rate 2($\\lambda_1-\\lambda_2$) = {rate:.3g}/layer", **kw)
+    elif measure == "log_norm" and net.norm == "none" and math.isinf(net.gamma) and d:
+        if net.activation == "linear" and net.init in ("gaussian", "orthogonal"):
+            slope = theory.log_norm_growth(d, net.weight_gain, net.init)
+            name = "$\\lambda_1$" if net.init == "gaussian" else "$\\frac{1}{2}\\log$ gain"
+        elif net.activation == "relu" and net.init == "gaussian":
+            slope, name = theory.relu_log_norm_growth(d, net.weight_gain), "ReLU exponent"
+        else:
+            return
+        with _quiet():
+            mean = np.nanmean(values, axis=0)
+        late = layers >= min(2 * d, layers[-1] // 2)
+        offset = float(np.mean(mean[late] - slope * layers[late]))
+        x = layers[late]
+        ax.plot(x, offset + slope * x,
+                label=f"theory: slope {name} = {slope:.4g}", **kw)
+    elif measure == "soft_rank" and _is_bn_linear(net):
+        ax.axhline(math.sqrt(d), label=f"$\\sqrt{{d}}$ = {math.sqrt(d):.3g} (BN bound's rate)",
+                   color=color, ls=":", lw=1.0)
+    elif measure == "rank_tau" and _is_bn_linear(net) and hasattr(members[0], "taus"):
+        tau = float(members[0].taus[0])
+        soft = [np.mean(_series(r, "soft_rank")[1][1:]) for r in members if len(r.layer) > 1]
+        if soft:
+            bound = theory.rank_tau_lower_bound(float(np.mean(soft)), tau)
+            ax.axhline(bound, color=color, ls=":", lw=1.0,
+                       label=f"bound $(1-\\tau)^2 \\bar r$ = {bound:.3g} ($\\tau$={tau:g})")
+
+
+def _axes_scales(ax, layers, values, logx, logy):
+    positive = layers[layers > 0]
+    if logx is None:
+        logx = positive.size > 0 and positive.max() / positive.min() >= 100
+    if logx:
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlim(left=0)
+    finite = values[np.isfinite(values)]
+    if logy is None:
+        logy = finite.size > 0 and finite.min() > 0 and finite.max() / finite.min() >= 10
+    if logy:
+        ax.set_yscale("log")
+
+
+def _colors(n: int):
+    matplotlib, _ = _mpl()
+    if n <= 10:
+        return [matplotlib.colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [matplotlib.colormaps["tab20"](i) for i in range(n)]
+    cmap = matplotlib.colormaps["viridis"]
+    return [cmap(i / max(n - 1, 1)) for i in range(n)]
+
+
+def _new_axes():
+    _, Figure = _mpl()
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    return fig.add_subplot()
+
+
+# Measure against width -----------------------------------------------------------------
+
+
+def width_values(runs, measure: str = "soft_rank", at=None, average=None) -> dict:
+    """Per configuration without width: {label: {"network": one of its networks,
+    "curves": {layer label: (widths, per-seed values (seeds x widths))}}}.
+
+    ``at``: layers (None: each run's last layer; a run without that layer measured
+    contributes its nearest measured layer below it); ``average``: (lo, hi) to average
+    each run over its rows with lo <= layer <= hi instead."""
+    runs = [r for r in runs if _constant_width(r.network) is not None]
+    drop = ("width", "batch", "input_dim") if all(
+        r.network.batch == r.network.width for r in runs) else ("width",)
+    out = {}
+    for label, members in group_runs(runs, drop=drop).items():
+        network = members[0].network
+        by_width: dict[int, list] = {}
+        for r in members:
+            by_width.setdefault(r.network.width, []).append(r)
+        widths = np.array(sorted(by_width))
+        points = [None] if at is None or average is not None else list(at)
+        curves = {}
+        for point in points:
+            cols = []
+            for w in widths:
+                cols.append([_value_at(r, measure, point, average) for r in by_width[w]])
+            seeds = max(len(c) for c in cols)
+            vals = np.full((seeds, widths.size), np.nan)
+            for j, c in enumerate(cols):
+                vals[: len(c), j] = c
+            name = (f"layers {average[0]}-{average[1]}" if average is not None
+                    else "last layer" if point is None else f"layer {point}")
+            curves[name] = (widths, vals)
+        out[label] = {"network": network, "curves": curves}
+    return out
+
+
+def _value_at(run, measure, point, average) -> float:
+    layers, values = _series(run, measure)
+    if not layers.size:
+        return float("nan")
+    if average is not None:
+        sel = (layers >= average[0]) & (layers <= average[1])
+        return float(values[sel].mean()) if sel.any() else float("nan")
+    if point is None:
+        return float(values[-1])
+    i = np.searchsorted(layers, point, side="right") - 1
+    return float(values[i]) if i >= 0 else float("nan")
+
+
+def plot_width(source, measure: str = "soft_rank", *, at=None, average=None, ax=None,
+               theory_overlay: bool = False, select: dict | None = None,
+               title: str | None = None):
+    """A measure against width on log-log axes, one line per configuration and chosen
+    depth (mean over seeds, error bars one standard deviation), each with the slope of a
+    least-squares power-law fit in its label. ``at``: layers to read (default each run's
+    last); ``average``: (lo, hi) layer range to average over instead. ``theory_overlay``
+    adds C sqrt(d) (slope 1/2, C fitted) to linear BN configurations: the rate of the
+    paper's rank bound. Returns the axes."""
+    with _opened(source, select) as runs:
+        data = width_values(runs, measure, at, average)
+    if not data:
+        raise PlotError("no runs of constant width to plot against width")
+    ax = ax or _new_axes()
+    lines = [(label, group["network"], name, w, v) for label, group in data.items()
+             for name, (w, v) in group["curves"].items()]
+    colors = _colors(len(lines))
+    positive = True
+    for (label, net, name, widths, vals), color in zip(lines, colors, strict=True):
+        with _quiet():
+            mean = np.nanmean(vals, axis=0)
+            sd = np.nanstd(vals, axis=0, ddof=1) if vals.shape[0] > 1 else np.zeros_like(mean)
+        ok = np.isfinite(mean)
+        positive &= bool(np.all(mean[ok] > 0))
+        text = f"{label}, {name}" if len(lines) > 1 else f"{label} {name}".strip()
+        if ok.sum() >= 2 and np.all(mean[ok] > 0):
+            slope, _, se = theory.power_law_fit(widths[ok], mean[ok])
+            text += f": slope {slope:.3f}" + (f" $\\pm$ {se:.3f}" if np.isfinite(se) else "")
+        ax.errorbar(widths[ok], mean[ok], yerr=np.nan_to_num(sd[ok]), color=color, marker="o",
+                    ms=4, lw=1.4, capsize=2, label=text)
+        if theory_overlay and _is_bn_linear(net) and measure == "soft_rank" \
+                and ok.sum() >= 1 and np.all(mean[ok] > 0):
+            c = float(np.exp(np.mean(np.log(mean[ok]) - 0.5 * np.log(widths[ok]))))
+            xs = np.geomspace(widths[ok].min(), widths[ok].max(), 50)
+            ax.plot(xs, c * np.sqrt(xs), color=color, ls="--", lw=1.0,
+                    label=f"{c:.2f} $\\sqrt{{d}}$ (bound's rate, slope 1/2)")
+    matplotlib, _ = _mpl()
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    if positive:
+        ax.set_yscale("log")
+    ax.set_xlabel("width $d$")
+    ax.set_ylabel(LABELS.get(measure, measure))
+    if title:
+        ax.set_title(title)
+    _legend(ax)
+    ax.grid(True, which="both", alpha=0.3)
+    return ax
+
+
+# Spectra -------------------------------------------------------------------------------
+
+
+def plot_spectra(source, layers=None, *, fig=None, theory_overlay: bool = False,
+                 select: dict | None = None, max_panels: int = 16):
+    """Normalised singular values s_i / s_1 against i at chosen layers, one panel per
+    configuration (geometric mean over seeds), log y. ``layers``: which (default: up to
+    six log-spaced measured layers, 0 and the last included); a layer that was not
+    measured with the full spectrum is replaced by the nearest one below it.
+    ``theory_overlay`` adds exp(l (lambda_i - lambda_1)) for vanilla Gaussian linear
+    networks (the Lyapunov spectrum; dashed). Returns the figure."""
+    _, Figure = _mpl()
+    with _opened(source, select) as runs:
+        groups = group_runs(runs)
+        if not groups:
+            raise PlotError("no runs with measured rows to plot")
+        if len(groups) > max_panels:
+            raise PlotError(f"{len(groups)} configurations: select at most {max_panels} "
+                            "(e.g. --select norm=bn)")
+        n = len(groups)
+        cols = min(n, 3 if n <= 9 else 4)
+        rows = math.ceil(n / cols)
+        fig = fig or Figure(figsize=(4.2 * cols, 3.4 * rows), layout="constrained")
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        for ax, (label, members) in zip(axes, groups.items(), strict=False):
+            _spectrum_panel(ax, label, members, layers, theory_overlay)
+        for ax in axes[n:]:
+            ax.set_visible(False)
+    return fig
+
+
+def _spectrum_panel(ax, label, members, layers, theory_overlay):
+    run = members[0]
+    tier = np.asarray(getattr(run, "tier", np.ones(len(run.layer), np.int64)))
+    full = np.asarray(run.layer)[tier == 1]
+    if layers is None:
+        picks = np.unique(np.rint(np.geomspace(1, max(full[-1], 1), 5)).astype(int))
+        wanted = [0, *picks.tolist()]
+    else:
+        wanted = list(layers)
+    chosen = []
+    for w in wanted:
+        i = np.searchsorted(full, w, side="right") - 1
+        if i >= 0 and full[i] not in chosen:
+            chosen.append(int(full[i]))
+    colors = _colors(len(chosen)) if len(chosen) <= 10 else None
+    matplotlib, _ = _mpl()
+    cmap = matplotlib.colormaps["viridis"]
+    for j, layer in enumerate(chosen):
+        spectra = []
+        for r in members:
+            rows = np.flatnonzero(np.asarray(r.layer) == layer)
+            if rows.size:
+                s = np.asarray(r.spectrum[rows[0]], dtype=float)
+                s = s[np.isfinite(s)]
+                if s.size and s[0] > 0:
+                    spectra.append(s / s[0])
+        if not spectra:
+            continue
+        k = min(s.size for s in spectra)
+        with np.errstate(divide="ignore"), _quiet():
+            logs = np.log(np.array([s[:k] for s in spectra]))
+            logs[~np.isfinite(logs)] = np.nan
+            geo = np.exp(np.nanmean(logs, axis=0))
+        color = colors[j] if colors else cmap(j / max(len(chosen) - 1, 1))
+        idx = np.arange(1, k + 1)
+        ax.plot(idx, geo, color=color, marker=".", ms=3, lw=1.2, label=f"layer {layer}")
+        net = run.network
+        d = _constant_width(net)
+        if theory_overlay and layer > 0 and _is_vanilla_linear(net) and net.init == "gaussian":
+            lam = theory.lyapunov_exponents(d, net.weight_gain)[:k]
+            pred = np.exp(layer * (lam - lam[0]))
+            keep = pred > 1e-12
+            ax.plot(idx[keep], pred[keep], color=color, ls="--", lw=0.9)
+    ax.set_yscale("log")
+    ax.set_xlabel("index $i$")
+    ax.set_ylabel("$s_i / s_1$")
+    note = " (dashed: $e^{\\ell(\\lambda_i-\\lambda_1)}$, asymptotic)"
+    shown = theory_overlay and _is_vanilla_linear(run.network)
+    ax.set_title(label + (note if shown else ""), fontsize="medium")
+    ax.legend(fontsize="x-small")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+# One call for the command line ---------------------------------------------------------
+
+
+def figure(source, kind: str = "depth", measure: str = "soft_rank", *, theory: bool = False,
+           at=None, average=None, layers=None, select: dict | None = None,
+           title: str | None = None):
+    """The figure ``fastrank plot`` draws: ``kind`` is ``depth``, ``width`` or ``spectrum``."""
+    if kind not in KINDS:
+        raise PlotError(f"unknown kind {kind!r}: choose one of {', '.join(KINDS)}")
+    if measure not in MEASURES:
+        raise PlotError(f"unknown measure {measure!r}: choose one of {', '.join(MEASURES)}")
+    with _opened(source, select) as runs:
+        if not runs:
+            raise PlotError("no runs with measured rows"
+                            + (" match the selection" if select else ""))
+        if kind == "spectrum":
+            fig = plot_spectra(runs, layers, theory_overlay=theory)
+            if title:
+                fig.suptitle(title)
+            return fig
+        if kind == "width":
+            ax = plot_width(runs, measure, at=at, average=average, theory_overlay=theory,
+                            title=title)
+        else:
+            ax = plot_depth(runs, measure, theory_overlay=theory, title=title)
+    return ax.figure
+
+
+def save(fig, path) -> None:
+    """Write ``fig`` to ``path``: .png (150 dpi), .pdf or .svg, headless."""
+    import os
+
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix not in FORMATS:
+        raise PlotError(f"unsupported figure format {suffix or path!r}: use .png, .pdf or .svg")
+    fig.savefig(path, dpi=150)
+
+
+__all__ = ["figure", "save", "plot_depth", "plot_width", "plot_spectra", "group_runs",
+           "width_values", "PlotError", "MEASURES", "KINDS"]

@@ -1,0 +1,153 @@
+// Runs fastrank's CUDA kernels on a CPU, for checks on machines without a GPU (never
+// used on a device). Included by a host C++20 translation unit before the kernel
+// sources (fastrank.cuda_sources.build_host_library writes it); compile with
+// -ffp-contract=off so that float arithmetic rounds as the __f*_rn intrinsics do.
+//
+// Model: a launch runs its blocks one after another; a block's threads are fibers
+// (ucontext) on the calling thread, switched round-robin: each runs until it reaches a
+// barrier or returns, and only when all have done so does the next round start - the
+// semantics of __syncthreads (a thread that returned counts as arrived, so nothing can
+// hang). A warp shuffle is an exchange through memory around a barrier. __shared__
+// variables become function statics, shared by the threads of the one block running at a
+// time. Kernels that never synchronise may be run "serially" (every thread of every block
+// in turn, no fibers), which is faster. Only 1-D grids and blocks, as the kernels use.
+#ifndef FASTRANK_HOST_EMULATION_CUH
+#define FASTRANK_HOST_EMULATION_CUH
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#error "host_emulation.cuh is for host compilers only"
+#endif
+
+#include <ucontext.h>
+
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+using std::isfinite;
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__
+#define __shared__ static
+
+struct fr_emu_uint3 { unsigned int x, y, z; };
+
+fr_emu_uint3 threadIdx = {0, 0, 0};
+fr_emu_uint3 blockIdx = {0, 0, 0};
+fr_emu_uint3 blockDim = {1, 1, 1};
+fr_emu_uint3 gridDim = {1, 1, 1};
+
+struct fr_emu_fiber {
+    ucontext_t context;
+    std::vector<char> stack;
+    bool done;
+    unsigned phase;   // shuffles done, for alternating exchange buffers
+};
+
+static std::vector<fr_emu_fiber> fr_emu_fibers;
+static ucontext_t fr_emu_scheduler;
+static int fr_emu_current = -1;       // fiber running, -1 when running serially
+static int fr_emu_error = 0;          // set when a serial kernel synchronises
+static void (*fr_emu_thunk)(void**) = nullptr;
+static void** fr_emu_args = nullptr;
+
+inline void __syncthreads()
+{
+    if (fr_emu_current < 0) {
+        fr_emu_error = 1;
+        return;
+    }
+    swapcontext(&fr_emu_fibers[fr_emu_current].context, &fr_emu_scheduler);
+}
+
+// __shfl_down_sync over the whole block: every thread writes its value, all meet at a
+// barrier, each reads lane + delta of its own warp (its own value past the warp's end).
+template <class T>
+inline T __shfl_down_sync(unsigned /*mask*/, T v, unsigned delta)
+{
+    static T exchange[2][1024];
+    if (fr_emu_current < 0) {
+        fr_emu_error = 1;
+        return v;
+    }
+    const unsigned slot = fr_emu_fibers[fr_emu_current].phase++ & 1u;
+    const unsigned me = threadIdx.x;
+    exchange[slot][me] = v;
+    __syncthreads();
+    const unsigned lane = me & 31u;
+    return lane + delta < 32u && me + delta < blockDim.x ? exchange[slot][me + delta] : v;
+}
+
+static void fr_emu_fiber_main()
+{
+    fr_emu_thunk(fr_emu_args);
+    fr_emu_fibers[fr_emu_current].done = true;   // then uc_link returns to the scheduler
+}
+
+template <class... A, std::size_t... I>
+inline void fr_emu_call(void (*kernel)(A...), void** args, std::index_sequence<I...>)
+{
+    kernel(*static_cast<std::remove_cv_t<std::remove_reference_t<A>>*>(args[I])...);
+}
+
+template <class... A>
+inline void fr_emu_invoke(void (*kernel)(A...), void** args)
+{
+    fr_emu_call(kernel, args, std::index_sequence_for<A...>{});
+}
+
+// Run ``thunk(args)`` as a kernel on ``grid`` blocks of ``block`` threads. Returns 0, or
+// -1 when a kernel run serially tried to synchronise (its results are then wrong).
+inline int fr_emu_run(void (*thunk)(void**), long long grid, int block, void** args, int serial)
+{
+    gridDim = {(unsigned)grid, 1, 1};
+    blockDim = {(unsigned)block, 1, 1};
+    fr_emu_error = 0;
+    fr_emu_current = -1;
+    if (serial) {
+        for (long long b = 0; b < grid; ++b)
+            for (int t = 0; t < block; ++t) {
+                blockIdx = {(unsigned)b, 0, 0};
+                threadIdx = {(unsigned)t, 0, 0};
+                thunk(args);
+            }
+        return fr_emu_error ? -1 : 0;
+    }
+    fr_emu_thunk = thunk;
+    fr_emu_args = args;
+    fr_emu_fibers.resize(block);
+    for (auto& f : fr_emu_fibers)
+        if (f.stack.size() < (1u << 16)) f.stack.resize(1u << 16);
+    for (long long b = 0; b < grid; ++b) {
+        blockIdx = {(unsigned)b, 0, 0};
+        for (int t = 0; t < block; ++t) {
+            fr_emu_fiber& f = fr_emu_fibers[t];
+            getcontext(&f.context);
+            f.context.uc_stack.ss_sp = f.stack.data();
+            f.context.uc_stack.ss_size = f.stack.size();
+            f.context.uc_link = &fr_emu_scheduler;
+            makecontext(&f.context, fr_emu_fiber_main, 0);
+            f.done = false;
+            f.phase = 0;
+        }
+        for (bool running = true; running;) {   // one round per barrier
+            running = false;
+            for (int t = 0; t < block; ++t) {
+                if (fr_emu_fibers[t].done) continue;
+                fr_emu_current = t;
+                threadIdx = {(unsigned)t, 0, 0};
+                swapcontext(&fr_emu_scheduler, &fr_emu_fibers[t].context);
+                running = true;
+            }
+        }
+    }
+    fr_emu_current = -1;
+    return fr_emu_error ? -1 : 0;
+}
+
+#endif  // FASTRANK_HOST_EMULATION_CUH

@@ -1,0 +1,89 @@
+"""The benchmark suite end to end at tiny sizes (the `smoke` preset, one repeat, tasks
+in this process except the memory ones): valid JSON and markdown, every target marked,
+competitors that are missing reported as skipped. The times themselves mean nothing."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from fastrank.bench import competitors, suite
+from fastrank.cli import cli
+
+MARKS = {"met", "NOT met", "not available yet"}
+
+
+def _strict_json(text):
+    def reject(name):
+        raise ValueError(f"not valid JSON: {name}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def test_bench_runs_end_to_end_and_marks_every_target(tmp_path, monkeypatch):
+    real = competitors.installed
+    monkeypatch.setattr(competitors, "installed", lambda lib: lib != "jax" and real(lib))
+    out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
+    result = CliRunner().invoke(cli, ["bench", "--preset", "smoke", "--in-process", "-q",
+                                      "--repeats", "1", "--json", str(out_json),
+                                      "--markdown", str(out_md)])
+    assert result.exit_code == 0, result.output
+    doc = _strict_json(out_json.read_text())
+    assert list(doc["workloads"]) == list(suite.workloads.NAMES)
+    assert doc["machine"]["cpu"]["logical_cores"] >= 1 and doc["threads"]["requested"] >= 1
+    assert doc["machine"]["versions"]["numpy"]
+
+    targets = doc["targets"]
+    assert {t["workload"] for t in targets} >= {"small", "large", "rng", "spectra",
+                                                "measure_every_layer", "memory", "scaling"}
+    for t in targets:
+        skipped = t["status"].startswith("skipped (")
+        assert t["status"] in MARKS or skipped, t
+        assert (t["met"] is None) == (t["status"] not in ("met", "NOT met")), t
+        if "jax" in t["what"].split(" / ")[0]:
+            assert t["status"] == "skipped (jax not installed)"
+        if t["workload"] != "measure_every_layer" and not skipped:  # fastrank itself ran
+            assert t["status"] in ("met", "NOT met"), t
+    jax_rows = [r for r in doc["workloads"]["small"]["rows"] if r["implementation"] == "jax"]
+    assert jax_rows and all(r["median total"] == "skipped (not installed)" for r in jax_rows)
+
+    # every implementation computes the same kind of thing: BN keeps the rank up
+    for check in doc["workloads"]["small"]["sanity"].values():
+        assert check["consistent"], check
+        assert set(check["final_soft_rank_mean"]) >= {"fastrank", "numpy"}
+    timing = doc["workloads"]["small"]["results"]["d=8/fastrank"]["timing"]
+    assert len(timing["times_s"]) == 1 and timing["median_s"] > 0
+    assert timing["first_call_s"] is not None
+    assert doc["workloads"]["memory"]["results"]["depth=50"]["peak_rss_bytes"] > 0
+
+    md = out_md.read_text()
+    assert md == result.stdout  # the table printed is the one written
+    table = [line for line in md.split("## Raw times")[0].splitlines()
+             if line.startswith("| ") and not line.startswith("| workload")]
+    assert len(table) == len(targets)
+    assert all(line.rstrip(" |").rsplit("| ", 1)[-1].strip() in MARKS
+               or "skipped (" in line for line in table)
+    assert (tmp_path / "r-scaling.png").stat().st_size > 0
+
+
+def test_bench_jax_competitor_computes_the_same_network():
+    pytest.importorskip("jax")
+    doc = suite.run_suite(preset="smoke", only="small", isolate=False)
+    small = doc["workloads"]["small"]
+    for d in (8, 16):
+        assert small["results"][f"d={d}/jax"]["status"] == "ok"
+        assert small["sanity"][f"d={d}"]["consistent"], small["sanity"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--gpu"], ["GPU backend"]),
+    (["--only", "small,nope"], ["nope", "small", "spectra"]),
+    (["--threads", "0"], ["threads"]),
+    (["--repeats", "0"], ["repeats"]),
+    (["--json", "/nonexistent-dir/r.json"], ["--json", "does not exist"]),
+])
+def test_bench_input_errors_exit_2_with_one_line(args, words):
+    result = CliRunner().invoke(cli, ["bench", *args])
+    assert result.exit_code == 2
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and all(w in message for w in words), message
