@@ -97,7 +97,9 @@ def fill(
     by_network: dict = {}
     for index in pending:  # seeds of one network run together (one per thread)
         by_network.setdefault(runs[index][0], []).append(index)
-    for network, indices in by_network.items():
+    groups = [(net, idx[i : i + backend.max_batch(net)]) for net, idx in by_network.items()
+              for i in range(0, len(idx), backend.max_batch(net))]
+    for network, indices in groups:
         done = dict.fromkeys(indices, 0)
         seeds = [runs[i][1] for i in indices]
         for i, item in iter_batch(network, seeds, sweep.schedule, sweep.method, sweep.taus,

@@ -43,3 +43,18 @@ def test_resume_takes_the_files_sweep_and_refuses_another(tmp_path):
         fastrank.sweep(SWEEP, path)
     with pytest.raises(ValueError, match="nothing to resume"):
         fastrank.sweep(None, tmp_path / "missing.h5", resume=True)
+
+
+def test_seeds_are_split_into_batches_the_backend_can_hold(tmp_path, monkeypatch):
+    from fastrank.backends.cpu import CPUBackend
+
+    sizes = []
+    real_start = CPUBackend.start
+    monkeypatch.setattr(CPUBackend, "max_batch", lambda self, net: 2)
+    monkeypatch.setattr(CPUBackend, "start", lambda self, net, seeds: sizes.append(len(seeds)) or real_start(self, net, seeds))
+    sweep = Sweep(grid={"width": (8,), "depth": (10,)}, seeds=(0, 1, 2, 3, 4), schedule=SWEEP.schedule)
+    fastrank.sweep(sweep, tmp_path / "b.h5")
+    assert sizes == [2, 2, 1]
+    with fastrank.open(tmp_path / "b.h5") as results:
+        assert set(results.runs["status"]) == {"complete"}
+        np.testing.assert_array_equal(results[4].soft_rank, simulate(results[4].network, 4, SWEEP.schedule).soft_rank)

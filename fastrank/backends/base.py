@@ -76,6 +76,10 @@ class Backend(ABC):
     def gram_stats(self, batch: Batch, i: int) -> tuple[float, float, float]:
         """Seed i's Gram matrix G (smaller side) summarised: trace, ||G||_F^2, lambda_max."""
 
+    def max_batch(self, network: Network) -> int:
+        """Most seeds of ``network`` to hold at once (the runner splits bigger groups)."""
+        return 1 << 16
+
     @abstractmethod
     def describe(self) -> dict:
         """Provenance: device, library versions, threads."""

@@ -373,6 +373,15 @@ class GPUBackend(Backend):
 
     # -- the Backend interface -----------------------------------------------------------
 
+    def max_batch(self, network: Network) -> int:
+        """Seeds whose H, work buffers, weights and Gram fit in half the device memory."""
+        memory = getattr(self.dev, "memory", None)
+        if memory is None:
+            return super().max_batch(network)
+        d, n = max(network.in_dim, *network.widths), network.batch
+        per_seed = (3 * d * n + d * d) * np.dtype(network.dtype).itemsize + 8 * min(d, n) ** 2
+        return max(1, int(memory // 2 // per_seed))
+
     def start(self, network: Network, seeds) -> Batch:
         seeds = np.asarray(seeds, dtype=np.uint64)
         s = len(seeds)
