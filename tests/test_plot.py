@@ -18,9 +18,16 @@ from fastrank.cli import cli  # noqa: E402
 @pytest.fixture(scope="module")
 def results_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("plot") / "r.h5"
-    sweep = fastrank.Sweep(grid={"width": (8, 16), "depth": (120,), "activation": ("linear", "relu"),
-                                 "norm": ("none", "bn")},
-                           seeds=(0, 1), schedule=fastrank.Schedule(every=5, log=20, cheap_every=1))
+    sweep = fastrank.Sweep(
+        grid={
+            "width": (8, 16),
+            "depth": (120,),
+            "activation": ("linear", "relu"),
+            "norm": ("none", "bn"),
+        },
+        seeds=(0, 1),
+        schedule=fastrank.Schedule(every=5, log=20, cheap_every=1),
+    )
     fastrank.sweep(sweep, path)
     return path
 
@@ -31,16 +38,27 @@ def _png_size(path):
     return struct.unpack(">II", data[16:24])
 
 
-@pytest.mark.parametrize("args", [
-    [],
-    ["--measure", "numerical_rank"],
-    ["--measure", "soft_rank_excess", "--theory", "--select", "activation=linear", "--select", "norm=none"],
-    ["--measure", "log_norm", "--theory"],
-    ["--measure", "rank_tau", "--theory"],
-    ["--kind", "width", "--at", "50,120", "--theory"],
-    ["--kind", "width", "--average", "60-120", "--select", "norm=bn"],
-    ["--kind", "spectrum", "--layers", "0,10,120", "--theory", "--select", "width=16"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--measure", "numerical_rank"],
+        [
+            "--measure",
+            "soft_rank_excess",
+            "--theory",
+            "--select",
+            "activation=linear",
+            "--select",
+            "norm=none",
+        ],
+        ["--measure", "log_norm", "--theory"],
+        ["--measure", "rank_tau", "--theory"],
+        ["--kind", "width", "--at", "50,120", "--theory"],
+        ["--kind", "width", "--average", "60-120", "--select", "norm=bn"],
+        ["--kind", "spectrum", "--layers", "0,10,120", "--theory", "--select", "width=16"],
+    ],
+)
 def test_every_kind_writes_a_png(results_file, tmp_path, args):
     out = tmp_path / "fig.png"
     result = CliRunner().invoke(cli, ["plot", str(results_file), "-o", str(out), *args])
@@ -65,15 +83,18 @@ def test_default_output_name(results_file, tmp_path, monkeypatch):
     assert (tmp_path / "r-width.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("args, words", [
-    (["-o", "fig.jpg"], "format"),
-    (["--select", "norm"], "FIELD=VALUES"),
-    (["--select", "colour=red"], "field"),
-    (["--select", "width=abc"], "numbers"),
-    (["--select", "norm=ln"], "no runs"),
-    (["--average", "9-3", "--kind", "width"], "average"),
-    (["--measure", "nope"], "nope"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["-o", "fig.jpg"], "format"),
+        (["--select", "norm"], "FIELD=VALUES"),
+        (["--select", "colour=red"], "field"),
+        (["--select", "width=abc"], "numbers"),
+        (["--select", "norm=ln"], "no runs"),
+        (["--average", "9-3", "--kind", "width"], "average"),
+        (["--measure", "nope"], "nope"),
+    ],
+)
 def test_bad_requests_exit_2_with_one_line(results_file, tmp_path, args, words):
     result = CliRunner().invoke(cli, ["plot", str(results_file), *args], catch_exceptions=False)
     assert result.exit_code == 2, result.output
@@ -83,16 +104,25 @@ def test_bad_requests_exit_2_with_one_line(results_file, tmp_path, args, words):
 def test_missing_and_foreign_files_exit_2(tmp_path):
     (tmp_path / "x.h5").write_bytes(b"not hdf5")
     for name in ("missing.h5", "x.h5"):
-        result = CliRunner().invoke(cli, ["plot", str(tmp_path / name), "-o", str(tmp_path / "f.png")])
+        result = CliRunner().invoke(
+            cli, ["plot", str(tmp_path / name), "-o", str(tmp_path / "f.png")]
+        )
         assert result.exit_code == 2 and "fastrank: error:" in result.output
 
 
 def test_awkward_files_plot(tmp_path):
     """Failed runs (vanishing ReLU), per-layer widths and pending runs still plot."""
     path = tmp_path / "odd.h5"
-    sweep = fastrank.Sweep(grid={"width": ((6, 5, 4, 3, 2, 2, 2, 2, 2, 2) * 3,), "depth": (30,),
-                                 "activation": ("relu",), "gain": (0.05,)},
-                           seeds=(0, 1, 2), schedule=fastrank.Schedule(every=1, log=None))
+    sweep = fastrank.Sweep(
+        grid={
+            "width": ((6, 5, 4, 3, 2, 2, 2, 2, 2, 2) * 3,),
+            "depth": (30,),
+            "activation": ("relu",),
+            "gain": (0.05,),
+        },
+        seeds=(0, 1, 2),
+        schedule=fastrank.Schedule(every=1, log=None),
+    )
     fastrank.sweep(sweep, path)
     with fastrank.open(path) as r:
         assert len(r) == 3
@@ -111,8 +141,9 @@ def test_awkward_files_plot(tmp_path):
 def test_in_memory_trajectories_and_own_axes(tmp_path):
     from matplotlib.figure import Figure
 
-    trajs = fastrank.simulate_many(fastrank.Network(width=8, depth=60), range(3),
-                                   fastrank.Schedule(every=1, log=None))
+    trajs = fastrank.simulate_many(
+        fastrank.Network(width=8, depth=60), range(3), fastrank.Schedule(every=1, log=None)
+    )
     fig = Figure()
     ax = fig.add_subplot()
     assert fp.plot_depth(trajs, "soft_rank_excess", ax=ax, theory_overlay=True) is ax
@@ -134,7 +165,7 @@ def test_width_values_and_slope_label(results_file):
         run = r.select(width=16, activation="linear", norm="bn", seed=1)[0]
         expected = run.soft_rank[(run.layer >= 60) & (run.layer <= 120)].mean()
     group = data["linear/bn"]
-    (widths, values), = group["curves"].values()
+    ((widths, values),) = group["curves"].values()
     assert list(widths) == [8, 16] and values.shape == (2, 2)
     assert values[1, 1] == pytest.approx(expected)
     ax = fp.plot_width(results_file, average=(60, 120), select={"norm": "bn"})

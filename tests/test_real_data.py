@@ -22,7 +22,9 @@ def test_digits_input_is_the_standardised_images():
     full = finit.load_input_array("sklearn:digits")
     assert full.shape == raw.shape == (1797, 64) and not full.flags.writeable
     sd = raw.std(axis=0)
-    np.testing.assert_allclose(full[:, sd > 0], ((raw - raw.mean(0)) / np.where(sd > 0, sd, 1))[:, sd > 0])
+    np.testing.assert_allclose(
+        full[:, sd > 0], ((raw - raw.mean(0)) / np.where(sd > 0, sd, 1))[:, sd > 0]
+    )
     assert np.all(full[:, sd == 0] == 0)  # blank pixels
     np.testing.assert_allclose(full.mean(0), 0, atol=1e-12)
     h0 = finit.input_matrix(net, seed=5)  # the data, not the seed, makes the input
@@ -63,8 +65,9 @@ def test_missing_scikit_learn_is_one_clear_error(monkeypatch):
 
 def test_width_may_differ_from_the_input_dimension():
     # 64 pixels into width 32 (and a batch of 100 images): the first layer maps them.
-    net = Network(width=32, depth=20, input="sklearn:digits", batch=100, norm="bn",
-                  activation="relu")
+    net = Network(
+        width=32, depth=20, input="sklearn:digits", batch=100, norm="bn", activation="relu"
+    )
     assert net.in_dim == 64
     run = simulate_many(net, [0, 1], Schedule(every=5, log=None))[0]
     assert run.failure is None
@@ -75,9 +78,27 @@ def test_width_may_differ_from_the_input_dimension():
 
 def test_sweep_command_takes_the_digits(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli, ["sweep", "--input", "sklearn:digits", "--width", "64",
-                                      "--depth", "10", "--seed", "0", "--activation", "relu",
-                                      "--norm", "bn", "-q", "-o", "d.h5"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "sweep",
+            "--input",
+            "sklearn:digits",
+            "--width",
+            "64",
+            "--depth",
+            "10",
+            "--seed",
+            "0",
+            "--activation",
+            "relu",
+            "--norm",
+            "bn",
+            "-q",
+            "-o",
+            "d.h5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with fastrank.open("d.h5") as r:
         run = r[0]
@@ -98,8 +119,11 @@ def test_claim6_digits_rank_falls_without_bn_and_stays_near_width_with_it():
     ranks = {}
     for act in ("relu", "linear"):
         for norm in ("none", "bn"):
-            runs = simulate_many(Network(width=64, depth=800, activation=act, norm=norm,
-                                         input="sklearn:digits"), seeds, schedule)
+            runs = simulate_many(
+                Network(width=64, depth=800, activation=act, norm=norm, input="sklearn:digits"),
+                seeds,
+                schedule,
+            )
             assert all(r.failure is None for r in runs)
             assert list(runs[0].layer) == [0, *layers]
             ranks[act, norm] = np.array([r.numerical_rank for r in runs])

@@ -21,8 +21,7 @@ TINY = {
     1: {"width": [8, 16], "depth": 300, "seed": "0-3"},
     2: {"depth": 2000, "seed": "0-1", "every": 500, "cheap_every": 100},
     3: {"width": [16], "depth": 300, "seed": "0-1"},
-    4: {"width": "8-32:x2", "depth": 200, "seed": "0-1", "every": 100,
-        "activation": "linear"},
+    4: {"width": "8-32:x2", "depth": 200, "seed": "0-1", "every": 100, "activation": "linear"},
     5: {"depth": 200, "seed": "0", "every": 50},
     6: {"depth": 300, "seed": "0-1", "layers": [1, 10, 100, 300]},
 }
@@ -37,15 +36,18 @@ def test_every_claim_config_parses_at_both_scales():
     full = rep.claim_sweep(rep.CLAIMS[1], "full")
     assert {n.depth for n in full.networks()} == {50000}  # the paper's depth
     assert {n.width for n in full.networks()} == {32}
-    assert {n.input for n in rep.claim_sweep(rep.CLAIMS[5], "full").networks()} == {"sklearn:digits"}
+    assert {n.input for n in rep.claim_sweep(rep.CLAIMS[5], "full").networks()} == {
+        "sklearn:digits"
+    }
     with pytest.raises(ValueError, match="scale"):
         rep.claim_sweep(rep.CLAIMS[0], "huge")
 
 
 @pytest.fixture
 def tiny(monkeypatch):
-    monkeypatch.setattr(rep, "CLAIMS", tuple(
-        dataclasses.replace(c, quick=TINY[c.number]) for c in rep.CLAIMS))
+    monkeypatch.setattr(
+        rep, "CLAIMS", tuple(dataclasses.replace(c, quick=TINY[c.number]) for c in rep.CLAIMS)
+    )
 
 
 def test_reproduce_writes_the_report_and_figures(tiny, tmp_path):
@@ -78,19 +80,23 @@ def test_reproduce_writes_the_report_and_figures(tiny, tmp_path):
 
 def test_changed_config_is_recomputed(tiny, tmp_path, monkeypatch):
     rep.reproduce("quick", claims=[5], doc=tmp_path / "r.md", results_dir=tmp_path, log=None)
-    changed = tuple(dataclasses.replace(c, quick={**c.quick, "depth": 100}) if c.number == 5 else c
-                    for c in rep.CLAIMS)
+    changed = tuple(
+        dataclasses.replace(c, quick={**c.quick, "depth": 100}) if c.number == 5 else c
+        for c in rep.CLAIMS
+    )
     monkeypatch.setattr(rep, "CLAIMS", changed)
-    (outcome,) = rep.reproduce("quick", claims=[5], doc=tmp_path / "r.md", results_dir=tmp_path,
-                               log=None)
+    (outcome,) = rep.reproduce(
+        "quick", claims=[5], doc=tmp_path / "r.md", results_dir=tmp_path, log=None
+    )
     assert {n.depth for n in outcome.sweep.networks()} == {100}
     assert "L = 100" in (tmp_path / "r.md").read_text()
 
 
 def test_command_line(tiny, tmp_path):
     doc = tmp_path / "out" / "r.md"
-    result = CliRunner().invoke(cli, ["reproduce", "--claims", "5", "--doc", str(doc),
-                                      "--results", str(tmp_path / "res")])
+    result = CliRunner().invoke(
+        cli, ["reproduce", "--claims", "5", "--doc", str(doc), "--results", str(tmp_path / "res")]
+    )
     assert result.exit_code == 0, result.output
     assert "1 of 1 claims reproduced" in result.output and doc.exists()
     result = CliRunner().invoke(cli, ["reproduce", "--claims", "9", "--doc", str(doc)])

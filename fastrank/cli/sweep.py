@@ -60,7 +60,8 @@ GRID_HELP = {
     "init": f"Weight distribution: {', '.join(spec.INITS)}.",
     "gain": "Weight variance in units of 1/d_in (default 2 for relu, else 1).",
     "dtype": "Arithmetic: float32 or float64.",
-    "input": "Input batch: gaussian, orthogonal, FILE.npy or FILE.h5:DATASET (samples x features).",
+    "input": "Input batch: gaussian, orthogonal, sklearn:digits, FILE.npy or FILE.h5:DATASET "
+             "(samples x features).",
     "input_dim": "Rows of a gaussian/orthogonal input (default: the width).",
     "eps": "Epsilon of the normalisations (default 1e-5).",
 }
