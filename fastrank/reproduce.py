@@ -121,14 +121,14 @@ def examples_dir() -> Path:
 def claim_sweep(claim: Claim, scale: str = "full", examples: Path | None = None) -> Sweep:
     """The Sweep of a claim at a scale: its TOML file read as `fastrank sweep --config`
     reads it, with the quick overrides applied for ``scale='quick'``."""
-    from fastrank.cli.sweep import _build_sweep, _read_config
+    from fastrank.options import build_sweep, read_config
 
     if scale not in SCALES:
         raise ValueError(f"invalid scale {scale!r}: choose quick or full")
-    values = _read_config(str(Path(examples or examples_dir()) / claim.config))
+    values = read_config(str(Path(examples or examples_dir()) / claim.config))
     if scale == "quick":
         values.update(claim.quick)
-    return _build_sweep(values)
+    return build_sweep(values)
 
 
 def run_claim(claim: Claim, scale: str, results_dir: Path, *, overwrite: bool = False,

@@ -7,48 +7,11 @@ from pathlib import Path
 
 import click
 
-from fastrank import spec
+from fastrank import options, spec
 from fastrank.cli import InputError, cli
 
-#: The sweep run when no option says otherwise: vanilla collapse next to BN, in seconds.
-DEFAULTS = {
-    "width": "32",
-    "depth": "1000",
-    "activation": "linear,relu",
-    "norm": "none,bn",
-    "seed": "0-3",
-}
 DEFAULT_OUTPUT = "fastrank-sweep.h5"
 
-
-def _ints(o, t):
-    return spec.parse_ints(o, t)
-
-
-def _floats(o, t):
-    return spec.parse_floats(o, t)
-
-
-def _words(allowed):
-    return lambda o, t: spec.parse_words(o, t, allowed)
-
-
-#: Grid options: CLI/TOML name -> parser of its text. Each takes lists and ranges.
-GRID_PARSERS = {
-    "width": _ints,
-    "depth": _ints,
-    "batch": _ints,
-    "activation": _words(spec.ACTIVATIONS),
-    "norm": _words(spec.NORMS),
-    "order": _words(spec.ORDERS),
-    "gamma": _floats,
-    "init": _words(spec.INITS),
-    "gain": _floats,
-    "dtype": _words(spec.DTYPES),
-    "input": _words(None),
-    "input_dim": _ints,
-    "eps": _floats,
-}
 GRID_HELP = {
     "width": "Width d of every layer, e.g. 32,64 or 8-256:x2.",
     "depth": "Number of layers.",
@@ -65,11 +28,8 @@ GRID_HELP = {
     "input_dim": "Rows of a gaussian/orthogonal input (default: the width).",
     "eps": "Epsilon of the normalisations (default 1e-5).",
 }
-OTHER_KEYS = ("seed", "every", "log", "layers", "cheap_every", "method", "tau")
-
-
 def _grid_options(f):
-    for name in reversed(GRID_PARSERS):
+    for name in reversed(options.GRID_PARSERS):
         f = click.option(f"--{name.replace('_', '-')}", name, metavar="LIST",
                          help=GRID_HELP[name])(f)
     return f
@@ -93,7 +53,7 @@ def _grid_options(f):
               help="Run on a CUDA device (CuPy: pip install fastrank[gpu-cuda12] or [gpu-cuda13]).")
 @click.option("--device", type=int, metavar="N", help="CUDA device index for --gpu (default 0).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def sweep(config_path, output, overwrite, resume, quiet, gpu, device, **options):
+def sweep(config_path, output, overwrite, resume, quiet, gpu, device, **values):
     """Simulate every combination of the options' values, for every seed.
 
     Every option takes a list (32,64) or a range (0-9, 0-100:10, 8-256:x2). With no
@@ -103,11 +63,11 @@ def sweep(config_path, output, overwrite, resume, quiet, gpu, device, **options)
     from fastrank import store
     from fastrank.runner import fill, open_writer
 
-    given = {k: v for k, v in options.items() if v is not None}
+    given = {k: v for k, v in values.items() if v is not None}
     if overwrite and resume:
         raise InputError("--overwrite and --resume exclude each other")
     if config_path:
-        given = {**_read_config(config_path), **given}
+        given = {**_config(config_path), **given}
     if resume and not output:
         raise InputError("--resume needs -o FILE, the sweep to continue")
     path = Path(output) if output else _fresh_path(DEFAULT_OUTPUT)
@@ -116,7 +76,7 @@ def sweep(config_path, output, overwrite, resume, quiet, gpu, device, **options)
     backend = _backend(gpu, device)
     try:
         # Resuming with no options at all continues whatever sweep the file holds.
-        wanted = None if (resume and path.exists() and not given) else _build_sweep(given)
+        wanted = None if (resume and path.exists() and not given) else options.build_sweep(given)
         writer = open_writer(path, wanted, overwrite=overwrite, resume=resume, backend=backend)
     except (spec.SpecError, ValueError, FileExistsError) as exc:
         raise InputError(str(exc)) from None
@@ -150,64 +110,11 @@ def _backend(gpu: bool, device: int | None):
         raise InputError(f"--gpu: {exc}") from None
 
 
-def _build_sweep(given: dict) -> spec.Sweep:
-    """Sweep from option texts (or TOML values), with DEFAULTS for what is not given."""
-    values = {**DEFAULTS, **given}
-    grid = {name: _parse(name, values[name]) for name in GRID_PARSERS if name in values}
-    schedule = spec.Schedule(
-        every=_int_or_off("every", values.get("every", spec.Schedule.every)),
-        log=_int_or_off("log", values.get("log", spec.Schedule.log)),
-        layers=tuple(_parse("layers", values["layers"])) if "layers" in values else (),
-        cheap_every=_int_or_off("cheap_every", values.get("cheap_every")),
-    )
-    return spec.Sweep(
-        grid=grid,
-        seeds=tuple(_parse("seed", values["seed"])),
-        schedule=schedule,
-        method=values.get("method", "auto"),
-        taus=tuple(_parse("tau", values["tau"])) if "tau" in values else (0.1,),
-    )
-
-
-def _parse(name: str, value) -> list:
-    """Parse an option's text; TOML numbers and lists are turned into the same text."""
-    if name == "width" and isinstance(value, list) and any(isinstance(v, list) for v in value):
-        return [tuple(v) if isinstance(v, list) else v for v in value]  # per-layer widths
-    if isinstance(value, bool):
-        raise spec.SpecError(f"invalid {name} {value!r}: expected a value, not true/false")
-    if isinstance(value, list):
-        value = ",".join(str(v) for v in value)
-    parser = {"seed": _ints, "layers": _ints, "tau": _floats}.get(name) or GRID_PARSERS[name]
-    return parser(name.replace("_", "-"), str(value))
-
-
-def _int_or_off(name: str, value) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise spec.SpecError(f"invalid {name} {value!r}: must be an integer >= 0 (0 turns it off)")
-    return value or None
-
-
-def _read_config(path: str) -> dict:
-    """Options from a flat TOML file whose keys are the option names."""
+def _config(path: str) -> dict:
     try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise InputError(f"cannot read config {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"config {path} is not valid TOML: {exc}") from None
-    data = {k.replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(data) - set(GRID_PARSERS) - set(OTHER_KEYS))
-    if unknown:
-        allowed = ", ".join((*GRID_PARSERS, *OTHER_KEYS))
-        raise InputError(f"config {path}: unknown option {unknown[0]!r}; known: {allowed}")
-    return data
+        return options.read_config(path)
+    except spec.SpecError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _fresh_path(name: str) -> Path:
