@@ -29,6 +29,10 @@ IMPLS: dict = {}
 
 EPS_BN = 1e-5
 
+#: Result statuses other than "ok" and "error".
+SKIPPED = "skipped (not installed)"
+NOT_AVAILABLE = "not available yet"
+
 
 class NotAvailable(Exception):
     """The fastrank feature a workload needs does not exist yet."""

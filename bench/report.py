@@ -55,8 +55,7 @@ def machine_lines(doc: dict) -> list[str]:
     th = doc.get("threads", {})
     th_text = "; ".join(f"{k}: {', '.join(vals)}" for k, vals in th.items()
                         if k != "requested" and vals)
-    waited = sum(r.get("waited_for_quiet_s") or 0.0 for sec in doc["workloads"].values()
-                 for r in sec.get("results", {}).values())
+    waited = doc.get("waited_for_quiet_s") or 0.0
     return [
         f"- Machine `{m['short_name']}`: {cpu['model']} (family/model/stepping "
         f"{cpu.get('family_model_stepping')}, {', '.join(cpu.get('simd', []))}), "

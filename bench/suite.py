@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fastrank.bench import competitors, machine, report, worker, workloads
+from fastrank.bench import competitors, machine, report, workloads
 
 SCHEMA = "fastrank-bench"
 SCHEMA_VERSION = 1
@@ -48,8 +48,11 @@ def run_task(task: dict, isolate: bool, tmpdir: str) -> dict:
     """One task in a fresh ``python -m fastrank.bench.worker`` (or here)."""
     library = competitors.LIBRARY[task["impl"]]
     if not competitors.installed(library):
-        return {"status": worker.SKIPPED, "library": library}
+        return {"status": competitors.SKIPPED, "library": library}
     if not (isolate or task.get("isolate")):
+        # imported here: `python -m fastrank.bench.worker` must find it not yet imported
+        from fastrank.bench import worker
+
         return worker.execute(task, isolated=False)
     fd, task_path = tempfile.mkstemp(suffix=".json", dir=tmpdir)
     result_path = task_path[:-5] + "-result.json"
@@ -261,6 +264,7 @@ def run_suite(
     finally:
         parent_threads.restore()
     doc["threads"] = _threads_summary(doc["workloads"], threads)
+    doc["waited_for_quiet_s"] = QUIET_BUDGET_S.get(preset, 0.0) - budget.left
     doc["duration_s"] = time.perf_counter() - started
     doc = _clean(doc)
     if plot_path is not None and "scaling" in doc["workloads"]:

@@ -18,8 +18,8 @@ import traceback
 
 from fastrank.bench import competitors, machine
 
-SKIPPED = "skipped (not installed)"
-NOT_AVAILABLE = "not available yet"
+SKIPPED = competitors.SKIPPED
+NOT_AVAILABLE = competitors.NOT_AVAILABLE
 
 
 def execute(task: dict, isolated: bool = False) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from fastrank.bench import competitors
-from fastrank.bench.worker import NOT_AVAILABLE, SKIPPED
+from fastrank.bench.competitors import NOT_AVAILABLE, SKIPPED
 
 IMPLS = ("fastrank", "torch", "jax", "numpy")
 

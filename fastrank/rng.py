@@ -29,6 +29,7 @@ import operator
 
 import numpy as np
 
+from fastrank.kernels.cpu import start_threads
 from fastrank.kernels.cpu.philox import fill_normal, fill_uint32, fill_uniform
 
 __all__ = ["WEIGHTS", "INPUT", "normal", "uniform", "uint32"]
@@ -109,6 +110,7 @@ def _float_fill(kernel, seed, stream, layer, shape, dtype, offset, out):
         out = np.empty(shape, dtype=dt)
     elif out.shape != shape or out.dtype != dt or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous {dt} array of shape {shape}")
+    start_threads()
     kernel(out.reshape(-1), *ids, off)
     return out
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from fastrank import config, init, rng
 from fastrank.backends.base import Backend, Batch
-from fastrank.kernels.cpu import depth
+from fastrank.kernels.cpu import depth, start_threads
 from fastrank.kernels.cpu import layer as kernels
 from fastrank.spec import Network
 
@@ -30,6 +30,7 @@ class CPUBackend(Backend):
     name = "cpu"
 
     def __init__(self):
+        start_threads()
         self._weight_buffers: dict = {}
 
     def start(self, network: Network, seeds) -> Batch:

@@ -2,9 +2,29 @@
 
 numba's OpenMP threads spin for a while after each parallel region, and so do BLAS
 threads after a GEMM; alternating the two on few cores then costs up to 60x (measured
-at d = 128 on 2 cores). Passive waiting avoids it; a user's own setting wins.
+at d = 128 on 2 cores). :func:`start_threads` launches numba's threads with passive
+waiting and puts the environment back at once, so that other OpenMP runtimes in the
+process (torch's, for one) keep their own behaviour. A user's own setting wins.
 """
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_started = False
+
+
+def start_threads() -> None:
+    """Launch numba's worker threads, those of an OpenMP layer waiting passively."""
+    global _started
+    if _started:
+        return
+    saved = os.environ.get("OMP_WAIT_POLICY")
+    if saved is None:  # libgomp reads it once, when numba's OpenMP pool is loaded
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        from numba.np.ufunc.parallel import _launch_threads
+
+        _launch_threads()
+    finally:
+        if saved is None:
+            del os.environ["OMP_WAIT_POLICY"]
+    _started = True
