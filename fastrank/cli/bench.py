@@ -34,7 +34,8 @@ def _writable(path: str | None, option: str) -> Path | None:
               help="Timed repeats per measurement (default: 5 or 3 full, 3 quick).")
 @click.option("--threads", type=int, metavar="N",
               help="numba + BLAS + torch + XLA threads for everyone (default: all cores).")
-@click.option("--gpu", is_flag=True, help="GPU benchmarks (not yet: come with the GPU backend).")
+@click.option("--gpu", is_flag=True,
+              help="The GPU benchmarks instead (wide layers vs cuBLAS SGEMM, 1024 small networks).")
 @click.option("--preset", type=click.Choice(["full", "quick", "smoke"]), hidden=True,
               help="Sizes preset (smoke: the test suite's).")
 @click.option("--in-process", is_flag=True, hidden=True,
@@ -49,8 +50,9 @@ def bench(quick, json_path, markdown_path, plot_path, only, repeats, threads, gp
     skipped. Every task runs in a fresh process with the same thread counts.
     """
     if gpu:
-        raise InputError("--gpu: GPU benchmarks come with the GPU backend issue; "
-                         "only CPU benchmarks exist for now")
+        _gpu_bench(quick, repeats, _writable(json_path, "--json"),
+                   _writable(markdown_path, "--markdown"))
+        return
     from fastrank.bench import suite
 
     if quick and preset not in (None, "quick"):
@@ -76,3 +78,21 @@ def bench(quick, json_path, markdown_path, plot_path, only, repeats, threads, gp
                           isolate=not in_process, json_path=json_file, markdown_path=md_file,
                           plot_path=plot_file, progress=progress)
     click.echo(doc["markdown_text"], nl=False)
+
+
+def _gpu_bench(quick: bool, repeats: int | None, json_file: Path | None,
+               md_file: Path | None) -> None:
+    """Run bench/gpu.py on the CUDA device; no usable device is an input error."""
+    import json
+
+    from fastrank.bench import gpu
+
+    doc = gpu.run(quick, repeats or 3)
+    if doc.get("status") == "skipped":
+        raise InputError(f"--gpu: {doc.get('reason', 'no usable CUDA device')}")
+    text = gpu.markdown(doc)
+    if json_file:
+        json_file.write_text(json.dumps(doc, indent=2, default=str))
+    if md_file:
+        md_file.write_text(text)
+    click.echo(text, nl=False)
