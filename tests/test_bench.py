@@ -2,6 +2,7 @@
 in this process except the memory ones): valid JSON and markdown, every target marked,
 competitors that are missing reported as skipped. The times themselves mean nothing."""
 
+import importlib.util
 import json
 
 import pytest
@@ -76,7 +77,8 @@ def test_bench_jax_competitor_computes_the_same_network():
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--gpu"], ["--gpu:"]),  # no usable CUDA device here
+    pytest.param(["--gpu"], ["--gpu:"], marks=pytest.mark.skipif(
+        importlib.util.find_spec("cupy") is not None, reason="CuPy installed: --gpu may run")),
     (["--only", "small,nope"], ["nope", "small", "spectra"]),
     (["--threads", "0"], ["threads"]),
     (["--repeats", "0"], ["repeats"]),
