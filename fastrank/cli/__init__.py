@@ -25,8 +25,9 @@ class FastrankGroup(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
-            code = super().main(args, prog_name or "fastrank", complete_var,
-                                standalone_mode=False, **extra)
+            code = super().main(
+                args, prog_name or "fastrank", complete_var, standalone_mode=False, **extra
+            )
         except click.ClickException as exc:
             message = " ".join(exc.format_message().split())
             click.echo(f"fastrank: error: {message}", err=True)
@@ -48,6 +49,18 @@ def cli():
 def main():
     """Console-script entry point."""
     cli()
+
+
+def open_results(path: str):
+    """fastrank.open(path), with a missing or foreign file as an input error."""
+    from fastrank import store
+
+    try:
+        return store.open(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable fastrank results file ({exc})") from None
 
 
 from fastrank.cli import bench, env, info, plot, reproduce, sweep  # noqa: E402, F401  (subcommands register themselves)

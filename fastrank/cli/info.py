@@ -6,7 +6,7 @@ import json
 
 import click
 
-from fastrank.cli import InputError, cli
+from fastrank.cli import cli, open_results
 
 
 @cli.command()
@@ -14,24 +14,22 @@ from fastrank.cli import InputError, cli
 @click.option("--summary", is_flag=True, help="Only the per-configuration summary.")
 def info(path, summary):
     """List the runs of a results file with status and final rank measures."""
-    from fastrank import store
     from fastrank.report import runs_table, summary_table
 
-    try:
-        results = store.open(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable fastrank results file ({exc})") from None
+    results = open_results(path)
     with results:
         attrs = results.attrs
         statuses = [str(s) for s in results.runs["status"]]
         counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
-        click.echo(f"{path}: fastrank results format {attrs['format_version']}, "
-                   f"written by fastrank {attrs['fastrank_version']} on {attrs['created']}")
+        click.echo(
+            f"{path}: fastrank results format {attrs['format_version']}, "
+            f"written by fastrank {attrs['fastrank_version']} on {attrs['created']}"
+        )
         click.echo(f"{len(results)} runs: {counts}")
-        click.echo(f"schedule: {json.dumps(results.sweep.schedule.to_dict())}, "
-                   f"method {results.sweep.method}, taus {list(results.sweep.taus)}\n")
+        click.echo(
+            f"schedule: {json.dumps(results.sweep.schedule.to_dict())}, "
+            f"method {results.sweep.method}, taus {list(results.sweep.taus)}\n"
+        )
         if not summary:
             click.echo(runs_table(results) + "\n")
         click.echo(summary_table(results))

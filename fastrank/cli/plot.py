@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fastrank.cli import InputError, cli
+from fastrank.cli import InputError, cli, open_results
 
 KINDS = ("depth", "width", "spectrum")
 MEASURES = ("soft_rank", "soft_rank_excess", "numerical_rank", "effective_rank", "stable_rank",
@@ -38,7 +38,7 @@ MEASURES = ("soft_rank", "soft_rank_excess", "numerical_rank", "effective_rank",
 def plot(path, output, kind, measure, theory, at, average, layers, selects, title):
     """Draw a figure of a results file: a measure against depth (mean over seeds with a
     16-84 % band, one line per configuration), against width, or the spectra."""
-    from fastrank import spec, store
+    from fastrank import spec
     from fastrank.plot import FORMATS, PlotError, figure, save
 
     out = Path(output) if output else Path(f"{Path(path).stem}-{kind}.png")
@@ -51,12 +51,7 @@ def plot(path, output, kind, measure, theory, at, average, layers, selects, titl
         window = _range("average", average) if average else None
     except spec.SpecError as exc:
         raise InputError(str(exc)) from None
-    try:
-        results = store.open(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable fastrank results file ({exc})") from None
+    results = open_results(path)
     with results:
         select = _selection(results, selects)
         try:

@@ -24,14 +24,17 @@ GRID_HELP = {
     "gain": "Weight variance in units of 1/d_in (default 2 for relu, else 1).",
     "dtype": "Arithmetic: float32 or float64.",
     "input": "Input batch: gaussian, orthogonal, sklearn:digits, FILE.npy or FILE.h5:DATASET "
-             "(samples x features).",
+    "(samples x features).",
     "input_dim": "Rows of a gaussian/orthogonal input (default: the width).",
     "eps": "Epsilon of the normalisations (default 1e-5).",
 }
+
+
 def _grid_options(f):
     for name in reversed(options.GRID_PARSERS):
-        f = click.option(f"--{name.replace('_', '-')}", name, metavar="LIST",
-                         help=GRID_HELP[name])(f)
+        f = click.option(f"--{name.replace('_', '-')}", name, metavar="LIST", help=GRID_HELP[name])(
+            f
+        )
     return f
 
 
@@ -39,18 +42,42 @@ def _grid_options(f):
 @_grid_options
 @click.option("--seed", metavar="LIST", help="Seeds, e.g. 0-9 (default 0-3).")
 @click.option("--every", type=int, metavar="K", help="Measure every K layers (0: off; default 10).")
-@click.option("--log", type=int, metavar="M", help="Also measure M log-spaced layers (0: off; default 50).")
+@click.option(
+    "--log", type=int, metavar="M", help="Also measure M log-spaced layers (0: off; default 50)."
+)
 @click.option("--layers", metavar="LIST", help="Also measure these layers.")
-@click.option("--cheap-every", "cheap_every", type=int, metavar="K",
-              help="Gram-tier measures (soft/stable rank, orthogonality gap, log-norm) every K layers.")
-@click.option("--method", type=click.Choice(spec.METHODS), help="Spectrum: auto (default), gram or svd.")
+@click.option(
+    "--cheap-every",
+    "cheap_every",
+    type=int,
+    metavar="K",
+    help="Gram-tier measures (soft/stable rank, orthogonality gap, log-norm) every K layers.",
+)
+@click.option(
+    "--method", type=click.Choice(spec.METHODS), help="Spectrum: auto (default), gram or svd."
+)
 @click.option("--tau", metavar="LIST", help="Thresholds of rank_tau (default 0.1).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML file of options; the command line wins.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help=f"Results file (default: a new {DEFAULT_OUTPUT}).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML file of options; the command line wins.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help=f"Results file (default: a new {DEFAULT_OUTPUT}).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
-@click.option("--resume", is_flag=True, help="Continue the sweep in the output file (start it if missing).")
-@click.option("--gpu", is_flag=True,
-              help="Run on a CUDA device (CuPy: pip install fastrank[gpu-cuda12] or [gpu-cuda13]).")
+@click.option(
+    "--resume", is_flag=True, help="Continue the sweep in the output file (start it if missing)."
+)
+@click.option(
+    "--gpu",
+    is_flag=True,
+    help="Run on a CUDA device (CuPy: pip install fastrank[gpu-cuda12] or [gpu-cuda13]).",
+)
 @click.option("--device", type=int, metavar="N", help="CUDA device index for --gpu (default 0).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def sweep(config_path, output, overwrite, resume, quiet, gpu, device, **values):
@@ -72,7 +99,9 @@ def sweep(config_path, output, overwrite, resume, quiet, gpu, device, **values):
         raise InputError("--resume needs -o FILE, the sweep to continue")
     path = Path(output) if output else _fresh_path(DEFAULT_OUTPUT)
     if path.exists() and not (overwrite or resume):
-        raise InputError(f"{path} exists: pass --overwrite to replace it or --resume to continue it")
+        raise InputError(
+            f"{path} exists: pass --overwrite to replace it or --resume to continue it"
+        )
     backend = _backend(gpu, device)
     try:
         # Resuming with no options at all continues whatever sweep the file holds.
@@ -135,8 +164,13 @@ class _Progress:
 
     def start(self, total_layers: int):
         if not self.quiet:
-            self.bar = click.progressbar(length=total_layers, label="layers", file=sys.stderr,
-                                         show_eta=True, show_percent=True)
+            self.bar = click.progressbar(
+                length=total_layers,
+                label="layers",
+                file=sys.stderr,
+                show_eta=True,
+                show_percent=True,
+            )
             self.bar.__enter__()
 
     def update(self, layers: int):
