@@ -11,9 +11,9 @@ kernels and streamed to HDF5.
 
 from fastrank.init import weights
 from fastrank.propagate import RunFailed, Trajectory, simulate, simulate_many
+from fastrank.runner import run_sweep as sweep
 from fastrank.spec import Network, Schedule, SpecError, Sweep
 from fastrank.store import Results, open
-from fastrank.runner import run_sweep as sweep
 from fastrank.version import FORMAT_VERSION, __version__
 
 __all__ = [

@@ -14,6 +14,10 @@ from fastrank.backends.base import REASONS, Backend, get_backend
 from fastrank.spec import Network, Schedule
 
 
+#: Every 10 layers and 50 log-spaced ones (Schedule's defaults); frozen, so shareable.
+DEFAULT_SCHEDULE = Schedule()
+
+
 @dataclass
 class Row:
     """Measurements of one layer: its spectrum, log-norm and every derived measure."""
@@ -45,7 +49,7 @@ def resolve_method(method: str, dtype: str) -> str:
 def iter_batch(
     network: Network,
     seeds,
-    schedule: Schedule = Schedule(),
+    schedule: Schedule = DEFAULT_SCHEDULE,
     method: str = "auto",
     taus: tuple[float, ...] = (0.1,),
     backend: Backend | None = None,
@@ -86,7 +90,7 @@ def iter_batch(
 def iter_rows(
     network: Network,
     seed: int = 0,
-    schedule: Schedule = Schedule(),
+    schedule: Schedule = DEFAULT_SCHEDULE,
     method: str = "auto",
     taus: tuple[float, ...] = (0.1,),
     backend: Backend | None = None,
@@ -122,7 +126,7 @@ class Trajectory:
 def simulate_many(
     network: Network,
     seeds,
-    schedule: Schedule = Schedule(),
+    schedule: Schedule = DEFAULT_SCHEDULE,
     method: str = "auto",
     taus: tuple[float, ...] = (0.1,),
     backend: Backend | None = None,
@@ -143,7 +147,7 @@ def simulate_many(
 def simulate(
     network: Network,
     seed: int = 0,
-    schedule: Schedule = Schedule(),
+    schedule: Schedule = DEFAULT_SCHEDULE,
     method: str = "auto",
     taus: tuple[float, ...] = (0.1,),
     backend: Backend | None = None,

@@ -10,7 +10,6 @@ from naive import act_ref, layer_ref, norm_ref
 from fastrank import Network, weights
 from fastrank.backends.cpu import CPUBackend, uses_depth_kernel
 from fastrank.init import input_matrix
-from fastrank.kernels.cpu import depth
 from fastrank.kernels.cpu import layer as kernels
 
 NORMS = ("none", "bn", "bn-rms", "ln")

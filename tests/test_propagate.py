@@ -27,7 +27,7 @@ EVERY_LAYER = Schedule(every=1, log=None)
 )
 def test_simulation_equals_reference_network(network):
     traj = simulate(network, seed=5, schedule=EVERY_LAYER)
-    ref = network_ref(network, 5, lambda l: weights(network, 5, l), input_matrix(network, 5))
+    ref = network_ref(network, 5, lambda layer: weights(network, 5, layer), input_matrix(network, 5))
     assert traj.layer.tolist() == list(range(network.depth + 1))
     for i, (h, log_norm) in enumerate(ref):
         s = np.linalg.svd(h, compute_uv=False)

@@ -3,7 +3,6 @@
 import numba
 import numpy as np
 import pytest
-from fastrank.kernels.cpu import philox
 from naive import (  # tests/ is on sys.path (pytest rootdir-less import)
     normals_ref,
     philox4x32_10_ref,
@@ -12,6 +11,7 @@ from naive import (  # tests/ is on sys.path (pytest rootdir-less import)
 )
 
 from fastrank import rng
+from fastrank.kernels.cpu import philox
 
 # Known-answer vectors of Philox4x32 with 10 rounds, from the kat_vectors file of the
 # Random123 distribution (D. E. Shaw Research), as reproduced in

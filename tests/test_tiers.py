@@ -37,7 +37,7 @@ def test_cheap_rows_match_a_full_run_of_the_same_network():
     cheap = simulate(net, 2, Schedule(every=10, log=None, cheap_every=1))
     full = simulate(net, 2, Schedule(every=1, log=None))
     assert cheap.layer.tolist() == full.layer.tolist()
-    assert cheap.tier.tolist() == [1 if l % 10 == 0 else 0 for l in range(31)]
+    assert cheap.tier.tolist() == [1 if layer % 10 == 0 else 0 for layer in range(31)]
     np.testing.assert_allclose(cheap.soft_rank, full.soft_rank, rtol=1e-5)
     np.testing.assert_allclose(cheap.stable_rank, full.stable_rank, rtol=1e-5)
     np.testing.assert_array_equal(cheap.log_norm, full.log_norm)
