@@ -13,7 +13,6 @@ from fastrank import measures
 from fastrank.backends.base import REASONS, Backend, get_backend
 from fastrank.spec import Network, Schedule
 
-
 #: Every 10 layers and 50 log-spaced ones (Schedule's defaults); frozen, so shareable.
 DEFAULT_SCHEDULE = Schedule()
 
