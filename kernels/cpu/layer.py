@@ -136,3 +136,4 @@ def scale(h, factor):
     for i in range(d):
         for j in range(n):
             h[i, j] = h[i, j] * factor
+
