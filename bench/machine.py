@@ -142,9 +142,10 @@ def initial_environ() -> dict | None:
 
 
 def restore_initial_environ() -> dict:
-    """Undo what imports did to os.environ (fastrank sets OMP_WAIT_POLICY=PASSIVE for its
-    own OpenMP threads; torch's libgomp would otherwise inherit it). Returns the changes
-    undone, as {name: value set by the import}."""
+    """Undo what imports did to os.environ, so that every competitor starts from the
+    environment the process was given (fastrank restores what it sets itself; this guards
+    against any library that does not). Returns the changes undone, as {name: value set
+    by the import}."""
     initial = initial_environ()
     if initial is None:
         return {}

@@ -4,7 +4,9 @@ numba's OpenMP threads spin for a while after each parallel region, and so do BL
 threads after a GEMM; alternating the two on few cores then costs up to 60x (measured
 at d = 128 on 2 cores). :func:`start_threads` launches numba's threads with passive
 waiting and puts the environment back at once, so that other OpenMP runtimes in the
-process (torch's, for one) keep their own behaviour. A user's own setting wins.
+process (torch's, for one) keep their own behaviour. A user's own setting wins. It runs
+when fastrank is imported: anything that starts numba's pool first (numba.set_num_threads,
+any parallel numba function) would start it with the spinning default.
 """
 
 import os
@@ -28,3 +30,6 @@ def start_threads() -> None:
         if saved is None:
             del os.environ["OMP_WAIT_POLICY"]
     _started = True
+
+
+start_threads()
