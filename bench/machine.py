@@ -229,6 +229,10 @@ class Threads:
         if self.numba and "numba" in sys.modules:
             import numba
 
+            from fastrank.kernels.cpu import start_threads
+
+            start_threads()  # as fastrank starts its pool, before set_num_threads can
+
             self._numba_before = numba.get_num_threads()
             numba.set_num_threads(self.n)
         if "torch" in sys.modules:
@@ -261,6 +265,10 @@ class Threads:
         out: dict = {"requested": self.n}
         if self.numba and "numba" in sys.modules:
             import numba
+
+            from fastrank.kernels.cpu import start_threads
+
+            start_threads()  # as fastrank starts its pool, before set_num_threads can
 
             out["numba"] = numba.get_num_threads()
             try:

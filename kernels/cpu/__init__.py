@@ -4,9 +4,12 @@ numba's OpenMP threads spin for a while after each parallel region, and so do BL
 threads after a GEMM; alternating the two on few cores then costs up to 60x (measured
 at d = 128 on 2 cores). :func:`start_threads` launches numba's threads with passive
 waiting and puts the environment back at once, so that other OpenMP runtimes in the
-process (torch's, for one) keep their own behaviour. A user's own setting wins. It runs
-when fastrank is imported: anything that starts numba's pool first (numba.set_num_threads,
-any parallel numba function) would start it with the spinning default.
+process keep their own behaviour. A user's own setting wins. fastrank calls it before its
+first parallel kernel (not at import, so that importing fastrank changes nothing for
+others); anything that starts numba's pool earlier (numba.set_num_threads, another
+parallel numba function) starts it with the spinning default, so call this first.
+One caveat stays: an OpenMP library shared with numba (torch's wheels use the same
+libgomp) then waits passively too, which slows its small parallel regions.
 """
 
 import os
@@ -31,5 +34,3 @@ def start_threads() -> None:
             del os.environ["OMP_WAIT_POLICY"]
     _started = True
 
-
-start_threads()
