@@ -173,6 +173,15 @@ def _box_muller_f64(x0, x1, x2, x3):
 
 
 @njit(cache=True, inline="always")
+def _span(offset, n, per):
+    """The units (blocks, or chunks of ``per`` outputs) that out[0:n] at ``offset``
+    touches: offset as int64, the first unit and how many."""
+    off = np.int64(offset)
+    first = off // per
+    return off, first, (off + n - 1) // per - first + 1
+
+
+@njit(cache=True, inline="always")
 def _store4(out, base, v0, v1, v2, v3):
     """out[base + k] = v_k for the k that fall inside out (a block at an edge)."""
     n = out.shape[0]
@@ -203,9 +212,7 @@ def fill_uint32(out, seed, stream, layer, offset):
     if n == 0:
         return
     k0, k1, st, ly = _key_and_ids(seed, stream, layer)
-    off = np.int64(offset)
-    first = off // 4
-    nblocks = (off + n - 1) // 4 - first + 1
+    off, first, nblocks = _span(offset, n, 4)
     for j in prange(nblocks):
         b = first + j
         x0, x1, x2, x3 = _block(b, st, ly, k0, k1)
@@ -219,9 +226,7 @@ def _fill_uniform_f32(out, seed, stream, layer, offset):
     if n == 0:
         return
     k0, k1, st, ly = _key_and_ids(seed, stream, layer)
-    off = np.int64(offset)
-    first = off // 4
-    nblocks = (off + n - 1) // 4 - first + 1
+    off, first, nblocks = _span(offset, n, 4)
     for j in prange(nblocks):
         b = first + j
         x0, x1, x2, x3 = _block(b, st, ly, k0, k1)
@@ -239,9 +244,7 @@ def _fill_uniform_f64(out, seed, stream, layer, offset):
     if n == 0:
         return
     k0, k1, st, ly = _key_and_ids(seed, stream, layer)
-    off = np.int64(offset)
-    first = off // 2
-    nblocks = (off + n - 1) // 2 - first + 1
+    off, first, nblocks = _span(offset, n, 2)
     for j in prange(nblocks):
         b = first + j
         x0, x1, x2, x3 = _block(b, st, ly, k0, k1)
@@ -355,10 +358,8 @@ def _fill_normal_f32(out, seed, stream, layer, offset):
     if n == 0:
         return
     k0, k1, st, ly = _key_and_ids(seed, stream, layer)
-    off = np.int64(offset)
     per_chunk = 4 * _NCHUNK
-    first = off // per_chunk
-    nchunks = (off + n - 1) // per_chunk - first + 1
+    off, first, nchunks = _span(offset, n, per_chunk)
     for j in prange(nchunks):
         c = first + j
         buf = np.empty(per_chunk, np.float32)
@@ -389,10 +390,8 @@ def _fill_normal_f64(out, seed, stream, layer, offset):
     if n == 0:
         return
     k0, k1, st, ly = _key_and_ids(seed, stream, layer)
-    off = np.int64(offset)
     per_chunk = 2 * _NCHUNK
-    first = off // per_chunk
-    nchunks = (off + n - 1) // per_chunk - first + 1
+    off, first, nchunks = _span(offset, n, per_chunk)
     for j in prange(nchunks):
         c = first + j
         buf = np.empty(per_chunk, np.float64)
