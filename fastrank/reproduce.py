@@ -108,13 +108,12 @@ class Outcome:
 
 
 def examples_dir() -> Path:
-    """The examples/ folder of the source tree (where the claim configs live)."""
-    path = Path(__file__).resolve().parent.parent / "examples"
+    """The claim configs: examples/ of the source tree, installed as fastrank.examples."""
+    from importlib.resources import files
+
+    path = Path(str(files("fastrank.examples")))
     if not path.is_dir():
-        raise FileNotFoundError(
-            f"{path}: no examples folder; run fastrank reproduce from a source checkout "
-            "(pip install -e .) or pass --examples DIR"
-        )
+        raise FileNotFoundError(f"{path}: no examples folder; pass --examples DIR")
     return path
 
 
