@@ -35,18 +35,29 @@ def weights(network: Network, seed: int, layer: int, out: np.ndarray | None = No
     """
     d_out, d_in = layer_shape(network, layer)
     dtype = np.dtype(network.dtype)
-    gain = network.weight_gain
-    if network.init == "gaussian":
-        w = rng.normal(seed, rng.WEIGHTS, layer, (d_out, d_in), dtype, out=out)
-        w *= dtype.type(np.sqrt(gain / d_in))
-    elif network.init == "uniform":
-        w = rng.uniform(seed, rng.WEIGHTS, layer, (d_out, d_in), dtype, out=out)
-        a = np.sqrt(3.0 * gain / d_in)
-        w *= dtype.type(2 * a)
-        w -= dtype.type(a)
-    else:
-        w = (np.sqrt(gain) * _orthogonal(seed, rng.WEIGHTS, layer, d_out, d_in)).astype(dtype)
+    if network.init == "orthogonal":
+        q = _orthogonal(seed, rng.WEIGHTS, layer, d_out, d_in)
+        return (np.sqrt(network.weight_gain) * q).astype(dtype)
+    draw = rng.normal if network.init == "gaussian" else rng.uniform
+    w = draw(seed, rng.WEIGHTS, layer, (d_out, d_in), dtype, out=out)
+    mul, sub = weight_affine(network, d_in)
+    w *= mul
+    if network.init == "uniform":
+        w -= sub
     return w
+
+
+def weight_affine(network: Network, d_in: int) -> tuple:
+    """(mul, sub) in the network's dtype that turn the stream's standard normals
+    (Gaussian init) or [0, 1) uniforms (uniform init) into weights: w = x * mul - sub.
+    The one place of these scalings: every backend and kernel applies exactly these."""
+    t = np.dtype(network.dtype).type
+    gain = network.weight_gain
+    with np.errstate(over="ignore"):  # an absurd gain overflows to inf: booked as a failure
+        if network.init == "uniform":
+            a = np.sqrt(3.0 * gain / d_in)
+            return t(2 * a), t(a)
+        return t(np.sqrt(gain / d_in)), t(0)
 
 
 def input_matrix(network: Network, seed: int) -> np.ndarray:

@@ -207,14 +207,10 @@ def test_weight_kernels_give_init_weights(kernels, dtype, weights):
     (only exact operations and the package's own log, sin, cos), to rounding for float64."""
     net = Network(width=(37, 20), depth=2, input_dim=29, activation="relu", init=weights,
                   dtype=dtype)
-    t = np.dtype(dtype).type
     for layer in (1, 2):
         d_out, d_in = init.layer_shape(net, layer)
-        if weights == "gaussian":
-            scalars = (t(np.sqrt(net.weight_gain / d_in)),)
-        else:
-            a = np.sqrt(3.0 * net.weight_gain / d_in)
-            scalars = (t(2 * a), t(a))
+        mul, sub = init.weight_affine(net, d_in)
+        scalars = (mul,) if weights == "gaussian" else (mul, sub)
         kind = "normal" if weights == "gaussian" else "uniform"
         sfx = "f32" if dtype == "float32" else "f64"
         got = _fill(kernels, f"fill_{kind}_{sfx}", (4, d_out, d_in), rng.WEIGHTS, layer, *scalars)

@@ -49,8 +49,7 @@ class CPUBackend(Backend):
     def advance(self, batch: Batch, stop: int) -> None:
         net = batch.network
         if uses_depth_kernel(net):
-            with np.errstate(over="ignore"):  # an infinite scale is booked as a failure
-                w_scale = np.float32(np.sqrt(net.weight_gain / net.width))
+            w_scale, _ = init.weight_affine(net, net.width)
             with _blas_controller().limit(limits=1, user_api="blas"):  # one GEMM per thread
                 depth.advance(
                     batch.h, batch.seeds, batch.layer, stop, np.uint32(rng.WEIGHTS),

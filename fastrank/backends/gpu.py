@@ -457,13 +457,10 @@ class GPUBackend(Backend):
         st.host_layer = layer
 
     def _weights(self, st: _State, net: Network, w, d_in: int) -> None:
-        t = st.dtype.type
-        gain = net.weight_gain
-        if net.init == "gaussian":
-            self._fill(w, st, "normal", rng.WEIGHTS, st.layer, 0, t(np.sqrt(gain / d_in)), 0.0)
-        elif net.init == "uniform":
-            a = np.sqrt(3.0 * gain / d_in)
-            self._fill(w, st, "uniform", rng.WEIGHTS, st.layer, 0, t(2 * a), t(a))
+        if net.init != "orthogonal":
+            mul, sub = init.weight_affine(net, d_in)
+            kind = "normal" if net.init == "gaussian" else "uniform"
+            self._fill(w, st, kind, rng.WEIGHTS, st.layer, 0, mul, sub)
         else:  # orthogonal: QR of float64 normals, R's diagonal made positive (as the CPU)
             xp = self.dev.xp
             d_out = w.shape[1]
@@ -472,7 +469,7 @@ class GPUBackend(Backend):
             for i in range(len(st.failed)):
                 q, r = self.dev.qr(tall[i])
                 q = q * xp.sign(xp.diagonal(r))
-                w[i] = (np.sqrt(gain) * (q if d_out >= d_in else q.T)).astype(st.dtype)
+                w[i] = (np.sqrt(net.weight_gain) * (q if d_out >= d_in else q.T)).astype(st.dtype)
 
     def _fill(self, out, st: _State, kind: str, stream: int, layer_ptr, layer_value: int,
               mul, sub) -> None:

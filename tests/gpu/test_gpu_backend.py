@@ -64,14 +64,10 @@ def test_the_weights_are_the_cpus(gpu, dtype, weights):
     rounding for float64 Gaussians (CUDA's log/sin/cos vs libm)."""
     net = Network(width=(301, 64), depth=2, input_dim=129, activation="relu", init=weights,
                   dtype=dtype)
-    t = np.dtype(dtype).type
     for layer in (1, 2):
         d_out, d_in = init.layer_shape(net, layer)
-        if weights == "gaussian":
-            scalars = (t(np.sqrt(net.weight_gain / d_in)),)
-        else:
-            a = np.sqrt(3.0 * net.weight_gain / d_in)
-            scalars = (t(2 * a), t(a))
+        mul, sub = init.weight_affine(net, d_in)
+        scalars = (mul,) if weights == "gaussian" else (mul, sub)
         name = f"fill_{'normal' if weights == 'gaussian' else 'uniform'}_" \
                f"{'f32' if dtype == 'float32' else 'f64'}"
         got = _fill(gpu.dev, name, (4, d_out, d_in), rng.WEIGHTS, layer, *scalars, dtype=dtype)
