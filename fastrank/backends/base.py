@@ -92,7 +92,7 @@ def get_backend(name: str = "cpu", **options) -> Backend:
 
         return CPUBackend(**options)
     if name == "gpu":
-        from fastrank.backends.gpu import GPUBackend
+        from fastrank.gpu import GPUBackend
 
         return GPUBackend(**options)
     raise ValueError(f"unknown backend {name!r}: choose cpu or gpu")

@@ -131,7 +131,7 @@ def _backend(gpu: bool, device: int | None):
         return get_backend("cpu")
     if device is not None and device < 0:
         raise InputError(f"invalid --device {device}: must be an integer >= 0")
-    from fastrank.backends.gpu import GPUUnavailable
+    from fastrank.gpu import GPUUnavailable
 
     try:
         return get_backend("gpu", device=device or 0)

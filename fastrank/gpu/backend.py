@@ -21,25 +21,21 @@ DGEMM, eigenvalues by a batched Jacobi kernel (k <= 64, one block per seed) or c
 (larger k, one call per seed); only the eigenvalues travel to the host, for all seeds
 at the first request of a layer.
 
-Testable without a GPU: the orchestration (:class:`GPUBackend`) talks to a
-:class:`Device` - array module, kernel launcher, GEMM, eigensolvers, graph capture.
-:class:`CupyDevice` is the real one; :class:`HostDevice` runs the very same CUDA kernels
-compiled for the CPU (fastrank.cuda_sources.HostKernels) with numpy arrays, and records
-"graphs" as tapes of launches to replay, so tests run this module's code paths end to end
-on a machine without a GPU. CuPy is imported only by CupyDevice.
+The orchestration talks to a :class:`~fastrank.gpu.device.Device`: the real one is
+CupyDevice; fastrank.gpu.testing's stand-in runs the same code paths on a CPU.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import warnings
 
 import numpy as np
 
-from fastrank import cuda_sources, init, rng
+from fastrank import init, rng
 from fastrank.backends.base import Backend, Batch
+from fastrank.gpu import program
+from fastrank.gpu.device import CaptureUnsupported, CupyDevice, Device
 from fastrank.spec import Network
 
 #: Same codes as kernels/cpu/layer.py (and common.cuh).
@@ -55,258 +51,8 @@ JACOBI_SWEEPS = 60
 GRAPH_WIDTH_MAX = 1024
 
 
-class GPUUnavailable(RuntimeError):
-    """No usable CUDA device (or no CuPy): the message says why, in one line."""
-
-
 def _round32(n: int, cap: int) -> int:
     return max(32, min(cap, 32 * math.ceil(n / 32)))
-
-
-# ---------------------------------------------------------------------------------------
-# Devices
-# ---------------------------------------------------------------------------------------
-
-
-class Device:
-    """What the orchestration needs from a device. Subclasses set ``xp`` (a numpy-like
-    array module) and implement the methods below."""
-
-    xp = np
-    name = "device"
-    block = 256  # threads per block, a multiple of 32
-    jacobi_block = 128
-    supports_graphs = False
-
-    def context(self):
-        """Context manager within which all work of the backend runs."""
-        return contextlib.nullcontext()
-
-    def launch(self, name: str, grid: int, block: int, args) -> None:
-        raise NotImplementedError
-
-    def gemm(self, a, b, out) -> None:
-        """out[s] = a[s] @ b[s] for stacks of C-contiguous matrices of one float dtype."""
-        raise NotImplementedError
-
-    def eigvalsh(self, g):
-        """Eigenvalues (ascending) of one symmetric matrix."""
-        return self.xp.linalg.eigvalsh(g)
-
-    def svdvals(self, a):
-        return self.xp.linalg.svd(a, compute_uv=False)
-
-    def qr(self, a):
-        return self.xp.linalg.qr(a)
-
-    def top_eigenvalue(self, g) -> float:
-        """Largest eigenvalue of one large symmetric matrix (Lanczos)."""
-        return float(self.to_host(self.eigvalsh(g))[-1])
-
-    def to_host(self, a) -> np.ndarray:
-        return np.asarray(a)
-
-    def synchronize(self) -> None:
-        """Wait for all work issued so far (for timing)."""
-
-    def asarray(self, a):
-        return self.xp.asarray(a)
-
-    def capture(self, fn):
-        """Record ``fn``'s device work as a graph and return a callable that replays it
-        (``fn`` itself is not executed), or None where graphs are not supported."""
-        return None
-
-    def describe(self) -> dict:
-        return {"device": self.name}
-
-
-class HostDevice(Device):
-    """The CPU stand-in: numpy arrays, the CUDA kernels built for the host
-    (fastrank.cuda_sources.HostKernels), numpy's BLAS and LAPACK. With ``graphs=True``
-    a capture records the launches and GEMMs (with their arguments, as a CUDA graph bakes
-    them) and the replay issues them again, so the graph code path runs here too."""
-
-    name = "host stand-in (CUDA kernels compiled for the CPU)"
-
-    def __init__(self, block: int = 64, jacobi_block: int = 64, graphs: bool = False):
-        self.kernels = cuda_sources.HostKernels()
-        self.block = block
-        self.jacobi_block = jacobi_block
-        self.supports_graphs = graphs
-        self._tape: list | None = None
-        self.launches = 0
-
-    def launch(self, name, grid, block, args):
-        if self._tape is not None:
-            self._tape.append((self.launch, (name, grid, block, args)))
-            return
-        self.launches += 1
-        self.kernels.launch(name, grid, block, args)
-
-    def gemm(self, a, b, out):
-        if self._tape is not None:
-            self._tape.append((self.gemm, (a, b, out)))
-            return
-        np.matmul(a, b, out=out)
-
-    def top_eigenvalue(self, g) -> float:
-        from scipy.sparse.linalg import eigsh
-
-        start = np.random.default_rng(12345).standard_normal(g.shape[0])
-        return float(eigsh(g, k=1, which="LA", v0=start, tol=1e-10,
-                           return_eigenvectors=False)[0])
-
-    def capture(self, fn):
-        if not self.supports_graphs:
-            return None
-        self._tape = []
-        try:
-            fn()
-            tape = self._tape
-        finally:
-            self._tape = None
-
-        def replay():
-            for call, args in tape:
-                call(*args)
-
-        return replay
-
-    def describe(self) -> dict:
-        return {"device": self.name}
-
-
-class CupyDevice(Device):
-    """A CUDA device through CuPy: the program of kernels/cuda compiled by NVRTC
-    (cupy.RawModule), GEMMs by cuBLAS, eigensolvers by cuSOLVER, one non-blocking stream
-    for all work (also the capture stream of the CUDA graphs)."""
-
-    supports_graphs = True
-
-    def __init__(self, device: int = 0, tf32: bool | None = None):
-        try:
-            import cupy
-        except ModuleNotFoundError as exc:
-            if exc.name != "cupy":
-                raise GPUUnavailable(f"CuPy does not load: {_one_line(exc)}") from None
-            raise GPUUnavailable("CuPy is not installed: pip install fastrank[gpu-cuda12] "
-                                 "or fastrank[gpu-cuda13]") from None
-        except Exception as exc:  # a broken install
-            raise GPUUnavailable(f"CuPy does not load: {_one_line(exc)}") from None
-        self.cupy = cupy
-        try:
-            count = cupy.cuda.runtime.getDeviceCount()
-        except Exception as exc:  # no driver, driver too old, no device node
-            raise GPUUnavailable(f"no usable CUDA device: {_one_line(exc)}") from None
-        if count == 0:
-            raise GPUUnavailable("no CUDA device found")
-        if not 0 <= device < count:
-            raise GPUUnavailable(f"no CUDA device {device}: this machine has {count} "
-                                 f"(0..{count - 1})")
-        if tf32 is None:
-            tf32 = os.environ.get("FASTRANK_TF32", "0") not in ("", "0")
-        self.device_id = device
-        self.tf32 = bool(tf32)
-        self.xp = cupy
-        self.device = cupy.cuda.Device(device)
-        try:  # cuBLAS and cuSOLVER load lazily in CuPy: find out now whether they can
-            from cupy_backends.cuda.libs import cublas, cusolver  # noqa: F401
-        except Exception as exc:
-            raise GPUUnavailable(f"CUDA libraries missing ({_one_line(exc)}); install CuPy "
-                                 "with them: pip install 'cupy-cuda13x[ctk]' (or 12x)") from None
-        try:
-            with self.device:
-                props = cupy.cuda.runtime.getDeviceProperties(device)
-                self.stream = cupy.cuda.Stream(non_blocking=True)
-                module = cuda_sources.raw_module(device)
-                self._kernels = {k: module.get_function(k) for k in cuda_sources.KERNELS}
-        except Exception as exc:
-            raise GPUUnavailable(f"CUDA device {device} unusable: {_one_line(exc)}") from None
-        name = props["name"]
-        self.name = name.decode() if isinstance(name, bytes) else str(name)
-        self.capability = f"{props['major']}.{props['minor']}"
-        self.memory = int(props["totalGlobalMem"])
-        self._alpha = {np.float32: np.ones(1, np.float32), np.float64: np.ones(1, np.float64)}
-        self._beta = {np.float32: np.zeros(1, np.float32), np.float64: np.zeros(1, np.float64)}
-
-    @contextlib.contextmanager
-    def context(self):
-        with self.device, self.stream:
-            yield
-
-    def launch(self, name, grid, block, args):
-        args = tuple(np.uint64(0) if a is None else a for a in args)  # null pointer
-        self._kernels[name]((int(grid),), (int(block),), args)
-
-    def gemm(self, a, b, out):
-        from cupy_backends.cuda.libs import cublas
-
-        s, m, k = a.shape
-        n = b.shape[2]
-        if not (a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
-            raise ValueError("gemm: C-contiguous stacks only")
-        if a.dtype == np.float32:
-            # CUDA_R_32F; CUBLAS_COMPUTE_32F_FAST_TF32 or CUBLAS_COMPUTE_32F
-            t, data, compute = np.float32, 0, (77 if self.tf32 else 68)
-        else:
-            t, data, compute = np.float64, 1, 70  # CUDA_R_64F; CUBLAS_COMPUTE_64F
-        handle = self.cupy.cuda.device.get_cublas_handle()
-        cublas.setPointerMode(handle, 0)  # CUBLAS_POINTER_MODE_HOST: alpha, beta on the host
-        # Row-major out = a @ b is column-major out^T = b^T a^T: cuBLAS's A is b, B is a.
-        cublas.gemmStridedBatchedEx(
-            handle, 0, 0, n, m, k, self._alpha[t].ctypes.data,
-            b.data.ptr, data, n, k * n,
-            a.data.ptr, data, k, m * k,
-            self._beta[t].ctypes.data,
-            out.data.ptr, data, n, m * n,
-            s, compute, -1)  # CUBLAS_GEMM_DEFAULT
-
-    def top_eigenvalue(self, g) -> float:
-        from cupyx.scipy.sparse.linalg import eigsh
-
-        start = self.cupy.asarray(np.random.default_rng(12345).standard_normal(g.shape[0]))
-        try:
-            top = eigsh(g, k=1, which="LA", v0=start, tol=1e-10, return_eigenvectors=False)
-        except TypeError:  # older CuPy without v0
-            top = eigsh(g, k=1, which="LA", tol=1e-10, return_eigenvectors=False)
-        return float(self.to_host(top).max())
-
-    def to_host(self, a) -> np.ndarray:
-        return self.cupy.asnumpy(a, stream=self.stream)
-
-    def synchronize(self) -> None:
-        self.stream.synchronize()
-
-    def capture(self, fn):
-        stream = self.stream
-        stream.begin_capture()
-        try:
-            fn()
-        finally:
-            graph = stream.end_capture()
-        return lambda: graph.launch(stream)
-
-    def describe(self) -> dict:
-        rt = self.cupy.cuda.runtime
-        return {
-            "device": self.name,
-            "device_index": self.device_id,
-            "compute_capability": self.capability,
-            "device_memory_gib": round(self.memory / 2**30, 1),
-            "cupy": self.cupy.__version__,
-            "cuda_runtime": _cuda_version(rt.runtimeGetVersion()),
-            "cuda_driver": _cuda_version(rt.driverGetVersion()),
-            "tf32": int(self.tf32),
-        }
-
-
-def _cuda_version(v: int) -> str:
-    return f"{v // 1000}.{v % 1000 // 10}"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 # ---------------------------------------------------------------------------------------
@@ -327,7 +73,8 @@ class _State:
         self.reason = xp.zeros(s, np.int64)
         self.factor = xp.ones(s, np.float64)
         self.layer = xp.zeros(1, np.int64)  # the device's layer counter
-        k = max(network.in_dim, network.batch, *set(network.widths))
+        self.dims = (network.in_dim, *network.widths)  # rows of H_0..H_depth, built once
+        k = max(network.batch, *set(self.dims))
         self.part = xp.zeros(s * k, np.float64)  # per-row / per-column sums of squares
         self.host_layer = 0
         self.partials = 0  # partial sums per seed in part (rows d or columns N)
@@ -344,7 +91,7 @@ class _State:
         for b in pool:
             if b is not self.h:
                 return b
-        b = dev.xp.empty(shape, self.dtype)
+        b = dev.empty(shape, self.dtype)
         pool.append(b)
         return b
 
@@ -390,7 +137,7 @@ class GPUBackend(Backend):
             st = _State(dev, network, seeds)
             shape = (s, network.in_dim, network.batch)
             if network.input == "gaussian":
-                h = dev.xp.empty(shape, st.dtype)
+                h = dev.empty(shape, st.dtype)
                 self._fill(h, st, "normal", rng.INPUT, layer_ptr=None, layer_value=0,
                            mul=1.0, sub=0.0)
             else:  # orthogonal or a file: exactly the CPU's matrices
@@ -444,10 +191,10 @@ class GPUBackend(Backend):
         layer = st.host_layer + 1
         s = len(st.failed)
         dev.launch("step_layer", 1, 32, (st.layer,))
-        d_out, d_in = init.layer_shape(net, layer)
+        d_out, d_in = st.dims[layer], st.dims[layer - 1]
         w = st.weights.get((d_out, d_in))
         if w is None:
-            w = st.weights[(d_out, d_in)] = dev.xp.empty((s, d_out, d_in), st.dtype)
+            w = st.weights[(d_out, d_in)] = dev.empty((s, d_out, d_in), st.dtype)
         self._weights(st, net, w, d_in)
         z = st.buffer(dev, (s, d_out, net.batch))
         dev.gemm(w, st.h, z)
@@ -531,11 +278,16 @@ class GPUBackend(Backend):
                        dev.block, (z, np.int64(n), np.int32(blocks), st.factor, st.failed))
 
     def _pull(self, batch: Batch) -> None:
-        """The host's copy of the log-norms and failures (one synchronisation)."""
+        """The host's copy of the log-norms and failures (one copy, one synchronisation;
+        layers and reasons are small integers, exact in float64)."""
         st: _State = batch.h
-        batch.log_norm[:] = self.dev.to_host(st.log_norm)
-        batch.failed_layer[:] = self.dev.to_host(st.failed)
-        batch.reason[:] = self.dev.to_host(st.reason)
+        xp = self.dev.xp
+        packed = self.dev.to_host(xp.concatenate((st.log_norm, st.failed.astype(np.float64),
+                                                  st.reason.astype(np.float64))))
+        s = len(batch.seeds)
+        batch.log_norm[:] = packed[:s]
+        batch.failed_layer[:] = packed[s:2 * s]
+        batch.reason[:] = packed[2 * s:]
 
     # -- CUDA graphs ---------------------------------------------------------------------
 
@@ -562,9 +314,9 @@ class GPUBackend(Backend):
                 h0, layer0 = st.h, st.host_layer
                 try:
                     replay = self.dev.capture(lambda: [self._layer(st, net) for _ in range(g)])
-                except Exception as exc:  # run on without graphs rather than fail
-                    warnings.warn(f"CUDA graph capture failed, running layer by layer: "
-                                  f"{_one_line(exc)}", RuntimeWarning, stacklevel=2)
+                except CaptureUnsupported as exc:  # run on without graphs rather than fail
+                    warnings.warn(f"CUDA graph capture refused, running layer by layer: {exc}",
+                                  RuntimeWarning, stacklevel=2)
                     self._graphs_failed = True
                     replay = None
                 finally:
@@ -603,9 +355,9 @@ class GPUBackend(Backend):
     def _eigvalsh_stack(self, g) -> np.ndarray:
         """Eigenvalues (unsorted) of a stack of symmetric matrices, on the host."""
         s, k, _ = g.shape
-        if self.jacobi and k <= cuda_sources.JACOBI_MAX:
+        if self.jacobi and k <= program.JACOBI_MAX:
             g = self.dev.xp.ascontiguousarray(g)
-            w = self.dev.xp.empty((s, k), np.float64)
+            w = self.dev.empty((s, k), np.float64)
             self.dev.launch("jacobi_eigvalsh", s, self.dev.jacobi_block,
                             (g, np.int32(k), np.int32(JACOBI_SWEEPS), w))
             return self.dev.to_host(w)

@@ -1,0 +1,223 @@
+"""What the GPU backend needs from a device, and the real one: a CUDA device through CuPy.
+
+:class:`Device` is the interface (array module, kernel launcher, GEMM, eigensolvers,
+graph capture); :class:`CupyDevice` implements it with the program of kernels/cuda
+compiled by NVRTC, GEMMs through the capture-safe handle of fastrank.gpu.cublas,
+eigensolvers by cuSOLVER, and one non-blocking stream for all work, which is also the
+capture stream of the CUDA graphs. fastrank.gpu.testing holds the CPU stand-in.
+CuPy is imported only when a CupyDevice is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+
+from fastrank.gpu import program
+
+#: The Lanczos start vector's seed (the CPU's Gram tier uses the same).
+LANCZOS_SEED = 12345
+
+
+class GPUUnavailable(RuntimeError):
+    """No usable CUDA device (or no CuPy): the message says why, in one line."""
+
+
+class CaptureUnsupported(RuntimeError):
+    """Work that cannot be recorded into a CUDA graph was issued while capturing."""
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+class Device:
+    """What the orchestration needs from a device. Subclasses set ``xp`` (a numpy-like
+    array module) and implement the methods below. ``graphs_captured`` and
+    ``graph_replays`` count what :meth:`capture` recorded and replayed."""
+
+    xp = np
+    name = "device"
+    block = 256  # threads per block, a multiple of 32
+    jacobi_block = 128
+    supports_graphs = False
+
+    def __init__(self):
+        self.graphs_captured = 0
+        self.graph_replays = 0
+
+    def context(self):
+        """Context manager within which all work of the backend runs."""
+        return contextlib.nullcontext()
+
+    def empty(self, shape: tuple, dtype):
+        """An uninitialised device array (never inside a capture)."""
+        return self.xp.empty(shape, dtype)
+
+    def launch(self, name: str, grid: int, block: int, args) -> None:
+        raise NotImplementedError
+
+    def gemm(self, a, b, out) -> None:
+        """out[s] = a[s] @ b[s] for stacks of C-contiguous matrices of one float dtype."""
+        raise NotImplementedError
+
+    def eigvalsh(self, g):
+        """Eigenvalues (ascending) of one symmetric matrix."""
+        return self.xp.linalg.eigvalsh(g)
+
+    def svdvals(self, a):
+        return self.xp.linalg.svd(a, compute_uv=False)
+
+    def qr(self, a):
+        return self.xp.linalg.qr(a)
+
+    def top_eigenvalue(self, g) -> float:
+        """Largest eigenvalue of one large symmetric matrix (Lanczos)."""
+        raise NotImplementedError
+
+    def to_host(self, a) -> np.ndarray:
+        return np.asarray(a)
+
+    def synchronize(self) -> None:
+        """Wait for all work issued so far (for timing)."""
+
+    def asarray(self, a):
+        return self.xp.asarray(a)
+
+    def capture(self, fn):
+        """Record ``fn``'s device work as a graph and return a callable that replays it
+        (``fn`` itself is not executed), or None where graphs are not supported. Raises
+        CaptureUnsupported when ``fn`` issues work a graph cannot hold."""
+        return None
+
+    def describe(self) -> dict:
+        return {"device": self.name}
+
+
+class CupyDevice(Device):
+    """A CUDA device through CuPy (see the module docstring)."""
+
+    supports_graphs = True
+
+    def __init__(self, device: int = 0, tf32: bool | None = None):
+        super().__init__()
+        try:
+            import cupy
+        except ModuleNotFoundError as exc:
+            if exc.name != "cupy":
+                raise GPUUnavailable(f"CuPy does not load: {one_line(exc)}") from None
+            raise GPUUnavailable("CuPy is not installed: pip install fastrank[gpu-cuda12] "
+                                 "or fastrank[gpu-cuda13]") from None
+        except Exception as exc:  # a broken install
+            raise GPUUnavailable(f"CuPy does not load: {one_line(exc)}") from None
+        self.cupy = cupy
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # no driver, driver too old, no device node
+            raise GPUUnavailable(f"no usable CUDA device: {one_line(exc)}") from None
+        if count == 0:
+            raise GPUUnavailable("no CUDA device found")
+        if not 0 <= device < count:
+            raise GPUUnavailable(f"no CUDA device {device}: this machine has {count} "
+                                 f"(0..{count - 1})")
+        if tf32 is None:
+            tf32 = os.environ.get("FASTRANK_TF32", "0") not in ("", "0")
+        self.device_id = device
+        self.tf32 = bool(tf32)
+        self.xp = cupy
+        self.device = cupy.cuda.Device(device)
+        try:
+            with self.device:
+                cupy.cuda.device.get_cublas_handle()  # loads cuBLAS (CuPy loads it lazily)
+                from cupy_backends.cuda.libs import cusolver  # noqa: F401
+        except Exception as exc:
+            raise GPUUnavailable(f"CUDA libraries missing ({one_line(exc)}); install CuPy "
+                                 "with them: pip install 'cupy-cuda13x[ctk]' (or 12x)") from None
+        try:
+            with self.device:
+                from fastrank.gpu.cublas import WORKSPACE_BYTES, StreamGemm
+
+                props = cupy.cuda.runtime.getDeviceProperties(device)
+                self.stream = cupy.cuda.Stream(non_blocking=True)
+                module = program.raw_module(device)
+                self._kernels = {k: module.get_function(k) for k in program.KERNELS}
+                self._gemm = StreamGemm(self.stream.ptr, cupy.empty(WORKSPACE_BYTES, cupy.uint8),
+                                        self.tf32)
+        except Exception as exc:
+            raise GPUUnavailable(f"CUDA device {device} unusable: {one_line(exc)}") from None
+        name = props["name"]
+        self.name = name.decode() if isinstance(name, bytes) else str(name)
+        self.capability = f"{props['major']}.{props['minor']}"
+        self.memory = int(props["totalGlobalMem"])
+
+    @contextlib.contextmanager
+    def context(self):
+        with self.device, self.stream:
+            yield
+
+    def launch(self, name, grid, block, args):
+        args = tuple(np.uint64(0) if a is None else a for a in args)  # null pointer
+        self._kernels[name]((int(grid),), (int(block),), args)
+
+    def gemm(self, a, b, out):
+        if not (a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
+            raise ValueError("gemm: C-contiguous stacks only")
+        self._gemm(a, b, out)
+
+    def top_eigenvalue(self, g) -> float:
+        from cupyx.scipy.sparse.linalg import eigsh
+
+        start = self.cupy.asarray(np.random.default_rng(LANCZOS_SEED).standard_normal(g.shape[0]))
+        top = eigsh(g, k=1, which="LA", v0=start, tol=1e-10, return_eigenvectors=False)
+        return float(self.to_host(top).max())
+
+    def to_host(self, a) -> np.ndarray:
+        return self.cupy.asnumpy(a, stream=self.stream)
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def capture(self, fn):
+        stream = self.stream
+        stream.begin_capture()
+        try:
+            fn()
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # the capture is void either way
+                stream.end_capture()
+            if _refused_in_capture(exc):
+                raise CaptureUnsupported(one_line(exc)) from exc
+            raise
+        graph = stream.end_capture()
+        self.graphs_captured += 1
+
+        def replay():
+            graph.launch(stream)
+            self.graph_replays += 1
+
+        return replay
+
+    def describe(self) -> dict:
+        rt = self.cupy.cuda.runtime
+        return {
+            "device": self.name,
+            "device_index": self.device_id,
+            "compute_capability": self.capability,
+            "device_memory_gib": round(self.memory / 2**30, 1),
+            "cupy": self.cupy.__version__,
+            "cuda_runtime": _cuda_version(rt.runtimeGetVersion()),
+            "cuda_driver": _cuda_version(rt.driverGetVersion()),
+            "tf32": int(self.tf32),
+        }
+
+
+def _refused_in_capture(exc: BaseException) -> bool:
+    """CuPy's refusals of work inside a capture (its library wrappers raise
+    NotImplementedError; the runtime answers cudaErrorStreamCapture*)."""
+    return isinstance(exc, NotImplementedError) or "StreamCapture" in str(exc)
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"

@@ -1,0 +1,531 @@
+"""The GPU backend on each device of the suite (conftest.py: the host stand-in always, a
+CUDA device where one is usable), against the CPU backend and numpy.
+
+What is compared, and how tightly, follows from what a correct GPU can promise:
+
+* the random stream and the weights: bitwise (float64 Gaussians to rounding: CUDA's
+  log/sin/cos against libm's);
+* one layer at a time, from the device's own previous H: the CPU's layer to float32
+  rounding, at every depth (cuBLAS rounds differently from the CPU's BLAS, and BN + ReLU
+  is chaotic, so whole trajectories drift apart ~10x per 10 layers on a correct GPU);
+* whole trajectories: bitwise between graphs and the eager loop (same kernels, same
+  GEMM); close to the CPU only over the first layers; ensemble statistics (mean soft
+  rank over seeds) within their standard error at depth.
+
+Inputs are made inside the backend's stream context (CuPy's legacy default stream is
+not ordered with the backend's non-blocking stream).
+"""
+
+import itertools
+import json
+import subprocess
+import sys
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fastrank import init, rng
+from fastrank.backends.cpu import CPUBackend, host_spectrum
+from fastrank.cli import cli
+from fastrank.gpu import GPUBackend, GPUUnavailable, program
+from fastrank.gpu.device import CaptureUnsupported
+from fastrank.propagate import simulate_many
+from fastrank.runner import run_sweep
+from fastrank.spec import Network, Schedule, Sweep
+
+SEEDS = [0, 1, 2**40 + 7, 2**64 - 1]
+F32 = np.finfo(np.float32).eps
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    return CPUBackend()
+
+
+def _on_device(dev, host_array):
+    with dev.context():
+        return dev.asarray(host_array)
+
+
+def _fill(dev, name, shape, stream, layer, *scalars, blocks=3, failed=None):
+    """Run a fill kernel into a stack prefilled with 7 (to see untouched entries)."""
+    dtype = {"f32": np.float32, "f64": np.float64, "t32": np.uint32}[name[-3:]]
+    with dev.context():
+        seeds = dev.asarray(np.array(SEEDS[: shape[0]], np.uint64))
+        out = dev.asarray(np.full(shape, 7, dtype))
+        flags = None if failed is None else dev.asarray(failed)
+        dev.launch(name, shape[0] * blocks, dev.block,
+                   (out, np.int64(out[0].size), seeds, np.int32(blocks), np.uint32(stream),
+                    None, np.int64(layer), *scalars, flags))
+        return dev.to_host(out)
+
+
+# ---------------------------------------------------------------------------------------
+# Kernels: the random stream, the layer pass, the Jacobi eigensolver
+# ---------------------------------------------------------------------------------------
+
+
+def test_the_uint32_stream_is_the_cpus(device):
+    words = _fill(device.dev, "fill_uint32", (4, 10_001), 5, 3)
+    for i, s in enumerate(SEEDS):
+        assert np.array_equal(words[i], rng.uint32(s, 5, 3, 10_001))
+
+
+def test_float32_normals_are_bitwise_the_cpus(device):
+    """Bitwise, also on a device that flushes float32 subnormals (CuPy compiles with
+    -ftz=true): the normals' operations never meet a subnormal. u is a multiple of
+    2^-24 in (0, 1], so -2 log u is 0 or >= 2^-24 and its root >= 2^-12; the sin/cos
+    polynomials' terms below 2^-126 only arise for arguments so small that they vanish in
+    the sum's rounding anyway."""
+    n = (1 << 22) if device.kind == "cuda" else 40_000
+    z = _fill(device.dev, "fill_normal_f32", (2, n), rng.INPUT, 0, np.float32(1.0), blocks=64)
+    for i, s in enumerate(SEEDS[:2]):
+        ref = rng.normal(s, rng.INPUT, 0, n)
+        bad = np.flatnonzero(z[i].view(np.uint32) != ref.view(np.uint32))
+        assert bad.size == 0, f"{bad.size} differ: {z[i][bad[:5]]} vs {ref[bad[:5]]}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("weights", ["gaussian", "uniform"])
+def test_the_weights_are_init_weights(device, dtype, weights):
+    """Bitwise for float32 and for uniform weights; to rounding for float64 Gaussians."""
+    net = Network(width=(301, 64), depth=2, input_dim=129, activation="relu", init=weights,
+                  dtype=dtype)
+    for layer in (1, 2):
+        d_out, d_in = init.layer_shape(net, layer)
+        mul, sub = init.weight_affine(net, d_in)
+        scalars = (mul,) if weights == "gaussian" else (mul, sub)
+        kind = "normal" if weights == "gaussian" else "uniform"
+        name = f"fill_{kind}_{'f32' if dtype == 'float32' else 'f64'}"
+        got = _fill(device.dev, name, (4, d_out, d_in), rng.WEIGHTS, layer, *scalars)
+        for i, s in enumerate(SEEDS):
+            ref = init.weights(net, s, layer)
+            if dtype == "float32" or weights == "uniform":
+                assert np.array_equal(got[i].view(np.uint8), ref.view(np.uint8))
+            else:
+                np.testing.assert_allclose(got[i], ref, rtol=1e-13, atol=1e-14)
+
+
+def test_fill_skips_failed_seeds(device):
+    failed = np.array([-1, 4, -1, 0], np.int64)
+    z = _fill(device.dev, "fill_normal_f32", (4, 100), 0, 1, np.float32(1.0), failed=failed)
+    assert np.all(z[[1, 3]] == 7) and not np.any(z[[0, 2]] == 7)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 17, 32, 33, 64])
+def test_the_jacobi_kernel_matches_lapack(device, k):
+    gen = np.random.default_rng(k)
+    rank = max(1, k // 2)
+    x = gen.standard_normal((5, k, rank)) * np.logspace(0, -6, rank)
+    g = np.ascontiguousarray(x @ x.transpose(0, 2, 1))  # PSD, half of them rank-deficient
+    g[0] = np.diag(np.arange(k, 0, -1.0))  # already diagonal
+    dev = device.dev
+    with dev.context():
+        gd, w = dev.asarray(g), dev.empty((5, k), np.float64)
+        dev.launch("jacobi_eigvalsh", 5, dev.jacobi_block, (gd, np.int32(k), np.int32(60), w))
+        w = dev.to_host(w)
+    ref = np.linalg.eigvalsh(g)
+    np.testing.assert_allclose(np.sort(w, axis=1), ref, rtol=0, atol=1e-13 * ref.max())
+
+
+@pytest.mark.parametrize("norm, act, act_first, residual", [
+    (1, 1, 0, 0), (2, 0, 1, 0), (0, 2, 0, 1), (1, 1, 1, 1)])
+def test_the_device_layer_kernels_equal_their_host_build(cuda, norm, act, act_first, residual):
+    """Same kernel, block size and reduction tree on both: the device's results equal the
+    host build's to float rounding. Bitwise but for tanhf and log, which differ from
+    glibc's by up to 2 ulp (CUDA Programming Guide, Table of single-precision functions),
+    and -ftz (none of these values is subnormal)."""
+    from fastrank.gpu.testing import HostDevice
+
+    host = HostDevice(block=cuda.dev.block)
+    gen = np.random.default_rng(0)
+    s, d, n = 3, 40, 300
+    z = gen.standard_normal((s, d, n)).astype(np.float32)
+    h = gen.standard_normal((s, d, n)).astype(np.float32)
+    block = min(cuda.dev.block, 32 * -(-n // 32))
+    outs = []
+    for dev in (host, cuda.dev):
+        with dev.context():
+            zz, hh = dev.asarray(z.copy()), dev.asarray(h)
+            part = dev.asarray(np.zeros(s * d))
+            failed = dev.asarray(np.full(s, -1, np.int64))
+            dev.launch("rows_pass_f32", s * d, block,
+                       (zz, hh if residual else None, np.float32(0.5), np.int32(residual),
+                        np.int32(d), np.int32(n), np.int32(norm), np.int32(act),
+                        np.int32(act_first), np.float64(1e-5), part, failed))
+            outs.append((dev.to_host(zz), dev.to_host(part)))
+    ulps = 4 if act == 2 else 1  # tanhf: 2 ulp each way
+    np.testing.assert_allclose(outs[1][0], outs[0][0], rtol=ulps * F32, atol=ulps * F32)
+    np.testing.assert_allclose(outs[1][1], outs[0][1], rtol=ulps * 2 * F32)
+
+
+# ---------------------------------------------------------------------------------------
+# GEMM and CUDA graphs
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("s, m, k, n, dtype", [(3, 5, 7, 11, np.float32),
+                                               (2, 300, 257, 70, np.float32),
+                                               (4, 33, 17, 65, np.float64)])
+def test_gemm_is_the_row_major_batched_product(device, s, m, k, n, dtype):
+    gen = np.random.default_rng(0)
+    a = gen.standard_normal((s, m, k)).astype(dtype)
+    b = gen.standard_normal((s, k, n)).astype(dtype)
+    dev = device.dev
+    with dev.context():
+        out = dev.asarray(np.full((s, m, n), np.nan, dtype))
+        dev.gemm(dev.asarray(a), dev.asarray(b), out)
+        got = dev.to_host(out)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    eps = np.finfo(dtype).eps
+    # |error| <= k eps sum|a||b| (Higham), here with sum|a||b| <= k max|a| max|b|
+    bound = k * eps * np.abs(a).max() * np.abs(b).max() * k ** 0.5
+    assert np.abs(got - ref).max() < bound
+
+
+def test_tf32_only_when_asked(cuda):
+    """TF32 rounds float32 GEMM inputs to 10 mantissa bits: off by default (errors at
+    float32 level), on when asked (errors ~1e-3 relative at k = 1024)."""
+    gen = np.random.default_rng(1)
+    a = gen.standard_normal((2, 256, 1024)).astype(np.float32)
+    b = gen.standard_normal((2, 1024, 256)).astype(np.float32)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    errors = {}
+    for tf32 in (False, True):
+        dev = cuda.backend(tf32=tf32).dev
+        with dev.context():
+            out = dev.empty((2, 256, 256), np.float32)
+            dev.gemm(dev.asarray(a), dev.asarray(b), out)
+            errors[tf32] = np.abs(dev.to_host(out) - ref).max() / np.abs(ref).max()
+    assert errors[False] < 1e-5 < 1e-4 < errors[True] < 3e-2, errors
+
+
+def _graphs_and_eager(device, net, seeds, schedule, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a refused capture warns: that is a failure here
+        with_graphs = device.backend(graphs=True, **options)
+        ours = simulate_many(net, seeds, schedule, backend=with_graphs)
+    eager = simulate_many(net, seeds, schedule, backend=device.backend(graphs=False))
+    return ours, eager, with_graphs.dev
+
+
+@pytest.mark.parametrize("graph_layers, every, cheap_every", [(2, 7, 3), (4, 13, None),
+                                                              (8, 10, None)])
+def test_graphs_are_captured_and_replay_the_eager_loop_bitwise(device, graph_layers, every,
+                                                               cheap_every):
+    """Runs of layers are captured once and replayed (the layer counter on the device, H
+    and Z alternating, odd remainders eager, so the graphs' parity flips): bitwise the
+    eager loop, and the graphs were really captured and replayed."""
+    net = Network(width=13, depth=40, batch=9, activation="relu", norm="bn")
+    schedule = Schedule(every=every, log=0, cheap_every=cheap_every)
+    ours, eager, dev = _graphs_and_eager(device, net, [0, 1, 5], schedule,
+                                         graph_layers=graph_layers)
+    assert dev.graphs_captured >= 1 and dev.graph_replays >= 2
+    for a, b in zip(eager, ours, strict=True):
+        assert np.array_equal(a.spectrum, b.spectrum, equal_nan=True)
+        assert np.array_equal(a.log_norm, b.log_norm)
+
+
+def test_graphs_at_the_benchmark_width(device):
+    depth = 64 if device.kind == "cuda" else 24
+    net = Network(width=64, depth=depth, activation="relu", norm="bn")
+    seeds = list(range(64 if device.kind == "cuda" else 2))
+    ours, eager, dev = _graphs_and_eager(device, net, seeds, Schedule(every=depth // 2, log=0))
+    assert dev.graphs_captured >= 1 and dev.graph_replays >= 2
+    for a, b in zip(eager, ours, strict=True):
+        assert np.array_equal(a.spectrum, b.spectrum)
+
+
+def test_the_stand_in_refuses_what_cupy_refuses_in_a_capture(device):
+    """Inside a capture CuPy refuses its own cuBLAS calls, allocations and copies to the
+    host; the stand-in refuses the same, and the backend then runs on layer by layer
+    with a warning (and the same numbers)."""
+    if device.kind == "host":
+        dev = device.backend(capture_safe_gemm=False).dev
+        x = np.ones((1, 4, 4), np.float32)
+        with pytest.raises(CaptureUnsupported, match="cuBLAS"):
+            dev.capture(lambda: dev.gemm(x, x, x))
+        with pytest.raises(CaptureUnsupported, match="allocation"):
+            dev.capture(lambda: dev.empty((3,), np.float64))
+    else:  # CuPy's own matmul (its cuBLAS wrapper) inside a capture
+        dev = device.backend().dev
+        with dev.context():
+            x = dev.asarray(np.ones((2, 4, 4), np.float32))
+            y = dev.empty((2, 4, 4), np.float32)
+        with pytest.raises(CaptureUnsupported):
+            dev.capture(lambda: dev.xp.matmul(x, x, out=y))
+    with dev.context():
+        y = dev.empty((3,), np.float64)
+    with pytest.raises(CaptureUnsupported):
+        dev.capture(lambda: dev.to_host(y))
+    assert dev.graphs_captured == 0
+    if device.kind == "host":
+        net = Network(width=8, depth=24, batch=6, activation="relu", norm="bn")
+        refused = device.backend(graphs=True, capture_safe_gemm=False)
+        with pytest.warns(RuntimeWarning, match="capture refused"):
+            ours = simulate_many(net, [0, 1], Schedule(every=12, log=0), backend=refused)
+        eager = simulate_many(net, [0, 1], Schedule(every=12, log=0),
+                              backend=device.backend(graphs=False))
+        for a, b in zip(eager, ours, strict=True):
+            assert np.array_equal(a.spectrum, b.spectrum)
+
+
+# ---------------------------------------------------------------------------------------
+# Against the CPU backend
+# ---------------------------------------------------------------------------------------
+
+
+def _per_layer(backend, cpu, net, seeds, layers):
+    """Each layer on the device against the CPU's layer from the same (the device's)
+    previous H: the worst relative error of H, of the log-norms, and of the spectra of
+    the device's H against host_spectrum of it; failures must agree at every layer."""
+    dev = backend.dev
+    g, c = backend.start(net, seeds), cpu.start(net, seeds)
+    worst = {"h": 0.0, "log_norm": 0.0, "spectrum": 0.0}
+    for layer in range(1, layers + 1):
+        h = dev.to_host(g.h.h)
+        if isinstance(c.h, np.ndarray):
+            c.h[...] = h
+        else:
+            c.h = [x.copy() for x in h]
+        c.layer, c.log_norm[:] = layer - 1, g.log_norm
+        cpu.advance(c, layer)
+        backend.advance(g, layer)
+        assert np.array_equal(g.failed_layer, c.failed_layer), f"layer {layer}"
+        assert np.array_equal(g.reason, c.reason), f"layer {layer}"
+        alive = np.flatnonzero(g.failed_layer < 0)
+        if not alive.size:
+            break
+        got = dev.to_host(g.h.h)[alive]
+        ref = np.stack([c.h[i] for i in alive])
+        worst["h"] = max(worst["h"], float(np.abs(got - ref).max() / np.abs(ref).max()))
+        worst["log_norm"] = max(worst["log_norm"],
+                                float(np.abs(g.log_norm - c.log_norm)[alive].max()))
+        methods = ("gram", "svd") if len(seeds) <= 64 else ("gram",)  # svd: a call per seed
+        for method in methods if layer == layers else ():
+            spec = backend.spectrum(g, int(alive[0]), method)
+            own = host_spectrum(got[0], method)
+            worst["spectrum"] = max(worst["spectrum"], float(np.abs(spec - own).max() / own[0]))
+    return worst
+
+
+def _layer_tolerance(net) -> float:
+    """A float32 layer: GEMM error ~ sqrt(d) eps relative, then normalisation and
+    activation add a few ulps; 64 eps covers d up to a few thousand with margin."""
+    return (64 * F32) if net.dtype == "float32" else 1e-12
+
+
+@pytest.mark.parametrize("activation, norm, order", list(itertools.product(
+    ["linear", "relu", "tanh"], ["none", "bn", "bn-rms", "ln"], ["norm-act", "act-norm"])))
+def test_every_layer_kind_agrees_with_the_cpu_layer_by_layer(device, cpu, activation, norm,
+                                                             order):
+    net = Network(width=24, depth=30, batch=20, activation=activation, norm=norm, order=order)
+    worst = _per_layer(device.backend(), cpu, net, [0, 1, 2**64 - 1], 30)
+    tol = _layer_tolerance(net)
+    assert worst["h"] < tol and worst["log_norm"] < tol and worst["spectrum"] < 1e-6, worst
+
+
+@pytest.mark.parametrize("net", [
+    Network(width=24, depth=8, batch=20, activation="relu", norm="bn", dtype="float64"),
+    Network(width=24, depth=8, batch=20, activation="tanh", norm="ln", gamma=0.5),
+    Network(width=24, depth=8, batch=20, activation="relu", norm="bn", init="uniform"),
+    Network(width=24, depth=8, batch=20, activation="relu", norm="bn", init="orthogonal"),
+    Network(width=24, depth=8, batch=26, activation="relu", norm="bn", input="orthogonal"),
+    Network(width=(24, 50, 15, 32), depth=4, batch=20, activation="relu", norm="ln"),
+    Network(width=300, depth=3, batch=200, activation="relu", norm="bn"),
+], ids=lambda net: net.label())
+def test_every_path_agrees_with_the_cpu_layer_by_layer(device, cpu, net):
+    worst = _per_layer(device.backend(), cpu, net, [0, 5], net.depth)
+    tol = _layer_tolerance(net)
+    assert worst["h"] < tol and worst["log_norm"] < tol and worst["spectrum"] < 1e-6, worst
+
+
+def _compare(device, cpu, net, seeds=(0, 1, 5), schedule=None, method="auto"):
+    """Whole trajectories of a few layers against the CPU: the same layers and failures,
+    spectra, log-norms and ranks within what float32 rounding allows after that many
+    layers (bitwise-close on the stand-in, which shares the CPU's BLAS)."""
+    schedule = schedule or Schedule(every=4, log=0)
+    tol = 1e-6 if device.kind == "host" else 1e-4
+    ours = simulate_many(net, list(seeds), schedule, method=method, backend=device.backend())
+    theirs = simulate_many(net, list(seeds), schedule, method=method, backend=cpu)
+    for a, b in zip(theirs, ours, strict=True):
+        assert np.array_equal(a.layer, b.layer)
+        assert (a.failure is None) == (b.failure is None)
+        if a.failure is not None:
+            assert (a.failure.layer, a.failure.reason) == (b.failure.layer, b.failure.reason)
+        full = a.tier == 1
+        if not full.any():
+            continue
+        top = a.spectrum[full][:, :1]
+        np.testing.assert_allclose(b.spectrum[full] / top, a.spectrum[full] / top, atol=tol)
+        np.testing.assert_allclose(b.log_norm, a.log_norm, rtol=tol, atol=tol)
+        for m in ("soft_rank", "stable_rank"):
+            np.testing.assert_allclose(b.measures[m], a.measures[m], rtol=tol)
+        if device.kind == "host" and not (net.dtype == "float64" and method == "gram"):
+            # ranks at a float32 threshold flip with any rounding change: host only
+            np.testing.assert_array_equal(b.numerical_rank, a.numerical_rank)
+    return ours
+
+
+@pytest.mark.parametrize("net, schedule, method", [
+    (Network(width=12, depth=12, batch=10, activation="relu", norm="bn", gamma=0.3), None, "auto"),
+    (Network(width=12, depth=12, batch=10, activation="relu", dtype="float64"), None, "gram"),
+    (Network(width=12, depth=12, batch=10, init="uniform", dtype="float64"), None, "auto"),
+    (Network(width=(12, 9, 15, 7, 11, 13), depth=6, batch=10, activation="relu", norm="ln"),
+     Schedule(every=1, log=0), "auto"),
+    (Network(width=13, depth=12, batch=9, activation="relu", norm="bn"),
+     Schedule(every=7, log=0, cheap_every=3), "auto"),
+    (Network(width=12, depth=10, batch=10, activation="relu", norm="bn"), None, "svd"),
+    (Network(width=70, depth=4, batch=80, activation="relu", norm="bn"),  # k > 64: cuSOLVER
+     Schedule(every=2, log=0), "auto"),
+    (Network(width=80, depth=4, batch=67, activation="tanh", norm="bn-rms"),  # odd k = 67
+     Schedule(every=2, log=0), "auto"),
+    (Network(width=33, depth=4, batch=65, activation="tanh", norm="ln"),  # odd k = 33 (Jacobi)
+     Schedule(every=2, log=0), "auto"),
+    (Network(width=300, depth=2, batch=270, activation="relu", norm="bn"),  # Lanczos (k > 256)
+     Schedule(every=2, log=0, cheap_every=1), "auto"),
+], ids=lambda x: x.label() if isinstance(x, Network) else str(x))
+def test_short_trajectories_match_the_cpu_on_every_path(device, cpu, net, schedule, method):
+    _compare(device, cpu, net, schedule=schedule, method=method)
+
+
+def test_failed_seeds_stop_at_the_cpus_layer(device, cpu):
+    """Vanilla ReLU at width 2 loses every unit within a few layers: the same seeds fail
+    at the same layer, for the same reason, as on the CPU."""
+    ours = _compare(device, cpu, Network(width=2, depth=300, activation="relu"), seeds=range(8),
+                    schedule=Schedule(every=50, log=0))
+    assert sum(t.failure is not None for t in ours) >= 4
+
+
+def test_deep_chaotic_ensembles_agree_with_the_cpu(device, cpu):
+    """BN + ReLU at depth 200: single trajectories decorrelate from the CPU's on a correct
+    GPU, the ensemble does not: the mean final soft rank over 16 seeds agrees within 4
+    standard errors of the difference (a 1-in-15,000 false alarm for a true match). The
+    stand-in, slow and bitwise-close to the CPU, runs a shallower version."""
+    depth = 200 if device.kind == "cuda" else 30
+    net = Network(width=32 if device.kind == "cuda" else 12, depth=depth, activation="relu",
+                  norm="bn")
+    seeds = list(range(16))
+    schedule = Schedule(every=depth, log=0)
+    ours = np.array([t.soft_rank[-1] for t in simulate_many(net, seeds, schedule,
+                                                            backend=device.backend())])
+    ref = np.array([t.soft_rank[-1] for t in simulate_many(net, seeds, schedule, backend=cpu)])
+    se = np.sqrt((ours.var(ddof=1) + ref.var(ddof=1)) / len(seeds))
+    assert abs(ours.mean() - ref.mean()) < 4 * se, (ours.mean(), ref.mean(), se)
+
+
+def test_many_seeds_at_once_agree_layer_by_layer(device, cpu):
+    """A thousand seeds (70,000 on a device: more than a grid's y/z limit of 65,535) in
+    one stack: cuBLAS's batch, the kernels' grids and the Jacobi grid all index them."""
+    seeds = list(range(70_000 if device.kind == "cuda" else 64))
+    net = Network(width=16, depth=2, activation="relu", norm="bn")
+    worst = _per_layer(device.backend(), cpu, net, seeds, 2)
+    assert worst["h"] < _layer_tolerance(net) and worst["spectrum"] < 1e-6, worst
+
+
+def test_results_files_have_the_cpus_layout_and_numbers(device, tmp_path):
+    sweep = Sweep(grid={"width": [8], "depth": [12], "activation": ["linear", "relu"],
+                        "norm": ["none", "bn"]}, seeds=(0, 1),
+                  schedule=Schedule(every=4, log=3, cheap_every=2))
+    tol = 1e-6 if device.kind == "host" else 1e-4
+    a = run_sweep(sweep, tmp_path / "cpu.h5", backend="cpu")
+    b = run_sweep(sweep, tmp_path / "gpu.h5", backend=device.backend())
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        assert json.loads(fb.attrs["provenance"])["backend"] == "gpu"
+        names, seen = [], []
+        fa.visit(names.append)
+        fb.visit(seen.append)
+        assert names == seen
+        for name in names:
+            x, y = fa[name], fb[name]
+            if name.startswith("runs/"):
+                assert dict(x.attrs).keys() == dict(y.attrs).keys()
+            if not isinstance(x, h5py.Dataset):
+                continue
+            assert x.shape == y.shape and x.dtype == y.dtype, name
+            if name.endswith("/spectrum"):  # tiny singular values are Gram noise
+                top = x[()][:, :1]
+                np.testing.assert_allclose(y[()] / top, x[()] / top, atol=tol, err_msg=name)
+            elif name.endswith("/condition_number"):  # s_max / (Gram noise) where collapsed
+                ok = x[()] < 1e5
+                np.testing.assert_allclose(y[()][ok], x[()][ok], rtol=10 * tol, err_msg=name)
+            elif name.endswith("numerical_rank") and device.kind == "cuda":
+                continue  # thresholds at float32 rounding: see _compare
+            elif x.dtype.kind == "f":
+                np.testing.assert_allclose(y[()], x[()], rtol=10 * tol, atol=1e-9, err_msg=name)
+            elif x.dtype.kind in "iub":
+                np.testing.assert_array_equal(y[()], x[()], err_msg=name)
+
+
+# ---------------------------------------------------------------------------------------
+# The device itself, and machines without one
+# ---------------------------------------------------------------------------------------
+
+
+def test_sweep_gpu_on_the_command_line(cuda, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["sweep", "--gpu", "--device", "0", "--width", "16",
+                                      "--depth", "50", "--seed", "0-7", "-q", "-o", "r.h5"])
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        assert json.loads(f.attrs["provenance"])["backend"] == "gpu"
+
+
+def test_a_missing_device_index_says_so(cuda):
+    n = cuda.xp.cuda.runtime.getDeviceCount()
+    with pytest.raises(GPUUnavailable, match=f"no CUDA device {n}"):
+        GPUBackend(device=n)
+
+
+def test_env_lists_the_devices(cuda):
+    result = CliRunner().invoke(cli, ["env"])
+    line = [x for x in result.stdout.splitlines() if x.startswith("cuda")][0]
+    assert "device 0:" in line and "cupy" in line
+
+
+def test_the_module_has_every_kernel(cuda):
+    assert set(cuda.dev._kernels) == set(program.KERNELS)
+
+
+def test_nothing_imports_cupy_unless_the_gpu_is_used(device):
+    code = ("import sys, fastrank, fastrank.cli, fastrank.gpu, fastrank.gpu.testing as t; "
+            "fastrank.gpu.GPUBackend(dev=t.HostDevice()); "
+            "assert 'cupy' not in sys.modules, 'cupy imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_without_a_device_the_backend_says_why_in_one_line(unless_cuda):
+    with pytest.raises(GPUUnavailable) as info:
+        GPUBackend()
+    assert "\n" not in str(info.value) and str(info.value)
+
+
+def test_sweep_gpu_without_a_device_exits_2_with_one_line(unless_cuda, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["sweep", "--gpu", "--width", "8", "--depth", "5",
+                                      "-o", "r.h5"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastrank: error: --gpu:"), result.output
+    assert not (tmp_path / "r.h5").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--device", "1"], "--device needs --gpu"),
+    (["--gpu", "--device", "-1"], "--device"),
+])
+def test_device_option_errors(tmp_path, monkeypatch, args, words):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["sweep", *args, "-o", "r.h5"])
+    assert result.exit_code == 2 and words in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_env_reports_cuda():
+    result = CliRunner().invoke(cli, ["env"])
+    assert result.exit_code == 0
+    line = [x for x in result.stdout.splitlines() if x.startswith("cuda")]
+    assert len(line) == 1 and ("driver" in line[0])
