@@ -55,9 +55,10 @@ class Target:
 
     def backend(self, graphs: bool | None = None, **options) -> GPUBackend:
         """A GPUBackend on this device; ``graphs`` as GPUBackend's (None: the default)."""
+        safe_gemm = options.pop("capture_safe_gemm", True)  # the stand-in's rule only
         if self.kind == "host":  # small blocks: the emulation runs one fiber per thread
             dev = self._host_device(block=32, jacobi_block=32, graphs=graphs is not False,
-                                    capture_safe_gemm=options.pop("capture_safe_gemm", True))
+                                    capture_safe_gemm=safe_gemm)
             options.pop("tf32", None)
             return GPUBackend(dev=dev, graphs=graphs, **options)
         return GPUBackend(graphs=graphs, **options)
