@@ -217,7 +217,7 @@ def _refused_in_capture(exc: BaseException) -> bool:
     """CuPy's refusals of work inside a capture (its library wrappers raise
     NotImplementedError; the runtime answers cudaErrorStreamCapture*; CuPy's own checks
     say "capture")."""
-    return isinstance(exc, NotImplementedError) or "capture" in str(exc).lower()
+    return isinstance(exc, NotImplementedError) or "captur" in str(exc).lower()
 
 
 def _cuda_version(v: int) -> str:

@@ -76,10 +76,10 @@ def test_the_uint32_stream_is_the_cpus(device):
 
 def test_float32_normals_are_bitwise_the_cpus(device):
     """Bitwise, also on a device that flushes float32 subnormals (CuPy compiles with
-    -ftz=true): the normals' operations never meet a subnormal. u is a multiple of
-    2^-24 in (0, 1], so -2 log u is 0 or >= 2^-24 and its root >= 2^-12; the sin/cos
-    polynomials' terms below 2^-126 only arise for arguments so small that they vanish in
-    the sum's rounding anyway."""
+    -ftz=true), because no operation of philox.cuh's Box-Muller meets one: u1 lies in
+    [2^-25, 1 - 2^-25], so |ln u1| >= 2^-25 and r >= 2.4e-4; the angle a >= 1.8e-7, so
+    the smallest polynomial term, a^2 C12, is ~7e-23; s = (m-1)/(m+1) is 0 or >= 2^-24,
+    so s^2 L9 >= 4e-16; the smallest normal drawn is ~4e-11. All far above 1.2e-38."""
     n = (1 << 22) if device.kind == "cuda" else 40_000
     z = _fill(device.dev, "fill_normal_f32", (2, n), rng.INPUT, 0, np.float32(1.0), blocks=64)
     for i, s in enumerate(SEEDS[:2]):

@@ -2,10 +2,10 @@
 cuBLAS wrapper, cupy.matmul, an allocation, a copy to the host, and fastrank's
 capture-safe GEMM. Informs docs/gpu.md and the stand-in's rules (fastrank.gpu.testing)."""
 
-import numpy as np
-
 import cupy
+import numpy as np
 from cupy_backends.cuda.libs import cublas
+
 from fastrank.gpu.device import CupyDevice
 
 dev = CupyDevice()
