@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import platform
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,6 +16,9 @@ from fastrank.backends.base import Backend, get_backend
 from fastrank.propagate import RunFailed, iter_batch
 from fastrank.spec import Sweep
 from fastrank.version import __version__
+
+#: Seconds between commits of a running sweep: what a kill can lose at most.
+COMMIT_EVERY_S = 1.0
 
 
 def provenance(backend: Backend) -> dict:
@@ -39,15 +43,7 @@ def open_writer(path: str | Path, sweep: Sweep | None, *, overwrite=False, resum
     must equal ``sweep`` unless ``sweep`` is None). A missing file is started afresh."""
     path = Path(path)
     if resume and path.exists():
-        writer = store.Writer.resume(path)
-        if sweep is not None and writer.sweep != sweep:
-            differ = [k for k, v in sweep.to_dict().items() if writer.sweep.to_dict()[k] != v]
-            writer.close()
-            raise ValueError(
-                f"{path} holds a different sweep (differs in: {', '.join(differ)}); "
-                "resume it without grid options or write to another file"
-            )
-        return writer
+        return store.Writer.resume(path, sweep)
     if sweep is None:
         raise ValueError(f"nothing to resume: {path} does not exist")
     return store.Writer.create(path, sweep, provenance(backend), overwrite=overwrite)
@@ -81,13 +77,17 @@ def fill(
     *,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    commit_every: float = COMMIT_EVERY_S,
 ) -> None:
     """Simulate every pending run of an open results file into it.
 
     ``on_start(total_layers)`` is called once with the layers left to simulate, then
-    ``progress(layers)`` after each stored row with the layers it advanced. Runs already
+    ``progress(layers)`` after each row with the layers it advanced. Runs already
     complete (or failed) are skipped; incomplete ones start again from layer 0, so a
     resumed sweep gives exactly the numbers of an uninterrupted one.
+
+    Rows are committed in batches (:class:`Commits`): a kill loses at most the last
+    ``commit_every`` seconds of rows, and a group of runs is committed when it ends.
     """
     sweep = writer.sweep
     runs = sweep.runs()
@@ -99,6 +99,7 @@ def fill(
         by_network.setdefault(runs[index][0], []).append(index)
     groups = [(net, idx[i : i + backend.max_batch(net)]) for net, idx in by_network.items()
               for i in range(0, len(idx), backend.max_batch(net))]
+    commits = Commits(writer, commit_every)
     for network, indices in groups:
         done = dict.fromkeys(indices, 0)
         seeds = [runs[i][1] for i in indices]
@@ -106,10 +107,41 @@ def fill(
                                   backend):
             index = indices[i]
             if isinstance(item, RunFailed):
-                writer.fail(index, item.layer, item.reason)
+                commits.fail(index, item.layer, item.reason)
                 advanced, done[index] = network.depth - done[index], network.depth
             else:
-                writer.append(index, item)
+                commits.add(index, item)
                 advanced, done[index] = item.layer - done[index], item.layer
             if progress:
                 progress(advanced)
+        commits.flush()  # the group's runs end together
+
+
+class Commits:
+    """Rows on their way into a results file: buffered per run and committed together
+    (one Writer.commit, two flushes) once ``every`` seconds have passed since the last
+    commit, before a failure is recorded, when ``max_rows`` are waiting, and on
+    :meth:`flush` (fill calls it when a group of runs ends). One row at a time would
+    cost two flushes and a dozen resizes per row."""
+
+    def __init__(self, writer: store.Writer, every: float = COMMIT_EVERY_S,
+                 max_rows: int = 100_000):
+        self.writer, self.every, self.max_rows = writer, every, max_rows
+        self._rows: dict[int, list] = {}
+        self._waiting = 0
+        self._last = time.monotonic()
+
+    def add(self, run: int, row) -> None:
+        self._rows.setdefault(run, []).append(row)
+        self._waiting += 1
+        if self._waiting >= self.max_rows or time.monotonic() - self._last >= self.every:
+            self.flush()
+
+    def fail(self, run: int, layer: int, reason: str) -> None:
+        self.flush()
+        self.writer.fail(run, layer, reason)
+
+    def flush(self) -> None:
+        if self._rows:
+            self.writer.commit(self._rows)
+        self._rows, self._waiting, self._last = {}, 0, time.monotonic()

@@ -1,14 +1,19 @@
 """The results file: one HDF5 file per sweep (schema in docs/format.md).
 
-The whole sweep is laid out when the file is created; rows are then appended under
-HDF5 SWMR, each committed by bumping a run's ``n_rows`` after its data is flushed, so
-readers in other processes see every committed row while the file is written, and a
-killed sweep loses only uncommitted rows. :meth:`Writer.resume` rebuilds a killed
-file; :func:`open` reads any of them.
+The whole sweep is laid out under a staging name, switched to HDF5 SWMR writing and
+only then moved to its name, so the file never appears in a state a reader or a kill
+could break. Rows are committed in batches (data flushed, then each run's ``n_rows``
+raised and flushed), so readers in other processes see every committed row while the
+file is written, and a killed sweep loses only uncommitted rows. One writer per file
+is enforced by fastrank.lock. :meth:`Writer.resume` rebuilds a killed file; :func:`open`
+reads any of them: finished files strictly (HDF5's end-of-file check, no retries),
+files being written (or left by a killed writer) as a SWMR reader. Row data carry
+Fletcher32 checksums.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,6 +23,7 @@ from datetime import datetime, timezone
 import h5py
 import numpy as np
 
+from fastrank.lock import WriterLock, writer_alive
 from fastrank.measures import SCALARS
 from fastrank.spec import Network, Sweep
 from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
@@ -29,7 +35,25 @@ STATUS_DATASETS = ("n_rows", "failed_layer", "failure")
 #: Bytes of the fixed-size UTF-8 ``failure`` string (SWMR cannot write vlen data safely).
 FAILURE_BYTES = 1024
 _INT_DATASETS = {"layer", "numerical_rank", "rank_tau", "tier"}
-_SWMR_READ = {"libver": "latest", "swmr": True}
+#: Integer measures a Gram-tier row has no value for: -1, declared as netCDF's _FillValue.
+_NO_VALUE = {"numerical_rank", "rank_tau"}
+#: Oldest HDF5 format features used: files stay readable by HDF5 1.10 tools (SWMR needs
+#: 1.10). fastrank's own lock replaces HDF5's file locking (see fastrank.lock).
+_LIBVER = ("v110", "latest")
+_SWMR_READ = {"libver": "latest", "swmr": True, "locking": False}
+
+
+class DamagedFile(ValueError):
+    """A results file that cannot be read as written (truncated, corrupted): the message
+    names the file and what failed, in one line."""
+
+
+class SweepMismatch(ValueError):
+    """A resume asked for a sweep other than the file's."""
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def run_id(index: int) -> str:
@@ -90,14 +114,18 @@ def _layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
             cols = {"spectrum": (k,), "rank_tau": (len(sweep.taus),)}.get(name, ())
             rows = max(1, min(n, 256, 2**16 // (8 * max(cols, default=1))))
             integer = name in _INT_DATASETS
-            g.create_dataset(
+            fill = (-1 if name in _NO_VALUE else 0) if integer else np.nan
+            ds = g.create_dataset(
                 name,
                 (0, *cols),
                 np.int64 if integer else np.float64,
                 maxshape=(n, *cols),
                 chunks=(rows, *cols),
-                fillvalue=0 if integer else np.nan,
+                fillvalue=fill,
+                fletcher32=True,
             )
+            if name in _NO_VALUE:
+                ds.attrs["_FillValue"] = np.int64(fill)
         g.create_dataset("tau", data=np.asarray(sweep.taus, np.float64))
         g.create_dataset("sv", data=np.arange(k, dtype=np.int64))
         g.create_dataset("n_rows", data=np.int64(0))
@@ -112,12 +140,15 @@ def _layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
 
 
 def _staged(path: str, sweep: Sweep, attrs: dict) -> h5py.File:
-    """A fresh laid-out file under a temporary name next to ``path`` (moved in later)."""
+    """A fresh laid-out file under a staging name next to ``path``, already in SWMR
+    write mode (rows can be written; :func:`_move_in` gives it its name)."""
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
-    f = h5py.File(tmp, "x", libver="latest")
+    f = h5py.File(tmp, "x", libver=_LIBVER, locking=False)
     try:
         _layout(f, sweep, attrs)
+        f.flush()
+        f.swmr_mode = True  # nothing may be created from here on; datasets may grow
     except BaseException:
         _discard(f)
         raise
@@ -126,19 +157,55 @@ def _staged(path: str, sweep: Sweep, attrs: dict) -> h5py.File:
 
 def _discard(f: h5py.File) -> None:
     tmp = f.filename
-    f.close()
-    os.unlink(tmp)
+    with contextlib.suppress(Exception):
+        f.close()
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+
+
+def _move_in(f: h5py.File, path: str) -> None:
+    """Give the open staged file its name (an atomic rename; the handle stays valid)."""
+    try:
+        f.flush()
+        os.replace(f.filename, path)
+    except BaseException:
+        _discard(f)
+        raise
+
+
+def _carry_over(old: h5py.File, new: h5py.File, path: str) -> None:
+    """Copy the complete and failed runs of ``old`` into ``new`` (laid out for the same
+    sweep); a run whose data fail their checksums is left to be computed again."""
+    if set(old["runs"]) != set(new["runs"]):
+        raise DamagedFile(f"{path}: its runs do not match its sweep")
+    for rid, src in old["runs"].items():
+        rows, failed_layer, failure = _read_status(src)
+        if failed_layer < 0 and rows < src.attrs["expected_rows"]:
+            continue  # incomplete: recomputed from layer 0
+        try:
+            data = {name: src[name][:rows] if name in src else np.ones(rows, np.int64)
+                    for name in ROW_DATASETS}
+        except OSError:  # a checksum failed: recomputed rather than copied
+            continue
+        dst = new["runs"][rid]
+        for name, value in data.items():
+            dst[name].resize(rows, axis=0)
+            dst[name][:rows] = value
+        dst["failure"][()] = _encode_failure(failure)
+        dst["failed_layer"][()] = failed_layer
+        dst["n_rows"][()] = rows
 
 
 class Writer:
-    """The single writer of a results file, in SWMR mode: append rows, record failures.
+    """The single writer of a results file, in SWMR mode: commit rows, record failures.
 
-    Get one with :meth:`create` or :meth:`resume`. Run numbers are indices into
+    Get one with :meth:`create` or :meth:`resume`; both take the file's writer lock
+    (fastrank.lock) first and hold it until :meth:`close`. Run numbers are indices into
     ``sweep.runs()``. Other processes may read the file meanwhile (:func:`open`).
     """
 
-    def __init__(self, path, file: h5py.File):
-        self.path, self._f = os.fspath(path), file
+    def __init__(self, path, file: h5py.File, lock: WriterLock):
+        self.path, self._f, self._lock = os.fspath(path), file, lock
         self.sweep = Sweep.from_dict(json.loads(file.attrs["sweep"]))
         runs = self.sweep.runs()
         self._groups = [file["runs"][run_id(i)] for i in range(len(runs))]
@@ -151,76 +218,69 @@ class Writer:
     def create(cls, path, sweep: Sweep, provenance: dict, overwrite: bool = False) -> Writer:
         """Lay out a new file for ``sweep``; an existing file is replaced only if ``overwrite``.
 
-        The layout is built under a temporary name and moved into place whole, so a
-        failure never leaves a half-made file or destroys the old one.
+        Raises fastrank.lock.WriterLocked while another process writes ``path``. The
+        layout is built under a staging name and moved into place whole, so a failure
+        never leaves a half-made file or destroys the old one.
         """
         path = os.fspath(path)
-        if os.path.exists(path) and not overwrite:
-            raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
-        attrs = {
-            "format": FORMAT_NAME,
-            "format_version": np.int64(FORMAT_VERSION),
-            "fastrank_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "sweep": json.dumps(sweep.to_dict()),
-            "provenance": json.dumps(provenance),
-        }
-        staged = _staged(path, sweep, attrs)
-        tmp = staged.filename
-        staged.close()
-        os.replace(tmp, path)
-        return cls._open(path)
+        lock = WriterLock(path).acquire()
+        try:
+            if os.path.exists(path) and not overwrite:
+                raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
+            attrs = {
+                "format": FORMAT_NAME,
+                "format_version": np.int64(FORMAT_VERSION),
+                "fastrank_version": __version__,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "sweep": json.dumps(sweep.to_dict()),
+                "provenance": json.dumps(provenance),
+            }
+            f = _staged(path, sweep, attrs)
+            _move_in(f, path)
+            return cls(path, f, lock)
+        except BaseException:
+            lock.release()
+            raise
 
     @classmethod
-    def resume(cls, path) -> Writer:
+    def resume(cls, path, sweep: Sweep | None = None) -> Writer:
         """Re-open a sweep for writing, even one killed while writing.
 
-        A killed SWMR writer leaves status flags that make HDF5 refuse to open the file
-        for writing, so the file is rebuilt: its committed rows are read with a SWMR
-        reader and copied into a fresh file that atomically replaces it. Complete and
-        failed runs keep their rows and status; other runs restart at 0 rows.
+        ``sweep``, when given, must be the file's (else SweepMismatch, and the file is
+        left untouched). A killed SWMR writer leaves status flags that make HDF5 refuse
+        to open the file for writing, so the file is rebuilt: its committed rows are
+        read and copied into a fresh file that atomically replaces it. Complete and
+        failed runs keep their rows and status; other runs, and runs whose data fail
+        their checksums, restart at 0 rows.
         """
         path = os.fspath(path)
-        old = _open_read(path)
+        lock = WriterLock(path).acquire()
         try:
-            sweep = Sweep.from_dict(json.loads(old.attrs["sweep"]))
-            # The rebuilt file is laid out in the current format (an older file's rows
-            # are carried over; format 1 had no tier: every row was full).
-            new = _staged(path, sweep, {**old.attrs, "format_version": np.int64(FORMAT_VERSION)})
+            old = _open_read(path, writing=False)
             try:
-                if set(old["runs"]) != set(new["runs"]):
-                    raise ValueError(f"{path}: its runs do not match its sweep")
-                for rid, src in old["runs"].items():
-                    rows, failed_layer, failure = _read_status(src)
-                    if failed_layer < 0 and rows < src.attrs["expected_rows"]:
-                        continue  # incomplete: recomputed from layer 0
-                    dst = new["runs"][rid]
-                    for name in ROW_DATASETS:
-                        dst[name].resize(rows, axis=0)
-                        dst[name][:rows] = src[name][:rows] if name in src else 1
-                    dst["failure"][()] = _encode_failure(failure)
-                    dst["failed_layer"][()] = failed_layer
-                    dst["n_rows"][()] = rows
-                os.chmod(new.filename, stat.S_IMODE(os.stat(path).st_mode))
-            except BaseException:
-                _discard(new)
-                raise
-        finally:
-            old.close()
-        tmp = new.filename
-        new.close()
-        os.replace(tmp, path)
-        return cls._open(path)
-
-    @classmethod
-    def _open(cls, path: str) -> Writer:
-        f = h5py.File(path, "r+", libver="latest")
-        try:
-            _check_format(f, path)
-            f.swmr_mode = True  # nothing may be created from here on; datasets may grow
-            return cls(path, f)
+                stored = Sweep.from_dict(json.loads(old.attrs["sweep"]))
+                if sweep is not None and stored != sweep:
+                    mine = stored.to_dict()
+                    differ = [k for k, v in sweep.to_dict().items() if mine.get(k) != v]
+                    raise SweepMismatch(
+                        f"{path} holds a different sweep (differs in: {', '.join(differ)}); "
+                        "resume it without grid options or write to another file")
+                # Laid out in the current format (an older file's rows are carried over;
+                # format 1 had no tier: every row was full).
+                attrs = {**old.attrs, "format_version": np.int64(FORMAT_VERSION)}
+                new = _staged(path, stored, attrs)
+                try:
+                    _carry_over(old, new, path)
+                    os.chmod(new.filename, stat.S_IMODE(os.stat(path).st_mode))
+                except BaseException:
+                    _discard(new)
+                    raise
+            finally:
+                old.close()
+            _move_in(new, path)
+            return cls(path, new, lock)
         except BaseException:
-            f.close()
+            lock.release()
             raise
 
     def status(self, run: int) -> str:
@@ -233,31 +293,49 @@ class Writer:
 
     def append(self, run: int, row) -> None:
         """Commit the next measured layer of ``run`` (a :class:`fastrank.propagate.Row`)."""
-        self.extend(run, [row])
+        self.commit({run: [row]})
 
     def extend(self, run: int, rows) -> None:
-        """Commit the next few measured layers of ``run`` at once (cheaper than one by one).
+        """Commit the next few measured layers of ``run`` at once."""
+        self.commit({run: rows})
 
-        Data is written and flushed before ``n_rows`` is raised and flushed, so readers
-        and a killed file never count a row that is not fully on disk.
-        """
-        rows, state, n = list(rows), self.status(run), self._rows[run]
+    def commit(self, rows_by_run: dict) -> None:
+        """Commit the next rows of several runs at once: every run's data is written and
+        flushed, then every ``n_rows`` raised and flushed, so readers and a killed file
+        never count a row that is not fully on disk (two flushes, whatever the runs)."""
+        batches = []
+        for run, rows in rows_by_run.items():
+            rows = list(rows)
+            if rows:
+                batches.append((run, self._rows[run], rows, self._values(run, rows)))
+        for run, n, rows, values in batches:
+            ds = self._datasets(run)
+            for name, value in values.items():
+                ds[name].resize(n + len(rows), axis=0)
+                ds[name][n:] = value
+        if not batches:
+            return
+        self._f.flush()
+        for run, n, rows, _ in batches:
+            self._datasets(run)["n_rows"][()] = n + len(rows)
+            self._rows[run] = n + len(rows)
+        self._f.flush()
+
+    def _values(self, run: int, rows: list) -> dict:
+        """The arrays of ``rows`` by dataset, checked against ``run``'s schedule."""
+        state, n = self.status(run), self._rows[run]
         if state in ("complete", "failed"):
             raise ValueError(f"run {run} is {state}: no more rows can be appended")
-        m, expected = len(rows), self._points[run][n : n + len(rows)].tolist()
+        expected = self._points[run][n : n + len(rows)].tolist()
         layers = [row.layer for row in rows]
         if layers != expected:
             raise ValueError(f"run {run}: got rows for layers {layers}, expected {expected}")
-        if not rows:
-            return
-        ds = self._datasets(run)
-        spectra = np.full((m, ds["spectrum"].shape[1]), np.nan)
+        k = self._groups[run]["spectrum"].shape[1]
+        spectra = np.full((len(rows), k), np.nan)
         for i, row in enumerate(rows):
             s = np.asarray(row.spectrum, np.float64).ravel()
-            if s.size > spectra.shape[1]:
-                raise ValueError(
-                    f"run {run}: spectrum has {s.size} values, the file holds {spectra.shape[1]}"
-                )
+            if s.size > k:
+                raise ValueError(f"run {run}: spectrum has {s.size} values, the file holds {k}")
             spectra[i, : s.size] = s
         values = {
             "layer": layers,
@@ -267,13 +345,8 @@ class Writer:
             "log_norm": [row.log_norm for row in rows],
             "tier": [row.tier for row in rows],
         }
-        for name, value in values.items():
-            ds[name].resize(n + m, axis=0)
-            ds[name][n:] = np.asarray(value, ds[name].dtype)
-        self._f.flush()
-        ds["n_rows"][()] = n + m
-        self._f.flush()
-        self._rows[run] = n + m
+        return {name: np.asarray(v, np.int64 if name in _INT_DATASETS else np.float64)
+                for name, v in values.items()}
 
     def _datasets(self, run: int) -> dict:
         """Open handles of ``run``'s datasets, kept for the few runs written most recently."""
@@ -297,8 +370,12 @@ class Writer:
         self._failed[run] = True
 
     def close(self) -> None:
-        if self._f.id.valid:
-            self._f.close()
+        """Close the file and release the writer's lock."""
+        try:
+            if self._f.id.valid:
+                self._f.close()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Writer:
         return self
@@ -324,17 +401,30 @@ def _check_format(f: h5py.File, path: str) -> None:
         raise ValueError(f"{path} has an invalid format version {version}")
 
 
-def _open_read(path) -> h5py.File:
-    """Open a results file read-only as a SWMR reader (works while written or after a kill)."""
+def _open_read(path, writing: bool | None = None) -> h5py.File:
+    """Open a results file read-only. A finished file is opened strictly (HDF5 checks
+    its end of file, and a bad checksum fails at once); a file that a writer holds
+    (``writing``; default: ask its lock) or that a killed writer left is opened as a
+    SWMR reader, which sees the committed rows of a file being written."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
     if not h5py.is_hdf5(path):
         raise ValueError(f"{path} is not an HDF5 file, so not a fastrank results file")
-    try:
-        f = h5py.File(path, "r", **_SWMR_READ)
-    except OSError:  # older HDF5 builds refuse SWMR on files not written with it
-        f = h5py.File(path, "r")
+    if writing is None:
+        writing = writer_alive(path)
+    f = None
+    if not writing:
+        try:
+            f = h5py.File(path, "r", locking=False)
+        except OSError as exc:  # a killed writer's flags are expected; anything else is not
+            if "already open for write" not in str(exc):
+                raise DamagedFile(f"{path} is damaged: {_one_line(exc)}") from None
+    if f is None:
+        try:
+            f = h5py.File(path, "r", **_SWMR_READ)
+        except OSError as exc:
+            raise DamagedFile(f"{path} is damaged: {_one_line(exc)}") from None
     try:
         _check_format(f, path)
     except BaseException:
@@ -511,8 +601,12 @@ class Run:
             if name == "tier" and name not in self._g:  # format 1: every row was full
                 return np.ones(self.rows, np.int64)
             ds = self._g[name]
-            ds.refresh()
-            self._arrays[name] = ds[: self.rows]
+            try:
+                ds.refresh()
+                self._arrays[name] = ds[: self.rows]
+            except OSError as exc:  # Fletcher32 mismatch or an unreadable chunk
+                raise DamagedFile(f"{self._results.path}: run {self.id}: {name} does not read "
+                                  f"back as written ({_one_line(exc)})") from None
         return self._arrays[name]
 
     layer = property(lambda self: self.measure("layer"), doc="Measured layers.")
@@ -534,8 +628,9 @@ class Run:
             raise ImportError(
                 "Run.to_xarray needs xarray and h5netcdf: pip install xarray h5netcdf"
             ) from None
+        mode = _SWMR_READ if self._results._f.swmr_mode else {"locking": False}  # as open
         ds = xarray.open_dataset(
-            self._results.path, group=f"runs/{self.id}", engine="h5netcdf", driver_kwds=_SWMR_READ
+            self._results.path, group=f"runs/{self.id}", engine="h5netcdf", driver_kwds=mode
         )
         return ds.isel(layer=slice(0, self.rows))
 

@@ -79,8 +79,17 @@ def _grid_options(f):
     help="Run on a CUDA device (CuPy: pip install fastrank[gpu-cuda12] or [gpu-cuda13]).",
 )
 @click.option("--device", type=int, metavar="N", help="CUDA device index for --gpu (default 0).")
+@click.option(
+    "--commit-every",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Commit rows to the file this often (and at each run's end): a kill loses at most "
+    "this much work.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def sweep(config_path, output, overwrite, resume, quiet, gpu, device, **values):
+def sweep(config_path, output, overwrite, resume, quiet, gpu, device, commit_every, **values):
     """Simulate every combination of the options' values, for every seed.
 
     Every option takes a list (32,64) or a range (0-9, 0-100:10, 8-256:x2). With no
@@ -88,6 +97,7 @@ def sweep(config_path, output, overwrite, resume, quiet, gpu, device, **values):
     layers, seeds 0-3.
     """
     from fastrank import store
+    from fastrank.lock import WriterLocked
     from fastrank.runner import fill, open_writer
 
     given = {k: v for k, v in values.items() if v is not None}
@@ -107,11 +117,11 @@ def sweep(config_path, output, overwrite, resume, quiet, gpu, device, **values):
         # Resuming with no options at all continues whatever sweep the file holds.
         wanted = None if (resume and path.exists() and not given) else options.build_sweep(given)
         writer = open_writer(path, wanted, overwrite=overwrite, resume=resume, backend=backend)
-    except (spec.SpecError, ValueError, FileExistsError) as exc:
+    except (spec.SpecError, ValueError, FileExistsError, WriterLocked) as exc:
         raise InputError(str(exc)) from None
     bar = _Progress(quiet)
     with writer:
-        fill(writer, backend, progress=bar.update, on_start=bar.start)
+        fill(writer, backend, progress=bar.update, on_start=bar.start, commit_every=commit_every)
     bar.finish()
     if not quiet:
         from fastrank.report import summary_table
