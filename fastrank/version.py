@@ -6,4 +6,4 @@ __version__ = "0.1.0"
 FORMAT_NAME = "fastrank-results"
 #: Integer format version; bump it when the layout of results files changes.
 #: 2: per-row ``tier`` dataset (full spectrum or Gram tier only). Readers accept 1.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3

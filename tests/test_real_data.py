@@ -102,7 +102,7 @@ def test_sweep_command_takes_the_digits(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     with fastrank.open("d.h5") as r:
         run = r[0]
-        assert run.network.input == "sklearn:digits" and run._g.attrs["input_dim"] == 64
+        assert run.network.input == "sklearn:digits" and r.runs["input_dim"][0] == 64
         assert run.status == "complete"
     result = CliRunner().invoke(cli, ["sweep", "--input", "sklearn:nope", "-q", "-o", "e.h5"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1

@@ -102,10 +102,11 @@ def test_round_trip(tmp_path):
             r[2]
         assert list(r.to_pandas()["id"]) == ["00000", "00001"]
     with h5py.File(path, "r") as f:  # the layout, seen without fastrank
-        g = f["runs/00001"]
-        assert g.attrs["seed"] == 1 and g.attrs["expected_rows"] == 5
-        assert json.loads(g.attrs["network"])["width"] == 8
-        assert g["sv"][()].tolist() == list(range(6)) and g["n_rows"][()] == 5
+        assert f["seed"][1] == 1 and f["expected_rows"][1] == 5 and f["n_rows"][1] == 5
+        assert json.loads(f["network"][1])["width"] == 8
+        assert f["sv"][()].tolist() == list(range(6))
+        assert f["soft_rank"].shape == (2, 5) and f["spectrum"].shape == (2, 5, 6)
+        assert f["soft_rank"].fletcher32 and f["spectrum"].dims[0][0].name == "/run"
 
 
 def test_statuses_and_failure(tmp_path):
@@ -155,22 +156,28 @@ def test_xarray(tmp_path):
     with Writer.create(path, small_sweep(), {}) as w:
         fill(w, 0, 0, 5)
         fill(w, 1, 0, 3)
-    with xarray.open_dataset(path, group="runs/00000", engine="h5netcdf") as ds:
-        assert dict(ds.sizes) == {"layer": 5, "sv": 6, "tau": 1}
-        assert ds["spectrum"].dims == ("layer", "sv") and ds["rank_tau"].dims == ("layer", "tau")
-        assert ds["soft_rank"].dims == ("layer",) and ds["layer"].values.tolist() == [
-            0,
-            5,
-            10,
-            15,
-            20,
-        ]
-        assert int(ds["n_rows"]) == 5 and ds.attrs["seed"] == 0
+    # the file itself is netCDF-4: dims run, row, sv, tau; -1 is the ranks' _FillValue
+    with xarray.open_dataset(path, engine="h5netcdf") as ds:
+        assert dict(ds.sizes) == {"run": 2, "row": 5, "sv": 6, "tau": 1}
+        assert ds["spectrum"].dims == ("run", "row", "sv")
+        assert ds["rank_tau"].dims == ("run", "row", "tau")
+        assert ds["layer"].values[0].tolist() == [0, 5, 10, 15, 20]
+        assert ds["n_rows"].values.tolist() == [5, 3] and ds["seed"].values.tolist() == [0, 1]
+        assert np.isnan(ds["numerical_rank"].values[1, 3:]).all()
     with store.open(path) as r:
         ds = r[1].to_xarray()
         assert dict(ds.sizes) == {"layer": 3, "sv": 6, "tau": 1}
         np.testing.assert_array_equal(ds["spectrum"].values, r[1].spectrum)
-        ds.close()
+        whole = r.to_xarray()
+        assert dict(whole.sizes) == {"run": 2, "row": 5, "sv": 6, "tau": 1}
+        np.testing.assert_array_equal(whole["soft_rank"].values[1, :3], r[1].soft_rank)
+        assert np.isnan(whole["soft_rank"].values[1, 3:]).all()
+        assert whole["seed"].values.tolist() == [0, 1]
+        assert whole["status"].values.tolist() == ["complete", "running"]
+        tidy = r.to_pandas(long=True)
+        assert len(tidy) == 8 and tidy["run"].tolist() == [0] * 5 + [1] * 3
+        np.testing.assert_array_equal(tidy["soft_rank"][tidy["run"] == 1], r[1].soft_rank)
+        assert (tidy["width"] == 8).all() and tidy["seed"].tolist() == [0] * 5 + [1] * 3
 
 
 def test_per_layer_widths_pad_spectrum(tmp_path):
@@ -194,7 +201,6 @@ def test_per_layer_widths_pad_spectrum(tmp_path):
                 np.isfinite(run.spectrum[i, :size]).all() and np.isnan(run.spectrum[i, size:]).all()
             )
         assert r.runs["width"].tolist() == [-1]
-        assert run._g.attrs["width"].tolist() == list(widths)
     with pytest.raises(ValueError, match="spectrum has 7"):
         with Writer.create(tmp_path / "s.h5", sweep, {}) as w:
             w.append(0, make_row(0, 0, size=7))
@@ -279,15 +285,15 @@ KILLED = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[2])
 from test_store import SWEEP4, fill
+from fastrank import store
 from fastrank.store import Writer
 w = Writer.create(sys.argv[1], SWEEP4, {"host": "killed"})
 fill(w, 0, 0, 5)
 fill(w, 1, 0, 2)
 w.fail(1, 10, "diverged")
 fill(w, 2, 0, 3)
-for ds in w._datasets(2).values():  # a torn 4th row: data extended, n_rows not yet raised
-    if ds.name.rsplit("/", 1)[1] != "n_rows":
-        ds.resize(4, axis=0)
+for name in store.ROW_DATASETS:  # a torn 4th row: data written, n_rows not yet raised
+    w._ds[name][2, 3] = w._ds[name][2, 2]
 w._f.flush()
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -307,7 +313,6 @@ def test_sigkill_then_read_and_resume(tmp_path):
             h5py.File(path, "a")
     with store.open(path) as r:
         assert r.runs["status"].tolist() == ["complete", "failed", "running", "pending"]
-        assert r[2]._g["spectrum"].shape[0] == 4  # the torn row is on disk but not counted
         for run, count in zip(r, (5, 2, 3, 0), strict=True):
             check_rows(run, count)
         assert r[1].failure == "diverged" and r[1].failed_layer == 10

@@ -1,6 +1,9 @@
 """The Gram tier: cheap measures at every layer from one Gram product, checked against
 the same measures from the full spectrum, and its rows in files and trajectories."""
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -52,16 +55,20 @@ def test_tiers_are_stored_and_old_files_read_as_full(tmp_path):
     with fastrank.open(path) as results:
         assert results[0].tier.tolist() == [1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1]
         assert np.all(results[0].numerical_rank[results[0].tier == 0] == -1)
-    # A format-1 file has no tier dataset: every row is full; resume upgrades it.
-    with h5py.File(path, "r+") as f:
+    # A format-1 file (format 2's layout without tier datasets): every row is full;
+    # resume rewrites it in the current format.
+    old = tmp_path / "old.h5"
+    shutil.copy(Path(__file__).parent / "data" / "format2.h5", old)
+    with h5py.File(old, "r+") as f:
         f.attrs["format_version"] = 1
-        del f["runs/00000/tier"]
-    with fastrank.open(path) as results:
-        assert results[0].tier.tolist() == [1] * 13
-    fastrank.sweep(None, path, resume=True)
-    with fastrank.open(path) as results:
+        for run in f["runs"].values():
+            del run["tier"]
+    with fastrank.open(old) as results:
+        assert results[2].tier.tolist() == [1] * 15
+    fastrank.sweep(None, old, resume=True)
+    with fastrank.open(old) as results:
         assert results.attrs["format_version"] == fastrank.FORMAT_VERSION
-        assert results[0].tier.tolist() == [1] * 13
+        assert results[2].tier.tolist() == [1] * 15
 
 
 def test_cli_cheap_every(tmp_path, monkeypatch):

@@ -1,0 +1,289 @@
+"""The one writer of a results file: creation, resume, batched commits, failures.
+
+A file is laid out under a staging name, switched to HDF5 SWMR writing and only then
+moved to its name, so it never appears in a state that a reader or a kill could break.
+Rows are committed in batches: the data of every run in the batch is written and
+flushed, then each run's ``n_rows`` is raised and flushed, so readers (in other
+processes, while the file is written) and a killed file never count a row that is not
+on disk. One writer per file is enforced by fastrank.lock, taken before anything is
+checked or staged and held until :meth:`Writer.close`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+from datetime import datetime, timezone
+
+import h5py
+import numpy as np
+
+from fastrank.lock import WriterLock
+from fastrank.measures import SCALARS
+from fastrank.spec import Sweep
+from fastrank.store import schema
+from fastrank.store.reader import DamagedFile, layout_of, open_file
+from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
+
+#: Chunk cache of the writer's file: the chunks a batch of runs is filling stay in memory.
+CHUNK_CACHE_BYTES = 64 << 20
+
+
+class SweepMismatch(ValueError):
+    """A resume asked for a sweep other than the file's."""
+
+
+def _staged(path: str, sweep: Sweep, attrs: dict) -> h5py.File:
+    """A fresh laid-out file under a staging name next to ``path``, already in SWMR
+    write mode (rows can be written; :func:`_move_in` gives it its name)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    f = h5py.File(tmp, "x", libver=schema.LIBVER, locking=False,
+                  rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=100_003)
+    try:
+        schema.layout(f, sweep, attrs)
+        f.flush()
+        f.swmr_mode = True  # nothing may be created from here on; data may be written
+    except BaseException:
+        _discard(f)
+        raise
+    return f
+
+
+def _discard(f: h5py.File) -> None:
+    tmp = f.filename
+    with contextlib.suppress(Exception):
+        f.close()
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+
+
+def _move_in(f: h5py.File, path: str) -> None:
+    """Give the open staged file its name (an atomic rename; the handle stays valid)."""
+    try:
+        f.flush()
+        os.replace(f.filename, path)
+    except BaseException:
+        _discard(f)
+        raise
+
+
+def _runs_of_equal_extent(batches: list) -> list[list]:
+    """Split (run, start, rows, values) batches, sorted by run, into groups of
+    consecutive runs with the same start and row count: each group is one block write."""
+    groups: list[list] = []
+    for b in sorted(batches, key=lambda b: b[0]):
+        last = groups[-1][-1] if groups else None
+        if last and b[0] == last[0] + 1 and b[1] == last[1] and len(b[2]) == len(last[2]):
+            groups[-1].append(b)
+        else:
+            groups.append([b])
+    return groups
+
+
+class Writer:
+    """The single writer of a results file, in SWMR mode: commit rows, record failures.
+
+    Get one with :meth:`create` or :meth:`resume`. Run numbers are indices into
+    ``sweep.runs()``. Other processes may read the file meanwhile (fastrank.open).
+    """
+
+    def __init__(self, path, file: h5py.File, lock: WriterLock):
+        self.path, self._f, self._lock = os.fspath(path), file, lock
+        self.sweep = Sweep.from_dict(json.loads(file.attrs["sweep"]))
+        points: dict[int, np.ndarray] = {}
+        self._points = [points.setdefault(net.depth, self.sweep.schedule.points(net.depth))
+                        for net, _ in self.sweep.runs()]
+        self._rows = file["n_rows"][()]
+        self._failed = file["failed_layer"][()] >= 0
+        self._k = int(file["sv"].shape[0])
+        self._ds = {name: file[name] for name in (*schema.ROW_DATASETS, *schema.STATUS_DATASETS)}
+
+    @classmethod
+    def create(cls, path, sweep: Sweep, provenance: dict, overwrite: bool = False) -> Writer:
+        """Lay out a new file for ``sweep``; an existing file is replaced only if ``overwrite``.
+
+        Raises fastrank.lock.WriterLocked while another process writes ``path``. The
+        layout is built under a staging name and moved into place whole, so a failure
+        never leaves a half-made file or destroys the old one.
+        """
+        path = os.fspath(path)
+        lock = WriterLock(path).acquire()
+        try:
+            if os.path.exists(path) and not overwrite:
+                raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
+            attrs = {
+                "format": FORMAT_NAME,
+                "format_version": np.int64(FORMAT_VERSION),
+                "fastrank_version": __version__,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "sweep": json.dumps(sweep.to_dict()),
+                "provenance": json.dumps(provenance),
+            }
+            f = _staged(path, sweep, attrs)
+            _move_in(f, path)
+            return cls(path, f, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def resume(cls, path, sweep: Sweep | None = None) -> Writer:
+        """Re-open a sweep for writing, even one killed while writing.
+
+        ``sweep``, when given, must be the file's (else SweepMismatch, and the file is
+        left untouched). A killed SWMR writer leaves status flags that make HDF5 refuse
+        to open the file for writing, so the file is rebuilt in the current format: its
+        committed rows are read and copied into a fresh file that atomically replaces
+        it. Complete and failed runs keep their rows and status; other runs, and runs
+        whose data fail their checksums, restart at 0 rows.
+        """
+        path = os.fspath(path)
+        lock = WriterLock(path).acquire()
+        try:
+            old = open_file(path, writing=False)
+            try:
+                stored = Sweep.from_dict(json.loads(old.attrs["sweep"]))
+                if sweep is not None and stored != sweep:
+                    mine = stored.to_dict()
+                    differ = [k for k, v in sweep.to_dict().items() if mine.get(k) != v]
+                    raise SweepMismatch(
+                        f"{path} holds a different sweep (differs in: {', '.join(differ)}); "
+                        "resume it without grid options or write to another file")
+                attrs = {**old.attrs, "format_version": np.int64(FORMAT_VERSION)}
+                new = _staged(path, stored, attrs)
+                try:
+                    writer = cls(path, new, lock)
+                    writer._carry_over(old)
+                    os.chmod(new.filename, stat.S_IMODE(os.stat(path).st_mode))
+                except BaseException:
+                    _discard(new)
+                    raise
+            finally:
+                old.close()
+            _move_in(new, path)
+            return writer
+        except BaseException:
+            lock.release()
+            raise
+
+    def _carry_over(self, old: h5py.File) -> None:
+        """Copy the complete and failed runs of ``old`` (any format version); a run whose
+        data fail their checksums is left to be computed again."""
+        source = layout_of(old)
+        if source.n_runs != len(self._points):
+            raise DamagedFile(f"{self.path}: its runs do not match its sweep")
+        rows, failed_layer, failure = source.status()
+        expected = np.array([len(p) for p in self._points])
+        for i in np.flatnonzero((failed_layer >= 0) | (rows >= expected)):
+            n = int(rows[i])
+            try:
+                data = {name: source.read(i, name, n) for name in schema.ROW_DATASETS}
+            except OSError:  # a checksum failed: recomputed rather than copied
+                continue
+            for name, value in data.items():
+                ds = self._ds[name]
+                value = np.asarray(value)
+                if name == "spectrum":
+                    ds[i, :n, : value.shape[1]] = value
+                else:
+                    ds[i, :n] = value
+            self._ds["failure"][i] = schema.encode_failure(failure[i])
+            self._ds["failed_layer"][i] = failed_layer[i]
+            self._ds["n_rows"][i] = n
+            self._rows[i], self._failed[i] = n, failed_layer[i] >= 0
+        self._f.flush()
+
+    def status(self, run: int) -> str:
+        """``pending``, ``running`` (some rows), ``complete`` or ``failed``."""
+        rows, expected = int(self._rows[run]), len(self._points[run])
+        if self._failed[run]:
+            return "failed"
+        return "complete" if rows >= expected else ("running" if rows else "pending")
+
+    def pending(self) -> list[int]:
+        """Indices of the runs still to compute: neither complete nor failed."""
+        return [i for i in range(len(self._points)) if self.status(i) in ("pending", "running")]
+
+    def append(self, run: int, row) -> None:
+        """Commit the next measured layer of ``run`` (a :class:`fastrank.propagate.Row`)."""
+        self.commit({run: [row]})
+
+    def extend(self, run: int, rows) -> None:
+        """Commit the next few measured layers of ``run`` at once."""
+        self.commit({run: rows})
+
+    def commit(self, rows_by_run: dict) -> None:
+        """Commit the next rows of several runs at once: all data written and flushed,
+        then every ``n_rows`` raised and flushed (two flushes, whatever the runs).
+        Consecutive runs at the same row count are written as one block."""
+        batches = [(run, int(self._rows[run]), rows, self._values(run, rows))
+                   for run, rows in ((run, list(rows)) for run, rows in rows_by_run.items())
+                   if rows]
+        if not batches:
+            return
+        groups = _runs_of_equal_extent(batches)
+        for group in groups:
+            first, start, rows = group[0][0], group[0][1], len(group[0][2])
+            runs = slice(first, first + len(group))
+            for name in schema.ROW_DATASETS:
+                self._ds[name][runs, start : start + rows] = np.stack([b[3][name] for b in group])
+        self._f.flush()
+        for group in groups:
+            first, end = group[0][0], group[0][1] + len(group[0][2])
+            self._ds["n_rows"][first : first + len(group)] = end
+            self._rows[first : first + len(group)] = end
+        self._f.flush()
+
+    def _values(self, run: int, rows: list) -> dict:
+        """The arrays of ``rows`` by dataset, checked against ``run``'s schedule."""
+        state, n = self.status(run), int(self._rows[run])
+        if state in ("complete", "failed"):
+            raise ValueError(f"run {run} is {state}: no more rows can be appended")
+        expected = self._points[run][n : n + len(rows)].tolist()
+        layers = [row.layer for row in rows]
+        if layers != expected:
+            raise ValueError(f"run {run}: got rows for layers {layers}, expected {expected}")
+        spectra = np.full((len(rows), self._k), np.nan)
+        for i, row in enumerate(rows):
+            s = np.asarray(row.spectrum, np.float64).ravel()
+            if s.size > self._k:
+                raise ValueError(f"run {run}: spectrum has {s.size} values, "
+                                 f"the file holds {self._k}")
+            spectra[i, : s.size] = s
+        values = {
+            "layer": layers,
+            "spectrum": spectra,
+            **{name: [row.measures[name] for row in rows] for name in SCALARS},
+            "rank_tau": [row.measures["rank_tau"] for row in rows],
+            "log_norm": [row.log_norm for row in rows],
+            "tier": [row.tier for row in rows],
+        }
+        return {name: np.asarray(v, np.int64 if name in schema.INT_DATASETS else np.float64)
+                for name, v in values.items()}
+
+    def fail(self, run: int, layer: int, reason: str) -> None:
+        """Mark ``run`` failed at ``layer`` (e.g. non-finite values); its rows are kept."""
+        if self.status(run) == "complete":
+            raise ValueError(f"run {run} is complete: it cannot fail")
+        self._ds["failure"][run] = schema.encode_failure(reason)
+        self._f.flush()
+        self._ds["failed_layer"][run] = int(layer)
+        self._f.flush()
+        self._failed[run] = True
+
+    def close(self) -> None:
+        """Close the file and release the writer's lock."""
+        try:
+            if self._f.id.valid:
+                self._f.close()
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
