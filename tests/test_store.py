@@ -103,7 +103,7 @@ def test_round_trip(tmp_path):
         assert list(r.to_pandas()["id"]) == ["00000", "00001"]
     with h5py.File(path, "r") as f:  # the layout, seen without fastrank
         assert f["seed"][1] == 1 and f["expected_rows"][1] == 5 and f["n_rows"][1] == 5
-        assert json.loads(f["network"][1])["width"] == 8
+        assert json.loads(f["network"][f["config_of_run"][1]])["width"] == 8
         assert f["sv"][()].tolist() == list(range(6))
         assert f["soft_rank"].shape == (2, 5) and f["spectrum"].shape == (2, 5, 6)
         assert f["soft_rank"].fletcher32 and f["spectrum"].dims[0][0].name == "/run"
@@ -158,7 +158,7 @@ def test_xarray(tmp_path):
         fill(w, 1, 0, 3)
     # the file itself is netCDF-4: dims run, row, sv, tau; -1 is the ranks' _FillValue
     with xarray.open_dataset(path, engine="h5netcdf") as ds:
-        assert dict(ds.sizes) == {"run": 2, "row": 5, "sv": 6, "tau": 1}
+        assert dict(ds.sizes) == {"run": 2, "row": 5, "sv": 6, "tau": 1, "config": 1}
         assert ds["spectrum"].dims == ("run", "row", "sv")
         assert ds["rank_tau"].dims == ("run", "row", "tau")
         assert ds["layer"].values[0].tolist() == [0, 5, 10, 15, 20]

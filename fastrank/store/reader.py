@@ -86,8 +86,10 @@ class Stacked:
         self.taus = f["tau"][()]
 
     def columns(self) -> dict:
-        names = ("seed", "label", "network", *schema.NETWORK_COLUMNS, "expected_rows")
-        return {name: self.f[name][()] for name in names}
+        names = ("seed", "label", *schema.NETWORK_COLUMNS, "expected_rows")
+        out = {name: self.f[name][()] for name in names}
+        out["network"] = self.f["network"][()][self.f["config_of_run"][()]]
+        return out
 
     def status(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(n_rows, failed_layer, failure) of every run, fresh from disk."""

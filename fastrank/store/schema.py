@@ -90,15 +90,28 @@ def run_shape(net: Network, sweep: Sweep) -> tuple[int, int]:
 
 
 def _column(values: list) -> np.ndarray:
+    """Values as an array; strings as fixed-size UTF-8 bytes, which (unlike variable-size
+    strings, kept in HDF5's unchecksummed global heap) the checksum filter covers."""
     if isinstance(values[0], str):
-        return np.array(values, dtype=h5py.string_dtype())
+        return np.array([v.encode("utf-8") for v in values], dtype=np.bytes_)
     return np.asarray(values)
+
+
+def fixed(value: str) -> np.bytes_:
+    """A string attribute as fixed-size bytes: stored in the object header, under its
+    checksum (a variable-size string would live in the unchecksummed global heap)."""
+    return np.bytes_(value.encode("utf-8"))
+
+
+def _checked(f: h5py.File, name: str, data: np.ndarray) -> None:
+    """A run column: chunked, with Fletcher32 checksums."""
+    f.create_dataset(name, data=data, chunks=(min(len(data), 4096),), fletcher32=True)
 
 
 def layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
     """Write root attrs, the run columns and empty row datasets of every run of ``sweep``."""
     for name, value in attrs.items():
-        f.attrs[name] = value
+        f.attrs[name] = fixed(value) if isinstance(value, str) else value
     runs = sweep.runs()
     configs: dict[Network, tuple] = {}
     for net, _ in runs:
@@ -110,22 +123,25 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
     n, k, t = int(shapes[:, 0].max()), int(shapes[:, 1].max()), len(sweep.taus)
 
     scales = {"run": np.arange(r, dtype=np.int64), "row": np.arange(n, dtype=np.int64),
-              "sv": np.arange(k, dtype=np.int64), "tau": np.asarray(sweep.taus, np.float64)}
+              "sv": np.arange(k, dtype=np.int64), "tau": np.asarray(sweep.taus, np.float64),
+              "config": np.arange(len(configs), dtype=np.int64)}
     for name, values in scales.items():
-        f.create_dataset(name, data=values)
+        _checked(f, name, values)
         f[name].make_scale(name)
+    _checked(f, "network", _column([configs[net][2] for net in configs]))
+    f["network"].dims[0].attach_scale(f["config"])
 
     per_config = [network_values(net) for net in configs]
     columns = {
         "seed": np.array([seed for _, seed in runs], np.uint64),
+        "config_of_run": index,
         "label": _column([net.label() for net in configs])[index],
-        "network": _column([configs[net][2] for net in configs])[index],
         **{name: _column([v[name] for v in per_config])[index] for name in NETWORK_COLUMNS},
         "expected_rows": shapes[index, 0],
         "n_sv": shapes[index, 1],
     }
     for name, values in columns.items():
-        f.create_dataset(name, data=values)
+        _checked(f, name, values)
     run_chunk = (min(r, 1024),)
     f.create_dataset("n_rows", (r,), np.int64, chunks=run_chunk, fillvalue=0)
     f.create_dataset("failed_layer", (r,), np.int64, chunks=run_chunk, fillvalue=-1)
