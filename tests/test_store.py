@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+import fastrank
 from fastrank import store
 from fastrank.measures import SCALARS, all_measures
 from fastrank.propagate import Row
@@ -231,6 +232,7 @@ def test_rejects_foreign_files(tmp_path):
 
 READER = """
 import json, sys
+import fastrank
 from fastrank import store
 r = store.open(sys.argv[1])
 first = r[0]
@@ -285,6 +287,7 @@ KILLED = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[2])
 from test_store import SWEEP4, fill
+import fastrank
 from fastrank import store
 from fastrank.store import Writer
 w = Writer.create(sys.argv[1], SWEEP4, {"host": "killed"})
@@ -333,3 +336,90 @@ def test_sigkill_then_read_and_resume(tmp_path):
             check_rows(run, count)
     h5py.File(path, "a").close()  # closed cleanly: an ordinary HDF5 file again
     Writer.resume(path).close()  # and resumable again
+
+
+def test_a_format_2_file_reads_as_the_same_sweep_in_format_3(tmp_path):
+    """tests/data/format2.h5 was written by the format-2 writer; the same sweep written
+    now (format 3) holds the same numbers, and resuming the old file rewrites it as
+    format 3 without changing them."""
+    old = TESTS / "data" / "format2.h5"
+    with store.open(old) as r2:
+        assert r2.attrs["format_version"] == 2
+        sweep = r2.sweep
+        fresh = tmp_path / "fresh.h5"
+        fastrank.sweep(sweep, fresh)
+        copy = tmp_path / "old.h5"
+        copy.write_bytes(old.read_bytes())
+        fastrank.sweep(None, copy, resume=True)
+        for path in (fresh, copy):
+            with store.open(path) as r3:
+                assert r3.attrs["format_version"] == FORMAT_VERSION
+                assert r3.runs["status"].tolist() == r2.runs["status"].tolist()
+                assert r3.runs["label"].tolist() == r2.runs["label"].tolist()
+                for a, b in zip(r2, r3, strict=True):
+                    assert (a.rows, a.failed_layer, a.failure) == (b.rows, b.failed_layer,
+                                                                   b.failure)
+                    for name in store.ROW_DATASETS:
+                        np.testing.assert_array_equal(a.measure(name), b.measure(name))
+
+
+def test_the_layout_does_not_grow_with_the_runs(tmp_path):
+    """10,000 runs: the same HDF5 objects as 4 runs (runs are an array dimension, not
+    groups), a few MB before the first row, and the runs table reads whole."""
+    def objects(path):
+        with h5py.File(path, "r") as f:
+            names = []
+            f.visit(names.append)
+            return sorted(names)
+
+    few, many = tmp_path / "few.h5", tmp_path / "many.h5"
+    Writer.create(few, small_sweep(seeds=tuple(range(4))), {}).close()
+    Writer.create(many, small_sweep(seeds=tuple(range(10_000))), {}).close()
+    assert objects(few) == objects(many)
+    assert many.stat().st_size < 10e6
+    with store.open(many) as r:
+        assert len(r.runs) == 10_000 and set(r.runs["status"]) == {"pending"}
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_file(tmp_path):
+    from fastrank.lock import WriterLocked
+
+    path = tmp_path / "r.h5"
+    with Writer.create(path, small_sweep(), {}) as w:
+        fill(w, 0, 0, 2)
+        with pytest.raises(WriterLocked, match=f"{path.name} is being written by pid"):
+            Writer.create(path, small_sweep(), {}, overwrite=True)
+        with pytest.raises(WriterLocked):
+            Writer.resume(path)
+        fill(w, 0, 2, 5)
+    with store.open(path) as r:
+        check_rows(r[0], 5)
+    Writer.resume(path).close()  # the lock went with the first writer
+
+
+def test_a_refused_resume_leaves_the_file_as_it_was(tmp_path):
+    path = tmp_path / "r.h5"
+    with Writer.create(path, small_sweep(), {}) as w:
+        fill(w, 0, 0, 3)
+    before = path.read_bytes()
+    with pytest.raises(store.SweepMismatch, match="differs in: seeds"):
+        Writer.resume(path, small_sweep(seeds=(5,)))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.h5"]
+
+
+def test_a_flipped_data_byte_is_caught_by_its_checksum(tmp_path):
+    path = tmp_path / "r.h5"
+    with Writer.create(path, small_sweep(), {}) as w:
+        fill(w, 0, 0, 5)
+        fill(w, 1, 0, 5)
+    with h5py.File(path, "r") as f:
+        offset = f["soft_rank"].id.get_chunk_info(0).byte_offset
+    data = bytearray(path.read_bytes())
+    data[offset + 3] ^= 0x10
+    path.write_bytes(bytes(data))
+    with store.open(path) as r:
+        assert r.damaged() == ["soft_rank: runs 00000, 00001 do not read back as written"]
+        with pytest.raises(store.DamagedFile, match="soft_rank does not read back"):
+            r[0].measure("soft_rank")
+        assert r[1].spectrum.shape == (5, 6)  # other datasets still read
