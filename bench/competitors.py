@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from fastrank.bench.timing import measure
+from fastrank.bench.timing import measure, measure_side_by_side
 
 #: Library each implementation needs (the one reported as not installed).
 LIBRARY = {"fastrank": "numba", "numpy": "numpy", "torch": "torch", "jax": "jax"}
@@ -464,6 +464,158 @@ def scaling_fastrank(p, repeats):
             "sgemm_s": floor["timing"]["median_s"],
         })
     return {"by_depth": by_depth, "by_width": by_width}
+
+
+# ----------------------------------------------------------------------------------
+# sweep_file: what a user runs (a sweep into a results file, from Python and as the
+# command) against the same work in memory, and the torch script a user would write
+# ----------------------------------------------------------------------------------
+
+#: Thread settings handed to the `fastrank sweep` subprocess (the suite's count).
+THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+               "MKL_NUM_THREADS")
+
+
+def sweep_file_command(p, path) -> list[str]:
+    """``python -m fastrank sweep ...`` for the sweep_file case, writing ``path``."""
+    seeds = f"0-{p['seeds'] - 1}" if p["seeds"] > 1 else "0"
+    return [sys.executable, "-m", "fastrank", "sweep", "--width", str(p["d"]),
+            "--depth", str(p["depth"]), "--activation", "relu", "--norm", "bn",
+            "--seed", seeds, "--every", str(p["every"]), "-q", "-o", str(path), "--overwrite"]
+
+
+def sweep_file_torch(p, path) -> np.ndarray:
+    """The torch script: every seed's network stacked (bmm), BN over the batch axis per
+    row, ReLU, float64 singular values at layer 0, every `every` layers and the last,
+    kept in a list and saved with np.savez at the end. Returns (measured, seeds, d)."""
+    import torch
+    import torch.nn.functional as F
+
+    d, depth, every, seeds = p["d"], p["depth"], p["every"], p["seeds"]
+    n = d
+    scale = math.sqrt(2.0 / d)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        h = torch.randn(seeds, d, n)
+        layers, svals = [0], [torch.linalg.svdvals(h.double())]
+        for layer in range(1, depth + 1):
+            w = torch.randn(seeds, d, d) * scale
+            z = torch.bmm(w, h).reshape(seeds * d, n)
+            z = F.batch_norm(z.T, None, None, training=True, eps=EPS_BN).T
+            h = F.relu(z).reshape(seeds, d, n)
+            if layer % every == 0 or layer == depth:
+                layers.append(layer)
+                svals.append(torch.linalg.svdvals(h.double()))
+        spectra = torch.stack(svals).numpy()
+    np.savez(path, layer=np.asarray(layers), spectrum=spectra)
+    return spectra
+
+
+def _file_runs(path) -> dict:
+    """What a results file holds, read back with fastrank.open (outside the timing)."""
+    import fastrank
+
+    with fastrank.open(path) as results:
+        runs = list(results)
+        return {
+            "status": sorted({r.status for r in runs}),
+            "runs": len(runs),
+            "measured_layers": int(len(runs[0].layer)) if runs else 0,
+            "final_soft_rank": [float(r.measure("soft_rank")[-1]) for r in runs],
+        }
+
+
+@impl("sweep_file", "fastrank")
+def sweep_file_fastrank(p, repeats):
+    """The same sweep four ways, side by side in this process (round-robin, one warm-up
+    each): simulate_many in memory, run_sweep into a results file, the `fastrank sweep`
+    command as a subprocess (wall time, interpreter start-up included), and a torch
+    script (where torch is installed)."""
+    import os
+    import subprocess
+    import tempfile
+
+    import numba
+
+    import fastrank
+    import fastrank.runner
+
+    d, depth, seeds = p["d"], p["depth"], p["seeds"]
+    schedule = fastrank.Schedule(every=p["every"])  # log: the default, as the command's
+    net = fastrank.Network(width=d, batch=d, depth=depth, activation="relu", norm="bn")
+    sweep = fastrank.Sweep(grid={"width": [d], "depth": [depth], "activation": ["relu"],
+                                 "norm": ["bn"]},
+                           seeds=tuple(range(seeds)), schedule=schedule)
+    if sweep.networks() != [net]:
+        raise RuntimeError(f"the sweep's network {sweep.networks()} is not {net}")
+    threads = numba.get_num_threads()  # as the worker set it for this task
+    env = dict(os.environ, **{k: str(threads) for k in THREAD_VARS})
+    with tempfile.TemporaryDirectory(prefix="fastrank-bench-sweep-") as tmp:
+        paths = {"file": os.path.join(tmp, "run_sweep.h5"),
+                 "command": os.path.join(tmp, "command.h5"),
+                 "torch": os.path.join(tmp, "torch.npz")}
+        argv = sweep_file_command(p, paths["command"])
+
+        def command():
+            proc = subprocess.run(argv, env=env, cwd=tmp, capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-4:]
+                raise RuntimeError(f"`fastrank sweep` exited with status {proc.returncode}: "
+                                   + " | ".join(tail))
+
+        fns = {
+            "memory": lambda: fastrank.simulate_many(net, range(seeds), schedule),
+            "file": lambda: fastrank.runner.run_sweep(sweep, paths["file"], overwrite=True),
+            "command": command,
+        }
+        skipped = {}
+        if installed("torch"):
+            fns["torch"] = lambda: sweep_file_torch(p, paths["torch"])
+        else:
+            skipped["torch"] = SKIPPED
+        timings, last = measure_side_by_side(fns, repeats)
+
+        trajs = last["memory"]
+        for t in trajs:
+            if t.failure is not None or int(t.layer[-1]) != depth:
+                raise RuntimeError(f"fastrank run of seed {t.seed} did not finish: {t.failure}")
+        memory_finals = [float(t.soft_rank[-1]) for t in trajs]
+        measured = {"memory": int(len(trajs[0].layer))}
+        finals = {"memory": memory_finals}
+        matches, read_errors = {}, {}
+        for key in ("file", "command"):
+            try:
+                got = _file_runs(paths[key])
+            except Exception as exc:  # reported: the timings stand on their own
+                read_errors[key] = f"{type(exc).__name__}: {exc}"
+                continue
+            measured[key] = got["measured_layers"]
+            finals[key] = got["final_soft_rank"]
+            matches[key] = bool(got["status"] == ["complete"] and got["runs"] == seeds
+                                and got["measured_layers"] == measured["memory"]
+                                and np.allclose(got["final_soft_rank"], memory_finals,
+                                                rtol=1e-5, atol=0.0))
+        if "torch" in fns:
+            spectra = last["torch"]
+            measured["torch"] = int(spectra.shape[0])
+            finals["torch"] = [soft_rank(spectra[-1, i]) for i in range(seeds)]
+        file_bytes = {key: os.path.getsize(path) for key, path in paths.items()
+                      if os.path.exists(path)}
+    return {
+        "timings": timings,
+        "skipped": skipped,
+        "work": {"networks": seeds, "layers": depth},
+        "measured_layers": measured,
+        "final_soft_rank": finals,
+        "final_soft_rank_mean": {k: float(np.mean(v)) for k, v in finals.items() if v},
+        "file_matches_memory": matches,
+        "read_errors": read_errors,
+        "file_bytes": file_bytes,
+        "schedule": schedule.to_dict(),
+        "command": " ".join(["python", *argv[1:-2], "FILE", "--overwrite"]),
+        "command_env": {k: env[k] for k in THREAD_VARS},
+        "threads_used": threads,
+    }
 
 
 # ----------------------------------------------------------------------------------

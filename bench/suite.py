@@ -146,6 +146,10 @@ def _describe_result(result: dict) -> str:
     status = result.get("status")
     if status != "ok":
         return status if status != "error" else f"error: {result.get('error')}"
+    timings = result.get("timings")  # several things timed side by side
+    if timings:
+        return "; ".join(f"{name} median {workloads.fmt_time(t['median_s'])} of {t['repeats']}"
+                         for name, t in timings.items())
     timing = result.get("timing")
     if timing:
         return (f"median {workloads.fmt_time(timing['median_s'])} of {timing['repeats']}, "

@@ -15,25 +15,37 @@ def measure(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[di
     ``fn`` must finish its work before returning (JAX: ``block_until_ready``).
     Returns the timing record and the last call's result.
     """
-    first = None
-    out = None
+    records, out = measure_side_by_side({"fn": fn}, repeats, warmup)
+    return records["fn"], out["fn"]
+
+
+def measure_side_by_side(fns: dict[str, Callable[[], object]], repeats: int,
+                         warmup: int = 1) -> tuple[dict, dict]:
+    """Time several functions in the same process, round-robin: ``warmup`` calls of each
+    (in order), then ``repeats`` rounds of one timed call of each, so that a slow spell
+    of the machine hits them all alike.
+
+    Returns ({name: timing record as :func:`measure` gives}, {name: last result}).
+    """
+    first: dict = {name: None for name in fns}
+    out: dict = {name: None for name in fns}
     for i in range(max(warmup, 0)):
-        gc.collect()
-        t0 = time.perf_counter()
-        out = fn()
-        if i == 0:
-            first = time.perf_counter() - t0
-    times = []
+        for name, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            out[name] = fn()
+            if i == 0:
+                first[name] = time.perf_counter() - t0
+    times: dict = {name: [] for name in fns}
     for _ in range(max(repeats, 1)):
-        gc.collect()
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    record = {
-        "first_call_s": first,
-        "times_s": times,
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "repeats": len(times),
+        for name, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            out[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    records = {
+        name: {"first_call_s": first[name], "times_s": ts, "median_s": statistics.median(ts),
+               "min_s": min(ts), "repeats": len(ts)}
+        for name, ts in times.items()
     }
-    return record, out
+    return records, out

@@ -3,9 +3,11 @@ TASK.json RESULT.json`` in a fresh one (the default: no library's thread pools, 
 or spinning threads leak into another's timing, and peak memory is the task's own).
 
 A task is a dict: ``kind`` and ``impl`` (a key of competitors.IMPLS), ``params``,
-``repeats``, ``threads``. The result is the implementation's dict plus ``status``
-(``ok``, ``skipped (not installed)``, ``not available yet`` or ``error``) and the
-thread counts that were in effect.
+``repeats``, ``threads`` and optionally ``imports`` (further libraries the task times
+side by side, imported before the thread counts are fixed, where installed). The
+result is the implementation's dict plus ``status`` (``ok``, ``skipped (not
+installed)``, ``not available yet`` or ``error``) and the thread counts that were in
+effect.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ def execute(task: dict, isolated: bool = False) -> dict:
     importlib.import_module(library)
     if impl == "fastrank":
         importlib.import_module("fastrank")
+    for extra in task.get("imports", ()):  # libraries timed side by side in this task:
+        if competitors.installed(extra):  # loaded now, so that their pools get `threads`
+            importlib.import_module(extra)
     threads = machine.Threads(n, numba=impl == "fastrank").apply()
     t0 = time.perf_counter()
     try:

@@ -32,6 +32,7 @@ PRESETS = {
         "scaling": {"d": 64, "depths": [250, 500, 1000, 2000], "every": 100, "seeds": 8,
                     "widths": [32, 64, 128, 256, 512, 1024, 2048], "work": 2 * 10**8,
                     "min_k": 10, "max_k": 1000, "repeats": 3},
+        "sweep_file": {"d": 32, "depth": 2000, "every": 10, "seeds": 8, "repeats": 5},
         "compile": {"enabled": True},
     },
     "quick": {
@@ -45,6 +46,7 @@ PRESETS = {
         "scaling": {"d": 64, "depths": [250, 500, 1000], "every": 100, "seeds": 2,
                     "widths": [32, 64, 128, 256, 512], "work": 5 * 10**7,
                     "min_k": 5, "max_k": 400, "repeats": 3},
+        "sweep_file": {"d": 32, "depth": 500, "every": 10, "seeds": 8, "repeats": 3},
         "compile": {"enabled": True},
     },
     "smoke": {
@@ -57,13 +59,14 @@ PRESETS = {
         "memory": {"d": 16, "depths": [10, 50]},
         "scaling": {"d": 8, "depths": [20, 40], "every": 10, "seeds": 1, "widths": [8, 16],
                     "work": 10**4, "min_k": 2, "max_k": 4, "repeats": 1},
+        "sweep_file": {"d": 32, "depth": 20, "every": 10, "seeds": 2, "repeats": 1},
         "compile": {"enabled": False},
     },
 }
 
 #: Order of the workloads in a run and in the report.
 NAMES = ("small", "large", "rng", "spectra", "measure_every_layer", "memory", "scaling",
-         "compile")
+         "sweep_file", "compile")
 
 
 def config(preset: str, repeats: int | None = None) -> dict:
@@ -603,6 +606,140 @@ def _fmt(x) -> str:
 
 
 # ----------------------------------------------------------------------------------
+# sweep_file: the results-file path end to end against the same work in memory
+# ----------------------------------------------------------------------------------
+
+
+class SweepFile:
+    name = "sweep_file"
+    title = "end to end: a sweep into a results file against the same work in memory"
+    #: The four ways of doing the work, as they appear in the table.
+    PATHS = {
+        "memory": "in memory: fastrank.simulate_many(net, seeds, schedule)",
+        "file": "to a file: fastrank.runner.run_sweep(sweep, path, overwrite=True)",
+        "command": "the command: python -m fastrank sweep ... -o FILE (subprocess, wall time)",
+        "torch": "torch script: bmm over seeds, BN, ReLU, svdvals (float64), np.savez",
+    }
+    #: (numerator, denominator, target or None): the ratios reported; the first is a target.
+    RATIOS = (("file", "memory", 1.3), ("command", "memory", None), ("torch", "file", None))
+
+    def plan(self, cfg, ctx):
+        c = cfg[self.name]
+        p = {k: c[k] for k in ("d", "depth", "every", "seeds")}
+        return [task(self.name, "fastrank", "sweep_file", "fastrank", p, c["repeats"],
+                     imports=["torch"])]
+
+    @staticmethod
+    def ratios(result) -> dict:
+        """``a/b`` -> ratio of the medians, the median of the per-round ratios (the paths
+        ran round-robin) and why it is missing, if it is."""
+        timings = ((result or {}).get("timings") or {}) if _status(result) == "ok" else {}
+        skipped = (result or {}).get("skipped") or {}
+        out = {}
+        for a, b, goal in SweepFile.RATIOS:
+            ta, tb = timings.get(a), timings.get(b)
+            entry = {"value": None, "paired_median": None, "target": goal, "reason": None}
+            if ta and tb:
+                entry["value"] = _ratio(ta["median_s"], tb["median_s"])
+                pairs = [x / y for x, y in zip(ta["times_s"], tb["times_s"], strict=True) if y]
+                entry["paired_median"] = float(np.median(pairs)) if pairs else None
+            elif _status(result) != "ok":
+                entry["reason"] = _status(result)
+            else:
+                missing = a if not ta else b
+                entry["reason"] = (f"skipped ({missing} not installed)"
+                                   if skipped.get(missing) == SKIPPED else f"no {missing} time")
+            out[f"{a}/{b}"] = entry
+        return out
+
+    def summarize(self, cfg, results, ctx):
+        c = cfg[self.name]
+        r = results.get("fastrank")
+        ok = _status(r) == "ok"
+        ratios = self.ratios(r)
+        case = f"d=N={c['d']}, depth {c['depth']}, {c['seeds']} seeds"
+        fm = ratios["file/memory"]
+        targets = [target(self.name, case, "file / memory: run_sweep into a results file / "
+                          "simulate_many of the same runs, median time", fm["value"], 1.3,
+                          op="<=", blocked=_blocked(("fastrank", r)),
+                          detail={"goal": "the file path within 1.3x of the same work in "
+                                          "memory", "ratios": ratios})]
+        timings = r.get("timings", {}) if ok else {}
+        memory = (timings.get("memory") or {}).get("median_s")
+        rows = []
+        for key, what in self.PATHS.items():
+            t = timings.get(key)
+            if not ok:
+                shown = _shown(r, "")
+            elif t is None:
+                shown = (f"skipped ({key} not installed)"
+                         if (r.get("skipped") or {}).get(key) == SKIPPED else "-")
+            else:
+                shown = fmt_time(t["median_s"])
+            size = (r.get("file_bytes") or {}).get(key) if ok else None
+            soft = (r.get("final_soft_rank_mean") or {}).get(key) if ok else None
+            rows.append({
+                "path": what,
+                "median": shown,
+                "vs in memory": (f"{t['median_s'] / memory:.2f}x" if t and memory else "-"),
+                "first call": fmt_time(t["first_call_s"]) if t else "-",
+                "measured layers": (r.get("measured_layers") or {}).get(key, "-") if ok else "-",
+                "final soft rank": f"{soft:.3f}" if soft is not None else "-",
+                "output": f"{size / 2**20:.2f} MiB" if size else "-",
+                "repeats (s)": ", ".join(f"{x:.4g}" for x in t["times_s"]) if t else "-",
+            })
+        sanity = {}
+        if ok:
+            means = r.get("final_soft_rank_mean") or {}
+            matches = r.get("file_matches_memory") or {}
+            ref = means.get("memory")
+            torch_ok = "torch" not in means or bool(ref and 0.5 * ref <= means["torch"] <= 2 * ref)
+            sanity[case] = {
+                "final_soft_rank_mean": means,
+                "consistent": bool(ref and ref > 1.5 and matches.get("file") is True
+                                   and matches.get("command") is True and torch_ok),
+                "rule": "both results files read back complete, with the in-memory runs' "
+                        "measured layers and final soft ranks (rtol 1e-5); torch's mean final "
+                        "soft rank within 0.5x..2x of fastrank's (its own random weights); "
+                        "fastrank's > 1.5 (not collapsed)",
+            }
+
+        def fmt_ratio(key):
+            e = ratios[key]
+            if e["value"] is None:
+                return f"{key} {e['reason'] or '-'}"
+            return f"{key} {e['value']:.2f}x (paired {e['paired_median']:.2f}x)"
+
+        notes = [
+            f"One network setting (d = N = {c['d']}, BN + ReLU, float32, depth {c['depth']}), "
+            f"{c['seeds']} seeds, Schedule(every={c['every']}) (log: the default 50 "
+            "log-spaced layers as well); each path timed in the same process, round-robin, "
+            "after one warm-up call of each, median of the repeats; numba and BLAS at the "
+            "suite's thread count (the command gets it as NUMBA_NUM_THREADS, "
+            "OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS).",
+            "file: the equivalent Sweep(grid={width, depth, activation: relu, norm: bn}, "
+            "seeds, schedule) into a temporary directory, laying out the file, every commit "
+            "and closing it included. command: `" + ((r or {}).get("command") or "python -m "
+            "fastrank sweep ...") + "` as a subprocess, wall time including interpreter "
+            "start-up and imports (what a user waits for).",
+            "torch: one no_grad loop with the seeds stacked (torch.bmm), F.batch_norm over "
+            "the batch axis per row, ReLU, torch.linalg.svdvals in float64 at layer 0, every "
+            f"{c['every']} layers and the last (fewer measured layers than fastrank's, which "
+            "also measures the log-spaced ones and computes every measure), spectra kept in a "
+            "list and written with np.savez at the end.",
+            "Ratios of medians (paired: median over rounds of the per-round ratio): "
+            + "; ".join(fmt_ratio(k) for k in ratios) + ". Target: file / memory <= 1.3x "
+            "(the file path within 1.3x of the same work in memory).",
+            "output: the size of the last file each path wrote; a results file's size varies "
+            "from run to run with the number of (time-batched) commits.",
+        ]
+        if ok and r.get("read_errors"):
+            notes.append(f"results files that did not read back: {r['read_errors']}")
+        return {"targets": targets, "rows": rows, "sanity": sanity, "ratios": ratios,
+                "notes": notes}
+
+
+# ----------------------------------------------------------------------------------
 # compile
 # ----------------------------------------------------------------------------------
 
@@ -646,5 +783,5 @@ class Compile:
 
 
 WORKLOADS = {w.name: w for w in (Small(), Large(), Rng(), Spectra(), EveryLayer(), Memory(),
-                                 Scaling(), Compile())}
+                                 Scaling(), SweepFile(), Compile())}
 assert tuple(WORKLOADS) == NAMES

@@ -4,6 +4,7 @@ competitors that are missing reported as skipped. The times themselves mean noth
 
 import importlib.util
 import json
+import math
 
 import pytest
 from click.testing import CliRunner
@@ -74,6 +75,67 @@ def test_bench_jax_competitor_computes_the_same_network():
     for d in (8, 16):
         assert small["results"][f"d={d}/jax"]["status"] == "ok"
         assert small["sanity"][f"d={d}"]["consistent"], small["sanity"]
+
+
+@pytest.mark.parametrize("hide_torch", [False, True], ids=["torch-as-installed", "no-torch"])
+def test_bench_sweep_file_case_alone_at_toy_size(tmp_path, monkeypatch, hide_torch):
+    """--only sweep_file at the smoke size (d = 32, depth 20, 2 seeds, one repeat): the
+    document's fields, both results files equal to the in-memory runs, finite ratios."""
+    real = competitors.installed
+    if hide_torch:
+        monkeypatch.setattr(competitors, "installed", lambda lib: lib != "torch" and real(lib))
+    with_torch = competitors.installed("torch")
+    out_json = tmp_path / "r.json"
+    doc = suite.run_suite(preset="smoke", only="sweep_file", isolate=False, repeats=1,
+                          json_path=out_json)
+    assert _strict_json(out_json.read_text())["workloads"].keys() == {"sweep_file"}
+    assert doc["config"] == {"sweep_file": {"d": 32, "depth": 20, "every": 10, "seeds": 2,
+                                            "repeats": 1}}
+    section = doc["workloads"]["sweep_file"]
+    r = section["results"]["fastrank"]
+    assert r["status"] == "ok", r
+    paths = {"memory", "file", "command"} | ({"torch"} if with_torch else set())
+    assert set(r["timings"]) == paths
+    for timing in r["timings"].values():
+        assert len(timing["times_s"]) == 1 and timing["median_s"] > 0
+        assert timing["first_call_s"] is not None and timing["first_call_s"] > 0
+    assert r["skipped"] == ({} if with_torch else {"torch": competitors.SKIPPED})
+    assert r["work"] == {"networks": 2, "layers": 20}
+    assert not r["read_errors"], r["read_errors"]
+    assert r["file_matches_memory"] == {"file": True, "command": True}
+    layers = r["measured_layers"]
+    assert layers["file"] == layers["command"] == layers["memory"] == 21  # 0..20 (log 50)
+    assert r["file_bytes"]["file"] > 0 and r["file_bytes"]["command"] > 0
+    assert r["command"] == ("python -m fastrank sweep --width 32 --depth 20 --activation relu "
+                            "--norm bn --seed 0-1 --every 10 -q -o FILE --overwrite")
+    assert r["command_env"]["NUMBA_NUM_THREADS"] == str(doc["threads"]["requested"])
+    if with_torch:
+        assert layers["torch"] == 3 and r["file_bytes"]["torch"] > 0  # layers 0, 10, 20
+
+    (t,) = doc["targets"]
+    assert (t["workload"], t["op"], t["target"], t["unit"]) == ("sweep_file", "<=", 1.3, "x")
+    assert t["what"].startswith("file / memory")
+    assert t["status"] in ("met", "NOT met") and math.isfinite(t["value"]) and t["value"] > 0
+    ratios = section["ratios"]
+    assert list(ratios) == ["file/memory", "command/memory", "torch/file"]
+    assert ratios["file/memory"]["value"] == t["value"]
+    assert t["detail"]["ratios"] == ratios
+    live = ["file/memory", "command/memory"] + (["torch/file"] if with_torch else [])
+    for key in live:
+        assert math.isfinite(ratios[key]["value"]) and ratios[key]["value"] > 0, key
+        assert math.isfinite(ratios[key]["paired_median"]) and ratios[key]["reason"] is None
+    if not with_torch:
+        assert ratios["torch/file"]["value"] is None
+        assert ratios["torch/file"]["reason"] == "skipped (torch not installed)"
+    (check,) = section["sanity"].values()
+    assert check["consistent"], check
+
+    md = doc["markdown_text"]
+    assert "| sweep_file | d=N=32, depth 20, 2 seeds |" in md and "<= 1.3x" in md
+    rows = {row["path"].split(":")[0]: row for row in section["rows"]}
+    assert list(rows) == ["in memory", "to a file", "the command", "torch script"]
+    assert rows["in memory"]["vs in memory"] == "1.00x"
+    assert (rows["torch script"]["median"] == "skipped (torch not installed)") != with_torch
 
 
 @pytest.mark.parametrize("args, words", [

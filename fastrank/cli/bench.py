@@ -8,7 +8,8 @@ import click
 
 from fastrank.cli import InputError, cli
 
-WORKLOADS = "small, large, rng, spectra, measure_every_layer, memory, scaling, compile"
+WORKLOADS = ("small, large, rng, spectra, measure_every_layer, memory, scaling, sweep_file, "
+             "compile")
 
 
 def _writable(path: str | None, option: str) -> Path | None:
