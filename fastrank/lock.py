@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import glob
 import os
+import re
 import socket
 import time
 
@@ -33,10 +34,13 @@ def sidecar(path) -> str:
     return os.path.join(folder, f".{name}.lock")
 
 
-def staging_pattern(path) -> str:
-    """Glob of the staging files of ``path`` (see fastrank.store)."""
+def staging_files(path) -> list[str]:
+    """The staging files of ``path`` (``.NAME.PID-RANDOM.tmp``, fastrank.store.writer),
+    and not those of another output whose name starts with this one's."""
     folder, name = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f".{glob.escape(name)}.*.tmp")
+    own = re.compile(rf"\.{re.escape(name)}\.\d+-[0-9a-f]{{8}}\.tmp")
+    candidates = glob.glob(os.path.join(folder, f".{glob.escape(name)}.*.tmp"))
+    return [p for p in candidates if own.fullmatch(os.path.basename(p))]
 
 
 def _holder(fd: int) -> str:
@@ -78,7 +82,7 @@ class WriterLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
-        for stale in glob.glob(staging_pattern(self.path)):
+        for stale in staging_files(self.path):
             with contextlib.suppress(OSError):
                 os.unlink(stale)
         return self

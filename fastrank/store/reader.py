@@ -29,6 +29,11 @@ class DamagedFile(ValueError):
     """A results file that cannot be read as written (truncated, corrupted)."""
 
 
+#: What h5py raises on damaged files: a failed metadata checksum opening an object is a
+#: KeyError, a failed data checksum an OSError, a flipped byte in a string a decode error.
+DAMAGE = (KeyError, OSError, UnicodeDecodeError, json.JSONDecodeError)
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
@@ -116,19 +121,22 @@ class Stacked:
     def unreadable_runs(self, name: str, rows: np.ndarray) -> list[int]:
         """Runs whose committed rows of ``name`` fail to read (checksum), a chunk of runs
         at a time and run by run only inside a failing chunk."""
-        ds = self.f[name]
-        ds.refresh()
+        try:
+            ds = self.f[name]
+            ds.refresh()
+        except DAMAGE:
+            return list(range(self.n_runs))
         step, bad = ds.chunks[0], []
         for start in range(0, self.n_runs, step):
             stop = min(start + step, self.n_runs)
             n = int(rows[start:stop].max(initial=0))
             try:
                 ds[start:stop, :n]
-            except OSError:
+            except DAMAGE:
                 for i in range(start, stop):
                     try:
                         ds[i, : int(rows[i])]
-                    except OSError:
+                    except DAMAGE:
                         bad.append(i)
         return bad
 
@@ -178,7 +186,7 @@ class Grouped:
         for i, n in enumerate(rows):
             try:
                 self.read(i, name, int(n))
-            except OSError:
+            except DAMAGE:
                 bad.append(i)
         return bad
 
@@ -243,7 +251,7 @@ class Results:
             self.sweep = Sweep.from_dict(json.loads(a["sweep"]))
             self._layout = layout_of(self._f)
             self._columns = self._layout.columns()
-        except (KeyError, OSError, TypeError, ValueError) as exc:
+        except (*DAMAGE, TypeError, ValueError) as exc:
             self._f.close()
             if isinstance(exc, (DamagedFile, FileNotFoundError)):
                 raise
@@ -258,7 +266,7 @@ class Results:
     def _read_status(self) -> None:
         try:
             self._rows, self._failed_layer, self._failure = self._layout.status()
-        except (KeyError, OSError) as exc:
+        except DAMAGE as exc:
             raise DamagedFile(f"{self.path} is damaged: {_one_line(exc)}") from None
 
     def __len__(self) -> int:
@@ -342,7 +350,7 @@ class Results:
         if name not in blocks:
             try:
                 values = self._layout.block(name)
-            except OSError as exc:
+            except DAMAGE as exc:
                 raise DamagedFile(f"{self.path}: {name} does not read back as written "
                                   f"({_one_line(exc)})") from None
             beyond = np.arange(values.shape[1])[None, :] >= self._rows[:, None]
@@ -424,7 +432,11 @@ class Run:
     def __init__(self, results: Results, index: int):
         self._results, self.index, self.id = results, index, schema.run_id(index)
         c = results._columns
-        self.network = Network.from_dict(json.loads(schema.text(c["network"][index])))
+        try:
+            self.network = Network.from_dict(json.loads(schema.text(c["network"][index])))
+        except (*DAMAGE, TypeError, ValueError) as exc:
+            raise DamagedFile(f"{results.path}: run {self.id}: its network does not read back "
+                              f"({type(exc).__name__}: {_one_line(exc)})") from None
         self.seed, self.label = int(c["seed"][index]), schema.text(c["label"][index])
         self.expected_rows = int(c["expected_rows"][index])
         self.taus = results._layout.taus
@@ -456,7 +468,7 @@ class Run:
         if name not in self._arrays:
             try:
                 self._arrays[name] = self._results._layout.read(self.index, name, self.rows)
-            except OSError as exc:  # Fletcher32 mismatch or an unreadable chunk
+            except DAMAGE as exc:  # a checksum mismatch or an unreadable chunk
                 raise DamagedFile(f"{self._results.path}: run {self.id}: {name} does not read "
                                   f"back as written ({_one_line(exc)})") from None
         return self._arrays[name]

@@ -24,7 +24,7 @@ from fastrank.lock import WriterLock
 from fastrank.measures import SCALARS
 from fastrank.spec import Sweep
 from fastrank.store import schema
-from fastrank.store.reader import DamagedFile, layout_of, open_file
+from fastrank.store.reader import DAMAGE, DamagedFile, layout_of, open_file
 from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
 
 #: Chunk cache of the writer's file: the chunks a batch of runs is filling stay in memory.
@@ -172,16 +172,19 @@ class Writer:
     def _carry_over(self, old: h5py.File) -> None:
         """Copy the complete and failed runs of ``old`` (any format version); a run whose
         data fail their checksums is left to be computed again."""
-        source = layout_of(old)
+        try:
+            source = layout_of(old)
+            rows, failed_layer, failure = source.status()
+        except DAMAGE as exc:
+            raise DamagedFile(f"{self.path} is damaged: {type(exc).__name__}: {exc}") from None
         if source.n_runs != len(self._points):
             raise DamagedFile(f"{self.path}: its runs do not match its sweep")
-        rows, failed_layer, failure = source.status()
         expected = np.array([len(p) for p in self._points])
         for i in np.flatnonzero((failed_layer >= 0) | (rows >= expected)):
             n = int(rows[i])
             try:
                 data = {name: source.read(i, name, n) for name in schema.ROW_DATASETS}
-            except OSError:  # a checksum failed: recomputed rather than copied
+            except DAMAGE:  # a checksum failed: recomputed rather than copied
                 continue
             for name, value in data.items():
                 ds = self._ds[name]
