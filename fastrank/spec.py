@@ -9,6 +9,7 @@ and what it accepts, so the CLI can print it as it is.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import re
@@ -156,9 +157,10 @@ class Network:
             raise SpecError("invalid gamma: a residual chain (gamma < inf) needs a constant width")
 
     # Derived properties -------------------------------------------------------------
-    @property
+    @functools.cached_property
     def widths(self) -> tuple[int, ...]:
-        """Output width of each layer 1..depth."""
+        """Output width of each layer 1..depth (built once: per-layer callers at depth
+        50,000 would otherwise rebuild a 50,000-long tuple on every call)."""
         if isinstance(self.width, tuple):
             return self.width
         return (self.width,) * self.depth
