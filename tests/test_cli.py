@@ -130,3 +130,12 @@ def test_real_subprocess_bad_input_and_version(tmp_path):
     assert not (tmp_path / "x.h5").exists()
     version = subprocess.run([sys.executable, "-m", "fastrank", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and fastrank.__version__ in version.stdout
+
+
+def test_the_command_line_starts_without_the_kernels():
+    """`fastrank --help` / `--version` / completion load no numba, scipy or h5py (they cost
+    most of a second): the package's names load on first use."""
+    code = ("import sys, fastrank, fastrank.cli; "
+            "heavy = {'numba', 'scipy', 'h5py'} & set(sys.modules); "
+            "assert not heavy, heavy; fastrank.Network; assert 'numba' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
