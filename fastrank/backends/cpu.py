@@ -4,6 +4,7 @@ kernel (one seed per thread) for narrow float32 ones."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
 
@@ -133,11 +134,21 @@ def host_spectrum(h: np.ndarray, method: str) -> np.ndarray:
     svd: LAPACK on a float64 copy, for float64 networks and for checking.
     """
     h64 = np.asarray(h, dtype=np.float64)
-    if method == "svd":
-        return np.linalg.svd(h64, compute_uv=False)
-    gram = h64 @ h64.T if h64.shape[0] <= h64.shape[1] else h64.T @ h64
-    eig = np.linalg.eigvalsh(gram)[::-1]
+    with _lapack_threads(min(h64.shape)):
+        if method == "svd":
+            return np.linalg.svd(h64, compute_uv=False)
+        gram = h64 @ h64.T if h64.shape[0] <= h64.shape[1] else h64.T @ h64
+        eig = np.linalg.eigvalsh(gram)[::-1]
     return np.sqrt(np.clip(eig, 0.0, None))
+
+
+def _lapack_threads(k: int):
+    """One BLAS thread for the eigensolvers of matrices up to config.SMALL_EIGEN_MAX (a
+    second thread gains little there and costs several times over on a busy machine);
+    the library's own choice above."""
+    if k <= config.SMALL_EIGEN_MAX:
+        return _blas_controller().limit(limits=1, user_api="blas")
+    return contextlib.nullcontext()
 
 
 def host_gram_stats(h: np.ndarray) -> tuple[float, float, float]:
@@ -153,7 +164,8 @@ def host_gram_stats(h: np.ndarray) -> tuple[float, float, float]:
     g = h @ h.T if h.shape[0] <= h.shape[1] else h.T @ h
     trace, frob2 = float(np.trace(g, dtype=np.float64)), kernels.sum_of_squares(g)
     if g.shape[0] <= 256:
-        return trace, frob2, float(np.linalg.eigvalsh(g.astype(np.float64))[-1])
+        with _lapack_threads(g.shape[0]):
+            return trace, frob2, float(np.linalg.eigvalsh(g.astype(np.float64))[-1])
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     op = LinearOperator(g.shape, matvec=g.dot, dtype=g.dtype)
