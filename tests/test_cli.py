@@ -139,3 +139,13 @@ def test_the_command_line_starts_without_the_kernels():
             "heavy = {'numba', 'scipy', 'h5py'} & set(sys.modules); "
             "assert not heavy, heavy; fastrank.Network; assert 'numba' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("output, words", [
+    ("nodir/x.h5", "cannot write nodir/x.h5: No such file or directory"),
+    ("a" * 300 + ".h5", "File name too long"),
+])
+def test_an_unwritable_output_is_one_line_before_any_work(runner, output, words):
+    result = runner.invoke(cli, ["sweep", *SMALL, "-o", output])
+    assert result.exit_code == 2 and words in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -108,20 +108,31 @@ def sweep(config_path, output, overwrite, resume, quiet, gpu, device, commit_eve
     if resume and not output:
         raise InputError("--resume needs -o FILE, the sweep to continue")
     path = Path(output) if output else _fresh_path(DEFAULT_OUTPUT)
-    if path.exists() and not (overwrite or resume):
+    try:
+        exists = path.exists()
+    except OSError as exc:  # e.g. a name too long
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if exists and not (overwrite or resume):
         raise InputError(
             f"{path} exists: pass --overwrite to replace it or --resume to continue it"
         )
     backend = _backend(gpu, device)
     try:
         # Resuming with no options at all continues whatever sweep the file holds.
-        wanted = None if (resume and path.exists() and not given) else options.build_sweep(given)
+        wanted = None if (resume and exists and not given) else options.build_sweep(given)
         writer = open_writer(path, wanted, overwrite=overwrite, resume=resume, backend=backend)
     except (spec.SpecError, ValueError, FileExistsError, WriterLocked) as exc:
         raise InputError(str(exc)) from None
+    except OSError as exc:  # no such folder, read-only, name too long, disk full, ...
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
     bar = _Progress(quiet)
-    with writer:
-        fill(writer, backend, progress=bar.update, on_start=bar.start, commit_every=commit_every)
+    try:
+        with writer:
+            fill(writer, backend, progress=bar.update, on_start=bar.start,
+                 commit_every=commit_every)
+    except (OSError, RuntimeError) as exc:  # HDF5 write errors arrive as RuntimeError
+        raise InputError(f"writing {path} failed ({' '.join(str(exc).split())}); every "
+                         "committed row is kept: --resume continues it") from None
     bar.finish()
     if not quiet:
         from fastrank.report import summary_table
