@@ -68,22 +68,29 @@ def iter_batch(
     for point, tier in zip(schedule.points(network.depth), schedule.tiers(network.depth)):
         if point:
             backend.advance(batch, int(point))
+        live = []
         for i in range(len(batch.seeds)):
             if i in reported:
                 continue
             if batch.failed_layer[i] >= 0:
                 reported.add(i)
                 yield i, RunFailed(int(batch.failed_layer[i]), REASONS[int(batch.reason[i])])
-                continue
-            shape = (network.widths[point - 1] if point else network.in_dim, network.batch)
-            if tier:
-                s = backend.spectrum(batch, i, method)
-                measured = measures.all_measures(s, shape, network.dtype, taus)
             else:
-                s = np.empty(0)
+                live.append(i)
+        if not live:
+            continue
+        if tier:  # the spectra and measures of every live seed at once
+            shape = (network.widths[point - 1] if point else network.in_dim, network.batch)
+            spectra = backend.spectra(batch, live, method)
+            measured = measures.all_measures(spectra, shape, network.dtype, taus)
+            for j, i in enumerate(live):
+                values = {name: v[j] for name, v in measured.items()}
+                yield i, Row(int(point), spectra[j], float(batch.log_norm[i]), values, 1)
+        else:
+            for i in live:
                 stats = backend.gram_stats(batch, i)
-                measured = measures.gram_measures(*stats, network.batch, len(taus))
-            yield i, Row(int(point), s, float(batch.log_norm[i]), measured, int(tier))
+                values = measures.gram_measures(*stats, network.batch, len(taus))
+                yield i, Row(int(point), np.empty(0), float(batch.log_norm[i]), values, 0)
 
 
 def iter_rows(

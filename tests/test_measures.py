@@ -68,3 +68,24 @@ def test_numerical_rank_follows_the_dtype():
     s = np.array([1.0, 1e-9])
     assert measures.numerical_rank(s, (2, 2), np.float32) == 1
     assert measures.numerical_rank(s, (2, 2), np.float64) == 2
+
+
+def test_a_stack_of_spectra_gives_each_row_its_own_values():
+    """One call for a batch of seeds: each row's measures equal those of its spectrum
+    measured alone, bitwise, whatever rows stand beside it (zeros and ties included)."""
+    rng = np.random.default_rng(11)
+    stack = np.sort(rng.random((40, 12)) * np.logspace(0, -8, 12), axis=1)[:, ::-1].copy()
+    stack[3, 5:] = 0.0  # rank-deficient
+    stack[7] = 0.0  # vanished
+    stack[9] = 1.0  # all equal
+    taus = (0.1, 0.5)
+    together = measures.all_measures(stack, (12, 30), np.float32, taus)
+    subset = measures.all_measures(stack[5:12], (12, 30), np.float32, taus)
+    for j, row in enumerate(stack):
+        alone = measures.all_measures(row, (12, 30), np.float32, taus)
+        for name, value in alone.items():
+            assert np.array_equal(together[name][j], value, equal_nan=True), (name, j)
+            if 5 <= j < 12:
+                assert np.array_equal(subset[name][j - 5], value, equal_nan=True), (name, j)
+    assert together["soft_rank"][7] == 0 and together["condition_number"][7] == np.inf
+    assert together["soft_rank"][9] == pytest.approx(12) and together["numerical_rank"][3] == 5

@@ -72,6 +72,11 @@ class Backend(ABC):
     def spectrum(self, batch: Batch, i: int, method: str) -> np.ndarray:
         """Singular values of seed i's H, descending, float64, on the host (gram or svd)."""
 
+    def spectra(self, batch: Batch, idx: list[int], method: str) -> np.ndarray:
+        """The spectra of seeds ``idx`` as one (len(idx), k) array (backends that compute
+        all seeds at once return them without a call per seed)."""
+        return np.stack([self.spectrum(batch, i, method) for i in idx])
+
     @abstractmethod
     def gram_stats(self, batch: Batch, i: int) -> tuple[float, float, float]:
         """Seed i's Gram matrix G (smaller side) summarised: trace, ||G||_F^2, lambda_max."""

@@ -170,9 +170,12 @@ class GPUBackend(Backend):
             self._pull(batch)
 
     def spectrum(self, batch: Batch, i: int, method: str) -> np.ndarray:
+        return self.spectra(batch, [i], method)[0]
+
+    def spectra(self, batch: Batch, idx: list[int], method: str) -> np.ndarray:
         values = self._cached(batch, ("spectrum", method),
-                              lambda idx: self._spectra(batch, idx, method))
-        return values[i]
+                              lambda alive: self._spectra(batch, alive, method))
+        return values[idx]
 
     def gram_stats(self, batch: Batch, i: int) -> tuple[float, float, float]:
         stats = self._cached(batch, ("gram",), lambda idx: self._gram_stats(batch, idx))
