@@ -93,3 +93,53 @@ def test_rescaling_keeps_deep_vanilla_networks_finite():
     net = Network(width=16, depth=3000, gain=4.0)
     traj = simulate(net, 0, Schedule(every=1000, log=None))
     assert np.all(np.isfinite(traj.log_norm)) and traj.log_norm[-1] > 1500
+
+
+def _calls(net_at, backend, depth):
+    """Python function calls of one two-seed run of ``net_at(depth)`` measured at layer 0
+    and its last layer, and how many of them computed Network.widths."""
+    import cProfile
+    import pstats
+
+    from fastrank import simulate_many
+
+    net = net_at(depth)
+    profile = cProfile.Profile()
+    profile.enable()
+    simulate_many(net, [0, 1], Schedule(every=None, log=None), backend=backend)
+    profile.disable()
+    stats = pstats.Stats(profile).stats
+    total = sum(calls for _, calls, _, _, _ in stats.values())
+    widths = sum(v[1] for (_, _, name), v in stats.items() if name == "widths")
+    return total, widths
+
+
+@pytest.mark.parametrize("path", ["cpu per layer", "gpu on the host stand-in"])
+def test_host_work_per_layer_does_not_grow_with_depth(path):
+    """Counted, not timed: the same calls for every layer at depth 20, 40 and 80 (the
+    same measured layers), and the depth-long list of widths built once per network,
+    never per layer (it cost 0.47 ms a call at depth 50,000)."""
+    from fastrank.backends.cpu import CPUBackend
+
+    if path == "cpu per layer":  # wider than the whole-depth kernel: a BLAS call per layer
+        def net_at(depth):
+            return Network(width=130, depth=depth, batch=8, activation="relu", norm="bn")
+        backend = CPUBackend()
+    else:
+        gpu_testing = pytest.importorskip("fastrank.gpu.testing")
+        from fastrank.gpu import GPUBackend
+        from fastrank.gpu.program import CompileError
+
+        try:
+            backend = GPUBackend(dev=gpu_testing.HostDevice(block=32, jacobi_block=32))
+        except CompileError as exc:
+            pytest.skip(f"no host build of the CUDA kernels: {exc}")
+
+        def net_at(depth):
+            return Network(width=8, depth=depth, activation="relu", norm="bn")
+    _calls(net_at, backend, 20)  # warm: compiled kernels, buffers, imports
+    (c20, w20), (c40, w40), (c80, w80) = (_calls(net_at, backend, d) for d in (20, 40, 80))
+    # 40 more layers cost twice the calls of 20 more, up to a few calls of fixed work
+    # (work growing with depth would add at least one call per layer, 40 here)
+    assert abs((c80 - c40) - 2 * (c40 - c20)) <= 20, (c20, c40, c80)
+    assert w20 <= 1 and w40 <= 1 and w80 <= 1
