@@ -217,3 +217,45 @@ class HostDevice(Device):
             self.graph_replays += 1
 
         return replay
+
+
+def layer_by_layer(backend, cpu, net, seeds, layers: int) -> dict:
+    """Each layer of ``backend`` (any device) against ``cpu``'s layer from the same H, the
+    device's previous one, so rounding differences cannot grow with depth (BN + ReLU is
+    chaotic: whole trajectories drift apart on a correct GPU). Returns the worst relative
+    error of H (``h``), the worst log-norm difference (``log_norm``), the worst error of
+    the last layer's spectra against host_spectrum of the same H (``spectrum``), and
+    ``failures_differ``: the first layer whose failures (layer or reason) differ, else
+    None."""
+    from fastrank.backends.cpu import host_spectrum
+
+    dev = backend.dev
+    g, c = backend.start(net, seeds), cpu.start(net, seeds)
+    worst = {"h": 0.0, "log_norm": 0.0, "spectrum": 0.0, "failures_differ": None}
+    for layer in range(1, layers + 1):
+        h = dev.to_host(g.h.h)
+        if isinstance(c.h, np.ndarray):
+            c.h[...] = h
+        else:
+            c.h = [x.copy() for x in h]
+        c.layer, c.log_norm[:] = layer - 1, g.log_norm
+        cpu.advance(c, layer)
+        backend.advance(g, layer)
+        if not (np.array_equal(g.failed_layer, c.failed_layer)
+                and np.array_equal(g.reason, c.reason)):
+            worst["failures_differ"] = layer
+            break
+        alive = np.flatnonzero(g.failed_layer < 0)
+        if not alive.size:
+            break
+        got = dev.to_host(g.h.h)[alive]
+        ref = np.stack([c.h[i] for i in alive])
+        worst["h"] = max(worst["h"], float(np.abs(got - ref).max() / np.abs(ref).max()))
+        worst["log_norm"] = max(worst["log_norm"],
+                                float(np.abs(g.log_norm - c.log_norm)[alive].max()))
+        methods = ("gram", "svd") if len(seeds) <= 64 else ("gram",)  # svd: a call per seed
+        for method in methods if layer == layers else ():
+            spec = backend.spectrum(g, int(alive[0]), method)
+            own = host_spectrum(got[0], method)
+            worst["spectrum"] = max(worst["spectrum"], float(np.abs(spec - own).max() / own[0]))
+    return worst

@@ -28,10 +28,11 @@ import pytest
 from click.testing import CliRunner
 
 from fastrank import init, rng
-from fastrank.backends.cpu import CPUBackend, host_spectrum
+from fastrank.backends.cpu import CPUBackend
 from fastrank.cli import cli
 from fastrank.gpu import GPUBackend, GPUUnavailable, program
 from fastrank.gpu.device import CaptureUnsupported
+from fastrank.gpu.testing import layer_by_layer
 from fastrank.propagate import simulate_many
 from fastrank.runner import run_sweep
 from fastrank.spec import Network, Schedule, Sweep
@@ -273,36 +274,8 @@ def test_the_stand_in_refuses_what_cupy_refuses_in_a_capture(device):
 
 
 def _per_layer(backend, cpu, net, seeds, layers):
-    """Each layer on the device against the CPU's layer from the same (the device's)
-    previous H: the worst relative error of H, of the log-norms, and of the spectra of
-    the device's H against host_spectrum of it; failures must agree at every layer."""
-    dev = backend.dev
-    g, c = backend.start(net, seeds), cpu.start(net, seeds)
-    worst = {"h": 0.0, "log_norm": 0.0, "spectrum": 0.0}
-    for layer in range(1, layers + 1):
-        h = dev.to_host(g.h.h)
-        if isinstance(c.h, np.ndarray):
-            c.h[...] = h
-        else:
-            c.h = [x.copy() for x in h]
-        c.layer, c.log_norm[:] = layer - 1, g.log_norm
-        cpu.advance(c, layer)
-        backend.advance(g, layer)
-        assert np.array_equal(g.failed_layer, c.failed_layer), f"layer {layer}"
-        assert np.array_equal(g.reason, c.reason), f"layer {layer}"
-        alive = np.flatnonzero(g.failed_layer < 0)
-        if not alive.size:
-            break
-        got = dev.to_host(g.h.h)[alive]
-        ref = np.stack([c.h[i] for i in alive])
-        worst["h"] = max(worst["h"], float(np.abs(got - ref).max() / np.abs(ref).max()))
-        worst["log_norm"] = max(worst["log_norm"],
-                                float(np.abs(g.log_norm - c.log_norm)[alive].max()))
-        methods = ("gram", "svd") if len(seeds) <= 64 else ("gram",)  # svd: a call per seed
-        for method in methods if layer == layers else ():
-            spec = backend.spectrum(g, int(alive[0]), method)
-            own = host_spectrum(got[0], method)
-            worst["spectrum"] = max(worst["spectrum"], float(np.abs(spec - own).max() / own[0]))
+    worst = layer_by_layer(backend, cpu, net, seeds, layers)
+    assert worst.pop("failures_differ") is None, "failures differ from the CPU's"
     return worst
 
 

@@ -33,7 +33,7 @@ RESULTS: dict = {}
 
 from fastrank.backends.cpu import CPUBackend  # noqa: E402
 from fastrank.gpu import GPUBackend  # noqa: E402
-from fastrank.gpu.testing import HostDevice  # noqa: E402
+from fastrank.gpu.testing import HostDevice, layer_by_layer  # noqa: E402
 from fastrank.propagate import simulate_many  # noqa: E402
 from fastrank.spec import Network, Schedule  # noqa: E402
 
@@ -162,33 +162,6 @@ def _():
     return ("OK" if ok else "FAIL"), info
 
 
-def per_layer(net, seeds, layers, graphs=False):
-    """Chaos-free check: each GPU layer against the CPU backend's layer from the GPU's own
-    previous H (so rounding differences cannot grow with depth)."""
-    g = backend(graphs=graphs)
-    gb, cb = g.start(net, seeds), CPU.start(net, seeds)
-    worst, worst_ln = rel(g.dev.to_host(gb.h.h), np.stack(list(cb.h))), 0.0
-    for layer in range(1, layers + 1):
-        h = np.array(g.dev.to_host(gb.h.h))
-        if isinstance(cb.h, np.ndarray):
-            cb.h[...] = h
-        else:
-            cb.h = [x.copy() for x in h]
-        cb.layer, cb.log_norm[:] = layer - 1, gb.log_norm
-        CPU.advance(cb, layer)
-        g.advance(gb, layer)
-        if not np.array_equal(gb.failed_layer, cb.failed_layer):
-            return layer, worst, worst_ln, "failures differ"
-        alive = gb.failed_layer < 0
-        if not alive.any():
-            break
-        got = np.asarray(g.dev.to_host(gb.h.h))[alive]
-        ref = np.stack([cb.h[i] for i in range(len(seeds))])[alive]
-        worst = max(worst, rel(got, ref))
-        worst_ln = max(worst_ln, float(np.max(np.abs(gb.log_norm - cb.log_norm)[alive])))
-    return layers, worst, worst_ln, ""
-
-
 @check("trajectory_vs_cpu_d64_depth200_bn_relu")
 def _():
     """The whole trajectory from the same seeds. BN+ReLU is chaotic (perturbations grow
@@ -201,9 +174,9 @@ def _():
     ours = simulate_many(net, seeds, sch, backend=backend())
     ref = simulate_many(net, seeds, sch, backend=CPU)
     layers = ref[0].layer
-    diff = np.max([np.abs(a.spectrum / a.spectrum[:, :1] - b.spectrum / a.spectrum[:, :1]).max(axis=1)
-                   for a, b in zip(ref, ours)], axis=0)
-    info = {f"L{int(L)}": f"{d:.1e}" for L, d in zip(layers, diff)}
+    diff = np.max([np.abs((a.spectrum - b.spectrum) / a.spectrum[:, :1]).max(axis=1)
+                   for a, b in zip(ref, ours, strict=True)], axis=0)
+    info = {f"L{int(L)}": f"{d:.1e}" for L, d in zip(layers, diff, strict=True)}
     sr_gpu = np.array([t.soft_rank[-1] for t in ours])
     sr_cpu = np.array([t.soft_rank[-1] for t in ref])
     se = np.sqrt((sr_gpu.var() + sr_cpu.var()) / len(seeds))
@@ -229,7 +202,8 @@ def _():
         r = np.random.default_rng(2)
         x = r.standard_normal((n, n))
         h1 = np.outer(r.standard_normal(n), r.standard_normal(n))
-        for name, gh in (("wishart", x @ x.T), ("rank1+1e-6noise", (h1 + 1e-6 * x).T @ (h1 + 1e-6 * x)),
+        noisy = h1 + 1e-6 * x
+        for name, gh in (("wishart", x @ x.T), ("rank1+1e-6noise", noisy.T @ noisy),
                          ("exact_rank1", h1.T @ h1)):
             top_ref = np.linalg.eigvalsh(gh)[-1]
             try:
@@ -237,7 +211,8 @@ def _():
                     g = cupy.asarray(gh)
                     t = time.time()
                     top = b.dev.top_eigenvalue(g)  # as shipped: tol=1e-10 absolute
-                    info[f"{name} shipped"] = f"{time.time() - t:.2f}s rel_err {abs(top - top_ref) / top_ref:.1e}"
+                    err = abs(top - top_ref) / top_ref
+                    info[f"{name} shipped"] = f"{time.time() - t:.2f}s rel_err {err:.1e}"
                     ok &= bool(abs(top - top_ref) < 1e-8 * top_ref)
                     t = time.time()
                     v0 = cupy.asarray(np.random.default_rng(12345).standard_normal(n))
@@ -253,7 +228,8 @@ def _():
 def _():
     info, ok = {}, True
     net = Network(width=8192, depth=2, activation="relu", norm="bn")
-    n, err, dln, why = per_layer(net, [0], 1)
+    worst = layer_by_layer(backend(), CPU, net, [0], 1)
+    err, dln, why = worst["h"], worst["log_norm"], worst["failures_differ"] or ""
     info["d8192 layer 1"] = f"rel err {err:.1e}, dlog_norm {dln:.1e} {why}"
     ok &= not why and err < 1e-4
     net = Network(width=4096, depth=3, activation="relu", norm="bn")
@@ -289,7 +265,8 @@ def _():
             continue
         text = p.stdout + p.stderr
         lines = [x.strip("= ") for x in text.splitlines()]
-        hits = [i for i, x in enumerate(lines) if re.search(r"Race|Invalid|Barrier|Error:|error:", x)]
+        found = re.compile(r"Race|Invalid|Barrier|Error:|error:")
+        hits = [i for i, x in enumerate(lines) if found.search(x)]
         events = [" / ".join(lines[i:i + 3]) for i in hits[:3]]
         summary = [x for x in lines if "SUMMARY" in x]
         info[tool] = f"rc={p.returncode} {summary} {events}"[:600]
