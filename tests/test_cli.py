@@ -149,3 +149,14 @@ def test_an_unwritable_output_is_one_line_before_any_work(runner, output, words)
     result = runner.invoke(cli, ["sweep", *SMALL, "-o", output])
     assert result.exit_code == 2 and words in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_first_sweep_says_it_compiles_the_kernels(runner, monkeypatch):
+    import fastrank.kernels.cpu as kernels
+
+    assert isinstance(kernels.compiled_before(), bool)
+    monkeypatch.setattr(kernels, "compiled_before", lambda: False)
+    result = _ok(runner.invoke(cli, ["sweep", "--width", "8", "--depth", "5", "-o", "a.h5"]))
+    assert "compiling the kernels for this machine (once" in result.stderr
+    quiet = _ok(runner.invoke(cli, ["sweep", *SMALL, "-o", "b.h5"]))
+    assert "compiling" not in quiet.stderr

@@ -125,6 +125,12 @@ def sweep(config_path, output, overwrite, resume, quiet, gpu, device, commit_eve
         raise InputError(str(exc)) from None
     except OSError as exc:  # no such folder, read-only, name too long, disk full, ...
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if not (quiet or gpu):
+        from fastrank.kernels.cpu import compiled_before
+
+        if not compiled_before():
+            click.echo("fastrank: compiling the kernels for this machine (once, about 20 s)",
+                       err=True)
     bar = _Progress(quiet)
     try:
         with writer:

@@ -34,3 +34,16 @@ def start_threads() -> None:
             del os.environ["OMP_WAIT_POLICY"]
     _started = True
 
+
+
+def compiled_before() -> bool:
+    """Whether numba's on-disk cache holds the whole-depth kernel for this Python: if
+    not, the first sweep compiles every kernel (about 20 s of CPU, once per machine and
+    install). A guess from numba's cache index (numba keeps it in __pycache__ beside the
+    source, or in a user cache folder where that is read-only); True when it cannot tell."""
+    try:
+        from fastrank.kernels.cpu import depth
+
+        return os.path.exists(depth.advance._cache._cache_file._index_path)
+    except Exception:  # numba's cache layout is not public: never stop a sweep over it
+        return True
