@@ -619,6 +619,123 @@ def sweep_file_fastrank(p, repeats):
 
 
 # ----------------------------------------------------------------------------------
+# depth_scaling: what a user runs (run_sweep into a results file) at a shallow and a
+# deep depth, the same work per layer (a measured row every `every` layers)
+# ----------------------------------------------------------------------------------
+
+
+def depth_scaling_sweep(p, depth):
+    """The depth_scaling case's sweep at ``depth``: d = N = p["d"], BN + ReLU, seeds
+    0 .. p["seeds"] - 1, Schedule(every=p["every"], log=0) (no log-spaced rows, so the
+    measured rows grow in proportion to the depth)."""
+    import fastrank
+
+    return fastrank.Sweep(grid={"width": [p["d"]], "depth": [depth], "activation": ["relu"],
+                                "norm": ["bn"]},
+                          seeds=tuple(range(p["seeds"])),
+                          schedule=fastrank.Schedule(every=p["every"], log=0))
+
+
+@impl("depth_scaling", "fastrank")
+def depth_scaling_fastrank(p, repeats):
+    """run_sweep of the same sweep at each of ``p["depths"]``, side by side in this
+    process (round-robin, one warm-up each), each into its own temporary results file;
+    the files are read back afterwards (outside the timing)."""
+    import os
+    import tempfile
+
+    import fastrank
+    import fastrank.runner
+
+    depths = [int(x) for x in p["depths"]]
+    labels = {depth: f"depth={depth}" for depth in depths}
+    sweeps = {depth: depth_scaling_sweep(p, depth) for depth in depths}
+    with tempfile.TemporaryDirectory(prefix="fastrank-bench-depth-") as tmp:
+        paths = {depth: os.path.join(tmp, f"depth-{depth}.h5") for depth in depths}
+        fns = {labels[depth]: (lambda depth=depth: fastrank.runner.run_sweep(
+            sweeps[depth], paths[depth], overwrite=True)) for depth in depths}
+        timings, _ = measure_side_by_side(fns, repeats)
+
+        files, soft_ranks, read_errors = {}, {}, {}
+        for depth in depths:
+            label = labels[depth]
+            try:
+                with fastrank.open(paths[depth]) as results:
+                    runs = list(results)
+                    files[label] = {
+                        "status": sorted({r.status for r in runs}),
+                        "runs": len(runs),
+                        "measured_layers": int(len(runs[0].layer)) if runs else 0,
+                        "last_layer": int(runs[0].layer[-1]) if runs else None,
+                        "bytes": os.path.getsize(paths[depth]),
+                    }
+                    soft_ranks[label] = [np.asarray(r.measure("soft_rank"), np.float64)
+                                         for r in runs]
+            except Exception as exc:  # reported: the timings stand on their own
+                read_errors[label] = f"{type(exc).__name__}: {exc}"
+    expected_rows = {labels[depth]: int(len(sweeps[depth].schedule.points(depth)))
+                     for depth in depths}
+    complete = {label: bool(f["status"] == ["complete"] and f["runs"] == p["seeds"]
+                            and f["measured_layers"] == expected_rows[label])
+                for label, f in files.items()}
+    # the same seeds give the same layers: a deeper file's first rows are the next
+    # shallower file's rows (label -> whether they agree)
+    prefix_matches = {}
+    order = sorted(depths)
+    for lo, hi in itertools.pairwise(order):
+        a_label, b_label = labels[lo], labels[hi]
+        if a_label in soft_ranks and b_label in soft_ranks:
+            prefix_matches[b_label] = bool(
+                len(soft_ranks[a_label]) == len(soft_ranks[b_label]) and all(
+                    len(b) >= len(a) and np.allclose(b[:len(a)], a, rtol=1e-5, atol=0.0)
+                    for a, b in zip(soft_ranks[a_label], soft_ranks[b_label], strict=True)))
+    finals = {label: [float(s[-1]) for s in v] for label, v in soft_ranks.items()}
+    return {
+        "timings": timings,
+        "depths": depths,
+        "per_layer_s": {labels[d]: timings[labels[d]]["median_s"] / d for d in depths},
+        "work": {"networks": p["seeds"], "layers": {labels[d]: d for d in depths}},
+        "expected_rows": expected_rows,
+        "files": files,
+        "complete": complete,
+        "prefix_matches": prefix_matches,
+        "read_errors": read_errors,
+        "final_soft_rank": finals,
+        "final_soft_rank_mean": {k: float(np.mean(v)) for k, v in finals.items() if v},
+        "schedule": sweeps[depths[0]].schedule.to_dict(),
+    }
+
+
+@impl("depth_scaling_memory", "fastrank")
+def depth_scaling_memory_fastrank(p, repeats):
+    """One run_sweep of the depth_scaling sweep at ``p["depth"]`` (in a fresh process:
+    the peak RSS is this run's, imports and numba's cached kernels included)."""
+    import os
+    import tempfile
+
+    import fastrank.runner
+
+    sweep = depth_scaling_sweep(p, p["depth"])
+    before = _rss_now()
+    with tempfile.TemporaryDirectory(prefix="fastrank-bench-depth-rss-") as tmp:
+        path = os.path.join(tmp, "sweep.h5")
+        t0 = time.perf_counter()
+        fastrank.runner.run_sweep(sweep, path, overwrite=True)
+        seconds = time.perf_counter() - t0
+        peak, source = _peak_rss()
+        size = os.path.getsize(path)
+    return {
+        "depth": int(p["depth"]),
+        "rss_before_bytes": before,
+        "rss_after_bytes": _rss_now(),
+        "peak_rss_bytes": peak,
+        "peak_rss_source": source,
+        "seconds": seconds,
+        "file_bytes": size,
+    }
+
+
+# ----------------------------------------------------------------------------------
 # compile: numba's first-call cost (run in fresh processes, cold and warm cache)
 # ----------------------------------------------------------------------------------
 

@@ -137,7 +137,10 @@ def _run_quietest(task, isolate, tmpdir, retries, say, budget: _Budget) -> dict:
     if len(attempts) > 1:
         best["attempts"] = [
             {"background_load": r["background_load"],
-             "median_s": (r.get("timing") or {}).get("median_s"), "kept": r is best}
+             "median_s": (r.get("timing") or {}).get("median_s"),
+             **({"medians_s": {k: t.get("median_s") for k, t in r["timings"].items()}}
+                if r.get("timings") else {}),
+             "kept": r is best}
             for r in attempts]
     return best
 

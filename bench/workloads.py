@@ -33,6 +33,8 @@ PRESETS = {
                     "widths": [32, 64, 128, 256, 512, 1024, 2048], "work": 2 * 10**8,
                     "min_k": 10, "max_k": 1000, "repeats": 3},
         "sweep_file": {"d": 32, "depth": 2000, "every": 10, "seeds": 8, "repeats": 5},
+        "depth_scaling": {"d": 32, "depths": [1000, 50000], "base_depth": 10, "every": 10,
+                          "seeds": 8, "repeats": 5},
         "compile": {"enabled": True},
     },
     "quick": {
@@ -47,6 +49,8 @@ PRESETS = {
                     "widths": [32, 64, 128, 256, 512], "work": 5 * 10**7,
                     "min_k": 5, "max_k": 400, "repeats": 3},
         "sweep_file": {"d": 32, "depth": 500, "every": 10, "seeds": 8, "repeats": 3},
+        "depth_scaling": {"d": 32, "depths": [1000, 10000], "base_depth": 10, "every": 10,
+                          "seeds": 8, "repeats": 3},
         "compile": {"enabled": True},
     },
     "smoke": {
@@ -60,13 +64,15 @@ PRESETS = {
         "scaling": {"d": 8, "depths": [20, 40], "every": 10, "seeds": 1, "widths": [8, 16],
                     "work": 10**4, "min_k": 2, "max_k": 4, "repeats": 1},
         "sweep_file": {"d": 32, "depth": 20, "every": 10, "seeds": 2, "repeats": 1},
+        "depth_scaling": {"d": 32, "depths": [100, 400], "base_depth": 10, "every": 10,
+                          "seeds": 8, "repeats": 1},
         "compile": {"enabled": False},
     },
 }
 
 #: Order of the workloads in a run and in the report.
 NAMES = ("small", "large", "rng", "spectra", "measure_every_layer", "memory", "scaling",
-         "sweep_file", "compile")
+         "sweep_file", "depth_scaling", "compile")
 
 
 def config(preset: str, repeats: int | None = None) -> dict:
@@ -740,6 +746,197 @@ class SweepFile:
 
 
 # ----------------------------------------------------------------------------------
+# depth_scaling: time per layer of a sweep into a results file, shallow against deep
+# ----------------------------------------------------------------------------------
+
+
+class DepthScaling:
+    name = "depth_scaling"
+    title = "time per layer against depth: a sweep into a results file, shallow and deep"
+    GOAL = 1.1
+
+    @staticmethod
+    def label(depth) -> str:
+        return f"depth={depth}"
+
+    @staticmethod
+    def rss_label(depth) -> str:
+        return f"peak RSS, depth={depth}"
+
+    def plan(self, cfg, ctx):
+        c = cfg[self.name]
+        p = {"d": c["d"], "every": c["every"], "seeds": c["seeds"]}
+        shallow, deep = c["depths"]
+        tasks = [task(self.name, "fastrank", "depth_scaling", "fastrank",
+                      dict(p, depths=[c["base_depth"], shallow, deep]), c["repeats"])]
+        # after the timing task, which leaves numba's on-disk cache warm for these
+        tasks += [task(self.name, self.rss_label(depth), "depth_scaling_memory", "fastrank",
+                       dict(p, depth=depth), isolate=True) for depth in (shallow, deep)]
+        return tasks
+
+    @classmethod
+    def ratios(cls, c, result) -> dict:
+        """Per-layer figures of the timing task: ``deep/shallow`` (the target: ratio of
+        the per-layer medians, and the median of the per-round ratios) and, for the
+        reader, the same with the fixed per-call cost taken out (``net``)."""
+        shallow, deep = c["depths"]
+        base = c["base_depth"]
+        ok = _status(result) == "ok"
+        timings = ((result or {}).get("timings") or {}) if ok else {}
+        t = {depth: timings.get(cls.label(depth)) for depth in (base, shallow, deep)}
+        entry = {"value": None, "paired_median": None, "target": cls.GOAL,
+                 "reason": None if ok else _status(result)}
+        net = {"value": None, "paired_median": None, "target": None,
+               "reason": None if ok else _status(result), "fixed_s": None,
+               "per_layer_s": {}}
+        if t[shallow] and t[deep]:
+            entry["value"] = _ratio(t[deep]["median_s"] / deep, t[shallow]["median_s"] / shallow)
+            pairs = [(b / deep) / (a / shallow) for a, b in
+                     zip(t[shallow]["times_s"], t[deep]["times_s"], strict=True) if a]
+            entry["paired_median"] = float(np.median(pairs)) if pairs else None
+        elif ok:
+            entry["reason"] = "no time"
+        if t[base] and t[shallow] and t[deep]:
+            def per_layer_net(tb, td, depth):
+                return (td - tb) / (depth - base)
+
+            lo = per_layer_net(t[base]["median_s"], t[shallow]["median_s"], shallow)
+            hi = per_layer_net(t[base]["median_s"], t[deep]["median_s"], deep)
+            net["per_layer_s"] = {cls.label(shallow): lo, cls.label(deep): hi}
+            net["value"] = _ratio(hi, lo) if lo > 0 else None
+            pairs = [per_layer_net(b, x, deep) / per_layer_net(b, a, shallow)
+                     for b, a, x in zip(t[base]["times_s"], t[shallow]["times_s"],
+                                        t[deep]["times_s"], strict=True) if a > b]
+            net["paired_median"] = float(np.median(pairs)) if pairs else None
+            # T(depth) = fixed + depth * per layer, through the base and the deep medians
+            net["fixed_s"] = t[base]["median_s"] - base * hi
+            if net["value"] is None:
+                net["reason"] = "the shallow run took no longer than the base run"
+        elif ok:
+            net["reason"] = "no time"
+        return {"deep/shallow": entry, "deep/shallow net of fixed cost": net}
+
+    def summarize(self, cfg, results, ctx):
+        c = cfg[self.name]
+        shallow, deep = c["depths"]
+        base = c["base_depth"]
+        r = results.get("fastrank")
+        ok = _status(r) == "ok"
+        ratios = self.ratios(c, r)
+        case = f"d=N={c['d']}, {c['seeds']} seeds, depth {shallow} and {deep}"
+        main = ratios["deep/shallow"]
+        rss = {depth: results.get(self.rss_label(depth)) for depth in (shallow, deep)}
+        rss_ok = all(_status(x) == "ok" for x in rss.values())
+        rss_ratio = (rss[deep]["peak_rss_bytes"] / rss[shallow]["peak_rss_bytes"]
+                     if rss_ok else None)
+        targets = [target(self.name, case, f"time per layer at depth {deep} / at depth "
+                          f"{shallow} (run_sweep into a results file, median)", main["value"],
+                          self.GOAL, op="<=", blocked=_blocked(("fastrank", r)),
+                          detail={"goal": f"time per layer at depth {deep:,} within "
+                                          f"{self.GOAL - 1:.0%} of depth {shallow:,}",
+                                  "ratios": ratios, "peak_rss_ratio": rss_ratio})]
+        timings = r.get("timings", {}) if ok else {}
+        files = r.get("files", {}) if ok else {}
+        ref = (timings.get(self.label(shallow)) or {}).get("median_s")
+        mb = 2.0**20
+        rows = []
+        for depth in (shallow, deep, base):
+            label = self.label(depth)
+            t = timings.get(label)
+            f = files.get(label) or {}
+            m = rss.get(depth)
+            m_ok = _status(m) == "ok"
+            per = t["median_s"] / depth if t else None
+            rows.append({
+                "depth": f"{depth:,}" + (" (fixed-cost reference)" if depth == base else ""),
+                "measured rows per run": f.get("measured_layers", "-"),
+                "median (whole sweep)": (_shown(r, fmt_time(t["median_s"]) if t else "-")),
+                "per layer": fmt_time(per),
+                "per layer per network": fmt_time(per / c["seeds"] if per else None),
+                "per layer vs depth " + f"{shallow:,}": (f"{per / (ref / shallow):.3f}x"
+                                                        if per and ref and depth != base
+                                                        else "-"),
+                "first call": fmt_time(t["first_call_s"]) if t else "-",
+                "peak RSS (fresh process)": (_shown(m, f"{m['peak_rss_bytes'] / mb:.1f} MiB"
+                                                    if m_ok else "") if m else "-"),
+                "results file": f"{f['bytes'] / mb:.2f} MiB" if f.get("bytes") else "-",
+                "repeats (s)": ", ".join(f"{x:.4g}" for x in t["times_s"]) if t else "-",
+            })
+        sanity = {}
+        if ok:
+            complete = r.get("complete") or {}
+            prefix = r.get("prefix_matches") or {}
+            means = r.get("final_soft_rank_mean") or {}
+            labels = [self.label(d) for d in (base, shallow, deep)]
+            sanity[case] = {
+                "final_soft_rank_mean": {k: means[k] for k in labels if k in means},
+                "consistent": bool(
+                    all(complete.get(k) is True for k in labels)
+                    and all(prefix.get(k) is True for k in labels[1:])
+                    and all((means.get(k) or 0) > 1.5 for k in labels[1:])),
+                "rule": "every results file reads back complete, with the seeds' runs and "
+                        "depth / every + 1 measured rows each; each file's first rows equal "
+                        "the next shallower file's (same seeds, same layers: rtol 1e-5); "
+                        "mean final soft rank > 1.5 (not collapsed)",
+            }
+
+        def fmt_entry(key):
+            e = ratios[key]
+            if e["value"] is None:
+                return f"{key} {e['reason'] or '-'}"
+            paired = (f" (paired {e['paired_median']:.3f}x)" if e["paired_median"] is not None
+                      else "")
+            return f"{key} {e['value']:.3f}x{paired}"
+
+        net = ratios["deep/shallow net of fixed cost"]
+        per_layer = {depth: ((timings.get(self.label(depth)) or {}).get("median_s") or 0) / depth
+                     for depth in (shallow, deep)}
+        deep_t = timings.get(self.label(deep)) or {}
+        notes = [
+            f"What users run: fastrank.runner.run_sweep(Sweep(grid={{width: {c['d']}, depth, "
+            f"activation: relu, norm: bn}}, seeds 0..{c['seeds'] - 1}, Schedule(every="
+            f"{c['every']}, log=0)), path, overwrite=True) into a temporary results file, "
+            "d = N, float32; laying out the file, every commit and closing it included. "
+            f"With log=0 a run's rows are layers 0, {c['every']}, .. depth (depth / "
+            f"{c['every']} + 1), so the measured rows grow with the depth: the same work per "
+            "layer at every depth.",
+            f"Depths {base}, {shallow:,} and {deep:,} timed in one process, round-robin "
+            "(measure_side_by_side: a slow spell of the machine hits them all alike), after "
+            f"one warm-up call of each; {c['repeats']} repeat{'s' if c['repeats'] != 1 else ''} "
+            "of each depth, the same number for the deep run (its repeats took "
+            + (f"{fmt_time(sum(deep_t['times_s']))} in all, warm-up "
+               f"{fmt_time(deep_t['first_call_s'])}" if deep_t else "-")
+            + "). Time per layer = median wall time of the whole sweep / depth (all "
+            f"{c['seeds']} seeds; per network: / {c['seeds']}): "
+            f"{fmt_time(per_layer[shallow] or None)} at depth {shallow:,}, "
+            f"{fmt_time(per_layer[deep] or None)} at depth {deep:,}.",
+            "Ratios (paired: the median over rounds of the per-round ratio): "
+            + "; ".join(fmt_entry(k) for k in ratios) + f". Target: deep / shallow <= "
+            f"{self.GOAL:g}x (time per layer at depth {deep:,} within {self.GOAL - 1:.0%} of "
+            f"depth {shallow:,}).",
+            "Each run_sweep call also has a fixed cost (creating and closing the file, "
+            f"setting up the runs), spread over fewer layers at depth {shallow:,}: that "
+            "alone makes deep / shallow below 1. 'net of fixed cost' takes it out with the "
+            f"depth-{base} run timed alongside: per layer = (t(depth) - t({base})) / (depth - "
+            f"{base}): "
+            + (f"{fmt_time(net['per_layer_s'][self.label(shallow)])} at {shallow:,}, "
+               f"{fmt_time(net['per_layer_s'][self.label(deep)])} at {deep:,}; fixed cost "
+               f"about {fmt_time(net['fixed_s'])} per call" if net["per_layer_s"] else "-")
+            + " (no target; a per-layer cost growing with depth would show here).",
+            f"Peak RSS: one run_sweep at depth {shallow:,} and at {deep:,}, each in a fresh "
+            "process (VmHWM, imports included) after the timing task warmed numba's on-disk "
+            "cache: deep / shallow "
+            + (f"{rss_ratio:.3f}x" if rss_ratio is not None else "-")
+            + " (no target; run_sweep commits the rows to the file as it goes instead of "
+            "keeping the trajectory, so this shows what memory still grows with depth).",
+        ]
+        if ok and r.get("read_errors"):
+            notes.append(f"results files that did not read back: {r['read_errors']}")
+        return {"targets": targets, "rows": rows, "sanity": sanity, "ratios": ratios,
+                "peak_rss_ratio": rss_ratio, "notes": notes}
+
+
+# ----------------------------------------------------------------------------------
 # compile
 # ----------------------------------------------------------------------------------
 
@@ -783,5 +980,5 @@ class Compile:
 
 
 WORKLOADS = {w.name: w for w in (Small(), Large(), Rng(), Spectra(), EveryLayer(), Memory(),
-                                 Scaling(), SweepFile(), Compile())}
+                                 Scaling(), SweepFile(), DepthScaling(), Compile())}
 assert tuple(WORKLOADS) == NAMES

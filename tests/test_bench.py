@@ -151,3 +151,73 @@ def test_bench_input_errors_exit_2_with_one_line(args, words):
     assert result.exit_code == 2
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1 and all(w in message for w in words), message
+
+
+def test_bench_depth_scaling_case_alone_at_toy_size(tmp_path):
+    """--only depth_scaling at the smoke size (d = 32, 8 seeds, depths 100 and 400 and the
+    depth-10 fixed-cost reference, one repeat): the document's fields, complete results
+    files whose rows grow with depth, a finite positive ratio (no timing assertion)."""
+    out_json = tmp_path / "r.json"
+    doc = suite.run_suite(preset="smoke", only="depth_scaling", isolate=False, repeats=1,
+                          json_path=out_json)
+    assert _strict_json(out_json.read_text())["workloads"].keys() == {"depth_scaling"}
+    assert doc["config"] == {"depth_scaling": {"d": 32, "depths": [100, 400], "base_depth": 10,
+                                               "every": 10, "seeds": 8, "repeats": 1}}
+    section = doc["workloads"]["depth_scaling"]
+    assert list(section["results"]) == ["fastrank", "peak RSS, depth=100",
+                                        "peak RSS, depth=400"]
+    r = section["results"]["fastrank"]
+    assert r["status"] == "ok", r
+    labels = ["depth=10", "depth=100", "depth=400"]
+    assert list(r["timings"]) == labels and r["depths"] == [10, 100, 400]
+    for timing in r["timings"].values():
+        assert len(timing["times_s"]) == 1 and timing["median_s"] > 0
+        assert timing["first_call_s"] is not None and timing["first_call_s"] > 0
+    for label, depth in zip(labels, (10, 100, 400), strict=True):
+        assert r["per_layer_s"][label] == r["timings"][label]["median_s"] / depth
+    assert r["work"] == {"networks": 8, "layers": dict(zip(labels, (10, 100, 400), strict=True))}
+    assert r["schedule"] == {"every": 10, "log": 0, "layers": [], "cheap_every": None}
+    assert not r["read_errors"], r["read_errors"]
+    # log=0: rows at 0, 10, .. depth only, so the measured rows grow with the depth
+    assert r["expected_rows"] == {"depth=10": 2, "depth=100": 11, "depth=400": 41}
+    for label, rows in r["expected_rows"].items():
+        f = r["files"][label]
+        assert (f["status"], f["runs"], f["measured_layers"]) == (["complete"], 8, rows), f
+        assert f["last_layer"] == int(label.split("=")[1]) and f["bytes"] > 0
+    assert r["complete"] == dict.fromkeys(labels, True)
+    assert r["prefix_matches"] == {"depth=100": True, "depth=400": True}
+    for label in ("depth=100", "depth=400"):
+        m = section["results"][f"peak RSS, {label}"]
+        assert m["status"] == "ok", m
+        assert m["depth"] == int(label.split("=")[1]) and m["peak_rss_bytes"] > 0
+    assert math.isfinite(section["peak_rss_ratio"]) and section["peak_rss_ratio"] > 0
+
+    (t,) = doc["targets"]
+    assert (t["workload"], t["op"], t["target"], t["unit"]) == ("depth_scaling", "<=", 1.1, "x")
+    assert t["case"] == "d=N=32, 8 seeds, depth 100 and 400"
+    assert t["what"].startswith("time per layer at depth 400 / at depth 100")
+    assert t["status"] in ("met", "NOT met") and math.isfinite(t["value"]) and t["value"] > 0
+    ratios = section["ratios"]
+    assert list(ratios) == ["deep/shallow", "deep/shallow net of fixed cost"]
+    main = ratios["deep/shallow"]
+    assert main["value"] == t["value"] and main["reason"] is None
+    assert math.isclose(main["value"], r["per_layer_s"]["depth=400"]
+                        / r["per_layer_s"]["depth=100"])
+    assert math.isfinite(main["paired_median"]) and main["paired_median"] > 0
+    assert t["detail"]["ratios"] == ratios
+    assert t["detail"]["peak_rss_ratio"] == section["peak_rss_ratio"]
+    net = ratios["deep/shallow net of fixed cost"]
+    assert set(net["per_layer_s"]) == {"depth=100", "depth=400"}
+    assert math.isfinite(net["fixed_s"])
+    assert net["value"] is None or math.isfinite(net["value"])  # noise may make it undefined
+    (check,) = section["sanity"].values()
+    assert check["consistent"], check
+    assert set(check["final_soft_rank_mean"]) == set(labels)
+
+    md = doc["markdown_text"]
+    assert "| depth_scaling | d=N=32, 8 seeds, depth 100 and 400 |" in md and "<= 1.1x" in md
+    rows = section["rows"]
+    assert [row["depth"] for row in rows] == ["100", "400", "10 (fixed-cost reference)"]
+    assert [row["measured rows per run"] for row in rows] == [11, 41, 2]
+    assert rows[0]["per layer vs depth 100"] == "1.000x"
+    assert all(row["peak RSS (fresh process)"].endswith(" MiB") for row in rows[:2])

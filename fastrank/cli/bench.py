@@ -9,7 +9,7 @@ import click
 from fastrank.cli import InputError, cli
 
 WORKLOADS = ("small, large, rng, spectra, measure_every_layer, memory, scaling, sweep_file, "
-             "compile")
+             "depth_scaling, compile")
 
 
 def _writable(path: str | None, option: str) -> Path | None:
