@@ -157,3 +157,23 @@ def test_whole_depth_kernel_and_blas_path_agree(monkeypatch):
         # amplified over 20 layers of BN (well-conditioned): 1e-4 relative.
         np.testing.assert_allclose(a.spectrum, b.spectrum, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(a.log_norm, b.log_norm, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", [dict(activation="relu", norm="bn"),
+                                  dict(activation="tanh", norm="ln", order="act-norm")])
+def test_above_128_the_two_paths_give_the_same_bits(monkeypatch, kind):
+    """Between SMALL_WIDTH_MAX and SEEDED_WIDTH_MAX the path depends on the seeds per
+    thread, which can change between a sweep and its resume: both paths must then give
+    the same bits (they do: same BLAS GEMM per seed, same fused pass)."""
+    from fastrank import Schedule, config, simulate_many
+
+    net = Network(width=160, depth=8, batch=96, **kind)
+    monkeypatch.setattr(config, "SMALL_WIDTH_MAX", 1024)
+    assert uses_depth_kernel(net)
+    kernel = simulate_many(net, [0, 1], Schedule(every=4, log=None), backend=CPUBackend())
+    monkeypatch.setattr(config, "SMALL_WIDTH_MAX", 128)
+    monkeypatch.setattr(config, "SEEDED_WIDTH_MAX", 0)
+    assert not uses_depth_kernel(net, 2)
+    blas = simulate_many(net, [0, 1], Schedule(every=4, log=None), backend=CPUBackend())
+    for a, b in zip(kernel, blas, strict=True):
+        assert np.array_equal(a.spectrum, b.spectrum) and np.array_equal(a.log_norm, b.log_norm)

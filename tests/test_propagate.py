@@ -123,7 +123,7 @@ def test_host_work_per_layer_does_not_grow_with_depth(path):
 
     if path == "cpu per layer":  # wider than the whole-depth kernel: a BLAS call per layer
         def net_at(depth):
-            return Network(width=130, depth=depth, batch=8, activation="relu", norm="bn")
+            return Network(width=600, depth=depth, batch=8, activation="relu", norm="bn")
         backend = CPUBackend()
     else:
         gpu_testing = pytest.importorskip("fastrank.gpu.testing")

@@ -17,14 +17,18 @@ from fastrank.kernels.cpu import layer as kernels
 from fastrank.spec import Network
 
 
-def uses_depth_kernel(network: Network) -> bool:
-    """Narrow constant-width float32 networks with Gaussian weights run in one kernel."""
-    return (
-        network.dtype == "float32"
-        and network.init == "gaussian"
-        and isinstance(network.width, int)
-        and network.in_dim == network.width <= config.SMALL_WIDTH_MAX
-    )
+def uses_depth_kernel(network: Network, seeds: int = 1) -> bool:
+    """Constant-width float32 networks with Gaussian weights run in one kernel when narrow
+    (config.SMALL_WIDTH_MAX), or up to config.SEEDED_WIDTH_MAX wide when every numba
+    thread has a seed of its own."""
+    if not (network.dtype == "float32" and network.init == "gaussian"
+            and isinstance(network.width, int) and network.in_dim == network.width):
+        return False
+    if network.width <= config.SMALL_WIDTH_MAX:
+        return True
+    import numba
+
+    return network.width <= config.SEEDED_WIDTH_MAX and seeds >= numba.get_num_threads()
 
 
 class CPUBackend(Backend):
@@ -43,13 +47,13 @@ class CPUBackend(Backend):
             factor = batch.account(i, 0, kernels.sum_of_squares(h))
             if factor is not None and factor != 1.0:
                 kernels.scale(h, factor)
-        if uses_depth_kernel(network):
+        if uses_depth_kernel(network, len(seeds)):
             batch.h = np.stack(hs)
         return batch
 
     def advance(self, batch: Batch, stop: int) -> None:
         net = batch.network
-        if uses_depth_kernel(net):
+        if uses_depth_kernel(net, len(batch.seeds)):
             w_scale, _ = init.weight_affine(net, net.width)
             with _blas_controller().limit(limits=1, user_api="blas"):  # one GEMM per thread
                 depth.advance(
