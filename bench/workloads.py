@@ -710,12 +710,6 @@ class SweepFile:
                         "fastrank's > 1.5 (not collapsed)",
             }
 
-        def fmt_ratio(key):
-            e = ratios[key]
-            if e["value"] is None:
-                return f"{key} {e['reason'] or '-'}"
-            return f"{key} {e['value']:.2f}x (paired {e['paired_median']:.2f}x)"
-
         notes = [
             f"One network setting (d = N = {c['d']}, BN + ReLU, float32, depth {c['depth']}), "
             f"{c['seeds']} seeds, Schedule(every={c['every']}) (log: the default 50 "
@@ -734,7 +728,8 @@ class SweepFile:
             "also measures the log-spaced ones and computes every measure), spectra kept in a "
             "list and written with np.savez at the end.",
             "Ratios of medians (paired: median over rounds of the per-round ratio): "
-            + "; ".join(fmt_ratio(k) for k in ratios) + ". Target: file / memory <= 1.3x "
+            + "; ".join(_ratio_text(k, ratios[k], 2) for k in ratios)
+            + ". Target: file / memory <= 1.3x "
             "(the file path within 1.3x of the same work in memory).",
             "output: the size of the last file each path wrote; a results file's size varies "
             "from run to run with the number of (time-batched) commits.",
@@ -880,14 +875,6 @@ class DepthScaling:
                         "mean final soft rank > 1.5 (not collapsed)",
             }
 
-        def fmt_entry(key):
-            e = ratios[key]
-            if e["value"] is None:
-                return f"{key} {e['reason'] or '-'}"
-            paired = (f" (paired {e['paired_median']:.3f}x)" if e["paired_median"] is not None
-                      else "")
-            return f"{key} {e['value']:.3f}x{paired}"
-
         net = ratios["deep/shallow net of fixed cost"]
         per_layer = {depth: ((timings.get(self.label(depth)) or {}).get("median_s") or 0) / depth
                      for depth in (shallow, deep)}
@@ -911,7 +898,8 @@ class DepthScaling:
             f"{fmt_time(per_layer[shallow] or None)} at depth {shallow:,}, "
             f"{fmt_time(per_layer[deep] or None)} at depth {deep:,}.",
             "Ratios (paired: the median over rounds of the per-round ratio): "
-            + "; ".join(fmt_entry(k) for k in ratios) + f". Target: deep / shallow <= "
+            + "; ".join(_ratio_text(k, ratios[k], 3) for k in ratios)
+            + f". Target: deep / shallow <= "
             f"{self.GOAL:g}x (time per layer at depth {deep:,} within {self.GOAL - 1:.0%} of "
             f"depth {shallow:,}).",
             "Each run_sweep call also has a fixed cost (creating and closing the file, "
@@ -982,3 +970,12 @@ class Compile:
 WORKLOADS = {w.name: w for w in (Small(), Large(), Rng(), Spectra(), EveryLayer(), Memory(),
                                  Scaling(), SweepFile(), DepthScaling(), Compile())}
 assert tuple(WORKLOADS) == NAMES
+
+
+def _ratio_text(key: str, entry: dict, digits: int) -> str:
+    """``key 1.07x (paired 1.21x)``, or the reason it was not measured."""
+    if entry["value"] is None:
+        return f"{key} {entry['reason'] or '-'}"
+    paired = entry["paired_median"]
+    paired = f" (paired {paired:.{digits}f}x)" if paired is not None else ""
+    return f"{key} {entry['value']:.{digits}f}x{paired}"
