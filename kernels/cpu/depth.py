@@ -35,18 +35,20 @@ def advance(h, seeds, start, stop, stream, w_scale, gamma, norm, act, act_first,
         if failed_layer[s] >= 0:
             continue
         w = np.empty((d, d), np.float32)
-        z = np.empty((d, n), np.float32)
+        spare = np.empty((d, n), np.float32)
         hs = h[s]
+        cur, z = hs, spare  # H and the next layer's buffer swap roles every layer
+        in_h = True  # whether cur is h[s] itself
         flat_w = w.reshape(-1)
         for layer in range(start + 1, stop + 1):
             normals_f32_serial(flat_w, seeds[s], stream, np.uint32(layer))
             for k in range(flat_w.size):
                 flat_w[k] *= w_scale
-            np.dot(w, hs, z)  # BLAS sgemm (numba calls it through SciPy)
+            np.dot(w, cur, z)  # BLAS sgemm (numba calls it through SciPy)
             if np.isfinite(gamma):
                 for i in range(d):
                     for j in range(n):
-                        z[i, j] = hs[i, j] + np.float32(gamma) * z[i, j]
+                        z[i, j] = cur[i, j] + np.float32(gamma) * z[i, j]
             sumsq = normalize_activate(z, norm, act, act_first, eps)
             if not np.isfinite(sumsq) or sumsq == 0.0:
                 failed_layer[s] = layer
@@ -57,4 +59,7 @@ def advance(h, seeds, start, stop, stream, w_scale, gamma, norm, act, act_first,
                 scale(z, 1.0 / np.sqrt(sumsq))
             else:
                 log_norm[s] = 0.5 * np.log(sumsq)
-            hs[:, :] = z
+            cur, z = z, cur
+            in_h = not in_h
+        if not in_h:  # one copy per call, not one per layer
+            hs[:, :] = cur
