@@ -92,6 +92,20 @@ def busy_fraction(load: dict | None) -> float:
     return (load.get("other_busy_fraction") or 0.0) + (load.get("steal_fraction") or 0.0)
 
 
+def _ungraded_when_busy(section: dict) -> None:
+    """A workload whose tasks ran while other processes kept the CPUs busy (the report
+    flags them: report.BUSY) keeps its measured figures but grades no target: a ratio
+    taken on a loaded machine says little about either side."""
+    busy = max((busy_fraction(r.get("background_load")) for r in section["results"].values()),
+               default=0.0)
+    if busy < report.BUSY:
+        return
+    for t in section["targets"]:
+        if t["met"] is not None:
+            t["met"] = None
+            t["status"] = f"not graded (other processes used {busy:.0%} of the CPUs)"
+
+
 class _Budget:
     def __init__(self, seconds: float):
         self.left = seconds
@@ -265,6 +279,7 @@ def run_suite(
                     say(f"  {name} / {t['label']}: {_describe_result(results[t['label']])}")
                 section = {"title": wl.title, "params": cfg[name], "results": results}
                 section.update(wl.summarize(cfg, results, ctx))
+                _ungraded_when_busy(section)
                 section["seconds"] = time.perf_counter() - t0
                 doc["workloads"][name] = section
                 doc["targets"] += section["targets"]
