@@ -338,12 +338,15 @@ def box_muller_f32(xa, xb, out):
 
 @njit(cache=True)
 def normal_chunk_f32(buf, chunk, st, ly, k0, k1):
-    """buf[0 : 4 * _NCHUNK] = the float32 normals of chunk ``chunk`` (blocks
-    chunk * _NCHUNK ...): all Philox words first, then Box-Muller on them."""
-    xa = np.empty(2 * _NCHUNK, np.uint32)  # words x0, x2 of each block: radii
-    xb = np.empty(2 * _NCHUNK, np.uint32)  # words x1, x3: angles
+    """buf[:] = the first buf.size (a multiple of 4, at most 4 * _NCHUNK) float32 normals
+    of chunk ``chunk`` (blocks chunk * _NCHUNK ...): all Philox words first, then
+    Box-Muller on them. A short buffer draws only its own blocks (a small layer's
+    weights cost what they hold, not a whole chunk)."""
+    blocks = buf.shape[0] // 4
+    xa = np.empty(2 * blocks, np.uint32)  # words x0, x2 of each block: radii
+    xb = np.empty(2 * blocks, np.uint32)  # words x1, x3: angles
     b0 = chunk * _NCHUNK
-    for t in range(_NCHUNK):
+    for t in range(blocks):
         x0, x1, x2, x3 = _block(b0 + t, st, ly, k0, k1)
         xa[2 * t] = np.uint32(x0)
         xa[2 * t + 1] = np.uint32(x2)
@@ -378,10 +381,11 @@ def normals_f32_serial(out, seed, stream, layer):
     full = n // per_chunk
     for c in range(full):
         normal_chunk_f32(out[c * per_chunk : (c + 1) * per_chunk], c, st, ly, k0, k1)
-    if full * per_chunk < n:
-        buf = np.empty(per_chunk, np.float32)
+    rest = n - full * per_chunk
+    if rest:
+        buf = np.empty(4 * ((rest + 3) // 4), np.float32)
         normal_chunk_f32(buf, full, st, ly, k0, k1)
-        out[full * per_chunk :] = buf[: n - full * per_chunk]
+        out[full * per_chunk :] = buf[:rest]
 
 
 @njit(cache=True, parallel=True)
