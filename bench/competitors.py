@@ -375,12 +375,21 @@ def every_layer_torch(p, repeats):
 
 
 def _rss_now() -> int | None:
+    """Resident memory now: psutil, else Linux's VmRSS, else None."""
     try:
         import psutil
 
         return psutil.Process().memory_info().rss
     except ImportError:
-        return None
+        pass
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _peak_rss() -> tuple[int, str]:
