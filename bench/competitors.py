@@ -526,11 +526,14 @@ def _file_runs(path) -> dict:
 
     with fastrank.open(path) as results:
         runs = list(results)
+        soft = [np.asarray(r.measure("soft_rank"), np.float64) for r in runs]
         return {
             "status": sorted({r.status for r in runs}),
             "runs": len(runs),
             "measured_layers": int(len(runs[0].layer)) if runs else 0,
-            "final_soft_rank": [float(r.measure("soft_rank")[-1]) for r in runs],
+            "last_layer": int(runs[0].layer[-1]) if runs else None,
+            "soft_rank": soft,
+            "final_soft_rank": [float(s[-1]) for s in soft],
         }
 
 
@@ -669,19 +672,13 @@ def depth_scaling_fastrank(p, repeats):
         for depth in depths:
             label = labels[depth]
             try:
-                with fastrank.open(paths[depth]) as results:
-                    runs = list(results)
-                    files[label] = {
-                        "status": sorted({r.status for r in runs}),
-                        "runs": len(runs),
-                        "measured_layers": int(len(runs[0].layer)) if runs else 0,
-                        "last_layer": int(runs[0].layer[-1]) if runs else None,
-                        "bytes": os.path.getsize(paths[depth]),
-                    }
-                    soft_ranks[label] = [np.asarray(r.measure("soft_rank"), np.float64)
-                                         for r in runs]
+                got = _file_runs(paths[depth])
             except Exception as exc:  # reported: the timings stand on their own
                 read_errors[label] = f"{type(exc).__name__}: {exc}"
+                continue
+            soft_ranks[label] = got.pop("soft_rank")
+            del got["final_soft_rank"]
+            files[label] = {**got, "bytes": os.path.getsize(paths[depth])}
     expected_rows = {labels[depth]: int(len(sweeps[depth].schedule.points(depth)))
                      for depth in depths}
     complete = {label: bool(f["status"] == ["complete"] and f["runs"] == p["seeds"]
