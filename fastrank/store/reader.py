@@ -112,8 +112,9 @@ class Stacked:
             out = out[:, : int(self.f["n_sv"][i])]
         return out
 
-    def block(self, name: str) -> np.ndarray:
-        """Dataset ``name`` of every run: (run, row, ...), -1 or NaN past a run's rows."""
+    def block(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Dataset ``name`` of every run: (run, row, ...), -1 or NaN past a run's rows
+        (``rows``, the committed ones: the caller masks what lies past them)."""
         ds = self.f[name]
         ds.refresh()
         return ds[()]
@@ -149,6 +150,7 @@ class Grouped:
         self.groups = [f["runs"][name] for name in sorted(f["runs"])]
         self.n_runs = len(self.groups)
         self.taus = self.groups[0]["tau"][()] if self.groups else np.zeros(0)
+        self.capacity = max((int(g.attrs["expected_rows"]) for g in self.groups), default=1)
 
     def columns(self) -> dict:
         cols: dict[str, list] = {}
@@ -190,14 +192,11 @@ class Grouped:
                 bad.append(i)
         return bad
 
-    def block(self, name: str) -> np.ndarray:
-        rows, _, _ = self.status()
+    def block(self, name: str, rows: np.ndarray) -> np.ndarray:
         parts = [self.read(i, name, int(n)) for i, n in enumerate(rows)]
-        n = max(int(self.columns()["expected_rows"].max(initial=1)), 1)
         tail = max((p.shape[1:] for p in parts), default=())
-        if name == "spectrum":
-            tail = (max((p.shape[1] for p in parts), default=0),)
-        out = np.full((len(parts), n, *tail), -1 if name in schema.INT_DATASETS else np.nan,
+        out = np.full((len(parts), self.capacity, *tail),
+                      -1 if name in schema.INT_DATASETS else np.nan,
                       np.int64 if name in schema.INT_DATASETS else np.float64)
         for i, p in enumerate(parts):
             out[(i, slice(0, len(p)), *(slice(0, s) for s in p.shape[1:]))] = p
@@ -349,7 +348,7 @@ class Results:
         blocks = self._blocks
         if name not in blocks:
             try:
-                values = self._layout.block(name)
+                values = self._layout.block(name, self._rows)
             except DAMAGE as exc:
                 raise DamagedFile(f"{self.path}: {name} does not read back as written "
                                   f"({_one_line(exc)})") from None
