@@ -136,9 +136,8 @@ def sweep(config_path, output, overwrite, resume, quiet, gpu, device, commit_eve
         with writer:
             fill(writer, backend, progress=bar.update, on_start=bar.start,
                  commit_every=commit_every)
-    except (OSError, RuntimeError) as exc:  # HDF5 write errors arrive as RuntimeError
-        raise InputError(f"writing {path} failed ({' '.join(str(exc).split())}); every "
-                         "committed row is kept: --resume continues it") from None
+    except store.WriteFailed as exc:  # disk full, file size limit: one line
+        raise InputError(str(exc)) from None
     bar.finish()
     if not quiet:
         from fastrank.report import summary_table

@@ -10,7 +10,7 @@ One writer per file is enforced by fastrank.lock.
 
 from fastrank.store.reader import DamagedFile, Results, Run, open
 from fastrank.store.schema import ROW_DATASETS, run_id
-from fastrank.store.writer import SweepMismatch, Writer
+from fastrank.store.writer import SweepMismatch, WriteFailed, Writer
 
-__all__ = ["DamagedFile", "ROW_DATASETS", "Results", "Run", "SweepMismatch", "Writer", "open",
-           "run_id"]
+__all__ = ["DamagedFile", "ROW_DATASETS", "Results", "Run", "SweepMismatch", "WriteFailed",
+           "Writer", "open", "run_id"]

@@ -35,6 +35,21 @@ class SweepMismatch(ValueError):
     """A resume asked for a sweep other than the file's."""
 
 
+class WriteFailed(OSError):
+    """HDF5 could not write to the file (disk full, file size limit, I/O error); every
+    row committed before is kept. The message says so, in one line."""
+
+
+@contextlib.contextmanager
+def _writing(path: str):
+    """HDF5's write errors (OSError, or RuntimeError from its flushes) as WriteFailed."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        raise WriteFailed(f"writing {path} failed ({' '.join(str(exc).split())}); every "
+                          "committed row is kept: --resume continues it") from None
+
+
 def _staged(path: str, sweep: Sweep, attrs: dict) -> h5py.File:
     """A fresh laid-out file under a staging name next to ``path``, already in SWMR
     write mode (rows can be written; :func:`_move_in` gives it its name)."""
@@ -228,17 +243,19 @@ class Writer:
         if not batches:
             return
         groups = _runs_of_equal_extent(batches)
-        for group in groups:
-            first, start, rows = group[0][0], group[0][1], len(group[0][2])
-            runs = slice(first, first + len(group))
-            for name in schema.ROW_DATASETS:
-                self._ds[name][runs, start : start + rows] = np.stack([b[3][name] for b in group])
-        self._f.flush()
-        for group in groups:
-            first, end = group[0][0], group[0][1] + len(group[0][2])
-            self._ds["n_rows"][first : first + len(group)] = end
-            self._rows[first : first + len(group)] = end
-        self._f.flush()
+        with _writing(self.path):
+            for group in groups:
+                first, start, rows = group[0][0], group[0][1], len(group[0][2])
+                runs = slice(first, first + len(group))
+                for name in schema.ROW_DATASETS:
+                    values = np.stack([b[3][name] for b in group])
+                    self._ds[name][runs, start : start + rows] = values
+            self._f.flush()
+            for group in groups:
+                first, end = group[0][0], group[0][1] + len(group[0][2])
+                self._ds["n_rows"][first : first + len(group)] = end
+                self._rows[first : first + len(group)] = end
+            self._f.flush()
 
     def _values(self, run: int, rows: list) -> dict:
         """The arrays of ``rows`` by dataset, checked against ``run``'s schedule."""
@@ -271,17 +288,19 @@ class Writer:
         """Mark ``run`` failed at ``layer`` (e.g. non-finite values); its rows are kept."""
         if self.status(run) == "complete":
             raise ValueError(f"run {run} is complete: it cannot fail")
-        self._ds["failure"][run] = schema.encode_failure(reason)
-        self._f.flush()
-        self._ds["failed_layer"][run] = int(layer)
-        self._f.flush()
+        with _writing(self.path):
+            self._ds["failure"][run] = schema.encode_failure(reason)
+            self._f.flush()
+            self._ds["failed_layer"][run] = int(layer)
+            self._f.flush()
         self._failed[run] = True
 
     def close(self) -> None:
         """Close the file and release the writer's lock."""
         try:
             if self._f.id.valid:
-                self._f.close()
+                with _writing(self.path):
+                    self._f.close()
         finally:
             self._lock.release()
 
