@@ -5,8 +5,9 @@ descending, float64, ``min(d, N)`` of them) and the shape of H, so a stored spec
 enough to recompute any measure later; nothing here touches the device.
 
 Each function also takes a stack of spectra, shape (n, k), one per row, and returns one
-value per row: a batch of seeds is measured in one numpy call each (a thousand seeds on
-a GPU would otherwise cost a thousand Python calls per measured layer). Every row is
+value per row: a batch of seeds is measured in one compiled pass
+(fastrank.kernels.cpu.measures; a thousand seeds on a GPU, or thousands of measured
+layers at small widths, would otherwise cost a thousand Python calls). Every row is
 reduced on its own, so a row's value does not depend on the rows beside it.
 """
 
@@ -28,85 +29,79 @@ SCALARS = (
 def _rows(s) -> tuple[np.ndarray, bool]:
     """``s`` as a float64 stack (n, k), and whether it was one spectrum."""
     s = np.asarray(s, dtype=np.float64)
-    return s.reshape(-1, s.shape[-1]), s.ndim == 1
+    return np.ascontiguousarray(s.reshape(-1, s.shape[-1])), s.ndim == 1
 
 
-def _out(values: np.ndarray, single: bool, kind=float):
-    return kind(values[0]) if single else values
+def _table(s, shape: tuple[int, int], dtype=np.float64, taus=()):
+    """The compiled pass over a stack: (scalars (n, 6) in SCALARS order, rank_tau counts
+    (n, len(taus))), and whether ``s`` was one spectrum."""
+    from fastrank.kernels.cpu.measures import measure_rows
+
+    rows, single = _rows(s)
+    scalars = np.empty((rows.shape[0], len(SCALARS)))
+    counts = np.empty((rows.shape[0], len(taus)), np.int64)
+    measure_rows(rows, int(shape[0]), int(shape[1]), float(np.finfo(np.dtype(dtype)).eps),
+                 np.asarray(taus, dtype=np.float64), scalars, counts)
+    return scalars, counts, single
+
+
+def _measure(name: str, s, shape=None, dtype=np.float64):
+    """One scalar measure of a spectrum, or of each row of a stack."""
+    k = np.shape(s)[-1]
+    scalars, _, single = _table(s, shape or (k, k), dtype)
+    column = scalars[:, SCALARS.index(name)]
+    if name == "numerical_rank":
+        column = column.astype(np.int64)
+        return int(column[0]) if single else column
+    return float(column[0]) if single else column
 
 
 def numerical_rank_tolerance(s, shape: tuple[int, int], dtype):
     """numpy.linalg.matrix_rank's default: ``s_max * max(d, N) * eps(dtype)``."""
     rows, single = _rows(s)
-    return _out(rows[:, 0] * max(shape) * float(np.finfo(np.dtype(dtype)).eps), single)
+    tol = rows[:, 0] * max(shape) * float(np.finfo(np.dtype(dtype)).eps)
+    return float(tol[0]) if single else tol
 
 
 def soft_rank(s):
-    """The paper's r(H) = ||H||_F^4 / ||H^T H||_F^2 = (sum s^2)^2 / sum s^4."""
-    rows, single = _rows(s)
-    top = rows[:, :1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s2 = np.square(rows / top)  # scale-free, avoids overflow of s^4
-        r = np.sum(s2, axis=1) ** 2 / np.sum(s2 * s2, axis=1)
-    return _out(np.where(top[:, 0] > 0, r, 0.0), single)
+    """The paper's r(H) = ||H||_F^4 / ||H^T H||_F^2 = (sum s^2)^2 / sum s^4 (computed from
+    s / s_max, which cannot overflow); 0 for a zero matrix."""
+    return _measure("soft_rank", s)
 
 
 def numerical_rank(s, shape: tuple[int, int], dtype):
-    rows, single = _rows(s)
-    tol = numerical_rank_tolerance(rows, shape, dtype)
-    return _out(np.count_nonzero(rows > tol[:, None], axis=1).astype(np.int64), single, int)
+    """Singular values above numerical_rank_tolerance (numpy.linalg.matrix_rank's rule)."""
+    return _measure("numerical_rank", s, shape, dtype)
 
 
 def rank_tau(s, shape: tuple[int, int], taus) -> np.ndarray:
     """Number of eigenvalues of H H^T above tau times their mean (the mean over all d):
     (len(taus),) for one spectrum, (n, len(taus)) for a stack."""
-    rows, single = _rows(s)
-    eig = np.square(rows)
-    mean = eig.sum(axis=1) / shape[0]
-    counts = np.stack([np.count_nonzero(eig > t * mean[:, None], axis=1) for t in taus],
-                      axis=1).astype(np.int64)
+    _, counts, single = _table(s, shape, np.float64, taus)
     return counts[0] if single else counts
 
 
 def effective_rank(s):
-    """Roy & Vetterli: exp of the entropy of the normalised singular values."""
-    rows, single = _rows(s)
-    total = rows.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = rows / total[:, None]
-        entropy = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)
-    return _out(np.where(total > 0, np.exp(entropy), 0.0), single)
+    """Roy & Vetterli: exp of the entropy of the normalised singular values s / sum s."""
+    return _measure("effective_rank", s)
 
 
 def stable_rank(s):
     """sum s^2 / s_max^2."""
-    rows, single = _rows(s)
-    top = rows[:, :1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.sum(np.square(rows / top), axis=1)
-    return _out(np.where(top[:, 0] > 0, r, 0.0), single)
+    return _measure("stable_rank", s)
 
 
 def orthogonality_gap(s, shape: tuple[int, int]):
-    """|| H^T H / ||H||_F^2 - I_N / N ||_F from the spectrum.
+    """|| H^T H / ||H||_F^2 - I_N / N ||_F from the spectrum (NaN for a zero matrix).
 
     H^T H has eigenvalues s_i^2 and N - len(s) zeros; the identity shares its eigenbasis.
     """
-    rows, single = _rows(s)
-    n = shape[1]
-    total = np.sum(np.square(rows), axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        e = np.square(rows) / total[:, None]
-        gap2 = np.sum(np.square(e - 1.0 / n), axis=1) + (n - rows.shape[1]) / n**2
-    return _out(np.where(total > 0, np.sqrt(np.maximum(gap2, 0.0)), np.nan), single)
+    return _measure("orthogonality_gap", s, shape)
 
 
 def condition_number(s):
     """s_max / s_min over the min(d, N) singular values (inf when s_min is 0)."""
-    rows, single = _rows(s)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        c = rows[:, 0] / rows[:, -1]
-    return _out(np.where(rows[:, -1] > 0, c, np.inf), single)
+    return _measure("condition_number", s)
 
 
 def gram_measures(trace: float, frob2: float, top: float, n: int, n_taus: int) -> dict:
@@ -129,15 +124,15 @@ def gram_measures(trace: float, frob2: float, top: float, n: int, n_taus: int) -
 
 
 def all_measures(s: np.ndarray, shape: tuple[int, int], dtype, taus) -> dict:
-    """Every stored measure of one spectrum (or of each row of a stack): the SCALARS by
-    name plus ``rank_tau``."""
-    s = np.asarray(s, dtype=np.float64)
-    return {
-        "soft_rank": soft_rank(s),
-        "numerical_rank": numerical_rank(s, shape, dtype),
-        "effective_rank": effective_rank(s),
-        "stable_rank": stable_rank(s),
-        "orthogonality_gap": orthogonality_gap(s, shape),
-        "condition_number": condition_number(s),
-        "rank_tau": rank_tau(s, shape, taus),
-    }
+    """Every stored measure of one spectrum (or of each row of a stack), in one compiled
+    pass: the SCALARS by name plus ``rank_tau``."""
+    scalars, counts, single = _table(s, shape, dtype, taus)
+    if single:
+        out = {name: float(scalars[0, j]) for j, name in enumerate(SCALARS)}
+        out["numerical_rank"] = int(scalars[0, SCALARS.index("numerical_rank")])
+        out["rank_tau"] = counts[0]
+        return out
+    out = {name: scalars[:, j] for j, name in enumerate(SCALARS)}
+    out["numerical_rank"] = out["numerical_rank"].astype(np.int64)
+    out["rank_tau"] = counts
+    return out

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from fastrank import measures
-from fastrank.backends.cpu import host_spectrum
+from fastrank import config
+from fastrank.backends.cpu import host_spectra, host_spectrum
 
 
 def _matrices():
@@ -31,6 +32,27 @@ def test_spectra_gram_and_svd_agree(h):
     # Hence every value above ~1e-6 s_max is accurate to 1e-4 relative or better.
     big = svd > 1e-6 * svd[0]
     np.testing.assert_allclose(gram[big], svd[big], rtol=1e-4)
+
+
+@pytest.mark.parametrize("small_eigen_max", [512, 0])  # compiled stack / one at a time
+@pytest.mark.parametrize("shape", [(6, 24, 40), (5, 40, 24), (3, 30, 30)])
+def test_a_stack_of_spectra_against_numpy(shape, small_eigen_max, monkeypatch):
+    """host_spectra of a stack: each matrix's singular values as numpy's float64
+    eigensolver gives them for its Gram matrix, and as host_spectrum gives them alone."""
+    monkeypatch.setattr(config, "SMALL_EIGEN_MAX", small_eigen_max)
+    rng = np.random.default_rng(3)
+    hs = rng.standard_normal(shape).astype(np.float32)
+    hs[1] *= np.logspace(0, -6, shape[2]).astype(np.float32)  # a decaying spectrum
+    got = host_spectra(hs, "gram")
+    assert got.shape == (shape[0], min(shape[1:]))
+    for i, h in enumerate(hs.astype(np.float64)):
+        g = h @ h.T if h.shape[0] <= h.shape[1] else h.T @ h
+        ref = np.sqrt(np.clip(np.linalg.eigvalsh(g)[::-1], 0, None))
+        bound = 10 * max(h.shape) * np.finfo(np.float64).eps * ref[0] ** 2
+        assert np.all(np.abs(got[i] ** 2 - ref**2) <= bound)
+        assert np.array_equal(host_spectrum(hs[i], "gram"), got[i])
+    np.testing.assert_allclose(host_spectra(hs, "svd"),
+                               np.linalg.svd(hs.astype(np.float64), compute_uv=False))
 
 
 def test_measures_against_direct_formulas(h):

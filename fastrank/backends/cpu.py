@@ -12,7 +12,7 @@ import numpy as np
 
 from fastrank import config, init, rng
 from fastrank.backends.base import Backend, Batch
-from fastrank.kernels.cpu import depth, start_threads
+from fastrank.kernels.cpu import depth, spectrum, start_threads
 from fastrank.kernels.cpu import layer as kernels
 from fastrank.spec import Network
 
@@ -55,7 +55,7 @@ class CPUBackend(Backend):
         net = batch.network
         if uses_depth_kernel(net, len(batch.seeds)):
             w_scale, _ = init.weight_affine(net, net.width)
-            with _blas_controller().limit(limits=1, user_api="blas"):  # one GEMM per thread
+            with one_blas_thread():  # one GEMM per thread
                 depth.advance(
                     batch.h, batch.seeds, batch.layer, stop, np.uint32(rng.WEIGHTS),
                     w_scale, net.gamma,
@@ -104,7 +104,12 @@ class CPUBackend(Backend):
         return z, sumsq
 
     def spectrum(self, batch: Batch, i: int, method: str) -> np.ndarray:
-        return host_spectrum(batch.h[i], method)
+        return self.spectra(batch, [i], method)[0]
+
+    def spectra(self, batch: Batch, idx: list[int], method: str) -> np.ndarray:
+        if isinstance(batch.h, np.ndarray):  # the whole-depth kernel's stack
+            return host_spectra(batch.h[idx], method)
+        return host_spectra(np.stack([batch.h[i] for i in idx]), method)
 
     def gram_stats(self, batch: Batch, i: int) -> tuple[float, float, float]:
         return host_gram_stats(batch.h[i])
@@ -123,36 +128,69 @@ class CPUBackend(Backend):
 
 
 @functools.cache
-def _blas_controller():
-    """threadpoolctl's view of the loaded BLAS libraries (inspected once)."""
+def _blas_libraries() -> list:
+    """threadpoolctl's handles on the loaded BLAS libraries: numpy's, and SciPy's copy
+    that numba's compiled kernels call (loaded first, so that it is among them)."""
+    import scipy.linalg.cython_lapack  # noqa: F401
     from threadpoolctl import ThreadpoolController
 
-    return ThreadpoolController()
+    return ThreadpoolController().select(user_api="blas").lib_controllers
 
 
-def host_spectrum(h: np.ndarray, method: str) -> np.ndarray:
-    """Singular values of a host matrix, descending, float64.
+@contextlib.contextmanager
+def one_blas_thread():
+    """Every BLAS library at one thread inside the block, put back after it. Through the
+    libraries' own setters: a threadpoolctl limit re-inspects every library on each
+    entry (~0.1 ms), which a sweep measuring thousands of small layers would pay each
+    time."""
+    libraries = _blas_libraries()
+    before = [lib.num_threads for lib in libraries]
+    for lib, threads in zip(libraries, before):
+        if threads != 1:
+            lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, threads in zip(libraries, before):
+            if threads != 1:
+                lib.set_num_threads(threads)
 
-    gram: eigenvalues of the float64 Gram matrix of the smaller side (exact product of
-    float32 entries; accurate down to ~1e-8 s_max, far below float32's rank tolerance);
-    svd: LAPACK on a float64 copy, for float64 networks and for checking.
-    """
-    h64 = np.asarray(h, dtype=np.float64)
-    with _lapack_threads(min(h64.shape)):
-        if method == "svd":
-            return np.linalg.svd(h64, compute_uv=False)
-        gram = h64 @ h64.T if h64.shape[0] <= h64.shape[1] else h64.T @ h64
-        eig = np.linalg.eigvalsh(gram)[::-1]
-    return np.sqrt(np.clip(eig, 0.0, None))
 
-
-def _lapack_threads(k: int):
+def _blas_threads_for(k: int):
     """One BLAS thread for the eigensolvers of matrices up to config.SMALL_EIGEN_MAX (a
     second thread gains little there and costs several times over on a busy machine);
     the library's own choice above."""
-    if k <= config.SMALL_EIGEN_MAX:
-        return _blas_controller().limit(limits=1, user_api="blas")
-    return contextlib.nullcontext()
+    return one_blas_thread() if k <= config.SMALL_EIGEN_MAX else contextlib.nullcontext()
+
+
+def host_spectrum(h: np.ndarray, method: str) -> np.ndarray:
+    """Singular values of one host matrix, descending, float64 (see host_spectra)."""
+    return host_spectra(h[None], method)[0]
+
+
+def host_spectra(hs: np.ndarray, method: str) -> np.ndarray:
+    """Singular values of each matrix of a stack (m x d x N), descending, float64.
+
+    gram: eigenvalues of the float64 Gram matrix of the smaller side (exact product of
+    float32 entries; accurate down to ~1e-8 s_max, far below float32's rank tolerance);
+    svd: LAPACK on a float64 copy, for float64 networks and for checking. Small Gram
+    matrices go through one compiled call, a matrix per numba thread; larger ones one
+    at a time with the BLAS library's threads.
+    """
+    m, d, n = hs.shape
+    k = min(d, n)
+    with _blas_threads_for(k):
+        if method == "svd":
+            return np.linalg.svd(hs.astype(np.float64), compute_uv=False)
+        out = np.empty((m, k))
+        if k <= config.SMALL_EIGEN_MAX:
+            spectrum.gram_singular_values(hs, out)
+            return out
+        for i in range(m):
+            h64 = hs[i].astype(np.float64)
+            gram = h64 @ h64.T if d <= n else h64.T @ h64
+            out[i] = np.sqrt(np.clip(np.linalg.eigvalsh(gram)[::-1], 0.0, None))
+    return out
 
 
 def host_gram_stats(h: np.ndarray) -> tuple[float, float, float]:
@@ -168,7 +206,7 @@ def host_gram_stats(h: np.ndarray) -> tuple[float, float, float]:
     g = h @ h.T if h.shape[0] <= h.shape[1] else h.T @ h
     trace, frob2 = float(np.trace(g, dtype=np.float64)), kernels.sum_of_squares(g)
     if g.shape[0] <= 256:
-        with _lapack_threads(g.shape[0]):
+        with one_blas_thread():
             return trace, frob2, float(np.linalg.eigvalsh(g.astype(np.float64))[-1])
     from scipy.sparse.linalg import LinearOperator, eigsh
 
