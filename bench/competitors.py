@@ -493,31 +493,11 @@ def sweep_file_command(p, path) -> list[str]:
             "--seed", seeds, "--every", str(p["every"]), "-q", "-o", str(path), "--overwrite"]
 
 
-def sweep_file_torch(p, path) -> np.ndarray:
-    """The torch script: every seed's network stacked (bmm), BN over the batch axis per
-    row, ReLU, float64 singular values at layer 0, every `every` layers and the last,
-    kept in a list and saved with np.savez at the end. Returns (measured, seeds, d)."""
-    import torch
-    import torch.nn.functional as F
-
-    d, depth, every, seeds = p["d"], p["depth"], p["every"], p["seeds"]
-    n = d
-    scale = math.sqrt(2.0 / d)
-    with torch.no_grad():
-        torch.manual_seed(0)
-        h = torch.randn(seeds, d, n)
-        layers, svals = [0], [torch.linalg.svdvals(h.double())]
-        for layer in range(1, depth + 1):
-            w = torch.randn(seeds, d, d) * scale
-            z = torch.bmm(w, h).reshape(seeds * d, n)
-            z = F.batch_norm(z.T, None, None, training=True, eps=EPS_BN).T
-            h = F.relu(z).reshape(seeds, d, n)
-            if layer % every == 0 or layer == depth:
-                layers.append(layer)
-                svals.append(torch.linalg.svdvals(h.double()))
-        spectra = torch.stack(svals).numpy()
-    np.savez(path, layer=np.asarray(layers), spectrum=spectra)
-    return spectra
+def torch_script_command(p, layers, path) -> list[str]:
+    """``python -m fastrank.bench.torch_sweep ...``: the torch script as a whole process."""
+    return [sys.executable, "-m", "fastrank.bench.torch_sweep", "--d", str(p["d"]),
+            "--depth", str(p["depth"]), "--seeds", str(p["seeds"]),
+            "--layers", ",".join(str(int(x)) for x in layers), "-o", str(path)]
 
 
 def _file_runs(path) -> dict:
@@ -562,29 +542,36 @@ def sweep_file_fastrank(p, repeats):
         raise RuntimeError(f"the sweep's network {sweep.networks()} is not {net}")
     threads = numba.get_num_threads()  # as the worker set it for this task
     env = dict(os.environ, **{k: str(threads) for k in THREAD_VARS})
+    layers = [int(x) for x in schedule.points(depth)]  # what fastrank measures
     with tempfile.TemporaryDirectory(prefix="fastrank-bench-sweep-") as tmp:
         paths = {"file": os.path.join(tmp, "run_sweep.h5"),
                  "command": os.path.join(tmp, "command.h5"),
-                 "torch": os.path.join(tmp, "torch.npz")}
-        argv = sweep_file_command(p, paths["command"])
+                 "torch": os.path.join(tmp, "torch.npz"),
+                 "torch_script": os.path.join(tmp, "torch_script.npz")}
+        commands = {"command": sweep_file_command(p, paths["command"]),
+                    "torch_script": torch_script_command(p, layers, paths["torch_script"])}
 
-        def command():
-            proc = subprocess.run(argv, env=env, cwd=tmp, capture_output=True, text=True)
+        def process(key):
+            proc = subprocess.run(commands[key], env=env, cwd=tmp, capture_output=True,
+                                  text=True)
             if proc.returncode != 0:
                 tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-4:]
-                raise RuntimeError(f"`fastrank sweep` exited with status {proc.returncode}: "
+                raise RuntimeError(f"{key} exited with status {proc.returncode}: "
                                    + " | ".join(tail))
 
         fns = {
             "memory": lambda: fastrank.simulate_many(net, range(seeds), schedule),
             "file": lambda: fastrank.runner.run_sweep(sweep, paths["file"], overwrite=True),
-            "command": command,
+            "command": lambda: process("command"),
         }
         skipped = {}
         if installed("torch"):
-            fns["torch"] = lambda: sweep_file_torch(p, paths["torch"])
+            from fastrank.bench import torch_sweep
+
+            fns["torch"] = lambda: torch_sweep.run(d, depth, seeds, layers, paths["torch"])
+            fns["torch_script"] = lambda: process("torch_script")
         else:
-            skipped["torch"] = SKIPPED
+            skipped["torch"] = skipped["torch_script"] = SKIPPED
         timings, last = measure_side_by_side(fns, repeats)
 
         trajs = last["memory"]
@@ -609,8 +596,10 @@ def sweep_file_fastrank(p, repeats):
                                                 rtol=1e-5, atol=0.0))
         if "torch" in fns:
             spectra = last["torch"]
-            measured["torch"] = int(spectra.shape[0])
+            measured["torch"] = measured["torch_script"] = int(spectra.shape[0])
             finals["torch"] = [soft_rank(spectra[-1, i]) for i in range(seeds)]
+            with np.load(paths["torch_script"]) as saved:
+                finals["torch_script"] = [soft_rank(s) for s in saved["spectrum"][-1]]
         file_bytes = {key: os.path.getsize(path) for key, path in paths.items()
                       if os.path.exists(path)}
     return {
@@ -624,7 +613,7 @@ def sweep_file_fastrank(p, repeats):
         "read_errors": read_errors,
         "file_bytes": file_bytes,
         "schedule": schedule.to_dict(),
-        "command": " ".join(["python", *argv[1:-2], "FILE", "--overwrite"]),
+        "command": " ".join(["python", *commands["command"][1:-2], "FILE", "--overwrite"]),
         "command_env": {k: env[k] for k in THREAD_VARS},
         "threads_used": threads,
     }

@@ -32,7 +32,8 @@ PRESETS = {
         "scaling": {"d": 64, "depths": [250, 500, 1000, 2000], "every": 100, "seeds": 8,
                     "widths": [32, 64, 128, 256, 512, 1024, 2048], "work": 2 * 10**8,
                     "min_k": 10, "max_k": 1000, "repeats": 3},
-        "sweep_file": {"d": 32, "depth": 2000, "every": 10, "seeds": 8, "repeats": 5},
+        "sweep_file": {"widths": [32, 64], "depth": 2000, "every": 10, "seeds": 8,
+                       "repeats": 5},
         "depth_scaling": {"d": 32, "depths": [1000, 50000], "base_depth": 10, "every": 10,
                           "seeds": 8, "repeats": 5},
         "compile": {"enabled": True},
@@ -48,7 +49,8 @@ PRESETS = {
         "scaling": {"d": 64, "depths": [250, 500, 1000], "every": 100, "seeds": 2,
                     "widths": [32, 64, 128, 256, 512], "work": 5 * 10**7,
                     "min_k": 5, "max_k": 400, "repeats": 3},
-        "sweep_file": {"d": 32, "depth": 500, "every": 10, "seeds": 8, "repeats": 3},
+        "sweep_file": {"widths": [32, 64], "depth": 500, "every": 10, "seeds": 8,
+                       "repeats": 3},
         "depth_scaling": {"d": 32, "depths": [1000, 10000], "base_depth": 10, "every": 10,
                           "seeds": 8, "repeats": 3},
         "compile": {"enabled": True},
@@ -63,7 +65,7 @@ PRESETS = {
         "memory": {"d": 16, "depths": [10, 50]},
         "scaling": {"d": 8, "depths": [20, 40], "every": 10, "seeds": 1, "widths": [8, 16],
                     "work": 10**4, "min_k": 2, "max_k": 4, "repeats": 1},
-        "sweep_file": {"d": 32, "depth": 20, "every": 10, "seeds": 2, "repeats": 1},
+        "sweep_file": {"widths": [32], "depth": 20, "every": 10, "seeds": 2, "repeats": 1},
         "depth_scaling": {"d": 32, "depths": [100, 400], "base_depth": 10, "every": 10,
                           "seeds": 8, "repeats": 1},
         "compile": {"enabled": False},
@@ -626,22 +628,30 @@ def _fmt(x) -> str:
 
 class SweepFile:
     name = "sweep_file"
-    title = "end to end: a sweep into a results file against the same work in memory"
-    #: The four ways of doing the work, as they appear in the table.
+    title = "end to end: a sweep into a results file, in memory, as the command, and torch"
+    #: The ways of doing the work, as they appear in the table.
     PATHS = {
         "memory": "in memory: fastrank.simulate_many(net, seeds, schedule)",
         "file": "to a file: fastrank.runner.run_sweep(sweep, path, overwrite=True)",
         "command": "the command: python -m fastrank sweep ... -o FILE (subprocess, wall time)",
-        "torch": "torch script: bmm over seeds, BN, ReLU, svdvals (float64), np.savez",
+        "torch": "torch script, in process: torch_sweep.run (bmm over seeds, BN, ReLU, "
+                 "svdvals float64, np.savez)",
+        "torch_script": "torch script as a process: python -m fastrank.bench.torch_sweep "
+                        "(subprocess, wall time)",
     }
-    #: (numerator, denominator, target or None): the ratios reported; the first is a target.
-    RATIOS = (("file", "memory", 1.3), ("command", "memory", None), ("torch", "file", None))
+    #: (numerator, denominator, target or None, op): the ratios reported.
+    RATIOS = (("file", "memory", 1.3, "<="), ("torch", "file", 5.0, ">="),
+              ("torch_script", "command", None, None), ("command", "memory", None, None))
+
+    @staticmethod
+    def label(d) -> str:
+        return f"d={d}"
 
     def plan(self, cfg, ctx):
         c = cfg[self.name]
-        p = {k: c[k] for k in ("d", "depth", "every", "seeds")}
-        return [task(self.name, "fastrank", "sweep_file", "fastrank", p, c["repeats"],
-                     imports=["torch"])]
+        p = {k: c[k] for k in ("depth", "every", "seeds")}
+        return [task(self.name, self.label(d), "sweep_file", "fastrank", dict(p, d=d),
+                     c["repeats"], imports=["torch"]) for d in c["widths"]]
 
     @staticmethod
     def ratios(result) -> dict:
@@ -650,7 +660,7 @@ class SweepFile:
         timings = ((result or {}).get("timings") or {}) if _status(result) == "ok" else {}
         skipped = (result or {}).get("skipped") or {}
         out = {}
-        for a, b, goal in SweepFile.RATIOS:
+        for a, b, goal, _ in SweepFile.RATIOS:
             ta, tb = timings.get(a), timings.get(b)
             entry = {"value": None, "paired_median": None, "target": goal, "reason": None}
             if ta and tb:
@@ -666,18 +676,68 @@ class SweepFile:
             out[f"{a}/{b}"] = entry
         return out
 
+    WHAT = {"file/memory": "file / memory: run_sweep into a results file / simulate_many "
+                           "of the same runs, median time",
+            "torch/file": "torch script / fastrank run_sweep into a results file, both in "
+                          "process, median time"}
+
     def summarize(self, cfg, results, ctx):
         c = cfg[self.name]
-        r = results.get("fastrank")
+        targets, rows, sanity, all_ratios, commands = [], [], {}, {}, set()
+        for d in c["widths"]:
+            r = results.get(self.label(d))
+            ok = _status(r) == "ok"
+            ratios = all_ratios[self.label(d)] = self.ratios(r)
+            case = f"d=N={d}, depth {c['depth']}, {c['seeds']} seeds"
+            for a, b, goal, op in self.RATIOS:
+                if goal is None:
+                    continue
+                entry = ratios[f"{a}/{b}"]
+                blocked = _blocked(("fastrank", r)) or (
+                    entry["reason"] if entry["value"] is None else None)
+                targets.append(target(self.name, case, self.WHAT[f"{a}/{b}"], entry["value"],
+                                      goal, op=op, blocked=blocked,
+                                      detail={"ratios": ratios}))
+            rows += self._rows(case, r)
+            if ok:
+                sanity[case] = self._sanity(r)
+                commands.add(r.get("command"))
+        notes = [
+            f"BN + ReLU, float32, d = N in {c['widths']}, depth {c['depth']}, {c['seeds']} "
+            f"seeds, Schedule(every={c['every']}) (log: the default 50 log-spaced layers as "
+            "well); each path timed in the same process, round-robin, after one warm-up call "
+            "of each, median of the repeats; numba, torch and BLAS at the suite's thread "
+            "count (the subprocesses get it as NUMBA_NUM_THREADS, OMP_NUM_THREADS, "
+            "OPENBLAS_NUM_THREADS, MKL_NUM_THREADS).",
+            "file: the equivalent Sweep(grid={width, depth, activation: relu, norm: bn}, "
+            "seeds, schedule) into a temporary directory, laying out the file, every commit "
+            "and closing it included. command: `" + (" | ".join(sorted(x for x in commands
+                                                                         if x))
+                                                     or "python -m fastrank sweep ...")
+            + "` as a subprocess, wall time including interpreter start-up and imports (what "
+            "a user waits for).",
+            "torch: bench/torch_sweep.py, the script a torch user would write: the seeds "
+            "stacked, H as (seeds, batch, features), torch.bmm, batch statistics from "
+            "torch.var_mean, normalisation and ReLU in place, no_grad, torch.linalg.svdvals "
+            "in float64 at the same layers fastrank measures, np.savez at the end. fastrank "
+            "computes every measure at those layers as well. torch_script: the same as a "
+            "process of its own (torch's import included).",
+            "Ratios of medians (paired: median over rounds of the per-round ratio): "
+            + "; ".join(f"d={d}: " + ", ".join(_ratio_text(k, v, 2) for k, v in
+                                                all_ratios[self.label(d)].items())
+                        for d in c["widths"]) + ".",
+            "output: the size of the last file each path wrote; a results file's size varies "
+            "from run to run with the number of (time-batched) commits.",
+        ]
+        for d in c["widths"]:
+            r = results.get(self.label(d))
+            if _status(r) == "ok" and r.get("read_errors"):
+                notes.append(f"d={d}: results files that did not read back: {r['read_errors']}")
+        return {"targets": targets, "rows": rows, "sanity": sanity, "ratios": all_ratios,
+                "notes": notes}
+
+    def _rows(self, case, r) -> list[dict]:
         ok = _status(r) == "ok"
-        ratios = self.ratios(r)
-        case = f"d=N={c['d']}, depth {c['depth']}, {c['seeds']} seeds"
-        fm = ratios["file/memory"]
-        targets = [target(self.name, case, "file / memory: run_sweep into a results file / "
-                          "simulate_many of the same runs, median time", fm["value"], 1.3,
-                          op="<=", blocked=_blocked(("fastrank", r)),
-                          detail={"goal": "the file path within 1.3x of the same work in "
-                                          "memory", "ratios": ratios})]
         timings = r.get("timings", {}) if ok else {}
         memory = (timings.get("memory") or {}).get("median_s")
         rows = []
@@ -693,6 +753,7 @@ class SweepFile:
             size = (r.get("file_bytes") or {}).get(key) if ok else None
             soft = (r.get("final_soft_rank_mean") or {}).get(key) if ok else None
             rows.append({
+                "case": case,
                 "path": what,
                 "median": shown,
                 "vs in memory": (f"{t['median_s'] / memory:.2f}x" if t and memory else "-"),
@@ -702,50 +763,25 @@ class SweepFile:
                 "output": f"{size / 2**20:.2f} MiB" if size else "-",
                 "repeats (s)": ", ".join(f"{x:.4g}" for x in t["times_s"]) if t else "-",
             })
-        sanity = {}
-        if ok:
-            means = r.get("final_soft_rank_mean") or {}
-            matches = r.get("file_matches_memory") or {}
-            ref = means.get("memory")
-            torch_ok = "torch" not in means or bool(ref and 0.5 * ref <= means["torch"] <= 2 * ref)
-            sanity[case] = {
-                "final_soft_rank_mean": means,
-                "consistent": bool(ref and ref > 1.5 and matches.get("file") is True
-                                   and matches.get("command") is True and torch_ok),
-                "rule": "both results files read back complete, with the in-memory runs' "
-                        "measured layers and final soft ranks (rtol 1e-5); torch's mean final "
-                        "soft rank within 0.5x..2x of fastrank's (its own random weights); "
-                        "fastrank's > 1.5 (not collapsed)",
-            }
+        return rows
 
-        notes = [
-            f"One network setting (d = N = {c['d']}, BN + ReLU, float32, depth {c['depth']}), "
-            f"{c['seeds']} seeds, Schedule(every={c['every']}) (log: the default 50 "
-            "log-spaced layers as well); each path timed in the same process, round-robin, "
-            "after one warm-up call of each, median of the repeats; numba and BLAS at the "
-            "suite's thread count (the command gets it as NUMBA_NUM_THREADS, "
-            "OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS).",
-            "file: the equivalent Sweep(grid={width, depth, activation: relu, norm: bn}, "
-            "seeds, schedule) into a temporary directory, laying out the file, every commit "
-            "and closing it included. command: `" + ((r or {}).get("command") or "python -m "
-            "fastrank sweep ...") + "` as a subprocess, wall time including interpreter "
-            "start-up and imports (what a user waits for).",
-            "torch: one no_grad loop with the seeds stacked (torch.bmm), F.batch_norm over "
-            "the batch axis per row, ReLU, torch.linalg.svdvals in float64 at layer 0, every "
-            f"{c['every']} layers and the last (fewer measured layers than fastrank's, which "
-            "also measures the log-spaced ones and computes every measure), spectra kept in a "
-            "list and written with np.savez at the end.",
-            "Ratios of medians (paired: median over rounds of the per-round ratio): "
-            + "; ".join(_ratio_text(k, ratios[k], 2) for k in ratios)
-            + ". Target: file / memory <= 1.3x "
-            "(the file path within 1.3x of the same work in memory).",
-            "output: the size of the last file each path wrote; a results file's size varies "
-            "from run to run with the number of (time-batched) commits.",
-        ]
-        if ok and r.get("read_errors"):
-            notes.append(f"results files that did not read back: {r['read_errors']}")
-        return {"targets": targets, "rows": rows, "sanity": sanity, "ratios": ratios,
-                "notes": notes}
+    @staticmethod
+    def _sanity(r) -> dict:
+        means = r.get("final_soft_rank_mean") or {}
+        matches = r.get("file_matches_memory") or {}
+        ref = means.get("memory")
+        torch_ok = all(bool(ref and 0.5 * ref <= means[k] <= 2 * ref)
+                       for k in ("torch", "torch_script") if k in means)
+        return {
+            "final_soft_rank_mean": means,
+            "consistent": bool(ref and ref > 1.5 and matches.get("file") is True
+                               and matches.get("command") is True and torch_ok),
+            "rule": "both results files read back complete, with the in-memory runs' "
+                    "measured layers and final soft ranks (rtol 1e-5); torch's mean final "
+                    "soft rank within 0.5x..2x of fastrank's (its own random weights; its "
+                    "layer is checked on shared weights in the small workload); fastrank's "
+                    "> 1.5 (not collapsed)",
+        }
 
 
 # ----------------------------------------------------------------------------------

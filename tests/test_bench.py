@@ -89,17 +89,18 @@ def test_bench_sweep_file_case_alone_at_toy_size(tmp_path, monkeypatch, hide_tor
     doc = suite.run_suite(preset="smoke", only="sweep_file", isolate=False, repeats=1,
                           json_path=out_json)
     assert _strict_json(out_json.read_text())["workloads"].keys() == {"sweep_file"}
-    assert doc["config"] == {"sweep_file": {"d": 32, "depth": 20, "every": 10, "seeds": 2,
-                                            "repeats": 1}}
+    assert doc["config"] == {"sweep_file": {"widths": [32], "depth": 20, "every": 10,
+                                            "seeds": 2, "repeats": 1}}
     section = doc["workloads"]["sweep_file"]
-    r = section["results"]["fastrank"]
+    r = section["results"]["d=32"]
     assert r["status"] == "ok", r
-    paths = {"memory", "file", "command"} | ({"torch"} if with_torch else set())
+    torch_paths = {"torch", "torch_script"}
+    paths = {"memory", "file", "command"} | (torch_paths if with_torch else set())
     assert set(r["timings"]) == paths
     for timing in r["timings"].values():
         assert len(timing["times_s"]) == 1 and timing["median_s"] > 0
         assert timing["first_call_s"] is not None and timing["first_call_s"] > 0
-    assert r["skipped"] == ({} if with_torch else {"torch": competitors.SKIPPED})
+    assert r["skipped"] == ({} if with_torch else dict.fromkeys(torch_paths, competitors.SKIPPED))
     assert r["work"] == {"networks": 2, "layers": 20}
     assert not r["read_errors"], r["read_errors"]
     assert r["file_matches_memory"] == {"file": True, "command": True}
@@ -109,19 +110,23 @@ def test_bench_sweep_file_case_alone_at_toy_size(tmp_path, monkeypatch, hide_tor
     assert r["command"] == ("python -m fastrank sweep --width 32 --depth 20 --activation relu "
                             "--norm bn --seed 0-1 --every 10 -q -o FILE --overwrite")
     assert r["command_env"]["NUMBA_NUM_THREADS"] == str(doc["threads"]["requested"])
-    if with_torch:
-        assert layers["torch"] == 3 and r["file_bytes"]["torch"] > 0  # layers 0, 10, 20
+    if with_torch:  # the same layers as fastrank's, in process and as a process
+        assert layers["torch"] == layers["torch_script"] == 21
+        assert r["file_bytes"]["torch"] > 0 and r["file_bytes"]["torch_script"] > 0
 
-    (t,) = doc["targets"]
+    by_what = {t["what"].split(":")[0]: t for t in doc["targets"]}
+    assert list(by_what) == ["file / memory", "torch script / fastrank run_sweep into a "
+                             "results file, both in process, median time"]
+    t = by_what["file / memory"]
     assert (t["workload"], t["op"], t["target"], t["unit"]) == ("sweep_file", "<=", 1.3, "x")
-    assert t["what"].startswith("file / memory")
     graded = t["status"] in ("met", "NOT met") or t["status"].startswith("not graded (other")
     assert graded and math.isfinite(t["value"]) and t["value"] > 0
-    ratios = section["ratios"]
-    assert list(ratios) == ["file/memory", "command/memory", "torch/file"]
+    ratios = section["ratios"]["d=32"]
+    assert list(ratios) == ["file/memory", "torch/file", "torch_script/command", "command/memory"]
     assert ratios["file/memory"]["value"] == t["value"]
     assert t["detail"]["ratios"] == ratios
-    live = ["file/memory", "command/memory"] + (["torch/file"] if with_torch else [])
+    live = ["file/memory", "command/memory"] + (
+        ["torch/file", "torch_script/command"] if with_torch else [])
     for key in live:
         assert math.isfinite(ratios[key]["value"]) and ratios[key]["value"] > 0, key
         assert math.isfinite(ratios[key]["paired_median"]) and ratios[key]["reason"] is None
@@ -134,9 +139,11 @@ def test_bench_sweep_file_case_alone_at_toy_size(tmp_path, monkeypatch, hide_tor
     md = doc["markdown_text"]
     assert "| sweep_file | d=N=32, depth 20, 2 seeds |" in md and "<= 1.3x" in md
     rows = {row["path"].split(":")[0]: row for row in section["rows"]}
-    assert list(rows) == ["in memory", "to a file", "the command", "torch script"]
+    assert list(rows) == ["in memory", "to a file", "the command", "torch script, in process",
+                          "torch script as a process"]
     assert rows["in memory"]["vs in memory"] == "1.00x"
-    assert (rows["torch script"]["median"] == "skipped (torch not installed)") != with_torch
+    assert (rows["torch script, in process"]["median"] == "skipped (torch not installed)") != (
+        with_torch)
 
 
 @pytest.mark.parametrize("args, words", [
