@@ -29,14 +29,8 @@ IMPLS: dict = {}
 
 EPS_BN = 1e-5
 
-#: Result statuses other than "ok" and "error".
+#: The result status of an implementation whose library is not installed.
 SKIPPED = "skipped (not installed)"
-NOT_AVAILABLE = "not available yet"
-
-
-class NotAvailable(Exception):
-    """The fastrank feature a workload needs does not exist yet."""
-
 
 def installed(library: str) -> bool:
     """Whether ``library`` can be imported (tests patch this to simulate its absence)."""
@@ -97,86 +91,107 @@ def _stack_result(timing, p, finals) -> dict:
 
 # ----------------------------------------------------------------------------------
 # stack: a BN + ReLU network (float32, Gaussian weights of variance 2/d), several
-# seeds, singular values every `every` layers (and at layer 0)
+# seeds stacked, singular values every `every` layers (and at layer 0). Every
+# implementation's layer is also run on shared weights and checked (layer_check).
 # ----------------------------------------------------------------------------------
 
 
-@impl("stack", "fastrank")
-def stack_fastrank(p, repeats):
+def _measured(p) -> list[int]:
+    depth, every = p["depth"], p["every"]
+    return sorted({0, depth, *(range(every, depth + 1, every) if every else ())})
+
+
+def _fastrank_stack(p):
     import fastrank
 
     net = fastrank.Network(width=p["d"], batch=p["n"], depth=p["depth"], activation="relu",
                            norm="bn")
     schedule = fastrank.Schedule(every=p["every"], log=None)
-    seeds = range(p["seeds"])
-    timing, trajs = measure(
-        lambda: fastrank.simulate_many(net, seeds=seeds, schedule=schedule), repeats)
-    for t in trajs:
-        if t.failure is not None or int(t.layer[-1]) != p["depth"]:
-            raise RuntimeError(f"fastrank run of seed {t.seed} did not finish: {t.failure}")
-    out = _stack_result(timing, p, [soft_rank(t.spectrum[-1]) for t in trajs])
-    out["measured_layers"] = int(len(trajs[0].layer))
-    return out
+
+    def run():
+        trajs = fastrank.simulate_many(net, seeds=range(p["seeds"]), schedule=schedule)
+        for t in trajs:
+            if t.failure is not None or int(t.layer[-1]) != p["depth"]:
+                raise RuntimeError(f"fastrank run of seed {t.seed} did not finish: {t.failure}")
+        return [t.spectrum[-1] for t in trajs]
+
+    return run
 
 
-@impl("stack", "torch")
-def stack_torch(p, repeats):
+def _fastrank_layer(h, w):
+    """fastrank's layer on given weights: H (d x N), W (d x d), float32."""
+    from fastrank.kernels.cpu import layer
+
+    z = np.matmul(w, h)
+    layer.normalize_activate(z, layer.NORM_CODES["bn"], layer.ACTIVATION_CODES["relu"], False,
+                             EPS_BN)
+    return z
+
+
+def _torch_stack(p):
+    from fastrank.bench import torch_sweep
+
+    if p["n"] != p["d"]:
+        raise ValueError("the torch script runs d = N")
+    layers = _measured(p)
+    return lambda: list(torch_sweep.run(p["d"], p["depth"], p["seeds"], layers)[-1])
+
+
+def _torch_layer(h, w):
     import torch
-    import torch.nn.functional as F
 
-    d, n, depth, every = p["d"], p["n"], p["depth"], p["every"]
-    scale = math.sqrt(2.0 / d)
+    from fastrank.bench import torch_sweep
 
-    def run():
-        finals = []
-        with torch.no_grad():
-            for seed in range(p["seeds"]):
-                torch.manual_seed(seed)
-                h = torch.randn(d, n)
-                s = torch.linalg.svdvals(h)
-                for layer in range(1, depth + 1):
-                    w = torch.randn(d, d) * scale
-                    h = F.relu(F.batch_norm((w @ h).T, None, None, training=True,
-                                            eps=EPS_BN).T)
-                    if layer % every == 0 or layer == depth:
-                        s = torch.linalg.svdvals(h)
-                finals.append(s)
-        return finals
-
-    timing, finals = measure(run, repeats)
-    return _stack_result(timing, p, [soft_rank(s.numpy()) for s in finals])
+    with torch.no_grad():  # H^T (1, N, d) @ W^T: the script's (seeds, batch, features)
+        out = torch_sweep.layer(torch.from_numpy(h.T[None].copy()),
+                                torch.from_numpy(w.T[None].copy()))
+    return out[0].numpy().T
 
 
-@impl("stack", "numpy")
-def stack_numpy(p, repeats):
-    d, n, depth, every = p["d"], p["n"], p["depth"], p["every"]
+def _numpy_layer_stack(h, w):
+    """act(BN(H W)) for a stack (seeds, batch, features), in place after the GEMM."""
+    z = np.matmul(h, w)
+    z -= z.mean(axis=1, keepdims=True)
+    z /= np.sqrt(np.mean(z * z, axis=1, keepdims=True) + np.float32(EPS_BN))
+    return np.maximum(z, 0, out=z)
+
+
+def _numpy_stack(p):
+    d, n, depth, seeds = p["d"], p["n"], p["depth"], p["seeds"]
     scale = np.float32(math.sqrt(2.0 / d))
+    measured = set(_measured(p))
 
     def run():
-        finals = []
-        for seed in range(p["seeds"]):
-            rng = np.random.default_rng(seed)
-            h = rng.standard_normal((d, n), dtype=np.float32)
-            s = np.linalg.svd(h, compute_uv=False)
-            for layer in range(1, depth + 1):
-                w = rng.standard_normal((d, d), dtype=np.float32)
-                w *= scale
-                z = w @ h
-                z -= z.mean(axis=1, keepdims=True)
-                z /= np.sqrt(np.mean(z * z, axis=1, keepdims=True) + np.float32(EPS_BN))
-                np.maximum(z, 0, out=z)
-                h = z
-                if layer % every == 0 or layer == depth:
-                    s = np.linalg.svd(h, compute_uv=False)
-            finals.append(s)
-        return finals
+        rng = np.random.default_rng(0)
+        h = rng.standard_normal((seeds, n, d), dtype=np.float32)
+        s = np.linalg.svd(h.astype(np.float64), compute_uv=False)
+        for layer in range(1, depth + 1):
+            w = rng.standard_normal((seeds, d, d), dtype=np.float32)
+            w *= scale
+            h = _numpy_layer_stack(h, w)
+            if layer in measured:
+                s = np.linalg.svd(h.astype(np.float64), compute_uv=False)
+        return list(s)
 
-    timing, finals = measure(run, repeats)
-    return _stack_result(timing, p, [soft_rank(s) for s in finals])
+    return run
 
 
-@impl("stack", "jax")
-def stack_jax(p, repeats):
+def _numpy_layer(h, w):
+    return _numpy_layer_stack(h.T[None], w.T[None])[0].T
+
+
+def _jax_layer(h, w):
+    """act(BN(W H)), H (d x N): BN over the batch (axis 1)."""
+    import jax
+    import jax.numpy as jnp
+
+    z = w @ h
+    mean = jnp.mean(z, axis=1, keepdims=True)
+    var = jnp.var(z, axis=1, keepdims=True)
+    return jax.nn.relu((z - mean) * jax.lax.rsqrt(var + EPS_BN))
+
+
+def _jax_stack(p):
     import jax
     import jax.numpy as jnp
 
@@ -186,11 +201,7 @@ def stack_jax(p, repeats):
     scale = math.sqrt(2.0 / d)
 
     def layer(h, key):
-        w = jax.random.normal(key, (d, d), jnp.float32) * scale
-        z = w @ h
-        mean = jnp.mean(z, axis=1, keepdims=True)
-        var = jnp.var(z, axis=1, keepdims=True)
-        return jax.nn.relu((z - mean) * jax.lax.rsqrt(var + EPS_BN)), None
+        return _jax_layer(h, jax.random.normal(key, (d, d), jnp.float32) * scale), None
 
     def chunk(h, keys):  # `every` layers, then the singular values
         h, _ = jax.lax.scan(layer, h, keys)
@@ -201,15 +212,69 @@ def stack_jax(p, repeats):
         h0 = jax.random.normal(k_in, (d, n), jnp.float32)
         keys = jax.random.split(k_w, depth).reshape(depth // every, every)
         _, svs = jax.lax.scan(chunk, h0, keys)
-        return jnp.concatenate([jnp.linalg.svdvals(h0)[None], svs])
+        return svs[-1]
 
     run = jax.jit(jax.vmap(network))
     keys = jax.vmap(jax.random.key)(jnp.arange(p["seeds"]))
-    timing, svs = measure(lambda: run(keys).block_until_ready(), repeats)
-    svs = np.asarray(svs)
-    out = _stack_result(timing, p, [soft_rank(svs[i, -1]) for i in range(svs.shape[0])])
-    out["compile_note"] = "first_call_s includes tracing and XLA compilation"
+    return lambda: list(np.asarray(run(keys).block_until_ready()))
+
+
+STACKS = {"fastrank": (_fastrank_stack, _fastrank_layer), "torch": (_torch_stack, _torch_layer),
+          "jax": (_jax_stack, lambda h, w: np.asarray(_jax_layer(h, w))),
+          "numpy": (_numpy_stack, _numpy_layer)}
+
+#: Layers, width and relative tolerance of the layer check.
+CHECK_LAYERS, CHECK_D, CHECK_RTOL = 3, 24, 1e-4
+
+
+def _reference_layer(h, w):
+    """float64 BN (over the batch, biased variance) then ReLU of W H."""
+    z = w.astype(np.float64) @ h
+    z = (z - z.mean(axis=1, keepdims=True)) / np.sqrt(z.var(axis=1, keepdims=True) + EPS_BN)
+    return np.maximum(z, 0.0)
+
+
+def layer_check(layers: dict) -> dict:
+    """Each implementation's layer run CHECK_LAYERS times on the same float32 input and
+    weights: the singular values of its output against a float64 reference, relative to
+    the largest. A layer without its BN or ReLU, or with another variance, is off by
+    O(1); float32 rounding by ~1e-6."""
+    rng = np.random.default_rng(2024)
+    h0 = rng.standard_normal((CHECK_D, CHECK_D)).astype(np.float32)
+    ws = [(rng.standard_normal((CHECK_D, CHECK_D)) * math.sqrt(2.0 / CHECK_D)).astype(np.float32)
+          for _ in range(CHECK_LAYERS)]
+    ref = h0.astype(np.float64)
+    for w in ws:
+        ref = _reference_layer(ref, w)
+    s_ref = np.linalg.svd(ref, compute_uv=False)
+    out = {}
+    for name, fn in layers.items():
+        h = h0
+        for w in ws:
+            h = np.asarray(fn(h, w), dtype=np.float32)
+        s = np.linalg.svd(h.astype(np.float64), compute_uv=False)
+        error = float(np.max(np.abs(s - s_ref)) / s_ref[0])
+        out[name] = {"max_relative_error": error, "ok": bool(error <= CHECK_RTOL)}
     return out
+
+
+@impl("stack", "fastrank")
+def stack_side_by_side(p, repeats):
+    """fastrank and every installed competitor in this process, round-robin (A B C D A B
+    C D ...), after a check of each one's layer on shared weights."""
+    wanted = p.get("impls", list(STACKS))
+    names = [k for k in wanted if k == "fastrank" or installed(LIBRARY[k])]
+    runners = {k: STACKS[k][0](p) for k in names}
+    check = layer_check({k: STACKS[k][1] for k in names})
+    timings, last = measure_side_by_side(runners, repeats)
+    work = {"networks": p["seeds"], "layers": p["depth"]}
+    impls = {k: {"status": SKIPPED, "library": LIBRARY[k]} for k in wanted if k not in names}
+    for k in names:
+        finals = [soft_rank(s) for s in last[k]]
+        impls[k] = {"status": "ok", "timing": timings[k], "work": work,
+                    "final_soft_rank": finals, "final_soft_rank_mean": float(np.mean(finals)),
+                    "layer_check": check[k]}
+    return {"impls": impls, "layer_check": check, "measured_layers": len(_measured(p))}
 
 
 @impl("sgemm", "numpy")
@@ -336,37 +401,81 @@ def spectra_torch(p, repeats):
 # ----------------------------------------------------------------------------------
 
 
-@impl("every_layer", "fastrank")
-def every_layer_fastrank(p, repeats):
+def _fastrank_every_layer(p):
     import fastrank
 
     net = fastrank.Network(width=p["d"], batch=p["n"], depth=p["depth"], activation="relu",
                            norm="bn")
-    try:
-        schedule = fastrank.Schedule(every=None, log=None, cheap_every=1)
-    except TypeError as exc:
-        raise NotAvailable(f"fastrank.Schedule has no cheap_every yet ({exc})") from None
-    try:
-        timing, traj = measure(lambda: fastrank.simulate(net, 0, schedule), repeats)
-    except TypeError as exc:
-        raise NotAvailable(f"simulate does not take a cheap tier yet ({exc})") from None
-    if traj.failure is not None:
-        raise RuntimeError(f"fastrank run failed: {traj.failure}")
-    return {
-        "timing": timing,
-        "work": {"networks": 1, "layers": p["depth"]},
-        "measured_layers": int(len(traj.layer)),
-        "final_soft_rank": [float(traj.soft_rank[-1])],
-        "final_soft_rank_mean": float(traj.soft_rank[-1]),
-    }
+    schedule = fastrank.Schedule(every=None, log=None, cheap_every=1)
+
+    def run():
+        traj = fastrank.simulate(net, 0, schedule)
+        if traj.failure is not None:
+            raise RuntimeError(f"fastrank run failed: {traj.failure}")
+        return float(traj.soft_rank[-1])
+
+    return run
 
 
-@impl("every_layer", "torch")
-def every_layer_torch(p, repeats):
-    q = dict(p, seeds=1, every=1)
-    out = stack_torch(q, repeats)
-    out["measured_layers"] = p["depth"] + 1
-    return out
+def _torch_every_layer(p, measure_layer):
+    """One network through the torch script's layer, ``measure_layer(h)`` (h: batch x
+    features) after every layer; the run returns the last layer's soft rank."""
+    import torch
+
+    from fastrank.bench import torch_sweep
+
+    d, n, depth = p["d"], p["n"], p["depth"]
+    scale = math.sqrt(2.0 / d)
+
+    def run():
+        with torch.no_grad():
+            torch.manual_seed(0)
+            h = torch.randn(1, n, d)
+            out = measure_layer(h[0])
+            for _ in range(depth):
+                h = torch_sweep.layer(h, torch.randn(1, d, d).mul_(scale))
+                out = measure_layer(h[0])
+        return out
+
+    return run
+
+
+def _torch_gram_tier(h) -> float:
+    """fastrank's Gram tier as torch computes it: G = H^T H (the smaller side) in float32,
+    its trace and squared Frobenius norm in float64, the top eigenvalue by torch.lobpcg
+    (tolerance 1e-6, fastrank's Lanczos tolerance); returns the soft rank."""
+    import torch
+
+    g = h @ h.T if h.shape[0] <= h.shape[1] else h.T @ h
+    trace = torch.diagonal(g).sum(dtype=torch.float64)
+    frob2 = torch.sum(g.double() ** 2)
+    torch.lobpcg(g, k=1, largest=True, tol=1e-6)
+    return float(trace**2 / frob2)
+
+
+def _torch_svdvals(h) -> float:
+    import torch
+
+    return soft_rank(torch.linalg.svdvals(h).numpy())
+
+
+@impl("every_layer", "fastrank")
+def every_layer_side_by_side(p, repeats):
+    """fastrank's Gram tier after every layer against torch computing the same quantities
+    (``torch``) and torch computing the whole spectrum (``torch-svdvals``, what a torch
+    user writes without a cheaper tier), round-robin in this process."""
+    runners = {"fastrank": _fastrank_every_layer(p)}
+    if installed("torch"):
+        runners["torch"] = _torch_every_layer(p, _torch_gram_tier)
+        runners["torch-svdvals"] = _torch_every_layer(p, _torch_svdvals)
+    timings, last = measure_side_by_side(runners, repeats)
+    impls = {k: {"status": SKIPPED, "library": "torch"} for k in ("torch", "torch-svdvals")}
+    for k in runners:
+        impls[k] = {"status": "ok", "timing": timings[k],
+                    "work": {"networks": 1, "layers": p["depth"]},
+                    "measured_layers": p["depth"] + 1, "final_soft_rank": [last[k]],
+                    "final_soft_rank_mean": last[k]}
+    return {"impls": impls}
 
 
 # ----------------------------------------------------------------------------------

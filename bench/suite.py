@@ -163,7 +163,8 @@ def _describe_result(result: dict) -> str:
     status = result.get("status")
     if status != "ok":
         return status if status != "error" else f"error: {result.get('error')}"
-    timings = result.get("timings")  # several things timed side by side
+    timings = result.get("timings") or {  # several things timed side by side
+        k: r["timing"] for k, r in (result.get("impls") or {}).items() if r.get("timing")}
     if timings:
         return "; ".join(f"{name} median {workloads.fmt_time(t['median_s'])} of {t['repeats']}"
                          for name, t in timings.items())

@@ -6,7 +6,7 @@ A task is a dict: ``kind`` and ``impl`` (a key of competitors.IMPLS), ``params``
 ``repeats``, ``threads`` and optionally ``imports`` (further libraries the task times
 side by side, imported before the thread counts are fixed, where installed). The
 result is the implementation's dict plus ``status`` (``ok``, ``skipped (not
-installed)``, ``not available yet`` or ``error``) and the thread counts that were in
+installed)`` or ``error``) and the thread counts that were in
 effect.
 """
 
@@ -21,7 +21,6 @@ import traceback
 from fastrank.bench import competitors, machine
 
 SKIPPED = competitors.SKIPPED
-NOT_AVAILABLE = competitors.NOT_AVAILABLE
 
 
 def execute(task: dict, isolated: bool = False) -> dict:
@@ -36,7 +35,7 @@ def execute(task: dict, isolated: bool = False) -> dict:
         machine.pin_to(n)
         if impl != "fastrank":  # a competitor runs in the environment its user has
             undone = machine.restore_initial_environ()
-    if library == "jax":
+    if library == "jax" or "jax" in task.get("imports", ()):
         machine.configure_jax_env(n)
     importlib.import_module(library)
     if impl == "fastrank":
@@ -49,8 +48,6 @@ def execute(task: dict, isolated: bool = False) -> dict:
     try:
         result = competitors.IMPLS[(task["kind"], impl)](task["params"], int(task["repeats"]))
         result["status"] = "ok"
-    except competitors.NotAvailable as exc:
-        result = {"status": NOT_AVAILABLE, "reason": str(exc)}
     except Exception as exc:  # reported in the results; the suite goes on
         result = {"status": "error", "error": f"{type(exc).__name__}: {exc}",
                   "traceback": traceback.format_exc(limit=6)}

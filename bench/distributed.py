@@ -1,0 +1,193 @@
+"""The distributed case of ``fastrank bench`` (issue 13): one sweep in one process
+(1 process x T threads) and on a Dask LocalCluster (T workers x 1 thread), the ratio of
+their times, the scheduler's cost per task and each worker's numba warm-up with an empty
+and with a warm on-disk cache. Registers itself with the suite (:func:`register`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fastrank.bench import competitors
+from fastrank.bench.timing import measure_side_by_side
+from fastrank.bench.workloads import _blocked, _ratio_text, _status, fmt_time, target, task
+
+NAME = "distributed"
+#: Sizes per preset: 64 runs of d = 64, depth 2000, BN + ReLU, every 10 layers (full).
+SIZES = {
+    "full": {"d": 64, "depth": 2000, "every": 10, "seeds": 64, "repeats": 3, "noop_tasks": 400},
+    "quick": {"d": 64, "depth": 500, "every": 10, "seeds": 32, "repeats": 2, "noop_tasks": 200},
+    "smoke": {"enabled": False},  # starts worker processes: not in the test suite's run
+}
+#: distributed / local on a running cluster: the goal of a case with enough work per task.
+GOAL = 1.2
+
+
+def register(presets: dict, workloads: dict, names: tuple) -> tuple:
+    """Add this case to the suite's presets and workloads; the names, this one last."""
+    for preset, sizes in SIZES.items():
+        presets[preset][NAME] = dict(sizes)
+    workloads[NAME] = Distributed()
+    return (*names, NAME)
+
+
+class Distributed:
+    name = NAME
+    title = "a sweep on a Dask LocalCluster against the same sweep in one process"
+
+    def plan(self, cfg, ctx):
+        c = cfg[self.name]
+        if not c.get("enabled", True):
+            return []
+        cache = Path(ctx["tmpdir"]) / "numba-cache-distributed"
+        cache.mkdir(exist_ok=True)  # empty: the first workers compile, later ones load
+        p = {k: c[k] for k in ("d", "depth", "every", "seeds", "noop_tasks")}
+        return [task(self.name, "fastrank", "distributed", "fastrank", p, c["repeats"],
+                     isolate=True, env={"NUMBA_CACHE_DIR": str(cache)})]
+
+    def summarize(self, cfg, results, ctx):
+        c = cfg[self.name]
+        if not c.get("enabled", True):
+            return {"targets": [], "rows": [], "notes": ["not measured in this preset"]}
+        r = results.get("fastrank")
+        ok = _status(r) == "ok"
+        timings = r.get("timings", {}) if ok else {}
+        ratios = self.ratios(r)
+        case = (f"{c['seeds']} runs, d=N={c['d']}, depth {c['depth']}, BN + ReLU, every "
+                f"{c['every']}")
+        main = ratios["cluster/local"]
+        targets = [target(self.name, case, f"{r.get('workers', 'T') if ok else 'T'} workers x 1 "
+                          "thread on a running LocalCluster / 1 process x the same threads in "
+                          "all, median", main["value"], GOAL, op="<=",
+                          blocked=_blocked(("fastrank", r)),
+                          detail={"goal": f"within {GOAL - 1:.0%} of one process",
+                                  "ratios": ratios})]
+        local = (timings.get("local") or {}).get("median_s")
+        rows = []
+        for key, what in (("local", "one process: fastrank.sweep(sweep, path)"),
+                          ("cluster", "running LocalCluster: fastrank.sweep(..., client=)"),
+                          ("end_to_end", "start LocalCluster, sweep, shut down (--workers)")):
+            t = timings.get(key)
+            rows.append({
+                "path": what,
+                "median": fmt_time(t["median_s"]) if t else (r or {}).get("error", "-"),
+                "vs one process": f"{t['median_s'] / local:.2f}x" if t and local else "-",
+                "first call": fmt_time(t["first_call_s"]) if t else "-",
+                "repeats (s)": ", ".join(f"{x:.4g}" for x in t["times_s"]) if t else "-",
+            })
+        notes = []
+        if ok:
+            warm = r["warm_up_s"]
+            notes = [
+                f"Each worker process runs one Dask thread with numba and BLAS at 1 thread; "
+                f"the local sweep runs in the benchmark process with {r['threads']} threads "
+                "(one process x the same threads in all). Same sweep, same file layout; the "
+                "cluster's files equal the local one in every dataset: "
+                f"{r['files_equal']}.",
+                "Ratios of medians (paired: median over rounds of the per-round ratio): "
+                + "; ".join(_ratio_text(k, ratios[k], 2) for k in ratios) + ".",
+                f"Scheduler overhead per task: {fmt_time(r['overhead_per_task_s'])} inside "
+                f"the sweep (cluster wall time x Dask threads - task compute time, over "
+                f"{r['tasks']} tasks, median over repeats; includes the last tasks' tail), "
+                f"{fmt_time(r['noop_task_s'])} per no-op task ({r['noop_tasks']} tasks "
+                "submitted at once, wall time / tasks).",
+                "Numba warm-up per worker (depth-2 network on every worker before the first "
+                f"task): empty cache {', '.join(fmt_time(s) for s in warm['cold'])} (the "
+                "workers compile at once), warm cache (fresh workers, end-to-end repeats) "
+                f"median {fmt_time(warm['warm_median'])}; never again per task.",
+                f"end_to_end includes starting {r['workers']} worker processes, importing "
+                "fastrank there, the warm-up and the shutdown (what `fastrank sweep --workers` "
+                "adds to a sweep).",
+            ]
+        return {"targets": targets, "rows": rows, "ratios": ratios, "notes": notes,
+                "sanity": {case: {"consistent": bool(ok and r.get("files_equal")),
+                                  "rule": "every dataset of each cluster's file equals the "
+                                          "local file's, bit for bit"}} if ok else {}}
+
+    @staticmethod
+    def ratios(result) -> dict:
+        ok = _status(result) == "ok"
+        timings = (result or {}).get("timings") or {} if ok else {}
+        out = {}
+        for a in ("cluster", "end_to_end"):
+            ta, tb = timings.get(a), timings.get("local")
+            entry = {"value": None, "paired_median": None, "reason": None if ok else
+                     _status(result)}
+            if ta and tb:
+                entry["value"] = ta["median_s"] / tb["median_s"]
+                entry["paired_median"] = float(np.median(
+                    [x / y for x, y in zip(ta["times_s"], tb["times_s"], strict=True)]))
+            out[f"{a}/local"] = entry
+        return out
+
+
+@competitors.impl("distributed", "fastrank")
+def distributed_fastrank(p, repeats):
+    """The sweep locally and on LocalClusters, side by side (round-robin, one warm-up
+    each); the first cluster meets an empty numba cache and compiles."""
+    import tempfile
+
+    import numba
+    from distributed import wait
+
+    import fastrank
+    from fastrank.distributed import Cluster
+    from fastrank.runner import open_writer
+
+    threads = numba.get_num_threads()
+    sweep = fastrank.Sweep(
+        grid={"width": (p["d"],), "depth": (p["depth"],), "activation": ("relu",),
+              "norm": ("bn",)},
+        seeds=tuple(range(p["seeds"])), schedule=fastrank.Schedule(every=p["every"], log=None))
+    stats = {"cluster": [], "end_to_end": []}
+    with tempfile.TemporaryDirectory(prefix="fastrank-bench-dist-") as tmp, \
+            Cluster.local(threads, threads=1) as running:
+        files = {k: Path(tmp) / f"{k}.h5" for k in ("local", "cluster", "end_to_end")}
+
+        def on(cluster, key):
+            with open_writer(files[key], sweep, overwrite=True, backend=cluster) as writer:
+                stats[key].append(cluster.fill(writer))
+
+        def end_to_end():
+            with Cluster.local(threads, threads=1) as cluster:
+                on(cluster, "end_to_end")
+
+        on(running, "cluster")  # before anything else compiled: the workers meet no cache
+        cold = stats["cluster"].pop()
+        timings, _ = measure_side_by_side({
+            "local": lambda: fastrank.sweep(sweep, files["local"], overwrite=True),
+            "cluster": lambda: on(running, "cluster"),
+            "end_to_end": end_to_end,
+        }, repeats)
+        equal = all(_same_datasets(files["local"], files[k]) for k in ("cluster", "end_to_end"))
+        t0 = time.perf_counter()
+        wait(running.client.map(abs, range(p["noop_tasks"]), pure=False))
+        noop = (time.perf_counter() - t0) / p["noop_tasks"]
+    timed = stats["cluster"][-repeats:]  # the first call was the warm-up
+    overhead = [(s["wall_s"] * s["dask_threads"] - s["task_seconds"]) / s["tasks"]
+                for s in timed]
+    warm = [s for run in stats["end_to_end"] for s in run["warm_up_s"].values()
+            if s is not None]
+    return {
+        "timings": timings, "threads": threads, "workers": threads,
+        "tasks": timed[0]["tasks"], "overhead_per_task_s": float(np.median(overhead)),
+        "noop_task_s": noop, "noop_tasks": p["noop_tasks"], "files_equal": equal,
+        "warm_up_s": {"cold": list(cold["warm_up_s"].values()),
+                      "warm_median": float(np.median(warm)) if warm else None},
+        "cluster_stats": {"cold": cold, **stats},
+    }
+
+
+def _same_datasets(a, b) -> bool:
+    import h5py
+
+    def datasets(path):
+        out = {}
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: out.__setitem__(name, np.asarray(obj[()]).tobytes())
+                         if isinstance(obj, h5py.Dataset) else None)
+        return out
+
+    return datasets(a) == datasets(b)
