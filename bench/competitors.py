@@ -120,11 +120,11 @@ def _fastrank_stack(p):
 
 def _fastrank_layer(h, w):
     """fastrank's layer on given weights: H (d x N), W (d x d), float32."""
+    from fastrank import codes
     from fastrank.kernels.cpu import layer
 
     z = np.matmul(w, h)
-    layer.normalize_activate(z, layer.NORM_CODES["bn"], layer.ACTIVATION_CODES["relu"], False,
-                             EPS_BN)
+    layer.normalize_activate(z, codes.NORM_BN, codes.ACT_RELU, False, EPS_BN)
     return z
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastrank import measures
-from fastrank.backends.base import REASONS, Backend, get_backend
+from fastrank.backends.base import Backend, get_backend
+from fastrank.codes import REASONS
 from fastrank.spec import Network, Schedule
 
 #: Every 10 layers and 50 log-spaced ones (Schedule's defaults); frozen, so shareable.

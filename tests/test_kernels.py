@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from naive import act_ref, layer_ref, norm_ref
 
-from fastrank import Network, weights
+from fastrank import Network, codes, weights
 from fastrank.backends.cpu import CPUBackend, uses_depth_kernel
 from fastrank.init import input_matrix
 from fastrank.kernels.cpu import layer as kernels
@@ -27,7 +27,7 @@ def test_normalize_activate_float64(norm, act, act_first):
     expected = norm_ref(act_ref(z, act), norm, 1e-5) if act_first else act_ref(norm_ref(z, norm, 1e-5), act)
     got = z.copy()
     sumsq = kernels.normalize_activate(
-        got, kernels.NORM_CODES[norm], kernels.ACTIVATION_CODES[act], act_first, 1e-5
+        got, codes.NORMS[norm], codes.ACTIVATIONS[act], act_first, 1e-5
     )
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     assert sumsq == pytest.approx(np.sum(expected**2), rel=1e-12)
@@ -37,7 +37,7 @@ def test_normalize_activate_float64(norm, act, act_first):
 def test_parallel_build_equals_serial_bitwise(norm, act, act_first):
     z = _z((300, 70), np.float32)
     a, b = z.copy(), z.copy()
-    args = (kernels.NORM_CODES[norm], kernels.ACTIVATION_CODES[act], act_first, 1e-5)
+    args = (codes.NORMS[norm], codes.ACTIVATIONS[act], act_first, 1e-5)
     assert kernels.normalize_activate(a, *args) == kernels.normalize_activate_parallel(b, *args)
     np.testing.assert_array_equal(a, b)
 
@@ -47,7 +47,7 @@ def test_normalize_activate_float32(norm, act):
     z = _z(dtype=np.float32)
     expected = act_ref(norm_ref(z.astype(np.float64), norm, 1e-5), act)
     got = z.copy()
-    kernels.normalize_activate(got, kernels.NORM_CODES[norm], kernels.ACTIVATION_CODES[act], False, 1e-5)
+    kernels.normalize_activate(got, codes.NORMS[norm], codes.ACTIVATIONS[act], False, 1e-5)
     assert got.dtype == np.float32
     # Statistics are accumulated in float64, so only the final rounding to float32
     # (relative 6e-8) and float32 tanh (a few ulp) separate the result from the reference.
@@ -61,7 +61,7 @@ def test_batch_norm_matches_torch_batchnorm1d_in_training_mode():
     with torch.no_grad():
         expected = bn(torch.from_numpy(z.T.copy())).numpy().T  # torch wants (batch, features)
     got = z.copy()
-    kernels.normalize_activate(got, kernels.NORM_CODES["bn"], 0, False, 1e-5)
+    kernels.normalize_activate(got, codes.NORM_BN, codes.ACT_LINEAR, False, 1e-5)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 

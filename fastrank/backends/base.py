@@ -12,13 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fastrank import codes
 from fastrank.spec import Network
-
-#: Why a network stopped (Batch.reason), and the words stored in results files.
-REASONS = {
-    1: "non-finite values (overflow or NaN) in the representation",
-    2: "the representation vanished (all entries zero)",
-}
 
 
 @dataclass
@@ -27,7 +22,8 @@ class Batch:
 
     ``h[i]`` is seed i's representation (d x N) in the backend's memory. ``log_norm``
     is log ||H|| of the un-rescaled network, ``failed_layer`` -1 or the layer at which
-    the seed stopped and ``reason`` the key of REASONS; a stopped seed is not advanced.
+    the seed stopped and ``reason`` its code (fastrank.codes.REASONS); a stopped seed is
+    not advanced.
     """
 
     network: Network
@@ -41,9 +37,10 @@ class Batch:
     def account(self, i: int, layer: int, sumsq: float) -> float | None:
         """Book seed i's sum of squares at ``layer``: update the log-norm and return the
         rescaling factor (1 for normalised networks), or None after marking a failure."""
-        if not np.isfinite(sumsq) or sumsq == 0.0:
+        why = codes.failure(float(sumsq))
+        if why != codes.OK:
             self.failed_layer[i] = layer
-            self.reason[i] = 1 if not np.isfinite(sumsq) else 2
+            self.reason[i] = why
             return None
         if self.network.rescaled:
             self.log_norm[i] += 0.5 * np.log(sumsq)

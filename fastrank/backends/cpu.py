@@ -10,7 +10,7 @@ import platform
 
 import numpy as np
 
-from fastrank import config, init, rng
+from fastrank import codes, config, init, rng
 from fastrank.backends.base import Backend, Batch
 from fastrank.kernels.cpu import depth, spectrum, start_threads
 from fastrank.kernels.cpu import layer as kernels
@@ -59,7 +59,7 @@ class CPUBackend(Backend):
                 depth.advance(
                     batch.h, batch.seeds, batch.layer, stop, np.uint32(rng.WEIGHTS),
                     w_scale, net.gamma,
-                    kernels.NORM_CODES[net.norm], kernels.ACTIVATION_CODES[net.activation],
+                    codes.NORMS[net.norm], codes.ACTIVATIONS[net.activation],
                     net.order == "act-norm", net.eps, net.rescaled,
                     batch.log_norm, batch.failed_layer, batch.reason,
                 )
@@ -96,8 +96,8 @@ class CPUBackend(Backend):
             kernels.normalize_activate)
         sumsq = fused(
             z,
-            kernels.NORM_CODES[network.norm],
-            kernels.ACTIVATION_CODES[network.activation],
+            codes.NORMS[network.norm],
+            codes.ACTIVATIONS[network.activation],
             network.order == "act-norm",
             network.eps,
         )
@@ -205,13 +205,13 @@ def host_gram_stats(h: np.ndarray) -> tuple[float, float, float]:
     """
     g = h @ h.T if h.shape[0] <= h.shape[1] else h.T @ h
     trace, frob2 = float(np.trace(g, dtype=np.float64)), kernels.sum_of_squares(g)
-    if g.shape[0] <= 256:
+    if g.shape[0] <= codes.DENSE_TOP_EIGEN_MAX:
         with one_blas_thread():
             return trace, frob2, float(np.linalg.eigvalsh(g.astype(np.float64))[-1])
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     op = LinearOperator(g.shape, matvec=g.dot, dtype=g.dtype)
-    start = np.random.default_rng(12345).standard_normal(g.shape[0]).astype(g.dtype)
+    start = np.random.default_rng(codes.LANCZOS_SEED).standard_normal(g.shape[0]).astype(g.dtype)
     tol = 1e-6 if g.dtype == np.float32 else 1e-10
     top = eigsh(op, k=1, which="LA", v0=start, tol=tol, return_eigenvectors=False)
     return trace, frob2, float(top[0])

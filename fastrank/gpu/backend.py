@@ -32,15 +32,12 @@ import warnings
 
 import numpy as np
 
-from fastrank import init, rng
+from fastrank import codes, init, rng
 from fastrank.backends.base import Backend, Batch
 from fastrank.gpu import program
 from fastrank.gpu.device import CaptureUnsupported, CupyDevice, Device
 from fastrank.spec import Network
 
-#: Same codes as kernels/cpu/layer.py (and common.cuh).
-NORM_CODES = {"none": 0, "bn": 1, "bn-rms": 2, "ln": 3}
-ACTIVATION_CODES = {"linear": 0, "relu": 1, "tanh": 2}
 #: Most blocks one seed gets in the element-wise kernels (grid-stride loops beyond).
 MAX_BLOCKS_PER_SEED = 4096
 #: Sweeps after which the Jacobi kernel stops even if rotations remain (it converges
@@ -246,13 +243,13 @@ class GPUBackend(Backend):
         f32 = z.dtype == np.float32
         sfx = "f32" if f32 else "f64"
         t = np.float32 if f32 else np.float64
-        norm = 0 if identity else NORM_CODES[net.norm]
-        act = 0 if identity else ACTIVATION_CODES[net.activation]
+        norm = codes.NORM_NONE if identity else codes.NORMS[net.norm]
+        act = codes.ACT_LINEAR if identity else codes.ACTIVATIONS[net.activation]
         act_first = 0 if identity else int(net.order == "act-norm")
         residual = int(h is not None)
         gamma = t(net.gamma if residual else 0.0)
         eps = np.float64(net.eps)
-        if norm == NORM_CODES["ln"]:
+        if norm == codes.NORM_LN:
             block = _round32(n, dev.block)
             per_seed = math.ceil(n / block)
             dev.launch(f"cols_pass_{sfx}", s * per_seed, block,
@@ -358,7 +355,7 @@ class GPUBackend(Backend):
     def _eigvalsh_stack(self, g) -> np.ndarray:
         """Eigenvalues (unsorted) of a stack of symmetric matrices, on the host."""
         s, k, _ = g.shape
-        if self.jacobi and k <= program.JACOBI_MAX:
+        if self.jacobi and k <= codes.JACOBI_MAX:
             g = self.dev.xp.ascontiguousarray(g)
             w = self.dev.empty((s, k), np.float64)
             self.dev.launch("jacobi_eigvalsh", s, self.dev.jacobi_block,
@@ -392,7 +389,7 @@ class GPUBackend(Backend):
         trace = self.dev.to_host(xp.trace(g, axis1=1, axis2=2))
         frob2 = self.dev.to_host((g * g).sum(axis=(1, 2)))
         k = g.shape[1]
-        if k <= 256:
+        if k <= codes.DENSE_TOP_EIGEN_MAX:
             top = self._eigvalsh_stack(g).max(axis=1)
         else:
             top = np.array([self.dev.top_eigenvalue(g[i]) for i in range(len(idx))])

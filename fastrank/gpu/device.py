@@ -15,10 +15,8 @@ import os
 
 import numpy as np
 
+from fastrank import codes
 from fastrank.gpu import program
-
-#: The Lanczos start vector's seed (the CPU's Gram tier uses the same).
-LANCZOS_SEED = 12345
 
 
 class GPUUnavailable(RuntimeError):
@@ -169,7 +167,8 @@ class CupyDevice(Device):
     def top_eigenvalue(self, g) -> float:
         from cupyx.scipy.sparse.linalg import eigsh
 
-        start = self.cupy.asarray(np.random.default_rng(LANCZOS_SEED).standard_normal(g.shape[0]))
+        start = self.cupy.asarray(
+            np.random.default_rng(codes.LANCZOS_SEED).standard_normal(g.shape[0]))
         top = eigsh(g, k=1, which="LA", v0=start, tol=1e-10, return_eigenvectors=False)
         return float(self.to_host(top).max())
 

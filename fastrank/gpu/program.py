@@ -26,6 +26,8 @@ import sys
 import sysconfig
 from importlib import resources
 
+from fastrank import codes
+
 #: Kernel sources, in the order they are put together.
 SOURCES = ("rng.cu", "layer.cu", "spectrum.cu")
 #: Every kernel of the program (its ``extern "C"`` name); True for the kernels that
@@ -53,9 +55,6 @@ NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
 #: execution space, and ``-ftz=true``, appended to every compile: float32 subnormals
 #: flush to zero on the device (see docs/gpu.md).
 CUPY_ADDS = ("--device-as-default-execution-space", "-ftz=true")
-#: The largest matrix the Jacobi kernel takes (FR_JACOBI_MAX in spectrum.cu).
-JACOBI_MAX = 64
-
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
 
 
@@ -93,10 +92,15 @@ def assemble(*names: str) -> str:
     return "\n".join(f"// ==== {n} ====\n{_expand(n, seen)}" for n in names)
 
 
+def translation_unit(*names: str) -> str:
+    """The shared codes' ``#define`` lines (fastrank.codes), then the given sources."""
+    return codes.cuda_defines() + assemble(*names)
+
+
 @functools.cache
 def program() -> str:
     """The whole CUDA program: every kernel of :data:`KERNELS` in one translation unit."""
-    return assemble(*SOURCES)
+    return translation_unit(*SOURCES)
 
 
 # ---------------------------------------------------------------------------------------

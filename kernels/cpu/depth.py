@@ -11,11 +11,12 @@ activation pass of layer.py, and the rescaling with its float64 log-norm. The ca
 import numpy as np
 from numba import njit, prange
 
+from fastrank import codes
 from fastrank.kernels.cpu.layer import normalize_activate, scale
 from fastrank.kernels.cpu.philox import normals_f32_serial
 
-#: Reasons a network stops (values of the ``reason`` array).
-OK, NON_FINITE, VANISHED = 0, 1, 2
+#: The failure rule, compiled (fastrank.codes.failure).
+failure = njit(cache=True, inline="always")(codes.failure)
 
 
 @njit(cache=True, parallel=True)
@@ -50,9 +51,10 @@ def advance(h, seeds, start, stop, stream, w_scale, gamma, norm, act, act_first,
                     for j in range(n):
                         z[i, j] = cur[i, j] + np.float32(gamma) * z[i, j]
             sumsq = normalize_activate(z, norm, act, act_first, eps)
-            if not np.isfinite(sumsq) or sumsq == 0.0:
+            why = failure(sumsq)
+            if why != codes.OK:
                 failed_layer[s] = layer
-                reason[s] = NON_FINITE if not np.isfinite(sumsq) else VANISHED
+                reason[s] = why
                 break
             if rescale:
                 log_norm[s] += 0.5 * np.log(sumsq)

@@ -2,8 +2,8 @@
 in place, in the order the network asks for, returning the float64 sum of squares of
 the result (for the rescaling, the log-norm and the non-finite check) in the same pass.
 
-Norms and activations are chosen by integer code (see NORM_CODES, ACTIVATION_CODES) so
-that one compiled function serves every network of a dtype. Reductions accumulate in
+Norms and activations are chosen by integer code (fastrank.codes) so that one compiled
+function serves every network of a dtype. Reductions accumulate in
 float64 and may be vectorised (reassociated): results agree with a sequential sum to
 float64 rounding, far below the float32 storage.
 """
@@ -11,12 +11,12 @@ float64 rounding, far below the float32 storage.
 import numpy as np
 from numba import njit, prange
 
+from fastrank.codes import ACT_LINEAR, ACT_RELU, ACT_TANH, NORM_BN, NORM_BN_RMS, NORM_LN
+
 # Sums may be reassociated (vectorised) and multiply-adds fused; no assumption about
 # NaN/inf is made, so non-finite values still propagate to the caller's check.
 FAST = {"reassoc", "contract"}
 
-NORM_CODES = {"none": 0, "bn": 1, "bn-rms": 2, "ln": 3}
-ACTIVATION_CODES = {"linear": 0, "relu": 1, "tanh": 2}
 
 
 _JIT = {"cache": True, "fastmath": FAST, "error_model": "numpy"}
@@ -24,16 +24,16 @@ _JIT = {"cache": True, "fastmath": FAST, "error_model": "numpy"}
 
 @njit(inline="always", **_JIT)
 def _activate(x, act):
-    if act == 1:
+    if act == ACT_RELU:
         return x if x > 0 else x * 0
-    if act == 2:
+    if act == ACT_TANH:
         return np.tanh(x)
     return x
 
 
 @njit(**_JIT)
 def _activate_row(row, act):
-    if act != 0:
+    if act != ACT_LINEAR:
         for j in range(row.shape[0]):
             row[j] = _activate(row[j], act)
 
@@ -90,7 +90,7 @@ def _normalize_activate(h, norm, act, act_first, eps):
     d, n = h.shape
     mean = np.zeros(n)
     inv = np.ones(n)
-    if norm == 3:  # layer norm needs every row before any row can be normalised
+    if norm == NORM_LN:  # layer norm needs every row before any row can be normalised
         if act_first:
             for i in prange(d):
                 _activate_row(h[i], act)
@@ -98,11 +98,11 @@ def _normalize_activate(h, norm, act, act_first, eps):
     sums = np.empty(d)
     for i in prange(d):
         row = h[i]
-        if act_first and norm != 3:
+        if act_first and norm != NORM_LN:
             _activate_row(row, act)
-        if norm == 1 or norm == 2:
-            _normalize_row(row, norm == 1, eps)
-        elif norm == 3:
+        if norm == NORM_BN or norm == NORM_BN_RMS:
+            _normalize_row(row, norm == NORM_BN, eps)
+        elif norm == NORM_LN:
             for j in range(n):
                 row[j] = (row[j] - mean[j]) * inv[j]
         if not act_first:

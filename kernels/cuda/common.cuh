@@ -12,18 +12,9 @@
 
 #define FR_FULL_MASK 0xffffffffu
 
-// Norm and activation codes: the same numbers as kernels/cpu/layer.py.
-#define FR_NORM_NONE 0
-#define FR_NORM_BN 1
-#define FR_NORM_BN_RMS 2
-#define FR_NORM_LN 3
-#define FR_ACT_LINEAR 0
-#define FR_ACT_RELU 1
-#define FR_ACT_TANH 2
-
-// Why a network stopped (fastrank.backends.base.REASONS).
-#define FR_NON_FINITE 1
-#define FR_VANISHED 2
+// The norm and activation codes (FR_NORM_*, FR_ACT_*), the failure reasons
+// (FR_NON_FINITE, FR_VANISHED) and FR_JACOBI_MAX are defined in front of the program by
+// fastrank.gpu.program, generated from fastrank/codes.py.
 
 __device__ __forceinline__ float fr_add(float a, float b) { return FR_FADD(a, b); }
 __device__ __forceinline__ double fr_add(double a, double b) { return FR_DADD(a, b); }

@@ -11,7 +11,6 @@
 // after a sweep without rotations. Eigenvalues come out unsorted in w[s * k ...].
 #include "common.cuh"
 
-#define FR_JACOBI_MAX 64
 #define FR_JACOBI_TOL 0x1p-52
 
 // Pair i of round-robin step ``round`` among m (even) indices, p < q.

@@ -67,13 +67,13 @@ def test_cupy_flushes_float32_subnormals_and_we_know_it(nvrtc):
 
 @pytest.mark.parametrize("name", program.SOURCES)
 def test_each_source_compiles_on_its_own(nvrtc, name):
-    ptx = program.compile_ptx(program.assemble(name), "compute_75")
+    ptx = program.compile_ptx(program.translation_unit(name), "compute_75")
     assert set(re.findall(r"\.entry\s+(\w+)", ptx)) == _kernel_names(program.assemble(name))
 
 
 @pytest.mark.parametrize("header", ["philox.cuh", "common.cuh"])
 def test_headers_compile_alone(nvrtc, header):
-    code = program.assemble(header) + '\nextern "C" __global__ void probe() {}\n'
+    code = program.translation_unit(header) + '\nextern "C" __global__ void probe() {}\n'
     assert ".entry probe" in program.compile_ptx(code, "compute_75")
 
 
