@@ -136,17 +136,6 @@ def collapse_step_variance(d: int) -> float:
     return float(polygamma(1, d / 2.0) + polygamma(1, (d - 1) / 2.0))
 
 
-def predicted_soft_rank(layer, d: int, intercept: float, gain: float = 1.0) -> np.ndarray:
-    """1 + exp(intercept - collapse_rate(d) * layer): the collapsed regime's soft rank."""
-    return 1.0 + np.exp(intercept - collapse_rate(d, gain) * np.asarray(layer, dtype=float))
-
-
-def layers_to_collapse(d: int, threshold: float = 0.01, start: float = 1.0) -> float:
-    """Layers for soft_rank - 1 to fall from ``start`` to ``threshold`` at the predicted
-    rate: log(start/threshold) / (2 (lambda_1 - lambda_2)), about 2 d log(start/threshold)."""
-    return math.log(start / threshold) / collapse_rate(d)
-
-
 # Vanilla ReLU networks -----------------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """fastrank.reproduce and `fastrank reproduce`: every claim config parses at both scales,
-and the whole pipeline (sweeps -> numbers -> figures -> Markdown) runs end to end at a
-tiny scale, headless, resuming its results files on a rerun."""
+the whole pipeline (sweeps -> numbers -> figures -> Markdown) runs end to end at a
+tiny scale, headless, resuming its results files on a rerun, and each claim's report
+text quotes the thresholds its verdict uses."""
 
 import dataclasses
 import re
@@ -101,3 +102,39 @@ def test_command_line(tiny, tmp_path):
     assert "1 of 1 claims reproduced" in result.output and doc.exists()
     result = CliRunner().invoke(cli, ["reproduce", "--claims", "9", "--doc", str(doc)])
     assert result.exit_code == 2 and "unknown claims" in result.output
+
+
+def _moved(value):
+    """A threshold moved to a value that no default uses."""
+    if isinstance(value, dict):
+        return {key: _moved(v) for key, v in value.items()}
+    return type(value)(value * 3)
+
+
+@pytest.mark.parametrize("claim", rep.CLAIMS, ids=lambda c: f"claim{c.number}")
+def test_every_threshold_is_quoted_in_the_criterion(claim):
+    default = claim.criterion_text()
+    for limit in dataclasses.fields(claim.limits):
+        moved = dataclasses.replace(
+            claim.limits, **{limit.name: _moved(getattr(claim.limits, limit.name))})
+        assert dataclasses.replace(claim, limits=moved).criterion_text() != default, limit.name
+
+
+def test_a_moved_threshold_moves_both_the_verdict_and_the_text(tiny, tmp_path, monkeypatch):
+    doc = tmp_path / "r.md"
+    (before,) = rep.reproduce("quick", claims=[5], doc=doc, results_dir=tmp_path, log=None)
+    assert before.reproduced
+    assert "more than 1e-3 (float32) or 1e-9 (float64)" in doc.read_text()
+    strict = tuple(
+        dataclasses.replace(c, limits=dataclasses.replace(
+            c.limits, rounding={**c.limits.rounding, "float32": 1e-30}))
+        if c.number == 5 else c
+        for c in rep.CLAIMS
+    )
+    monkeypatch.setattr(rep, "CLAIMS", strict)
+    (after,) = rep.reproduce("quick", claims=[5], doc=doc, results_dir=tmp_path, log=None)
+    text = doc.read_text()
+    assert not after.reproduced
+    assert "Criterion: the soft rank never changes by more than 1e-30 (float32)" in text
+    assert "**not reproduced** (rounding < 1e-30)" in text
+    assert "**reproduced** (rounding < 1e-09)" in text  # float64 keeps its threshold
