@@ -30,7 +30,26 @@ class Row:
 
 
 class RunFailed(Exception):
-    """The representation stopped being usable (non-finite or all zero) at ``layer``."""
+    """A run whose representation stopped being usable (non-finite or all zero).
+
+    Raised by :func:`iter_rows`, kept in :attr:`Trajectory.failure` by :func:`simulate`,
+    and recorded as a failed run (with the reason) by a sweep, which goes on.
+
+    Parameters
+    ----------
+    layer : int
+        The first layer at which H was non-finite or zero.
+    reason : str
+        Why, in words (fastrank.codes.REASONS).
+
+    Examples
+    --------
+    >>> import fastrank
+    >>> net = fastrank.Network(width=8, depth=3000, activation="tanh", gain=0.5)
+    >>> traj = fastrank.simulate(net, 0, fastrank.Schedule(every=None, log=None))
+    >>> traj.failure.reason
+    'the representation vanished (all entries zero)'
+    """
 
     def __init__(self, layer: int, reason: str):
         super().__init__(f"layer {layer}: {reason}")
@@ -111,7 +130,43 @@ def iter_rows(
 
 @dataclass
 class Trajectory:
-    """Measurements of one run as arrays, one entry per measured layer."""
+    """The measurements of one run, as arrays with one entry per measured layer.
+
+    Every measure of fastrank.measures.SCALARS is an attribute as well
+    (``traj.soft_rank``, ``traj.numerical_rank``, ...).
+
+    Parameters
+    ----------
+    network : Network
+        The architecture that ran.
+    seed : int
+        Its seed.
+    layer : numpy.ndarray
+        int64 (m,): the measured layers, 0 being the input.
+    spectrum : numpy.ndarray
+        float64 (m, k): singular values at each measured layer, descending, NaN where a
+        layer has fewer (Gram-tier rows have none).
+    log_norm : numpy.ndarray
+        float64 (m,): log ||H||_F of the network without rescaling.
+    rank_tau : numpy.ndarray
+        int64 (m, len(taus)).
+    tier : numpy.ndarray
+        int64 (m,): 1 where the full spectrum was computed, 0 for the Gram tier only.
+    measures : dict
+        Measure name -> float64 (m,) array.
+    failure : RunFailed or None
+        Why and where the run stopped early, if it did.
+
+    Examples
+    --------
+    >>> import fastrank
+    >>> net = fastrank.Network(width=16, depth=100, activation="relu", norm="bn")
+    >>> traj = fastrank.simulate(net, 0, fastrank.Schedule(every=50, log=None))
+    >>> traj.layer.tolist(), traj.spectrum.shape
+    ([0, 50, 100], (3, 16))
+    >>> bool(traj.soft_rank[-1] > 1.0) and traj.failure is None
+    True
+    """
 
     network: Network
     seed: int
@@ -138,8 +193,41 @@ def simulate_many(
     taus: tuple[float, ...] = (0.1,),
     backend: Backend | None = None,
 ) -> list[Trajectory]:
-    """Run several seeds of one network together (the unit the backends parallelise)
-    and collect one Trajectory per seed in memory. A failed run keeps its earlier rows."""
+    """Run several seeds of one network together and collect their measurements.
+
+    The seeds run side by side (one per thread on the CPU, all at once on a GPU) and give
+    exactly the numbers each would give alone. A failed run keeps its earlier rows.
+
+    Parameters
+    ----------
+    network : Network
+        The architecture.
+    seeds : iterable of int
+        One run per seed.
+    schedule : Schedule
+        The layers to measure (default: every 10 and 50 log-spaced ones).
+    method : {"auto", "gram", "svd"}
+        How spectra are computed: ``auto`` is the float64 Gram matrix for float32
+        networks and LAPACK's SVD for float64 ones.
+    taus : tuple of float
+        Thresholds of ``rank_tau``.
+    backend : Backend, optional
+        Where to run: ``fastrank.backends.base.get_backend("cpu")`` (default) or
+        ``"gpu"``.
+
+    Returns
+    -------
+    list of Trajectory
+        One per seed, in the order of ``seeds``.
+
+    Examples
+    --------
+    >>> import fastrank
+    >>> net = fastrank.Network(width=16, depth=200, activation="relu", norm="bn")
+    >>> runs = fastrank.simulate_many(net, seeds=range(4))
+    >>> [t.seed for t in runs], int(runs[0].layer[-1])
+    ([0, 1, 2, 3], 200)
+    """
     seeds = [int(s) for s in seeds]
     rows: list[list[Row]] = [[] for _ in seeds]
     failures: list[RunFailed | None] = [None] * len(seeds)
@@ -159,8 +247,39 @@ def simulate(
     taus: tuple[float, ...] = (0.1,),
     backend: Backend | None = None,
 ) -> Trajectory:
-    """Run one network and collect its measurements in memory (for interactive use;
-    sweeps stream rows to a file instead). A failed run keeps the rows before it."""
+    """Run one network and collect its measurements in memory.
+
+    For interactive use; a sweep (:func:`fastrank.sweep`) streams its rows to a results
+    file instead. A failed run keeps the rows before it (``traj.failure`` says why).
+
+    Parameters
+    ----------
+    network : Network
+        The architecture.
+    seed : int
+        Seeds the weights and the input; the numbers depend on nothing else (not the
+        thread count, the device or the other seeds run beside it).
+    schedule : Schedule
+        The layers to measure (default: every 10 and 50 log-spaced ones).
+    method : {"auto", "gram", "svd"}
+        How spectra are computed (see :func:`simulate_many`).
+    taus : tuple of float
+        Thresholds of ``rank_tau``.
+    backend : Backend, optional
+        Where to run (default the CPU).
+
+    Returns
+    -------
+    Trajectory
+
+    Examples
+    --------
+    >>> import fastrank
+    >>> net = fastrank.Network(width=32, depth=500, activation="linear")
+    >>> traj = fastrank.simulate(net, seed=0)
+    >>> round(float(traj.soft_rank[-1]), 3)  # a deep linear network collapses to rank 1
+    1.0
+    """
     return simulate_many(network, [seed], schedule, method, taus, backend)[0]
 
 
