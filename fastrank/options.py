@@ -57,13 +57,28 @@ def build_sweep(given: dict) -> spec.Sweep:
         layers=tuple(_parse("layers", values["layers"])) if "layers" in values else (),
         cheap_every=_int_or_off("cheap_every", values.get("cheap_every")),
     )
-    return spec.Sweep(
+    sweep = spec.Sweep(
         grid=grid,
         seeds=tuple(_parse("seed", values["seed"])),
         schedule=schedule,
         method=values.get("method", "auto"),
         taus=tuple(_parse("tau", values["tau"])) if "tau" in values else (0.1,),
     )
+    _check_inputs(sweep)
+    return sweep
+
+
+def _check_inputs(sweep: spec.Sweep) -> None:
+    """Read the batch of every input array the sweep uses, once per (input, batch,
+    dtype), and refuse one that no run could start from (fastrank.init.check_input)."""
+    from fastrank.init import check_input
+
+    seen = set()
+    for net in sweep.networks():
+        key = (net.input, net.batch, net.dtype)
+        if net.input not in spec.INPUTS and key not in seen:
+            seen.add(key)
+            check_input(net)
 
 
 def _parse(name: str, value) -> list:
@@ -99,6 +114,10 @@ def read_config(path: str) -> dict:
         raise spec.SpecError(f"cannot read config {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise spec.SpecError(f"config {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise spec.SpecError(f"config {path} is not UTF-8 text (byte {exc.start}: "
+                             f"{exc.object[exc.start:exc.start + 1]!r}); TOML files are "
+                             "UTF-8") from None
     data = {k.replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(data) - set(GRID_PARSERS) - set(OTHER_KEYS))
     if unknown:

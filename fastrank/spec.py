@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-ACTIVATIONS = ("linear", "relu", "tanh")
-NORMS = ("none", "bn", "bn-rms", "ln")
+from fastrank import codes
+
+ACTIVATIONS = tuple(codes.ACTIVATIONS)
+NORMS = tuple(codes.NORMS)
 ORDERS = ("norm-act", "act-norm")
 INITS = ("gaussian", "uniform", "orthogonal")
 DTYPES = ("float32", "float64")
@@ -171,7 +173,7 @@ class Network:
         if self.input_dim is not None:
             return self.input_dim
         if self.input in INPUTS:
-            return self.widths[0]
+            return self.width if isinstance(self.width, int) else self.width[0]
         from fastrank.init import input_array_shape
 
         return input_array_shape(self.input)[1]
@@ -202,14 +204,21 @@ class Network:
             d["width"] = tuple(d["width"])
         return cls(**d)
 
-    def label(self) -> str:
-        """Short human name of the configuration, e.g. ``relu/bn d=64 N=64``."""
+    def label(self, show: Iterable[str] = ()) -> str:
+        """Short human name of the configuration, e.g. ``relu/bn d=64 N=64 L=1000``, plus
+        ``name=value`` for each option of ``show`` it leaves out (those that vary in a
+        sweep: see :func:`varying`), so that no two configurations of a sweep share one."""
         width = self.width if isinstance(self.width, int) else "var"
         text = f"{self.activation}/{self.norm} d={width} N={self.batch} L={self.depth}"
         if self.residual:
             text += f" gamma={self.gamma:g}"
         if self.init != "gaussian":
             text += f" {self.init}"
+        for name in LABEL_EXTRAS:
+            if name in show:
+                value = {"gain": self.weight_gain, "input_dim": self.in_dim}.get(
+                    name, getattr(self, name))
+                text += f" {name}={value:g}" if isinstance(value, float) else f" {name}={value}"
         return text
 
 
@@ -271,6 +280,21 @@ class Schedule:
 
 #: Options of a Network that a sweep may vary, in the order runs are laid out.
 GRID_OPTIONS = tuple(f.name for f in dataclasses.fields(Network))
+#: Options that Network.label shows only when asked to (when they vary).
+LABEL_EXTRAS = ("order", "dtype", "gain", "input", "input_dim", "eps")
+#: Most values one option may list, and most runs one sweep may hold: beyond these the
+#: lists alone would not fit in memory (a range is refused before it is expanded).
+MAX_VALUES = 1_000_000
+MAX_RUNS = 10_000_000
+
+
+def varying(networks: Iterable[Network]) -> tuple[str, ...]:
+    """The options whose values differ between ``networks`` (for their labels)."""
+    values: dict[str, set] = {name: set() for name in GRID_OPTIONS}
+    for net in networks:
+        for name in GRID_OPTIONS:
+            values[name].add(getattr(net, name))
+    return tuple(name for name, seen in values.items() if len(seen) > 1)
 
 
 @dataclass(frozen=True)
@@ -309,7 +333,20 @@ class Sweep:
         if any(not 0 < t < 1 for t in taus):
             raise SpecError(f"invalid tau {list(taus)}: each must lie strictly between 0 and 1")
         object.__setattr__(self, "taus", taus)
+        if self.n_runs > MAX_RUNS:
+            raise SpecError(f"invalid sweep: {self.n_runs:,} runs (the option lists' "
+                            f"product times the seeds); one file holds at most {MAX_RUNS:,}")
         self.networks()  # validate every combination now, not halfway through the sweep
+        if self.method == "gram" and "float64" in grid.get("dtype", ()):
+            raise SpecError(
+                "invalid method 'gram' with dtype float64: a Gram matrix squares the "
+                "singular values, so it cannot resolve float64's rank tolerance; use svd "
+                "or auto")
+
+    @property
+    def n_runs(self) -> int:
+        """len(self.runs()), without building them."""
+        return math.prod(len(v) for v in self.grid.values()) * len(self.seeds)
 
     def networks(self) -> list[Network]:
         names = list(self.grid)
@@ -343,17 +380,19 @@ class Sweep:
 
 # Parsing of option values -------------------------------------------------------------
 
-_INT_RANGE = re.compile(r"^(\d+)-(\d+)(?::(x?)(\d+))?$")
+_INT = re.compile(r"[0-9]+")  # ASCII digits only: int() refuses most other digits
+_INT_RANGE = re.compile(r"([0-9]+)-([0-9]+)(?::(x?)([0-9]+))?")
 
 
 def parse_ints(option: str, text: str) -> list[int]:
-    """``"32,64"``, ``"0-9"`` (inclusive), ``"0-100:10"`` (step) or ``"8-256:x2"`` (factor)."""
+    """``"32,64"``, ``"0-9"`` (inclusive), ``"0-100:10"`` (step) or ``"8-256:x2"`` (factor);
+    at most MAX_VALUES values (counted before a range is expanded)."""
     values: list[int] = []
     for part in _split(option, text):
-        if part.isdigit():
+        if _INT.fullmatch(part):
             values.append(int(part))
             continue
-        m = _INT_RANGE.match(part)
+        m = _INT_RANGE.fullmatch(part)
         if not m:
             raise SpecError(
                 f"invalid {option} {part!r}: use integers, lists (32,64) or ranges (0-9, 8-256:x2)"
@@ -367,6 +406,10 @@ def parse_ints(option: str, text: str) -> list[int]:
                 values.append(v)
                 v *= step
         else:
+            count = (hi - lo) // step + 1
+            if len(values) + count > MAX_VALUES:
+                raise SpecError(f"invalid {option} {part!r}: {count:,} values; at most "
+                                f"{MAX_VALUES:,} in one list")
             values.extend(range(lo, hi + 1, step))
     return values
 

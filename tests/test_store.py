@@ -340,8 +340,9 @@ def test_sigkill_then_read_and_resume(tmp_path):
 
 def test_a_format_2_file_reads_as_the_same_sweep_in_format_3(tmp_path):
     """tests/data/format2.h5 was written by the format-2 writer; the same sweep written
-    now (format 3) holds the same numbers, and resuming the old file rewrites it as
-    format 3 without changing them."""
+    now (format 3) holds the same numbers (to the last bits of the eigensolver, which
+    has changed since), and resuming the old file rewrites it as format 3 without
+    changing them."""
     old = TESTS / "data" / "format2.h5"
     with store.open(old) as r2:
         assert r2.attrs["format_version"] == 2
@@ -360,7 +361,11 @@ def test_a_format_2_file_reads_as_the_same_sweep_in_format_3(tmp_path):
                     assert (a.rows, a.failed_layer, a.failure) == (b.rows, b.failed_layer,
                                                                    b.failure)
                     for name in store.ROW_DATASETS:
-                        np.testing.assert_array_equal(a.measure(name), b.measure(name))
+                        x, y = a.measure(name), b.measure(name)
+                        if path == copy or not np.issubdtype(x.dtype, np.floating):
+                            np.testing.assert_array_equal(x, y)  # carried over as stored
+                        else:  # recomputed now: the eigensolver's last bits may differ
+                            np.testing.assert_allclose(x, y, rtol=1e-12, atol=0)
 
 
 def test_the_layout_does_not_grow_with_the_runs(tmp_path):

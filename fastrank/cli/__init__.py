@@ -1,11 +1,15 @@
 """The ``fastrank`` command: a click group with one module per subcommand.
 
-Input errors end the command with exit status 2 and one line on stderr, never a
-traceback; heavy imports happen inside the commands so ``--help`` is instant.
+Every error ends the command with one line on stderr, never a traceback: bad input
+(options, files, a results file that does not read) exits 2; an error of the machine
+(the OS, HDF5, numpy: out of memory, an I/O error) exits 1. ``--debug`` or
+FASTRANK_DEBUG=1 shows the traceback instead. Heavy imports happen inside the commands
+so ``--help`` is instant.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -20,30 +24,67 @@ class InputError(click.ClickException):
 
 
 class FastrankGroup(click.Group):
-    """Prints every usage or input error as one line and exits 2 (click's default
-    prints the usage block); Ctrl-C exits 130 with a hint."""
+    """The error boundary: usage and input errors in one line, exit 2 (click's default
+    prints the usage block); errors of the machine in one line, exit 1; Ctrl-C exits 130
+    with a hint; no command at all shows the help."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             code = super().main(
                 args, prog_name or "fastrank", complete_var, standalone_mode=False, **extra
             )
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help())
+            code = 0
         except click.ClickException as exc:
-            message = " ".join(exc.format_message().split())
-            click.echo(f"fastrank: error: {message}", err=True)
-            code = exc.exit_code
+            code = _fail(exc.format_message(), exc.exit_code)
         except (click.Abort, KeyboardInterrupt):
             click.echo("fastrank: interrupted", err=True)
             code = 130
+        except (OSError, RuntimeError, MemoryError, ValueError) as exc:
+            if os.environ.get("FASTRANK_DEBUG") == "1":
+                raise
+            code = _fail_on(exc)
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def _fail(message: str, code: int) -> int:
+    from fastrank.errors import one_line
+
+    click.echo(f"fastrank: error: {one_line(message)}", err=True)
+    return code
+
+
+def _fail_on(exc: Exception) -> int:
+    """One line for an exception no command turned into an InputError: exit 2 for
+    fastrank's own input errors (a bad option value, a damaged results file, a refused
+    output, ...), 1 for errors of the machine; other ValueErrors are bugs: re-raised."""
+    from fastrank.errors import one_line
+    from fastrank.lock import WriterLocked
+    from fastrank.preflight import Refused
+    from fastrank.spec import SpecError
+    from fastrank.store import DamagedFile, SweepMismatch, WriteFailed
+
+    if isinstance(exc, (SpecError, DamagedFile, Refused, SweepMismatch, WriterLocked,
+                        WriteFailed)):
+        return _fail(str(exc), 2)
+    if isinstance(exc, ValueError):
+        raise exc
+    if isinstance(exc, MemoryError):
+        return _fail(f"out of memory ({one_line(exc, typed=True)}); --debug shows where", 1)
+    return _fail(f"{one_line(exc, typed=True)} (--debug shows the traceback)", 1)
+
+
 @click.group(cls=FastrankGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="fastrank")
-def cli():
+@click.option("--debug", is_flag=True,
+              help="Show the traceback of an error (also FASTRANK_DEBUG=1).")
+def cli(debug):
     """Rank collapse in very deep random networks, simulated fast and streamed to HDF5."""
+    if debug:
+        os.environ["FASTRANK_DEBUG"] = "1"
 
 
 def main():
@@ -59,6 +100,8 @@ def open_results(path: str):
         return store.open(path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
+    except store.DamagedFile as exc:
+        raise InputError(str(exc)) from None
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a readable fastrank results file ({exc})") from None
 

@@ -10,6 +10,7 @@ from importlib import metadata
 import click
 
 from fastrank.cli import cli
+from fastrank.errors import one_line
 
 
 @cli.command()
@@ -67,7 +68,7 @@ def _cuda() -> str:
             parts.append(f"cupy does not load (missing module {exc.name})")
         return "; ".join(parts)
     except Exception as exc:  # a broken install: say so rather than fail
-        parts.append(f"cupy does not load ({' '.join(str(exc).split())})")
+        parts.append(f"cupy does not load ({one_line(exc)})")
         return "; ".join(parts)
     rt = cupy.cuda.runtime
     try:
@@ -78,7 +79,7 @@ def _cuda() -> str:
     try:
         n = rt.getDeviceCount()
     except Exception as exc:  # no driver, no device: say why
-        parts.append(f"no usable device ({' '.join(str(exc).split())})")
+        parts.append(f"no usable device ({one_line(exc)})")
         return "; ".join(parts)
     if n == 0:
         parts.append("no device")
@@ -89,7 +90,7 @@ def _cuda() -> str:
             parts.append(f"device {i}: {name}, compute capability {p['major']}.{p['minor']}, "
                          f"{p['totalGlobalMem'] / 2**30:.0f} GiB")
         except Exception as exc:
-            parts.append(f"device {i}: unreadable ({' '.join(str(exc).split())})")
+            parts.append(f"device {i}: unreadable ({one_line(exc)})")
     return "; ".join(parts)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -35,7 +36,8 @@ MEASURES = ("soft_rank", "soft_rank_excess", "numerical_rank", "effective_rank",
               help="Only runs whose field has one of the values, e.g. norm=bn or "
                    "width=32,64 (repeatable; fields of `fastrank info`'s run table).")
 @click.option("--title", help="Figure title.")
-def plot(path, output, kind, measure, theory, at, average, layers, selects, title):
+@click.option("--overwrite", is_flag=True, help="Replace an existing figure file.")
+def plot(path, output, kind, measure, theory, at, average, layers, selects, title, overwrite):
     """Draw a figure of a results file: a measure against depth (mean over seeds with a
     16-84 % band, one line per configuration), against width, or the spectra."""
     from fastrank import spec
@@ -45,6 +47,11 @@ def plot(path, output, kind, measure, theory, at, average, layers, selects, titl
     if out.suffix.lower() not in FORMATS:
         raise InputError(f"unsupported figure format {out.suffix or str(out)!r}: "
                          "use .png, .pdf or .svg")
+    if os.path.lexists(out):
+        if not (out.is_file() and not out.is_symlink()):
+            raise InputError(f"{out} exists and is not a regular file: choose another -o")
+        if not overwrite:
+            raise InputError(f"{out} exists: pass --overwrite to replace it")
     try:
         at_layers = spec.parse_ints("at", at) if at else None
         shown = spec.parse_ints("layers", layers) if layers else None

@@ -16,6 +16,7 @@ import os
 import h5py
 import numpy as np
 
+from fastrank.errors import one_line
 from fastrank.lock import writer_alive
 from fastrank.measures import SCALARS
 from fastrank.spec import Network, Sweep
@@ -23,6 +24,10 @@ from fastrank.store import schema
 from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
 
 _SWMR_READ = {"libver": "latest", "swmr": True, "locking": False}
+#: Why a strict open fails on a file that a writer left, killed or after a failed write
+#: (its superblock still flags it open for writing, or records space the write never
+#: filled): the SWMR reader opens those, and checksums guard what it reads.
+_LEFT_BY_A_WRITER = ("already open for write", "truncated file")
 
 
 class DamagedFile(ValueError):
@@ -32,17 +37,20 @@ class DamagedFile(ValueError):
 #: What h5py raises on damaged files: a failed metadata checksum opening an object is a
 #: KeyError, a failed data checksum an OSError, a flipped byte in a string a decode error.
 DAMAGE = (KeyError, OSError, UnicodeDecodeError, json.JSONDecodeError)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+#: What reading an edited file's metadata raises besides: values of the wrong type or
+#: shape, indexes out of range.
+EDITED = (*DAMAGE, IndexError, TypeError, ValueError)
 
 
 def _check_format(f: h5py.File, path: str) -> None:
     name = schema.text(f.attrs.get("format", ""))
     if name != FORMAT_NAME:
         raise ValueError(f"{path} is not a fastrank results file (format attr {name!r})")
-    version = int(f.attrs.get("format_version", 0))
+    raw = f.attrs.get("format_version", 0)
+    try:
+        version = int(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path} has an invalid format version {raw!r}") from None
     if version > FORMAT_VERSION:
         raise ValueError(
             f"{path} has format version {version}, newer than this fastrank "
@@ -67,13 +75,13 @@ def open_file(path, writing: bool | None = None) -> h5py.File:
         try:
             f = h5py.File(path, "r", locking=False)
         except OSError as exc:  # a killed writer's flags are expected; anything else is not
-            if "already open for write" not in str(exc):
-                raise DamagedFile(f"{path} is damaged: {_one_line(exc)}") from None
+            if not any(m in str(exc) for m in _LEFT_BY_A_WRITER):
+                raise DamagedFile(f"{path} is damaged: {one_line(exc)}") from None
     if f is None:
         try:
             f = h5py.File(path, "r", **_SWMR_READ)
         except OSError as exc:
-            raise DamagedFile(f"{path} is damaged: {_one_line(exc)}") from None
+            raise DamagedFile(f"{path} is damaged: {one_line(exc)}") from None
     try:
         _check_format(f, path)
     except BaseException:
@@ -249,24 +257,46 @@ class Results:
             }
             self.sweep = Sweep.from_dict(json.loads(a["sweep"]))
             self._layout = layout_of(self._f)
-            self._columns = self._layout.columns()
-        except (*DAMAGE, TypeError, ValueError) as exc:
+            self._n = self._layout.n_runs
+            self._columns = self._checked_columns(self._layout.columns())
+            self._runs: dict[int, Run] = {}
+            self._table = None
+            self._blocks: dict[str, np.ndarray] = {}
+            self._read_status()
+        except EDITED as exc:  # DamagedFile among them (a ValueError)
             self._f.close()
             if isinstance(exc, (DamagedFile, FileNotFoundError)):
                 raise
-            raise DamagedFile(f"{self.path} is damaged: {type(exc).__name__}: "
-                              f"{_one_line(exc)}") from None
-        self._n = self._layout.n_runs
-        self._runs: dict[int, Run] = {}
-        self._table = None
-        self._blocks: dict[str, np.ndarray] = {}
-        self._read_status()
+            raise DamagedFile(f"{self.path} is damaged: {one_line(exc, typed=True)}") from None
+
+    def _checked_columns(self, columns: dict) -> dict:
+        """The run columns, each with one value per run and integer where counted: an
+        edited or damaged file is refused here in one line, not later mid-table."""
+        for name, values in columns.items():
+            if np.shape(values)[:1] != (self._n,):
+                raise DamagedFile(f"{self.path} is damaged: column {name} has shape "
+                                  f"{np.shape(values)} for {self._n} runs")
+        for name in ("seed", "expected_rows"):
+            if columns[name].dtype.kind not in "iu" or (columns[name] < 0).any():
+                raise DamagedFile(f"{self.path} is damaged: column {name} holds "
+                                  f"{columns[name].dtype} values, not counts")
+        return columns
 
     def _read_status(self) -> None:
         try:
-            self._rows, self._failed_layer, self._failure = self._layout.status()
-        except DAMAGE as exc:
-            raise DamagedFile(f"{self.path} is damaged: {_one_line(exc)}") from None
+            rows, failed_layer, failure = self._layout.status()
+        except EDITED as exc:
+            raise DamagedFile(f"{self.path} is damaged: {one_line(exc, typed=True)}") from None
+        expected = self._columns["expected_rows"]
+        for name, values in (("n_rows", rows), ("failed_layer", failed_layer)):
+            if np.shape(values) != (self._n,) or np.asarray(values).dtype.kind not in "iu":
+                raise DamagedFile(f"{self.path} is damaged: {name} is not one count per run")
+        if ((rows < 0) | (rows > expected)).any() or (failed_layer < -1).any():
+            run = int(np.flatnonzero((rows < 0) | (rows > expected) | (failed_layer < -1))[0])
+            raise DamagedFile(f"{self.path} is damaged: run {schema.run_id(run)} counts "
+                              f"{int(rows[run])} of {int(expected[run])} rows, failed layer "
+                              f"{int(failed_layer[run])}")
+        self._rows, self._failed_layer, self._failure = rows, failed_layer, failure
 
     def __len__(self) -> int:
         return self._n
@@ -349,11 +379,11 @@ class Results:
         if name not in blocks:
             try:
                 values = self._layout.block(name, self._rows)
-            except DAMAGE as exc:
+                beyond = np.arange(values.shape[1])[None, :] >= self._rows[:, None]
+                values[beyond] = -1 if name in schema.INT_DATASETS else np.nan
+            except EDITED as exc:
                 raise DamagedFile(f"{self.path}: {name} does not read back as written "
-                                  f"({_one_line(exc)})") from None
-            beyond = np.arange(values.shape[1])[None, :] >= self._rows[:, None]
-            values[beyond] = -1 if name in schema.INT_DATASETS else np.nan
+                                  f"({one_line(exc)})") from None
             blocks[name] = values
         return blocks[name]
 
@@ -435,7 +465,7 @@ class Run:
             self.network = Network.from_dict(json.loads(schema.text(c["network"][index])))
         except (*DAMAGE, TypeError, ValueError) as exc:
             raise DamagedFile(f"{results.path}: run {self.id}: its network does not read back "
-                              f"({type(exc).__name__}: {_one_line(exc)})") from None
+                              f"({type(exc).__name__}: {one_line(exc)})") from None
         self.seed, self.label = int(c["seed"][index]), schema.text(c["label"][index])
         self.expected_rows = int(c["expected_rows"][index])
         self.taus = results._layout.taus
@@ -467,9 +497,9 @@ class Run:
         if name not in self._arrays:
             try:
                 self._arrays[name] = self._results._layout.read(self.index, name, self.rows)
-            except DAMAGE as exc:  # a checksum mismatch or an unreadable chunk
+            except EDITED as exc:  # a checksum mismatch, an unreadable or edited dataset
                 raise DamagedFile(f"{self._results.path}: run {self.id}: {name} does not read "
-                                  f"back as written ({_one_line(exc)})") from None
+                                  f"back as written ({one_line(exc)})") from None
         return self._arrays[name]
 
     layer = property(lambda self: self.measure("layer"), doc="Measured layers.")

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from fastrank.measures import SCALARS
-from fastrank.spec import Network, Sweep
+from fastrank.spec import Network, Sweep, varying
 
 #: Datasets of shape (run, row, ...): one row per measured layer, in file order.
 ROW_DATASETS = ("layer", "spectrum", *SCALARS, "rank_tau", "log_norm", "tier")
@@ -135,7 +135,7 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
     columns = {
         "seed": np.array([seed for _, seed in runs], np.uint64),
         "config_of_run": index,
-        "label": _column([net.label() for net in configs])[index],
+        "label": _column([net.label(varying(configs)) for net in configs])[index],
         **{name: _column([v[name] for v in per_config])[index] for name in NETWORK_COLUMNS},
         "expected_rows": shapes[index, 0],
         "n_sv": shapes[index, 1],

@@ -1,0 +1,25 @@
+"""Error messages for people: whatever an exception says, shown in one line."""
+
+from __future__ import annotations
+
+import os
+import re
+
+
+def one_line(error: BaseException | str, typed: bool = False) -> str:
+    """``error``'s text with every run of whitespace (newlines too) as one space; with
+    ``typed``, after the exception's type (for errors whose text alone says little)."""
+    text = str(error)
+    if typed and isinstance(error, BaseException):
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return " ".join(text.split())
+
+
+def os_reason(error: BaseException) -> str:
+    """What the operating system said (``File too large``), for an OSError or for an
+    h5py error, whose text names the errno among a page of HDF5 detail; else one_line."""
+    code = getattr(error, "errno", None)
+    if not code:
+        found = re.search(r"errno = (\d+)", str(error))
+        code = int(found[1]) if found else None
+    return os.strerror(code) if code else one_line(error)
