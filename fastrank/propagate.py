@@ -11,7 +11,7 @@ import numpy as np
 
 from fastrank import measures
 from fastrank.backends.base import Backend, get_backend
-from fastrank.codes import REASONS
+from fastrank.codes import REASONS, VANISHED
 from fastrank.spec import Network, Schedule
 
 #: Every 10 layers and 50 log-spaced ones (Schedule's defaults); frozen, so shareable.
@@ -47,14 +47,26 @@ class RunFailed(Exception):
     >>> import fastrank
     >>> net = fastrank.Network(width=8, depth=3000, activation="tanh", gain=0.5)
     >>> traj = fastrank.simulate(net, 0, fastrank.Schedule(every=None, log=None))
-    >>> traj.failure.reason
-    'the representation vanished (all entries zero)'
+    >>> traj.failure.reason[:49]
+    'the representation underflowed to zero in float32'
     """
 
     def __init__(self, layer: int, reason: str):
         super().__init__(f"layer {layer}: {reason}")
         self.layer = layer
         self.reason = reason
+
+
+def failure_reason(code: int, network: Network) -> str:
+    """The words for a failure code (fastrank.codes.REASONS), naming the cause where the
+    network makes it plain: an unnormalised network that is not rescaled (tanh is not
+    homogeneous) and vanished has underflowed, its norm shrinking every layer."""
+    if code == VANISHED and network.norm == "none" and not network.rescaled:
+        return (f"the representation underflowed to zero in {network.dtype}: an "
+                f"unnormalised {network.activation} network is not rescaled (it is not "
+                f"homogeneous), so with gain {network.weight_gain:g} its norm can shrink "
+                "every layer until nothing is left")
+    return REASONS[code]
 
 
 def resolve_method(method: str, dtype: str) -> str:
@@ -94,7 +106,8 @@ def iter_batch(
                 continue
             if batch.failed_layer[i] >= 0:
                 reported.add(i)
-                yield i, RunFailed(int(batch.failed_layer[i]), REASONS[int(batch.reason[i])])
+                yield i, RunFailed(int(batch.failed_layer[i]),
+                                   failure_reason(int(batch.reason[i]), network))
             else:
                 live.append(i)
         if not live:
