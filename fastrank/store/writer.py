@@ -40,14 +40,20 @@ class WriteFailed(OSError):
     row committed before is kept. The message says so, in one line."""
 
 
-@contextlib.contextmanager
-def _writing(path: str):
-    """HDF5's write errors (OSError, or RuntimeError from its flushes) as WriteFailed."""
+def _write_nowhere(f: h5py.File) -> None:
+    """Point an open file's descriptor at /dev/null, after a write to it failed.
+
+    HDF5 cannot close a file whose writes fail: the close flushes again, fails half-way
+    and leaves freed objects registered, which the next close or the interpreter's exit
+    dereferences (a segfault). Writing nowhere, the close succeeds and the file on disk
+    stays as the failure left it -- as after a kill, which the format survives."""
+    null = os.open(os.devnull, os.O_RDWR)
     try:
-        yield
-    except (OSError, RuntimeError) as exc:
-        raise WriteFailed(f"writing {path} failed ({' '.join(str(exc).split())}); every "
-                          "committed row is kept: --resume continues it") from None
+        os.dup2(null, f.id.get_vfd_handle())
+    except Exception:  # noqa: BLE001 - a closed or odd handle: nothing left to protect
+        pass
+    finally:
+        os.close(null)
 
 
 def _staged(path: str, sweep: Sweep, attrs: dict) -> h5py.File:
@@ -69,6 +75,7 @@ def _staged(path: str, sweep: Sweep, attrs: dict) -> h5py.File:
 
 def _discard(f: h5py.File) -> None:
     tmp = f.filename
+    _write_nowhere(f)  # the staged file goes: no flush of it can matter, or fail
     with contextlib.suppress(Exception):
         f.close()
     with contextlib.suppress(OSError):
@@ -108,9 +115,10 @@ class Writer:
     def __init__(self, path, file: h5py.File, lock: WriterLock):
         self.path, self._f, self._lock = os.fspath(path), file, lock
         self.sweep = Sweep.from_dict(json.loads(file.attrs["sweep"]))
-        points: dict[int, np.ndarray] = {}
-        self._points = [points.setdefault(net.depth, self.sweep.schedule.points(net.depth))
-                        for net, _ in self.sweep.runs()]
+        points = {depth: self.sweep.schedule.points(depth)
+                  for depth in {net.depth for net, _ in self.sweep.runs()}}
+        self._points = [points[net.depth] for net, _ in self.sweep.runs()]
+        self._broken = False  # a write failed: close without writing
         self._rows = file["n_rows"][()]
         self._failed = file["failed_layer"][()] >= 0
         self._k = int(file["sv"].shape[0])
@@ -243,7 +251,7 @@ class Writer:
         if not batches:
             return
         groups = _runs_of_equal_extent(batches)
-        with _writing(self.path):
+        with self._writing():
             for group in groups:
                 first, start, rows = group[0][0], group[0][1], len(group[0][2])
                 runs = slice(first, first + len(group))
@@ -288,7 +296,7 @@ class Writer:
         """Mark ``run`` failed at ``layer`` (e.g. non-finite values); its rows are kept."""
         if self.status(run) == "complete":
             raise ValueError(f"run {run} is complete: it cannot fail")
-        with _writing(self.path):
+        with self._writing():
             self._ds["failure"][run] = schema.encode_failure(reason)
             self._f.flush()
             self._ds["failed_layer"][run] = int(layer)
@@ -299,10 +307,23 @@ class Writer:
         """Close the file and release the writer's lock."""
         try:
             if self._f.id.valid:
-                with _writing(self.path):
+                if self._broken:
+                    _write_nowhere(self._f)
+                with self._writing():
                     self._f.close()
         finally:
             self._lock.release()
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """HDF5's write errors (OSError, or RuntimeError from its flushes) as WriteFailed;
+        after one, the file is closed without writing (:func:`_write_nowhere`)."""
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            self._broken = True
+            raise WriteFailed(f"writing {self.path} failed ({' '.join(str(exc).split())}); "
+                              "every committed row is kept: --resume continues it") from None
 
     def __enter__(self) -> Writer:
         return self
