@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from fastrank import codes
+from fastrank.errors import one_line
 from fastrank.gpu import program
 
 
@@ -25,10 +26,6 @@ class GPUUnavailable(RuntimeError):
 
 class CaptureUnsupported(RuntimeError):
     """Work that cannot be recorded into a CUDA graph was issued while capturing."""
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 class Device:
@@ -105,16 +102,16 @@ class CupyDevice(Device):
             import cupy
         except ModuleNotFoundError as exc:
             if exc.name != "cupy":
-                raise GPUUnavailable(f"CuPy does not load: {one_line(exc)}") from None
+                raise GPUUnavailable(f"CuPy does not load: {one_line(exc, typed=True)}") from None
             raise GPUUnavailable("CuPy is not installed: pip install fastrank[gpu-cuda12] "
                                  "or fastrank[gpu-cuda13]") from None
         except Exception as exc:  # a broken install
-            raise GPUUnavailable(f"CuPy does not load: {one_line(exc)}") from None
+            raise GPUUnavailable(f"CuPy does not load: {one_line(exc, typed=True)}") from None
         self.cupy = cupy
         try:
             count = cupy.cuda.runtime.getDeviceCount()
         except Exception as exc:  # no driver, driver too old, no device node
-            raise GPUUnavailable(f"no usable CUDA device: {one_line(exc)}") from None
+            raise GPUUnavailable(f"no usable CUDA device: {one_line(exc, typed=True)}") from None
         if count == 0:
             raise GPUUnavailable("no CUDA device found")
         if not 0 <= device < count:
@@ -131,8 +128,9 @@ class CupyDevice(Device):
                 cupy.cuda.device.get_cublas_handle()  # loads cuBLAS (CuPy loads it lazily)
                 from cupy_backends.cuda.libs import cusolver  # noqa: F401
         except Exception as exc:
-            raise GPUUnavailable(f"CUDA libraries missing ({one_line(exc)}); install CuPy "
-                                 "with them: pip install 'cupy-cuda13x[ctk]' (or 12x)") from None
+            raise GPUUnavailable(f"CUDA libraries missing ({one_line(exc, typed=True)}); "
+                                 "install CuPy with them: pip install 'cupy-cuda13x[ctk]' "
+                                 "(or 12x)") from None
         try:
             with self.device:
                 from fastrank.gpu.cublas import WORKSPACE_BYTES, StreamGemm
@@ -144,7 +142,8 @@ class CupyDevice(Device):
                 self._gemm = StreamGemm(self.stream.ptr, cupy.empty(WORKSPACE_BYTES, cupy.uint8),
                                         self.tf32)
         except Exception as exc:
-            raise GPUUnavailable(f"CUDA device {device} unusable: {one_line(exc)}") from None
+            raise GPUUnavailable(
+                f"CUDA device {device} unusable: {one_line(exc, typed=True)}") from None
         name = props["name"]
         self.name = name.decode() if isinstance(name, bytes) else str(name)
         self.capability = f"{props['major']}.{props['minor']}"
@@ -187,7 +186,7 @@ class CupyDevice(Device):
             with contextlib.suppress(Exception):  # the capture is void either way
                 stream.end_capture()
             if _refused_in_capture(exc):
-                raise CaptureUnsupported(one_line(exc)) from exc
+                raise CaptureUnsupported(one_line(exc, typed=True)) from exc
             raise
         graph = stream.end_capture()
         self.graphs_captured += 1

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 import h5py
 import numpy as np
 
+from fastrank.errors import one_line
 from fastrank.lock import WriterLock
 from fastrank.measures import SCALARS
 from fastrank.spec import Sweep
@@ -322,7 +323,7 @@ class Writer:
             yield
         except (OSError, RuntimeError) as exc:
             self._broken = True
-            raise WriteFailed(f"writing {self.path} failed ({' '.join(str(exc).split())}); "
+            raise WriteFailed(f"writing {self.path} failed ({one_line(exc)}); "
                               "every committed row is kept: --resume continues it") from None
 
     def __enter__(self) -> Writer:
