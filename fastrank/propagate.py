@@ -99,7 +99,7 @@ def iter_batch(
     reported: set[int] = set()
     for point, tier in zip(schedule.points(network.depth), schedule.tiers(network.depth)):
         if point:
-            backend.advance(batch, int(point))
+            backend.advance(batch, int(point), method if tier else None)
         live = []
         for i in range(len(batch.seeds)):
             if i in reported:

@@ -62,8 +62,10 @@ class Backend(ABC):
         """The batch at layer 0: each seed's input H_0, booked (rescaled, log-norm)."""
 
     @abstractmethod
-    def advance(self, batch: Batch, stop: int) -> None:
-        """Run every live seed of ``batch`` on to layer ``stop``."""
+    def advance(self, batch: Batch, stop: int, measure: str | None = None) -> None:
+        """Run every live seed of ``batch`` on to layer ``stop``. ``measure`` (a spectrum
+        method) says that :meth:`spectra` of that method will be asked for at ``stop``:
+        a backend may compute them on the way (the CPU's whole-depth kernel does)."""
 
     @abstractmethod
     def spectrum(self, batch: Batch, i: int, method: str) -> np.ndarray:

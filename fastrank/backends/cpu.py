@@ -37,6 +37,7 @@ class CPUBackend(Backend):
     def __init__(self):
         start_threads()
         self._weight_buffers: dict = {}
+        self._measured: tuple | None = None  # (batch, layer, spectra) from the depth kernel
 
     def start(self, network: Network, seeds) -> Batch:
         seeds = np.asarray(seeds, dtype=np.uint64)
@@ -51,18 +52,25 @@ class CPUBackend(Backend):
             batch.h = np.stack(hs)
         return batch
 
-    def advance(self, batch: Batch, stop: int) -> None:
+    def advance(self, batch: Batch, stop: int, measure: str | None = None) -> None:
         net = batch.network
+        self._measured = None
         if uses_depth_kernel(net, len(batch.seeds)):
             w_scale, _ = init.weight_affine(net, net.width)
+            # the Gram spectra at `stop` by the thread that ran each seed: no second
+            # parallel region (and thread wake-up) per measured layer
+            k = min(batch.h.shape[1:]) if measure == "gram" else 0
+            sv = np.full((len(batch.seeds) if k else 0, k), np.nan)
             with one_blas_thread():  # one GEMM per thread
                 depth.advance(
                     batch.h, batch.seeds, batch.layer, stop, np.uint32(rng.WEIGHTS),
                     w_scale, net.gamma,
                     codes.NORMS[net.norm], codes.ACTIVATIONS[net.activation],
                     net.order == "act-norm", net.eps, net.rescaled,
-                    batch.log_norm, batch.failed_layer, batch.reason,
+                    batch.log_norm, batch.failed_layer, batch.reason, sv,
                 )
+            if k:
+                self._measured = (batch, stop, sv)
         else:
             spare: dict = {}  # per seed, the buffer the next layer writes into
             for layer in range(batch.layer + 1, stop + 1):
@@ -107,6 +115,9 @@ class CPUBackend(Backend):
         return self.spectra(batch, [i], method)[0]
 
     def spectra(self, batch: Batch, idx: list[int], method: str) -> np.ndarray:
+        if (method == "gram" and self._measured and self._measured[0] is batch
+                and self._measured[1] == batch.layer):
+            return self._measured[2][idx]
         if isinstance(batch.h, np.ndarray):  # the whole-depth kernel's stack
             return host_spectra(batch.h[idx], method)
         return host_spectra(np.stack([batch.h[i] for i in idx]), method)

@@ -14,6 +14,7 @@ from numba import njit, prange
 from fastrank import codes
 from fastrank.kernels.cpu.layer import normalize_activate, scale
 from fastrank.kernels.cpu.philox import normals_f32_serial
+from fastrank.kernels.cpu.spectrum import gram_singular_values_one
 
 #: The failure rule, compiled (fastrank.codes.failure).
 failure = njit(cache=True, inline="always")(codes.failure)
@@ -21,7 +22,7 @@ failure = njit(cache=True, inline="always")(codes.failure)
 
 @njit(cache=True, parallel=True)
 def advance(h, seeds, start, stop, stream, w_scale, gamma, norm, act, act_first, eps,
-            rescale, log_norm, failed_layer, reason):
+            rescale, log_norm, failed_layer, reason, sv):
     """Advance every network of ``h`` (seeds x d x N, float32) from layer ``start`` to
     ``stop``; one network per thread.
 
@@ -29,7 +30,9 @@ def advance(h, seeds, start, stop, stream, w_scale, gamma, norm, act, act_first,
     (float32, as fastrank.init.weights makes them). ``gamma`` > 0 finite makes the
     residual chain. ``log_norm`` accumulates (rescaled networks) or is set to log ||H||;
     a network whose H turns non-finite or zero is stopped with ``failed_layer`` and
-    ``reason`` set and left alone afterwards.
+    ``reason`` set and left alone afterwards. With ``sv`` of shape (seeds, min(d, N)),
+    each live network's singular values at ``stop`` go there (its Gram spectrum,
+    spectrum.gram_singular_values_one), computed by the thread that ran it.
     """
     n_seeds, d, n = h.shape
     for s in prange(n_seeds):
@@ -65,3 +68,5 @@ def advance(h, seeds, start, stop, stream, w_scale, gamma, norm, act, act_first,
             in_h = not in_h
         if not in_h:  # one copy per call, not one per layer
             hs[:, :] = cur
+        if sv.shape[0] and failed_layer[s] < 0:
+            gram_singular_values_one(hs, sv[s])
