@@ -36,7 +36,27 @@ DEFAULT_GAIN = {"linear": 1.0, "relu": 2.0, "tanh": 1.0}
 
 
 class SpecError(ValueError):
-    """An option has a value fastrank cannot use; the message names both."""
+    """An option has a value fastrank cannot use; the message names both.
+
+    Raised by :class:`Network`, :class:`Schedule` and :class:`Sweep` when they are
+    built (so a bad value fails before anything runs, not halfway through a sweep) and
+    by the parsing of option values. The message is one line naming the option, the
+    value and what the option accepts, so the command line prints it as it is. A
+    subclass of ValueError: ``except ValueError`` catches it too.
+
+    Examples
+    --------
+    >>> import fastrank
+    >>> try:
+    ...     fastrank.Network(width=32, activation="gelu")
+    ... except fastrank.SpecError as exc:
+    ...     print(exc)
+    invalid activation 'gelu': choose one of linear, relu, tanh
+    >>> fastrank.Schedule(every=0)
+    Traceback (most recent call last):
+        ...
+    fastrank.spec.SpecError: invalid every 0: must be an integer >= 1
+    """
 
 
 def _choice(option: str, value, allowed: Sequence[str]) -> str:
@@ -92,13 +112,74 @@ def named_input(spec: str) -> str | None:
 class Network:
     """One random network: ``H <- act(norm(W H))`` repeated ``depth`` times.
 
-    ``width`` is one number or a per-layer tuple of output widths (length ``depth``).
-    ``input`` is ``gaussian``, ``orthogonal``, a path to an array of shape
-    (samples, features): ``file.npy`` or ``file.h5:dataset``, or a data set shipped with
-    scikit-learn, ``sklearn:digits`` (standardised); its first ``batch`` samples are the
-    batch. ``batch`` defaults to the input dimension (N = d, as in the paper).
-    ``gamma`` < inf makes the residual chain ``H <- norm((I + gamma W) H)``.
-    ``gain`` is the weight variance in units of 1/d_in (default: 2 for ReLU, else 1).
+    H is the representation of a batch, features x samples (d x N), starting from the
+    input H_0; every layer draws a fresh random weight matrix W (see
+    :func:`fastrank.weights`). A Network only describes the architecture: it is frozen,
+    hashable and validated when built (an invalid value raises :class:`SpecError` at
+    once), and with a seed it fixes every number of a run (:func:`fastrank.simulate`).
+    Its fields are the options of a sweep's grid (:class:`Sweep`) and of the command
+    line.
+
+    Parameters
+    ----------
+    width : int or tuple of int
+        Output width d of every layer, or a per-layer tuple of output widths (length
+        ``depth``; a tuple of equal widths is stored as the one number).
+    depth : int
+        Number of layers L.
+    batch : int, optional
+        Batch size N, the columns of H; defaults to the input dimension (N = d, as in
+        the paper).
+    activation : {"linear", "relu", "tanh"}
+        The nonlinearity.
+    norm : {"none", "bn", "bn-rms", "ln"}
+        The normalisation: ``bn`` is torch's BatchNorm1d in training mode (each feature
+        centred and scaled over the batch), ``bn-rms`` the paper's BN (each feature to
+        unit mean square, no centring), ``ln`` layer norm (each sample over the
+        features).
+    order : {"norm-act", "act-norm"}
+        ``norm-act`` normalises before the activation (Linear -> BN -> ReLU),
+        ``act-norm`` after it.
+    gamma : float
+        ``inf`` (default) for the plain chain; a finite ``gamma`` > 0 makes the residual
+        chain ``H <- norm((I + gamma W) H)``, which needs a constant width.
+    init : {"gaussian", "uniform", "orthogonal"}
+        The weight distribution (see :func:`fastrank.weights`).
+    gain : float, optional
+        Weight variance in units of 1/d_in; default 2 for ReLU (He), else 1, the values
+        that preserve the signal's scale.
+    dtype : {"float32", "float64"}
+        Precision of H and the weights (measures are computed in float64 either way).
+    input : str
+        H_0: ``gaussian`` (i.i.d. standard normal), ``orthogonal`` (orthogonal rows or
+        columns, scaled to the Gaussian's norm), a file holding a (samples, features)
+        array, ``FILE.npy`` or ``FILE.h5:DATASET`` (its first ``batch`` samples are the
+        batch), or a data set shipped with scikit-learn, ``sklearn:digits`` (standardised;
+        needs the ``data`` extra).
+    input_dim : int, optional
+        Rows of a random input (default: the first width); a file's features set it.
+    eps : float
+        The epsilon the normalisations add to the variance (or mean square).
+
+    Raises
+    ------
+    SpecError
+        When a value is out of range or the combination is invalid.
+
+    Examples
+    --------
+    >>> import fastrank
+    >>> net = fastrank.Network(width=64, depth=1000, activation="relu", norm="bn")
+    >>> net.label()
+    'relu/bn d=64 N=64 L=1000'
+    >>> net.batch, net.weight_gain  # N = d and He's gain by default
+    (64, 2.0)
+    >>> fastrank.Network(width=(16, 8, 8), depth=3).widths  # per-layer widths
+    (16, 8, 8)
+    >>> fastrank.Network(width=8, norm="batch")
+    Traceback (most recent call last):
+        ...
+    fastrank.spec.SpecError: invalid norm 'batch': choose one of none, bn, bn-rms, ln
     """
 
     width: int | tuple[int, ...] = 32
@@ -152,9 +233,10 @@ class Network:
                 raise SpecError("invalid input_dim: it is set by the input array's features")
         if self.input_dim is not None:
             set_(self, "input_dim", _positive_int("input_dim", self.input_dim))
-        set_(self, "batch", _positive_int("batch", self.in_dim if self.batch is None else self.batch))
-        if self.residual and any(
-            a != b for a, b in zip((self.in_dim, *self.widths), self.widths)
+        set_(self, "batch",
+             _positive_int("batch", self.in_dim if self.batch is None else self.batch))
+        if self.residual and any(  # each layer's input width against its output width
+            a != b for a, b in zip((self.in_dim, *self.widths), self.widths, strict=False)
         ):
             raise SpecError("invalid gamma: a residual chain (gamma < inf) needs a constant width")
 
@@ -169,7 +251,8 @@ class Network:
 
     @property
     def in_dim(self) -> int:
-        """Rows of the input H_0: input_dim, else the array's features, else the first width."""
+        """Rows of the input H_0 (its dimension): ``input_dim``, else the input array's
+        features, else the first width."""
         if self.input_dim is not None:
             return self.input_dim
         if self.input in INPUTS:
@@ -180,18 +263,35 @@ class Network:
 
     @property
     def residual(self) -> bool:
+        """Whether this is the residual chain ``H <- norm((I + gamma W) H)`` (finite gamma)."""
         return not math.isinf(self.gamma)
 
     @property
     def weight_gain(self) -> float:
+        """The weight variance in units of 1/d_in in use: ``gain``, else the activation's
+        default (2 for relu, 1 otherwise)."""
         return self.gain if self.gain is not None else DEFAULT_GAIN[self.activation]
 
     @property
     def rescaled(self) -> bool:
-        """Unnormalised homogeneous networks are rescaled to unit norm after every layer."""
+        """Whether H is rescaled to unit norm after every layer: unnormalised linear and
+        ReLU networks are (so no depth overflows); ``log_norm`` keeps the true norm."""
         return self.norm == "none" and self.activation in HOMOGENEOUS
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict (a per-layer width as a list), as results files
+        store them; :meth:`from_dict` turns it back into the same Network.
+
+        Examples
+        --------
+        >>> import fastrank
+        >>> net = fastrank.Network(width=16, depth=100, norm="bn")
+        >>> d = net.to_dict()
+        >>> d["width"], d["norm"], d["gain"]
+        (16, 'bn', None)
+        >>> fastrank.Network.from_dict(d) == net
+        True
+        """
         d = dataclasses.asdict(self)
         if isinstance(self.width, tuple):
             d["width"] = list(self.width)
@@ -199,6 +299,7 @@ class Network:
 
     @classmethod
     def from_dict(cls, d: dict) -> Network:
+        """The Network of a dict written by :meth:`to_dict` (validated like the constructor)."""
         d = dict(d)
         if isinstance(d.get("width"), list):
             d["width"] = tuple(d["width"])
@@ -207,7 +308,17 @@ class Network:
     def label(self, show: Iterable[str] = ()) -> str:
         """Short human name of the configuration, e.g. ``relu/bn d=64 N=64 L=1000``, plus
         ``name=value`` for each option of ``show`` it leaves out (those that vary in a
-        sweep: see :func:`varying`), so that no two configurations of a sweep share one."""
+        sweep: see :func:`varying`), so that no two configurations of a sweep share one.
+
+        Examples
+        --------
+        >>> import fastrank
+        >>> net = fastrank.Network(width=32, depth=500, activation="tanh", gamma=0.5)
+        >>> net.label()
+        'tanh/none d=32 N=32 L=500 gamma=0.5'
+        >>> net.label(show=("dtype", "gain"))
+        'tanh/none d=32 N=32 L=500 gamma=0.5 dtype=float32 gain=1'
+        """
         width = self.width if isinstance(self.width, int) else "var"
         text = f"{self.activation}/{self.norm} d={width} N={self.batch} L={self.depth}"
         if self.residual:
@@ -224,10 +335,40 @@ class Network:
 
 @dataclass(frozen=True)
 class Schedule:
-    """Where to measure: every ``every`` layers, ``log`` log-spaced layers, and ``layers``
-    get the full spectrum; every ``cheap_every`` layers (between those) get the Gram tier
-    only: soft rank, stable rank, orthogonality gap and log-norm, for the price of one
-    Gram product. Layer 0 (the input) and the last layer always get the full spectrum.
+    """Which layers of a run are measured, and how fully.
+
+    Every ``every`` layers, ``log`` log-spaced layers, and ``layers`` get the full
+    spectrum and every measure; every ``cheap_every`` layers (between those) get the Gram
+    tier only: soft rank, stable rank, orthogonality gap and log-norm, for the price of
+    one Gram product. Layer 0 (the input) and the last layer always get the full
+    spectrum. Log-spaced layers measure a deep run densely near the input, where the
+    rank changes fastest, and sparsely after: the defaults give 139 rows at depth 1000.
+    Frozen and validated when built.
+
+    Parameters
+    ----------
+    every : int or None
+        Measure every ``every`` layers (0, every, 2 every, ...); None for none.
+    log : int or None
+        Also measure ``log`` layers spaced evenly in log(layer) between 1 and the depth
+        (rounded; duplicates merge); None or 0 for none.
+    layers : tuple of int
+        Also measure these layers (each at most the depth).
+    cheap_every : int or None
+        Also record the Gram tier every ``cheap_every`` layers; None (default) for none.
+
+    Examples
+    --------
+    >>> import fastrank
+    >>> fastrank.Schedule(every=25, log=None).points(100)
+    array([  0,  25,  50,  75, 100])
+    >>> s = fastrank.Schedule(every=None, log=5, layers=(7,), cheap_every=20)
+    >>> s.points(100)
+    array([  0,   1,   3,   7,  10,  20,  32,  40,  60,  80, 100])
+    >>> s.tiers(100)  # 0: Gram tier only
+    array([1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 1])
+    >>> len(fastrank.Schedule().points(1000))  # the default schedule
+    139
     """
 
     every: int | None = 10
@@ -246,7 +387,8 @@ class Schedule:
             object.__setattr__(self, "cheap_every", _positive_int("cheap_every", self.cheap_every))
 
     def full_points(self, depth: int) -> np.ndarray:
-        """Sorted layers that get the full spectrum."""
+        """Sorted layers (int64) of a network of ``depth`` layers that get the full
+        spectrum; SpecError for ``layers`` beyond the depth."""
         bad = [x for x in self.layers if x > depth]
         if bad:
             raise SpecError(f"invalid layers {bad}: beyond depth {depth}")
@@ -269,12 +411,15 @@ class Schedule:
         return np.isin(self.points(depth), self.full_points(depth)).astype(np.int64)
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict, as results files store them (:meth:`from_dict`
+        inverts it)."""
         d = dataclasses.asdict(self)
         d["layers"] = list(self.layers)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Schedule:
+        """The Schedule of a dict written by :meth:`to_dict` (missing keys: None)."""
         return cls(d.get("every"), d.get("log"), tuple(d.get("layers", ())), d.get("cheap_every"))
 
 
@@ -301,9 +446,42 @@ def varying(networks: Iterable[Network]) -> tuple[str, ...]:
 class Sweep:
     """A sweep: the product of option lists, times seeds, measured on one schedule.
 
-    ``grid`` maps Network option names to tuples of values; options left out take the
-    Network default. ``method`` picks how spectra are computed (``auto``: float64 Gram
-    for float32 networks, SVD for float64 ones) and ``taus`` the thresholds of rank_tau.
+    What :func:`fastrank.sweep` runs into one results file, and what the file records
+    (``Results.sweep``), so that a killed sweep can be resumed. Every combination is
+    validated when the Sweep is built, so a bad value fails before the first run, not
+    halfway through. Runs are laid out networks first (the grid's options varying in
+    the order given, the last fastest) and seeds innermost.
+
+    Parameters
+    ----------
+    grid : dict
+        Network option name (see :class:`Network`) -> list or tuple of values (a single
+        value stands for a one-value list); options left out take the Network default.
+    seeds : iterable of int
+        The seeds (0 <= seed < 2**64) every network is run with.
+    schedule : Schedule
+        The layers to measure (default: every 10 and 50 log-spaced ones).
+    method : {"auto", "gram", "svd"}
+        How spectra are computed: ``auto`` is the float64 Gram matrix for float32
+        networks and SVD for float64 ones (``gram`` cannot resolve float64's rank
+        tolerance, so it is refused with float64).
+    taus : tuple of float
+        Thresholds of ``rank_tau``, each strictly between 0 and 1.
+
+    Examples
+    --------
+    >>> import fastrank
+    >>> sweep = fastrank.Sweep(grid={"width": [32, 64], "norm": ["none", "bn"]},
+    ...                        seeds=range(3))
+    >>> sweep.n_runs
+    12
+    >>> [net.label() for net in sweep.networks()]
+    ['linear/none d=32 N=32 L=1000', 'linear/bn d=32 N=32 L=1000',
+     'linear/none d=64 N=64 L=1000', 'linear/bn d=64 N=64 L=1000']
+    >>> fastrank.Sweep(grid={"widht": [8]})
+    Traceback (most recent call last):
+        ...
+    fastrank.spec.SpecError: unknown option 'widht': choose one of width, depth, ...
     """
 
     grid: dict = field(default_factory=dict)
@@ -345,19 +523,32 @@ class Sweep:
 
     @property
     def n_runs(self) -> int:
-        """len(self.runs()), without building them."""
+        """Number of runs, ``len(self.runs())``, without building them."""
         return math.prod(len(v) for v in self.grid.values()) * len(self.seeds)
 
     def networks(self) -> list[Network]:
+        """Every combination of the grid's values as a Network, in file order."""
         names = list(self.grid)
-        return [Network(**dict(zip(names, combo))) for combo in itertools.product(*self.grid.values())]
+        return [Network(**dict(zip(names, combo, strict=True)))
+                for combo in itertools.product(*self.grid.values())]
 
     def runs(self) -> list[tuple[Network, int]]:
-        """Every (network, seed) pair, seeds innermost: the runs of the results file, in order."""
+        """Every (network, seed) pair, seeds innermost: the runs of the results file, in order.
+
+        Examples
+        --------
+        >>> import fastrank
+        >>> sweep = fastrank.Sweep(grid={"norm": ["none", "bn"]}, seeds=(0, 1))
+        >>> [(net.norm, seed) for net, seed in sweep.runs()]
+        [('none', 0), ('none', 1), ('bn', 0), ('bn', 1)]
+        """
         return [(net, seed) for net in self.networks() for seed in self.seeds]
 
     def to_dict(self) -> dict:
-        grid = {k: [list(v) if isinstance(v, tuple) else v for v in vs] for k, vs in self.grid.items()}
+        """The sweep as a JSON-ready dict (grid, seeds, schedule, method, taus), as results
+        files store it; :meth:`from_dict` inverts it."""
+        grid = {k: [list(v) if isinstance(v, tuple) else v for v in vs]
+                for k, vs in self.grid.items()}
         return {
             "grid": grid,
             "seeds": list(self.seeds),
@@ -368,7 +559,9 @@ class Sweep:
 
     @classmethod
     def from_dict(cls, d: dict) -> Sweep:
-        grid = {k: tuple(tuple(v) if isinstance(v, list) else v for v in vs) for k, vs in d["grid"].items()}
+        """The Sweep of a dict written by :meth:`to_dict` (validated like the constructor)."""
+        grid = {k: tuple(tuple(v) if isinstance(v, list) else v for v in vs)
+                for k, vs in d["grid"].items()}
         return cls(
             grid=grid,
             seeds=tuple(d["seeds"]),

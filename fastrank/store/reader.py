@@ -231,7 +231,45 @@ def _status(rows: int, expected: int, failed: bool) -> str:
 
 
 def open(path) -> Results:  # noqa: A001 - the public name is fastrank.open
-    """Open a results file for reading, also while a sweep writes it or after a kill."""
+    """Open a results file for reading, also while a sweep writes it or after a kill.
+
+    The way into a sweep's results (``fastrank.open``): a finished file is opened
+    strictly, one that a sweep is writing (or that a killed sweep left) as a SWMR
+    reader, which sees every committed row; only committed rows are ever shown. Formats
+    2 and 3 are read. Use it as a context manager, or call ``close``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The results file, as written by :func:`fastrank.sweep` or ``fastrank sweep``.
+
+    Returns
+    -------
+    Results
+        The runs table, each run's arrays, and the whole sweep as xarray or pandas.
+
+    Raises
+    ------
+    FileNotFoundError
+        When there is no such file.
+    ValueError
+        When the file is not a fastrank results file, or has a newer format version
+        than this fastrank reads.
+    fastrank.store.DamagedFile
+        When the file is truncated or corrupted (a ValueError, one line).
+
+    Examples
+    --------
+    >>> import fastrank
+    >>> sweep = fastrank.Sweep(grid={"width": [8], "depth": [20], "norm": ["none", "bn"]},
+    ...                        seeds=(0, 1))
+    >>> path = fastrank.sweep(sweep, "sweep.h5")
+    >>> with fastrank.open(path) as results:
+    ...     print(results)
+    ...     print([run.status for run in results])
+    <fastrank.Results 'sweep.h5': 4 runs>
+    ['complete', 'complete', 'complete', 'complete']
+    """
     return Results(path)
 
 
@@ -241,6 +279,41 @@ class Results:
 
     The file may be one that a sweep is writing (call :meth:`refresh` to see new rows)
     or one left by a killed sweep. Only committed rows (``n_rows``) are ever shown.
+    ``len(results)`` is the number of runs; ``results[i]`` is run ``i`` as a :class:`Run`
+    (negative indexes count from the end; a run id such as ``"00042"`` works too), and
+    iterating gives every run in order. Usually made by :func:`fastrank.open`; a context
+    manager that closes the file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The results file.
+
+    Attributes
+    ----------
+    path : str
+        The file's path, as given.
+    sweep : Sweep
+        The sweep the file holds (its grid, seeds, schedule, method and taus).
+    attrs : dict
+        The file's metadata: format, format_version, fastrank_version, created and
+        provenance (host, versions, backend, ...).
+
+    Examples
+    --------
+    >>> import fastrank
+    >>> sweep = fastrank.Sweep(grid={"width": [8], "depth": [20], "norm": ["none", "bn"]},
+    ...                        seeds=(0, 1))
+    >>> results = fastrank.open(fastrank.sweep(sweep, "results.h5"))
+    >>> len(results), results.sweep.seeds
+    (4, (0, 1))
+    >>> results.runs["norm"].tolist(), results.runs["status"].tolist()
+    (['none', 'none', 'bn', 'bn'], ['complete', 'complete', 'complete', 'complete'])
+    >>> results[-1]
+    <fastrank.Run 00003 linear/bn d=8 N=8 L=20 seed=1: complete, 21/21 rows>
+    >>> results["00002"].seed
+    0
+    >>> results.close()
     """
 
     def __init__(self, path):
@@ -324,8 +397,9 @@ class Results:
 
     @property
     def runs(self) -> np.ndarray:
-        """One row per run: id, index, label, Network fields (width -1 when per-layer),
-        seed, rows, expected_rows, status, final_soft_rank (NaN without rows)."""
+        """The runs table, a NumPy structured array with one row per run: id, index,
+        label, the Network fields (width -1 when per-layer), seed, rows (committed),
+        expected_rows, status and final_soft_rank (NaN without rows)."""
         if self._table is None:
             c = self._columns
             rows = self._rows
@@ -350,7 +424,20 @@ class Results:
         return self._table
 
     def select(self, **criteria) -> list[Run]:
-        """Runs whose ``runs`` columns equal the given values (or lie in a given list)."""
+        """Runs whose ``runs`` columns equal the given values (or lie in a given list).
+
+        Examples
+        --------
+        >>> import fastrank
+        >>> sweep = fastrank.Sweep(grid={"width": [8], "depth": [20], "norm": ["none", "bn"]},
+        ...                        seeds=(0, 1))
+        >>> results = fastrank.open(fastrank.sweep(sweep, "select.h5"))
+        >>> results.select(norm="bn", seed=1)
+        [<fastrank.Run 00003 linear/bn d=8 N=8 L=20 seed=1: complete, 21/21 rows>]
+        >>> [run.id for run in results.select(status="complete", norm=["none", "bn"])]
+        ['00000', '00001', '00002', '00003']
+        >>> results.close()
+        """
         table = self.runs
         unknown = sorted(set(criteria) - set(table.dtype.names))
         if unknown:
@@ -366,7 +453,8 @@ class Results:
         return [self[int(i)] for i in np.flatnonzero(mask)]
 
     def refresh(self) -> None:
-        """Pick up rows committed since opening (or the last refresh)."""
+        """Pick up rows committed since opening (or the last refresh), for a file that a
+        sweep is writing: the table and every Run already handed out are updated."""
         self._table = None
         self._blocks = {}
         self._read_status()
@@ -389,7 +477,8 @@ class Results:
 
     def damaged(self) -> list[str]:
         """Verify every committed row of every run against its checksum (format 3; format 2
-        has none); returns one line per damaged dataset naming the runs it holds."""
+        has none); returns one line per damaged dataset naming the runs it holds, an empty
+        list for an intact file. Reads the whole file, so it takes as long as reading it."""
         bad = []
         for name in schema.ROW_DATASETS:
             runs = self._layout.unreadable_runs(name, self._rows)
@@ -402,8 +491,22 @@ class Results:
     def to_xarray(self):
         """The whole sweep as one xarray.Dataset: every measure with dims (run, row[, sv |
         tau]), the layer of each row, and each run's options, seed, status and rows as
-        coordinates along ``run``. Rows past a run's committed ones are NaN (integers:
-        -1, the fill value)."""
+        coordinates along ``run``. Rows past a run's committed ones, and the integer
+        measures' missing values (-1 in the file), are NaN. Needs xarray.
+
+        Examples
+        --------
+        >>> import fastrank
+        >>> sweep = fastrank.Sweep(grid={"width": [8], "depth": [20], "norm": ["none", "bn"]},
+        ...                        seeds=(0, 1))
+        >>> with fastrank.open(fastrank.sweep(sweep, "xarray.h5")) as results:
+        ...     ds = results.to_xarray()
+        >>> dict(ds.sizes)
+        {'run': 4, 'row': 21, 'sv': 8, 'tau': 1}
+        >>> last = ds.soft_rank.isel(row=-1).groupby("norm").mean()
+        >>> last.round(2).to_series().to_dict()  # mean final soft rank per norm
+        {'bn': 2.31, 'none': 1.04}
+        """
         try:
             import xarray
         except ImportError:
@@ -422,7 +525,29 @@ class Results:
     def to_pandas(self, long: bool = False):
         """The ``runs`` table as a pandas DataFrame; with ``long``, one row per (run,
         committed row): run, layer, every scalar measure, log_norm and tier, with the
-        run's options as columns (tidy data for groupby and seaborn)."""
+        run's options as columns (tidy data for groupby and seaborn). Needs pandas.
+
+        Parameters
+        ----------
+        long : bool
+            One row per measured layer of every run instead of one per run.
+
+        Examples
+        --------
+        >>> import fastrank
+        >>> sweep = fastrank.Sweep(grid={"width": [8], "depth": [20], "norm": ["none", "bn"]},
+        ...                        seeds=(0, 1))
+        >>> with fastrank.open(fastrank.sweep(sweep, "pandas.h5")) as results:
+        ...     runs, rows = results.to_pandas(), results.to_pandas(long=True)
+        >>> runs[["id", "norm", "seed", "status"]]
+              id  norm  seed    status
+        0  00000  none     0  complete
+        1  00001  none     1  complete
+        2  00002    bn     0  complete
+        3  00003    bn     1  complete
+        >>> len(rows), rows.groupby("norm").soft_rank.max().round(2).to_dict()
+        (84, {'bn': 4.06, 'none': 4.06})
+        """
         try:
             import pandas
         except ImportError:
@@ -439,6 +564,8 @@ class Results:
         return frame.join(options, on="run")
 
     def close(self) -> None:
+        """Close the file: its Runs read nothing more (what they read stays). Closing
+        twice is harmless."""
         if self._f.id.valid:
             self._f.close()
 
@@ -452,10 +579,66 @@ class Results:
         return f"<fastrank.Results {self.path!r}: {self._n} runs>"
 
 
+def _measure_property(name: str, doc: str) -> property:
+    """A read-only property of Run that returns ``run.measure(name)``, documented by
+    ``doc`` (the getter carries it, so help() and the API page show it)."""
+
+    def get(self) -> np.ndarray:
+        return self.measure(name)
+
+    get.__name__ = get.__qualname__ = name
+    get.__doc__ = doc
+    return property(get)
+
+
 class Run:
     """One (network, seed) run: its spec, status and the arrays of its committed rows.
 
-    Arrays are read on first access and kept until :meth:`refresh`.
+    Got from a :class:`Results` (``results[i]``, iteration, ``results.select``), not
+    built directly. Arrays have one entry per committed row (a measured layer, see
+    :class:`fastrank.Schedule`), are read on first access and kept until
+    :meth:`refresh`. Every measure is a property (``run.soft_rank``,
+    ``run.condition_number``, ...); :meth:`measure` reads one by name.
+
+    Attributes
+    ----------
+    id : str
+        The run's name, its index zero-padded to 5 digits (``"00042"``).
+    index : int
+        Its position in the file.
+    network : Network
+        The architecture that ran.
+    seed : int
+        Its seed.
+    label : str
+        Short name of its configuration (:meth:`fastrank.Network.label`).
+    rows : int
+        Committed rows, as of the last refresh.
+    expected_rows : int
+        Rows of the complete run.
+    failed_layer : int or None
+        The layer at which the run failed (non-finite or zero H), else None.
+    failure : str
+        Why it failed, in words ("" if it did not).
+    taus : numpy.ndarray
+        The thresholds of ``rank_tau``.
+
+    Examples
+    --------
+    >>> import fastrank
+    >>> sweep = fastrank.Sweep(grid={"width": [8], "depth": [20], "norm": ["none", "bn"]},
+    ...                        seeds=(0, 1))
+    >>> results = fastrank.open(fastrank.sweep(sweep, "runs.h5"))
+    >>> run = results[2]
+    >>> run
+    <fastrank.Run 00002 linear/bn d=8 N=8 L=20 seed=0: complete, 21/21 rows>
+    >>> run.network.norm, run.seed, run.status, run.failed_layer
+    ('bn', 0, 'complete', None)
+    >>> run.layer[:5], run.spectrum.shape, run.rank_tau.shape
+    (array([0, 1, 2, 3, 4]), (21, 8), (21, 1))
+    >>> round(float(run.soft_rank[-1]), 2), round(float(results[0].soft_rank[-1]), 2)
+    (2.19, 1.07)
+    >>> results.close()
     """
 
     def __init__(self, results: Results, index: int):
@@ -490,7 +673,21 @@ class Run:
         return _status(self.rows, self.expected_rows, self.failed_layer is not None)
 
     def measure(self, name: str) -> np.ndarray:
-        """Committed rows of dataset ``name``: layer, spectrum, log_norm, rank_tau or a scalar."""
+        """Committed rows of dataset ``name``: layer, spectrum, log_norm, rank_tau, tier or a
+        scalar measure (soft_rank, ...); KeyError for another name, DamagedFile when the
+        data do not read back as written (checksum). Gram-tier rows (tier 0) have no
+        spectrum: -1 for the integer measures, NaN for the others that need one.
+
+        Examples
+        --------
+        >>> import fastrank
+        >>> sweep = fastrank.Sweep(grid={"width": [8], "depth": [20]},
+        ...                        schedule=fastrank.Schedule(every=10, log=None, cheap_every=5))
+        >>> with fastrank.open(fastrank.sweep(sweep, "measure.h5")) as results:
+        ...     run = results[0]
+        ...     print(run.measure("layer"), run.measure("tier"), run.measure("numerical_rank"))
+        [ 0  5 10 15 20] [1 0 1 0 1] [ 8 -1  7 -1  5]
+        """
         if name not in schema.ROW_DATASETS:
             raise KeyError(
                 f"unknown measure {name!r}: choose from {', '.join(schema.ROW_DATASETS)}")
@@ -502,19 +699,34 @@ class Run:
                                   f"back as written ({one_line(exc)})") from None
         return self._arrays[name]
 
-    layer = property(lambda self: self.measure("layer"), doc="Measured layers.")
-    spectrum = property(
-        lambda self: self.measure("spectrum"), doc="Singular values (rows x k), NaN-padded."
-    )
-    log_norm = property(lambda self: self.measure("log_norm"), doc="log ||H||_F per row.")
-    rank_tau = property(lambda self: self.measure("rank_tau"), doc="rank_tau (rows x taus).")
-    tier = property(
-        lambda self: self.measure("tier"), doc="Per row: 1 full spectrum, 0 Gram tier only."
-    )
+    layer = _measure_property("layer", "The measured layer of each row, int64 (rows,); 0 is "
+                              "the input.")
+    spectrum = _measure_property(
+        "spectrum", "Singular values of H at each row, descending, float64 (rows, k); NaN "
+                    "where a row has fewer (Gram-tier rows have none).")
+    log_norm = _measure_property(
+        "log_norm", "log ||H||_F of the un-rescaled network at each row, float64 (rows,).")
+    rank_tau = _measure_property(
+        "rank_tau", "Number of eigenvalues of H H^T above tau times their mean, int64 "
+                    "(rows, len(taus)); -1 on Gram-tier rows.")
+    tier = _measure_property(
+        "tier", "Per row, int64: 1 for the full spectrum, 0 for the Gram tier only.")
 
     def to_xarray(self):
         """This run as an xarray.Dataset (dims layer, sv, tau) of its committed rows (also
-        while the file is written)."""
+        while the file is written); integer measures' missing values are NaN. Needs xarray.
+
+        Examples
+        --------
+        >>> import fastrank
+        >>> sweep = fastrank.Sweep(grid={"width": [8], "depth": [20]})
+        >>> with fastrank.open(fastrank.sweep(sweep, "run_xarray.h5")) as results:
+        ...     ds = results[0].to_xarray()
+        >>> dict(ds.sizes), ds.attrs["label"]
+        ({'layer': 21, 'sv': 8, 'tau': 1}, 'linear/none d=8 N=8 L=20')
+        >>> float(ds.soft_rank.sel(layer=0).round(2))
+        4.06
+        """
         try:
             import xarray
         except ImportError:
@@ -531,6 +743,14 @@ class Run:
         return f"<fastrank.Run {self.id} {self.label} seed={self.seed}: {self.status}, {rows}>"
 
 
-for _name in SCALARS:
-    setattr(Run, _name, property(lambda self, _n=_name: self.measure(_n), doc=f"{_name} per row."))
+#: The scalar measures a Gram-tier row lacks and what it holds instead, for the
+#: docstrings of Run's measure properties (fastrank.measures.gram_measures).
+_GRAM_TIER_MISSING = {"numerical_rank": "; -1 on Gram-tier rows",
+                      "effective_rank": "; NaN on Gram-tier rows",
+                      "condition_number": "; NaN on Gram-tier rows"}
+for _name in SCALARS:  # run.soft_rank, ..., run.condition_number
+    setattr(Run, _name, _measure_property(_name, (
+        f"``{_name}`` of each row ({schema.LONG_NAMES[_name][0]}), "
+        f"{'int64' if _name in schema.INT_DATASETS else 'float64'} (rows,)"
+        f"{_GRAM_TIER_MISSING.get(_name, '')}.")))
 del _name
