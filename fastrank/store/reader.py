@@ -692,6 +692,9 @@ class Run:
             raise KeyError(
                 f"unknown measure {name!r}: choose from {', '.join(schema.ROW_DATASETS)}")
         if name not in self._arrays:
+            if not self._results._f.id.valid:
+                raise ValueError(f"{self._results.path} is closed: run {self.id} cannot read "
+                                 f"{name} (read it before closing, or open the file again)")
             try:
                 self._arrays[name] = self._results._layout.read(self.index, name, self.rows)
             except EDITED as exc:  # a checksum mismatch, an unreadable or edited dataset
