@@ -21,7 +21,7 @@ _PUBLIC = {
     "Network": ("fastrank.spec", "Network"),
     "Schedule": ("fastrank.spec", "Schedule"),
     "Sweep": ("fastrank.spec", "Sweep"),
-    "SpecError": ("fastrank.spec", "SpecError"),
+    "SpecError": ("fastrank.errors", "SpecError"),
     "simulate": ("fastrank.propagate", "simulate"),
     "simulate_many": ("fastrank.propagate", "simulate_many"),
     "Trajectory": ("fastrank.propagate", "Trajectory"),
@@ -36,8 +36,9 @@ __all__ = [*_PUBLIC, "FORMAT_VERSION", "__version__"]
 
 
 #: Submodules reachable as attributes of the package (``fastrank.store.Writer``).
-_SUBMODULES = {"backends", "config", "gpu", "init", "lock", "measures", "options", "plot",
-               "propagate", "report", "reproduce", "rng", "runner", "spec", "store", "theory"}
+_SUBMODULES = {"backends", "codes", "config", "distributed", "errors", "gpu", "init", "inputs",
+               "lock", "measures", "options", "plot", "propagate", "report", "reproduce",
+               "rng", "runner", "spec", "store", "theory"}
 
 
 def __getattr__(name: str):

@@ -23,3 +23,28 @@ def os_reason(error: BaseException) -> str:
         found = re.search(r"errno = (\d+)", str(error))
         code = int(found[1]) if found else None
     return os.strerror(code) if code else one_line(error)
+
+
+class SpecError(ValueError):
+    """An option has a value fastrank cannot use; the message names both.
+
+    Raised by :class:`fastrank.Network`, :class:`fastrank.Schedule` and
+    :class:`fastrank.Sweep` when they are
+    built (so a bad value fails before anything runs, not halfway through a sweep) and
+    by the parsing of option values. The message is one line naming the option, the
+    value and what the option accepts, so the command line prints it as it is. A
+    subclass of ValueError: ``except ValueError`` catches it too.
+
+    Examples
+    --------
+    >>> import fastrank
+    >>> try:
+    ...     fastrank.Network(width=32, activation="gelu")
+    ... except fastrank.SpecError as exc:
+    ...     print(exc)
+    invalid activation 'gelu': choose one of linear, relu, tanh
+    >>> fastrank.Schedule(every=0)
+    Traceback (most recent call last):
+        ...
+    fastrank.errors.SpecError: invalid every 0: must be an integer >= 1
+    """

@@ -70,8 +70,8 @@ def build_sweep(given: dict) -> spec.Sweep:
 
 def _check_inputs(sweep: spec.Sweep) -> None:
     """Read the batch of every input array the sweep uses, once per (input, batch,
-    dtype), and refuse one that no run could start from (fastrank.init.check_input)."""
-    from fastrank.init import check_input
+    dtype), and refuse one that no run could start from (fastrank.inputs.check_input)."""
+    from fastrank.inputs import check_input
 
     seen = set()
     for net in sweep.networks():

@@ -15,11 +15,11 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from fastrank import codes
+from fastrank import codes, inputs
+from fastrank.errors import SpecError
 
 ACTIVATIONS = tuple(codes.ACTIVATIONS)
 NORMS = tuple(codes.NORMS)
@@ -33,30 +33,6 @@ METHODS = ("auto", "gram", "svd")
 HOMOGENEOUS = ("linear", "relu")
 #: Default weight variance in units of 1/d_in, chosen to preserve the signal's scale.
 DEFAULT_GAIN = {"linear": 1.0, "relu": 2.0, "tanh": 1.0}
-
-
-class SpecError(ValueError):
-    """An option has a value fastrank cannot use; the message names both.
-
-    Raised by :class:`Network`, :class:`Schedule` and :class:`Sweep` when they are
-    built (so a bad value fails before anything runs, not halfway through a sweep) and
-    by the parsing of option values. The message is one line naming the option, the
-    value and what the option accepts, so the command line prints it as it is. A
-    subclass of ValueError: ``except ValueError`` catches it too.
-
-    Examples
-    --------
-    >>> import fastrank
-    >>> try:
-    ...     fastrank.Network(width=32, activation="gelu")
-    ... except fastrank.SpecError as exc:
-    ...     print(exc)
-    invalid activation 'gelu': choose one of linear, relu, tanh
-    >>> fastrank.Schedule(every=0)
-    Traceback (most recent call last):
-        ...
-    fastrank.spec.SpecError: invalid every 0: must be an integer >= 1
-    """
 
 
 def _choice(option: str, value, allowed: Sequence[str]) -> str:
@@ -80,32 +56,6 @@ def _number(option: str, value, *, positive: bool = False, allow_inf: bool = Fal
     if positive and value <= 0:
         raise SpecError(f"invalid {option} {value!r}: must be > 0")
     return value
-
-
-def input_path(spec: str) -> tuple[Path, str | None]:
-    """Split an input array spec ``file.npy`` or ``file.h5:dataset`` into path and dataset."""
-    path, _, dataset = spec.partition(":") if re.search(r"\.(h5|hdf5):", spec) else (spec, "", "")
-    return Path(path), (dataset or None)
-
-
-#: Real data sets that ship inside scikit-learn (no download), usable as the input
-#: ``sklearn:NAME`` (needs the ``data`` extra); standardised per feature, see
-#: fastrank.init.load_input_array. digits: 1797 8x8 images, 64 features.
-SKLEARN_INPUTS = ("digits", "iris", "wine", "breast_cancer")
-
-
-def named_input(spec: str) -> str | None:
-    """The data set name of an input spec ``sklearn:NAME``, else None (SpecError for an
-    unknown name)."""
-    if not spec.startswith("sklearn:"):
-        return None
-    name = spec[len("sklearn:"):]
-    if name not in SKLEARN_INPUTS:
-        raise SpecError(
-            f"invalid input {spec!r}: scikit-learn data sets are "
-            + ", ".join(f"sklearn:{n}" for n in SKLEARN_INPUTS)
-        )
-    return name
 
 
 @dataclass(frozen=True)
@@ -179,7 +129,7 @@ class Network:
     >>> fastrank.Network(width=8, norm="batch")
     Traceback (most recent call last):
         ...
-    fastrank.spec.SpecError: invalid norm 'batch': choose one of none, bn, bn-rms, ln
+    fastrank.errors.SpecError: invalid norm 'batch': choose one of none, bn, bn-rms, ln
     """
 
     width: int | tuple[int, ...] = 32
@@ -223,8 +173,9 @@ class Network:
         if not isinstance(self.input, str) or not self.input:
             raise SpecError(f"invalid input {self.input!r}: choose gaussian, orthogonal or a file")
         if self.input not in INPUTS:
-            path, _ = input_path(self.input)
-            if named_input(self.input) is None and path.suffix not in (".npy", ".h5", ".hdf5"):
+            path, _ = inputs.input_path(self.input)
+            if (inputs.named_input(self.input) is None
+                    and path.suffix not in (".npy", ".h5", ".hdf5")):
                 raise SpecError(
                     f"invalid input {self.input!r}: choose gaussian, orthogonal, "
                     "FILE.npy, FILE.h5:DATASET or sklearn:digits"
@@ -257,9 +208,7 @@ class Network:
             return self.input_dim
         if self.input in INPUTS:
             return self.width if isinstance(self.width, int) else self.width[0]
-        from fastrank.init import input_array_shape
-
-        return input_array_shape(self.input)[1]
+        return inputs.input_array_shape(self.input)[1]
 
     @property
     def residual(self) -> bool:
@@ -481,7 +430,7 @@ class Sweep:
     >>> fastrank.Sweep(grid={"widht": [8]})
     Traceback (most recent call last):
         ...
-    fastrank.spec.SpecError: unknown option 'widht': choose one of width, depth, ...
+    fastrank.errors.SpecError: unknown option 'widht': choose one of width, depth, ...
     """
 
     grid: dict = field(default_factory=dict)

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 import fastrank
 from fastrank import Network, Schedule, SpecError, simulate_many
 from fastrank import init as finit
+from fastrank import inputs as finputs
 from fastrank.cli import cli
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
@@ -19,7 +20,7 @@ def test_digits_input_is_the_standardised_images():
     net = Network(width=64, depth=3, input="sklearn:digits")
     assert net.in_dim == 64 and net.batch == 64  # N = d defaults to the 64 pixels
     raw = sklearn_datasets.load_digits().data
-    full = finit.load_input_array("sklearn:digits")
+    full = finputs.load_input_array("sklearn:digits")
     assert full.shape == raw.shape == (1797, 64) and not full.flags.writeable
     sd = raw.std(axis=0)
     np.testing.assert_allclose(
@@ -53,14 +54,14 @@ def test_missing_scikit_learn_is_one_clear_error(monkeypatch):
             raise ImportError("No module named 'sklearn'")
         return real_import(name, *args, **kwargs)
 
-    finit._sklearn_dataset.cache_clear()
+    finputs._sklearn_dataset.cache_clear()
     monkeypatch.setattr(builtins, "__import__", no_sklearn)
     try:
         with pytest.raises(SpecError, match=r"fastrank\[data\]"):
             Network(input="sklearn:wine")
     finally:
         monkeypatch.undo()
-        finit._sklearn_dataset.cache_clear()
+        finputs._sklearn_dataset.cache_clear()
 
 
 def test_width_may_differ_from_the_input_dimension():
