@@ -40,7 +40,8 @@ def provenance(backend: Backend) -> dict:
 def open_writer(path: str | Path, sweep: Sweep | None, *, overwrite=False, resume=False,
                 backend: Backend) -> store.Writer:
     """A writer for ``path``: a new file, or with ``resume`` the existing one (whose sweep
-    must equal ``sweep`` unless ``sweep`` is None). A missing file is started afresh."""
+    must equal ``sweep`` unless ``sweep`` is None). A missing file is started afresh.
+    ``backend`` (or a fastrank.distributed.Cluster) describes where the runs compute."""
     path = Path(path)
     if resume and path.exists():
         return store.Writer.resume(path, sweep)
@@ -58,16 +59,27 @@ def run_sweep(
     backend: Backend | str = "cpu",
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    client=None,
 ) -> Path:
     """Run ``sweep`` into the results file ``path`` and return the path.
 
     With ``resume``, an existing file is continued (``sweep`` may then be None: the
-    file's own). See :func:`fill` for the callbacks.
+    file's own). See :func:`fill` for the callbacks. With ``client`` (a
+    ``distributed.Client``) the runs are Dask tasks on its cluster, the backend built by
+    name on each worker, and this process stays the file's only writer
+    (:mod:`fastrank.distributed`): the same numbers.
     """
-    if isinstance(backend, str):
+    if client is not None:
+        from fastrank.distributed import Cluster
+
+        backend = Cluster(client, backend if isinstance(backend, str) else backend.name)
+    elif isinstance(backend, str):
         backend = get_backend(backend)
     with open_writer(path, sweep, overwrite=overwrite, resume=resume, backend=backend) as writer:
-        fill(writer, backend, progress=progress, on_start=on_start)
+        if client is not None:
+            backend.fill(writer, progress=progress, on_start=on_start)
+        else:
+            fill(writer, backend, progress=progress, on_start=on_start)
     return Path(path)
 
 

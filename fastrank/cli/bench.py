@@ -9,7 +9,7 @@ import click
 from fastrank.cli import InputError, cli
 
 WORKLOADS = ("small, large, rng, spectra, measure_every_layer, memory, scaling, sweep_file, "
-             "depth_scaling, compile")
+             "depth_scaling, compile, distributed")
 
 
 def _writable(path: str | None, option: str) -> Path | None:

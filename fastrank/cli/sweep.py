@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from fastrank import options, spec
-from fastrank.cli import InputError, cli
+from fastrank.cli import InputError, cli, open_results
 
 DEFAULT_OUTPUT = "fastrank-sweep.h5"
 
@@ -88,8 +89,19 @@ def _grid_options(f):
     help="Commit rows to the file this often (and at each run's end): a kill loses at most "
     "this much work.",
 )
+@click.option("--workers", type=int, metavar="N",
+              help="Run on a local Dask cluster of N worker processes (needs fastrank[dist]).")
+@click.option("--threads-per-worker", type=int, metavar="N",
+              help="numba and BLAS threads of each Dask worker (default: cores / workers).")
+@click.option("--scheduler", metavar="ADDR",
+              help="Run on a running Dask cluster, e.g. tcp://host:8786 (left running).")
+@click.option("--scheduler-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Run on the running Dask cluster this scheduler file names.")
+@click.option("--force", is_flag=True,
+              help="Run even when the sweep needs more memory than is available.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def sweep(config_path, output, overwrite, resume, quiet, gpu, device, commit_every, **values):
+def sweep(config_path, output, overwrite, resume, quiet, gpu, device, commit_every, workers,
+          threads_per_worker, scheduler, scheduler_file, **values):
     """Simulate every combination of the options' values, for every seed.
 
     Every option takes a list (32,64) or a range (0-9, 0-100:10, 8-256:x2). With no
@@ -100,6 +112,7 @@ def sweep(config_path, output, overwrite, resume, quiet, gpu, device, commit_eve
     from fastrank.lock import WriterLocked
     from fastrank.runner import fill, open_writer
 
+    force = values.pop("force")
     given = {k: v for k, v in values.items() if v is not None}
     if overwrite and resume:
         raise InputError("--overwrite and --resume exclude each other")
@@ -108,24 +121,26 @@ def sweep(config_path, output, overwrite, resume, quiet, gpu, device, commit_eve
     if resume and not output:
         raise InputError("--resume needs -o FILE, the sweep to continue")
     path = Path(output) if output else _fresh_path(DEFAULT_OUTPUT)
-    try:
-        exists = path.exists()
-    except OSError as exc:  # e.g. a name too long
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    exists = os.path.lexists(path)
+    # The options, then the output path, then the memory, before anything is touched.
+    # Resuming with no options at all continues whatever sweep the file holds.
+    wanted = None if (resume and exists and not given) else _build(given)
+    _preflight(path, wanted, force)
     if exists and not (overwrite or resume):
         raise InputError(
             f"{path} exists: pass --overwrite to replace it or --resume to continue it"
         )
-    backend = _backend(gpu, device)
+    cluster = _cluster(workers, threads_per_worker, scheduler, scheduler_file, gpu, device, quiet)
+    backend = cluster or _backend(gpu, device)
+    if resume and exists:
+        _check_resumable(path, warn=not (gpu or cluster))
     try:
-        # Resuming with no options at all continues whatever sweep the file holds.
-        wanted = None if (resume and exists and not given) else options.build_sweep(given)
         writer = open_writer(path, wanted, overwrite=overwrite, resume=resume, backend=backend)
     except (spec.SpecError, ValueError, FileExistsError, WriterLocked) as exc:
         raise InputError(str(exc)) from None
     except OSError as exc:  # no such folder, read-only, name too long, disk full, ...
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    if not (quiet or gpu):
+    if not (quiet or gpu or cluster):
         from fastrank.kernels.cpu import compiled_before
 
         if not compiled_before():
@@ -134,11 +149,19 @@ def sweep(config_path, output, overwrite, resume, quiet, gpu, device, commit_eve
     bar = _Progress(quiet)
     try:
         with writer:
-            fill(writer, backend, progress=bar.update, on_start=bar.start,
-                 commit_every=commit_every)
+            try:
+                if cluster:
+                    _fill_on(cluster, writer, bar, commit_every)
+                else:
+                    fill(writer, backend, progress=bar.update, on_start=bar.start,
+                         commit_every=commit_every)
+            except store.WriteFailed:
+                _abandon_writes()  # before the writer closes the file
+                raise
     except store.WriteFailed as exc:  # disk full, file size limit: one line
-        raise InputError(str(exc)) from None
-    bar.finish()
+        raise InputError(_write_failure(path, exc, kept=resume and exists)) from None
+    finally:
+        bar.finish()  # also on Ctrl-C: the bar gives the terminal its cursor back
     if not quiet:
         from fastrank.report import summary_table
 
@@ -163,6 +186,140 @@ def _backend(gpu: bool, device: int | None):
         return get_backend("gpu", device=device or 0)
     except GPUUnavailable as exc:
         raise InputError(f"--gpu: {exc}") from None
+
+
+def _cluster(workers, threads, scheduler, scheduler_file, gpu, device, quiet):
+    """The Dask cluster of --workers, --scheduler or --scheduler-file, started or reached
+    and asked to build the backend before any file is touched, and closed when the
+    command ends; None without those options (Dask is then never imported)."""
+    if workers is None and not (scheduler or scheduler_file):
+        if threads is not None:
+            raise InputError("--threads-per-worker needs --workers, --scheduler or "
+                             "--scheduler-file")
+        return None
+    for option, value in (("--workers", workers), ("--threads-per-worker", threads)):
+        if value is not None and value < 1:
+            raise InputError(f"invalid {option} {value}: must be an integer >= 1")
+    if sum(bool(x) for x in (workers is not None, scheduler, scheduler_file)) > 1:
+        raise InputError("--workers, --scheduler and --scheduler-file exclude each other")
+    if device is not None and not gpu:
+        raise InputError("--device needs --gpu")
+    if gpu and workers is not None:
+        raise InputError("--gpu with --workers: start dask-cuda's LocalCUDACluster (a worker "
+                         "per GPU) and pass its address with --scheduler")
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        raise InputError("--workers and --scheduler need Dask: pip install 'fastrank[dist]'")
+    from fastrank import distributed
+
+    backend, backend_options = ("gpu", {"device": device or 0}) if gpu else ("cpu", {})
+    try:
+        if workers is not None:
+            cluster = distributed.Cluster.local(workers, threads, backend, backend_options)
+        else:
+            cluster = distributed.Cluster.connect(scheduler, scheduler_file, threads, backend,
+                                                  backend_options)
+        click.get_current_context().call_on_close(cluster.close)
+        cluster.describe()
+    except distributed.ClusterError as exc:
+        raise InputError(str(exc)) from None
+    if cluster.dashboard and not quiet:
+        click.echo(f"fastrank: Dask dashboard at {cluster.dashboard}", err=True)
+    return cluster
+
+
+def _fill_on(cluster, writer, bar, commit_every) -> None:
+    """Cluster.fill; a cluster lost on the way is one line (exit 1), --resume continues."""
+    from fastrank.distributed import ClusterError
+
+    try:
+        cluster.fill(writer, progress=bar.update, on_start=bar.start, commit_every=commit_every)
+    except ClusterError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _abandon_writes() -> None:
+    """Point every HDF5 file this process writes at /dev/null, after a failed write.
+
+    HDF5 cannot close a file whose writes fail: the close flushes again, fails half-way
+    and leaves freed objects registered, which the next close or the interpreter's exit
+    dereferences (a segfault, exit 139, after the error line). Writing nowhere, the close
+    succeeds and the file on disk stays as the failure left it: as after a kill, which
+    the format is built to survive (committed rows are kept)."""
+    import h5py
+
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+            if fid.get_intent() & h5py.h5f.ACC_RDWR:
+                os.dup2(null, fid.get_vfd_handle())
+    finally:
+        os.close(null)
+
+
+def _check_resumable(path: Path, warn: bool) -> None:
+    """Refuse to resume a file that does not read as a results file, in the reader's one
+    line; with ``warn``, one line when it was started on another numba thread count and
+    some of its runs left to compute go layer by layer, whose BLAS products and parallel
+    reductions depend on the threads: those may then differ in the last bits from an
+    uninterrupted sweep (docs/format.md, "Reproducibility")."""
+    import numba
+
+    from fastrank.backends.cpu import uses_depth_kernel
+
+    with open_results(path) as results:
+        before = results.attrs["provenance"].get("numba_threads")
+        runs, seeds = results.sweep.runs(), len(results.sweep.seeds)
+        pending = {runs[run.index][0] for run in results
+                   if run.status not in ("complete", "failed")}
+    if not warn:
+        return
+    per_layer = [net for net in pending if not uses_depth_kernel(net, seeds)]
+    now = numba.get_num_threads()
+    if per_layer and before is not None and before != now:
+        others = f" and {len(per_layer) - 1} more" if len(per_layer) > 1 else ""
+        click.echo(f"fastrank: warning: {path} was started on {before} threads, resumed on "
+                   f"{now}: its runs of {per_layer[0].label()}{others} (layer by layer) may "
+                   "differ in the last bits from an uninterrupted sweep", err=True)
+
+
+def _write_failure(path: Path, exc: Exception, kept: bool) -> str:
+    """One line for a failed write. A new file without a committed row is removed rather
+    than left to fill the disk; a resumed file is always kept."""
+    from fastrank import store
+    from fastrank.errors import os_reason
+
+    why = os_reason(exc.__context__ or exc)  # the OS's or HDF5's error that WriteFailed wraps
+    try:
+        with store.open(path) as results:
+            committed = int(results.runs["rows"].sum())
+    except (OSError, ValueError):
+        committed = 0
+    if not (committed or kept):
+        path.unlink(missing_ok=True)
+        return f"writing {path} failed ({why}) before any row was committed: removed it"
+    return (f"writing {path} failed ({why}); the {committed:,} rows committed before are "
+            "kept: --resume continues it")
+
+
+def _build(given: dict) -> spec.Sweep:
+    try:
+        return options.build_sweep(given)
+    except spec.SpecError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _preflight(path: Path, sweep: spec.Sweep | None, force: bool) -> None:
+    """The output path, and unless ``force`` the memory ``sweep`` needs (fastrank.preflight)."""
+    from fastrank import preflight
+
+    try:
+        preflight.check_output(path, sweep.n_runs if sweep else 0)
+        if sweep is not None and not force:
+            preflight.check_memory(sweep)
+    except preflight.Refused as exc:
+        raise InputError(str(exc)) from None
 
 
 def _config(path: str) -> dict:
