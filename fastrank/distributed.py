@@ -31,7 +31,7 @@ from collections.abc import Callable
 import distributed
 
 from fastrank import store
-from fastrank.backends.base import get_backend
+from fastrank.backends import get_backend
 from fastrank.propagate import RunFailed, iter_batch
 from fastrank.runner import COMMIT_EVERY_S, Commits
 from fastrank.spec import Network, Sweep

@@ -117,7 +117,8 @@ def gram_measures(trace: float, frob2: float, top: float, n: int, n_taus: int) -
         "numerical_rank": -1,
         "effective_rank": float("nan"),
         "stable_rank": trace / top if ok and top > 0 else 0.0,
-        "orthogonality_gap": float(np.sqrt(max(frob2 / trace**2 - 1.0 / n, 0.0))) if ok else float("nan"),
+        "orthogonality_gap": (float(np.sqrt(max(frob2 / trace**2 - 1.0 / n, 0.0))) if ok
+                              else float("nan")),
         "condition_number": float("nan"),
         "rank_tau": np.full(n_taus, -1, dtype=np.int64),
     }

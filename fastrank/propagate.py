@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastrank import measures
-from fastrank.backends.base import Backend, get_backend
+from fastrank.backends import get_backend
+from fastrank.backends.base import Backend
 from fastrank.codes import REASONS, VANISHED
 from fastrank.spec import Network, Schedule
 
@@ -97,7 +98,8 @@ def iter_batch(
     method = resolve_method(method, network.dtype)
     batch = backend.start(network, seeds)
     reported: set[int] = set()
-    for point, tier in zip(schedule.points(network.depth), schedule.tiers(network.depth)):
+    points, tiers = schedule.points(network.depth), schedule.tiers(network.depth)
+    for point, tier in zip(points, tiers, strict=True):
         if point:
             backend.advance(batch, int(point), method if tier else None)
         live = []
@@ -225,7 +227,7 @@ def simulate_many(
     taus : tuple of float
         Thresholds of ``rank_tau``.
     backend : Backend, optional
-        Where to run: ``fastrank.backends.base.get_backend("cpu")`` (default) or
+        Where to run: ``fastrank.backends.get_backend("cpu")`` (default) or
         ``"gpu"``.
 
     Returns
@@ -249,7 +251,8 @@ def simulate_many(
             failures[i] = item
         else:
             rows[i].append(item)
-    return [_trajectory(network, s, r, f, len(taus)) for s, r, f in zip(seeds, rows, failures)]
+    return [_trajectory(network, s, r, f, len(taus))
+            for s, r, f in zip(seeds, rows, failures, strict=True)]
 
 
 def simulate(

@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fastrank import store
-from fastrank.backends.base import Backend, get_backend
+from fastrank.backends import get_backend
+from fastrank.backends.base import Backend
 from fastrank.propagate import RunFailed, iter_batch
 from fastrank.spec import Sweep
 from fastrank.version import __version__
@@ -61,13 +62,49 @@ def run_sweep(
     on_start: Callable[[int], None] | None = None,
     client=None,
 ) -> Path:
-    """Run ``sweep`` into the results file ``path`` and return the path.
+    """Run every (network, seed) of a sweep into one results file (``fastrank.sweep``).
 
-    With ``resume``, an existing file is continued (``sweep`` may then be None: the
-    file's own). See :func:`fill` for the callbacks. With ``client`` (a
-    ``distributed.Client``) the runs are Dask tasks on its cluster, the backend built by
-    name on each worker, and this process stays the file's only writer
-    (:mod:`fastrank.distributed`): the same numbers.
+    The file is laid out first, then filled as the runs go, rows committed in batches
+    (about once a second): a kill loses at most the last second, and ``resume``
+    continues where the file left off with exactly the numbers of an uninterrupted
+    sweep. A run that fails (non-finite or vanished H) is recorded with its reason and
+    the sweep goes on. One process writes a file at a time (a second one is refused).
+
+    Parameters
+    ----------
+    sweep : Sweep or None
+        What to run; None with ``resume`` continues the file's own sweep.
+    path : str or Path
+        The results file (HDF5; read it with :func:`fastrank.open`).
+    overwrite : bool
+        Replace an existing file (otherwise FileExistsError).
+    resume : bool
+        Continue an existing file (its sweep must equal ``sweep``); start it if missing.
+    backend : Backend or {"cpu", "gpu"}
+        Where the runs compute.
+    progress : callable, optional
+        Called with the number of layers each new row advanced (a progress bar).
+    on_start : callable, optional
+        Called once with the number of layers left to simulate.
+    client : distributed.Client, optional
+        Run on a Dask cluster instead (fastrank.distributed): tasks of (network, batch
+        of seeds) on its workers, the backend built by name on each, this process the
+        file's only writer; the same numbers as a local sweep.
+
+    Returns
+    -------
+    Path
+        ``path``, complete.
+
+    Examples
+    --------
+    >>> import fastrank
+    >>> sweep = fastrank.Sweep(grid={"width": [16], "depth": [200], "norm": ["none", "bn"]},
+    ...                        seeds=(0, 1, 2))
+    >>> path = fastrank.sweep(sweep, "sweep.h5")
+    >>> with fastrank.open(path) as results:
+    ...     print(len(results.runs), set(results.runs["status"].tolist()))
+    6 {'complete'}
     """
     if client is not None:
         from fastrank.distributed import Cluster

@@ -1,4 +1,4 @@
-"""The interface every compute backend implements, and the one place that picks one.
+"""The interface every compute backend implements (fastrank.backends.get_backend picks one).
 
 A backend advances a Batch (several seeds of one network) between measured layers and
 computes spectra; the depth loop in propagate.py sees only float64 host scalars and
@@ -87,16 +87,3 @@ class Backend(ABC):
     @abstractmethod
     def describe(self) -> dict:
         """Provenance: device, library versions, threads."""
-
-
-def get_backend(name: str = "cpu", **options) -> Backend:
-    """The backend called ``name``; the GPU module is imported only when asked for."""
-    if name == "cpu":
-        from fastrank.backends.cpu import CPUBackend
-
-        return CPUBackend(**options)
-    if name == "gpu":
-        from fastrank.gpu import GPUBackend
-
-        return GPUBackend(**options)
-    raise ValueError(f"unknown backend {name!r}: choose cpu or gpu")

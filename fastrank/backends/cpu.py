@@ -156,13 +156,13 @@ def one_blas_thread():
     time."""
     libraries = _blas_libraries()
     before = [lib.num_threads for lib in libraries]
-    for lib, threads in zip(libraries, before):
+    for lib, threads in zip(libraries, before, strict=True):
         if threads != 1:
             lib.set_num_threads(1)
     try:
         yield
     finally:
-        for lib, threads in zip(libraries, before):
+        for lib, threads in zip(libraries, before, strict=True):
             if threads != 1:
                 lib.set_num_threads(threads)
 

@@ -172,7 +172,7 @@ def sweep(config_path, output, overwrite, resume, quiet, gpu, device, commit_eve
 
 def _backend(gpu: bool, device: int | None):
     """The CPU backend, or with --gpu the GPU one (an unusable device is an input error)."""
-    from fastrank.backends.base import get_backend
+    from fastrank.backends import get_backend
 
     if not gpu:
         if device is not None:
