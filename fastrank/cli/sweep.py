@@ -148,16 +148,12 @@ def sweep(config_path, output, overwrite, resume, quiet, gpu, device, commit_eve
                        err=True)
     bar = _Progress(quiet)
     try:
-        with writer:
-            try:
-                if cluster:
-                    _fill_on(cluster, writer, bar, commit_every)
-                else:
-                    fill(writer, backend, progress=bar.update, on_start=bar.start,
-                         commit_every=commit_every)
-            except store.WriteFailed:
-                _abandon_writes()  # before the writer closes the file
-                raise
+        with writer:  # after a failed write it closes the file without writing
+            if cluster:
+                _fill_on(cluster, writer, bar, commit_every)
+            else:
+                fill(writer, backend, progress=bar.update, on_start=bar.start,
+                     commit_every=commit_every)
     except store.WriteFailed as exc:  # disk full, file size limit: one line
         raise InputError(_write_failure(path, exc, kept=resume and exists)) from None
     finally:
@@ -237,25 +233,6 @@ def _fill_on(cluster, writer, bar, commit_every) -> None:
         cluster.fill(writer, progress=bar.update, on_start=bar.start, commit_every=commit_every)
     except ClusterError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-def _abandon_writes() -> None:
-    """Point every HDF5 file this process writes at /dev/null, after a failed write.
-
-    HDF5 cannot close a file whose writes fail: the close flushes again, fails half-way
-    and leaves freed objects registered, which the next close or the interpreter's exit
-    dereferences (a segfault, exit 139, after the error line). Writing nowhere, the close
-    succeeds and the file on disk stays as the failure left it: as after a kill, which
-    the format is built to survive (committed rows are kept)."""
-    import h5py
-
-    null = os.open(os.devnull, os.O_RDWR)
-    try:
-        for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
-            if fid.get_intent() & h5py.h5f.ACC_RDWR:
-                os.dup2(null, fid.get_vfd_handle())
-    finally:
-        os.close(null)
 
 
 def _check_resumable(path: Path, warn: bool) -> None:
