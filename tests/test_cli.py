@@ -160,3 +160,20 @@ def test_a_first_sweep_says_it_compiles_the_kernels(runner, monkeypatch):
     assert "compiling the kernels for this machine (once" in result.stderr
     quiet = _ok(runner.invoke(cli, ["sweep", *SMALL, "-o", "b.h5"]))
     assert "compiling" not in quiet.stderr
+
+
+def test_the_eta_follows_the_recent_layer_rate(monkeypatch):
+    """A slow start (a first run compiling its kernels) does not keep the ETA off: it
+    comes from the layers of the last 10 s (click's own averages from the start)."""
+    from fastrank.cli import sweep as command
+
+    clock = [0.0]
+    monkeypatch.setattr(command.time, "monotonic", lambda: clock[0])
+    progress = command._Progress(quiet=True)
+    progress.total, progress.recent = 5000, command.collections.deque([(0.0, 0)])
+    clock[0], progress.done = 20.0, 10  # 20 s for the first 10 layers
+    progress._eta()
+    for second in range(1, 16):  # then 100 layers per second
+        clock[0], progress.done = 20.0 + second, 10 + 100 * second
+        eta = progress._eta()
+    assert eta == "ETA 00:00:34"  # 3490 layers left at 100 per second

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -316,26 +318,48 @@ def _fresh_path(name: str) -> Path:
 
 
 class _Progress:
-    """A click progress bar over layers, on stderr (silent with --quiet)."""
+    """A click progress bar over layers, on stderr (silent with --quiet), whose ETA comes
+    from the layer rate of the last RATE_WINDOW_S seconds: click's own estimate averages
+    from the start, so a first run's kernel compilation or a slow first network keeps
+    it far off for the whole sweep."""
+
+    RATE_WINDOW_S = 10.0
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
         self.bar = None
+        self.total = self.done = 0
+        self.recent: collections.deque = collections.deque()  # (time, layers done)
 
     def start(self, total_layers: int):
         if not self.quiet:
+            self.total = total_layers
+            self.recent.append((time.monotonic(), 0))
             self.bar = click.progressbar(
                 length=total_layers,
                 label="layers",
                 file=sys.stderr,
-                show_eta=True,
+                show_eta=False,
                 show_percent=True,
+                item_show_func=lambda eta: eta,
             )
             self.bar.__enter__()
 
     def update(self, layers: int):
         if self.bar is not None:
-            self.bar.update(layers)
+            self.done += layers
+            self.bar.update(layers, self._eta())
+
+    def _eta(self) -> str | None:
+        now = time.monotonic()
+        self.recent.append((now, self.done))
+        while len(self.recent) > 2 and now - self.recent[1][0] >= self.RATE_WINDOW_S:
+            self.recent.popleft()
+        then, done_then = self.recent[0]
+        if now - then < 0.5 or self.done <= done_then:
+            return None
+        left = (self.total - self.done) * (now - then) / (self.done - done_then)
+        return "ETA " + time.strftime("%H:%M:%S", time.gmtime(left))
 
     def finish(self):
         if self.bar is not None:
