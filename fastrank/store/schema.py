@@ -103,9 +103,9 @@ def fixed(value: str) -> np.bytes_:
     return np.bytes_(value.encode("utf-8"))
 
 
-def _checked(f: h5py.File, name: str, data: np.ndarray) -> None:
+def _checked(f: h5py.File, name: str, data: np.ndarray) -> h5py.Dataset:
     """A run column: chunked, with Fletcher32 checksums."""
-    f.create_dataset(name, data=data, chunks=(min(len(data), 4096),), fletcher32=True)
+    return f.create_dataset(name, data=data, chunks=(min(len(data), 4096),), fletcher32=True)
 
 
 def layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
@@ -125,11 +125,12 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
     scales = {"run": np.arange(r, dtype=np.int64), "row": np.arange(n, dtype=np.int64),
               "sv": np.arange(k, dtype=np.int64), "tau": np.asarray(sweep.taus, np.float64),
               "config": np.arange(len(configs), dtype=np.int64)}
+    made = {}  # name -> dataset (looking a name up again costs more than creating it)
     for name, values in scales.items():
-        _checked(f, name, values)
-        f[name].make_scale(name)
-    _checked(f, "network", _column([configs[net][2] for net in configs]))
-    f["network"].dims[0].attach_scale(f["config"])
+        made[name] = _checked(f, name, values)
+        made[name].make_scale(name)
+    _checked(f, "network", _column([configs[net][2] for net in configs])).dims[0].attach_scale(
+        made["config"])
 
     per_config = [network_values(net) for net in configs]
     columns = {
@@ -141,12 +142,13 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
         "n_sv": shapes[index, 1],
     }
     for name, values in columns.items():
-        _checked(f, name, values)
+        made[name] = _checked(f, name, values)
     run_chunk = (min(r, 1024),)
-    f.create_dataset("n_rows", (r,), np.int64, chunks=run_chunk, fillvalue=0)
-    f.create_dataset("failed_layer", (r,), np.int64, chunks=run_chunk, fillvalue=-1)
-    f.create_dataset("failure", (r,), h5py.string_dtype("utf-8", FAILURE_BYTES),
-                     chunks=(min(r, 64),))
+    made["n_rows"] = f.create_dataset("n_rows", (r,), np.int64, chunks=run_chunk, fillvalue=0)
+    made["failed_layer"] = f.create_dataset("failed_layer", (r,), np.int64, chunks=run_chunk,
+                                            fillvalue=-1)
+    made["failure"] = f.create_dataset("failure", (r,), h5py.string_dtype("utf-8", FAILURE_BYTES),
+                                       chunks=(min(r, 64),))
 
     for name in ROW_DATASETS:
         cols = {"spectrum": (k,), "rank_tau": (t,)}.get(name, ())
@@ -163,6 +165,6 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
         for axis, scale in enumerate(("run", "row", {"spectrum": "sv", "rank_tau": "tau"}.get(
                 name))):
             if scale:
-                ds.dims[axis].attach_scale(f[scale])
+                ds.dims[axis].attach_scale(made[scale])
     for name in (*columns, *STATUS_DATASETS):
-        f[name].dims[0].attach_scale(f["run"])
+        made[name].dims[0].attach_scale(made["run"])
