@@ -1,4 +1,4 @@
-"""fastrank's benchmark suite (GitHub issue 4): fastrank against the torch, JAX and
+"""fastrank's benchmark suite: fastrank against the torch, JAX and
 numpy code a user would write for the same work, on the same machine, in one run.
 
     fastrank bench [--quick] [--json PATH] [--markdown PATH] [--only small,rng]

@@ -1,4 +1,4 @@
-"""The distributed case of ``fastrank bench`` (issue 13): one sweep in one process
+"""The distributed case of ``fastrank bench``: one sweep in one process
 (1 process x T threads) and on a Dask LocalCluster (T workers x 1 thread), the ratio of
 their times, the scheduler's cost per task and each worker's numba warm-up with an empty
 and with a warm on-disk cache. Registers itself with the suite (:func:`register`)."""

@@ -1,4 +1,4 @@
-"""GPU benchmarks (issue 5): the GPU backend against the cuBLAS floor, on one device.
+"""GPU benchmarks: the GPU backend against the cuBLAS floor, on one device.
 
 * ``large``: one network of d = N = 4096 and 8192, 100 layers of BN + ReLU, float32,
   layer by layer; the floor is the same number of cuBLAS SGEMMs of that shape (the GEMM
@@ -13,7 +13,7 @@
   ``torch_per_network``, one network after the other with ``torch.mm``, timed on a few
   networks and extrapolated linearly to all; ``skipped`` with the reason where torch or
   its CUDA is missing.
-* ``targets``: issue 5's targets, each as the measured figure, the target and whether
+* ``targets``: the GPU targets, each as the measured figure, the target and whether
   it is met.
 
 ``run(quick, repeats)`` returns a JSON-ready dict; without a usable device its
@@ -267,7 +267,7 @@ def _target(what: str, measured, rule: str, target: float, reason: str, **extra)
 
 
 def _targets(doc: dict) -> dict:
-    """Issue 5's three targets from the figures of ``doc``."""
+    """The three GPU targets from the figures of ``doc``."""
     large = [r for r in doc["large"] if r["d"] == 4096 and not r["tf32"]]
     s = doc["small"]
     return {

@@ -1,4 +1,4 @@
-"""The workloads of issue 4: what each one runs (its tasks, per preset), and how its
+"""The workloads of the CPU benchmark: what each one runs (its tasks, per preset), and how its
 results turn into targets (met / NOT met) and a table of raw times.
 
 A workload's ``plan`` returns tasks (run by fastrank.bench.suite in fresh worker
@@ -1058,6 +1058,6 @@ def _ratio_text(key: str, entry: dict, digits: int) -> str:
     return f"{key} {entry['value']:.{digits}f}x{paired}"
 
 
-from fastrank.bench import distributed  # noqa: E402  (issue 13's case: bench/distributed.py)
+from fastrank.bench import distributed  # noqa: E402  (its case: bench/distributed.py)
 
 NAMES = distributed.register(PRESETS, WORKLOADS, NAMES)

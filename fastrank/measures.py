@@ -1,8 +1,9 @@
 """Rank measures of a representation H (d x N), all derived from its singular values.
 
-Definitions follow PAPER.md. Every function takes the spectrum ``s`` (singular values,
-descending, float64, ``min(d, N)`` of them) and the shape of H, so a stored spectrum is
-enough to recompute any measure later; nothing here touches the device.
+Definitions follow the paper (Daneshmand et al., NeurIPS 2020) and docs/format.md. Every
+function takes the spectrum ``s`` (singular values, descending, float64, ``min(d, N)``
+of them) and the shape of H, so a stored spectrum is enough to recompute any measure
+later; nothing here touches the device.
 
 Each function also takes a stack of spectra, shape (n, k), one per row, and returns one
 value per row: a batch of seeds is measured in one compiled pass

@@ -17,7 +17,8 @@ def format_table(headers: list[str], rows: list[list]) -> str:
     numeric = [all(_is_number(row[i]) for row in rows) and rows for i in range(len(headers))]
     lines = []
     for r in cells:
-        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)]
+        parts = [c.rjust(w) if num else c.ljust(w)
+                 for c, w, num in zip(r, widths, numeric, strict=True)]
         lines.append("  ".join(parts).rstrip())
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -45,19 +46,19 @@ def _labels(runs: list) -> list[str]:
     return [run.network.label(show) for run in runs]
 
 
-def _status(run) -> str:
-    if run.status != "failed":
-        return run.status
-    return f"failed at layer {run.failed_layer}" + (f": {run.failure}" if run.failure else "")
+def _status(record: dict) -> str:
+    if record["status"] != "failed":
+        return record["status"]
+    return (f"failed at layer {record['failed_layer']}"
+            + (f": {record['failure']}" if record["failure"] else ""))
 
 
 def runs_table(results) -> str:
     """One line per run: id, configuration, seed, rows, status (with a failure's reason),
     final measures."""
-    runs = list(results)
-    rows = [[run.id, label, run.seed, f"{len(run.layer)}/{run.expected_rows}", _status(run),
-             _last(run, "soft_rank"), _last(run, "numerical_rank")]
-            for run, label in zip(runs, _labels(runs), strict=True)]
+    rows = [[r["id"], r["configuration"], r["seed"], f"{r['rows']}/{r['expected_rows']}",
+             _status(r), _nan(r["soft_rank"]), _nan(r["numerical_rank"])]
+            for r in run_records(results)]
     headers = ["id", "configuration", "seed", "rows", "status", "soft rank", "num. rank"]
     return format_table(headers, rows)
 
@@ -65,27 +66,69 @@ def runs_table(results) -> str:
 def summary_table(results) -> str:
     """One line per configuration: runs by status, final soft and numerical rank over
     seeds; then each reason runs failed for, with how many."""
+    summary = summary_records(results)
+    rows = [[g["configuration"], g["runs"], g["complete"], g["failed"],
+             _mean_sd_text(g["soft_rank"]), _mean_sd_text(g["numerical_rank"])]
+            for g in summary["configurations"]]
+    headers = ["configuration", "runs", "complete", "failed", "soft rank (last layer)",
+               "num. rank (last layer)"]
+    failures = [f"{n} run{'s' * (n > 1)} failed: {reason}"
+                for reason, n in summary["failures"].items()]
+    return "\n".join([format_table(headers, rows), *(["", *failures] if failures else [])])
+
+
+def run_records(results) -> list[dict]:
+    """One JSON-ready dict per run, the data of :func:`runs_table`: id, configuration,
+    network (its options), seed, rows, expected_rows, status, failed_layer, failure, and
+    the last committed row's soft_rank and numerical_rank (None without a row)."""
+    runs = list(results)
+    return [{
+        "id": run.id, "configuration": label, "network": run.network.to_dict(),
+        "seed": run.seed, "rows": len(run.layer), "expected_rows": run.expected_rows,
+        "status": run.status, "failed_layer": run.failed_layer, "failure": run.failure,
+        "soft_rank": _none(_last(run, "soft_rank")),
+        "numerical_rank": _none(_last(run, "numerical_rank")),
+    } for run, label in zip(runs, _labels(runs), strict=True)]
+
+
+def summary_records(results) -> dict:
+    """The data of :func:`summary_table`, JSON-ready: ``configurations``, one dict per
+    configuration (runs, complete, failed, and the final soft_rank and numerical_rank of
+    its complete runs as ``{"mean", "sd", "n"}``), and ``failures``, reason -> runs."""
     runs = list(results)
     groups: dict[str, list] = defaultdict(list)
     for run, label in zip(runs, _labels(runs), strict=True):
         groups[label].append(run)
-    rows = []
+    configurations = []
     for label, members in groups.items():
         done = [r for r in members if r.status == "complete"]
-        soft = np.array([_last(r, "soft_rank") for r in done])
-        num = np.array([_last(r, "numerical_rank") for r in done])
-        rows.append([
-            label, len(members), len(done), sum(r.status == "failed" for r in members),
-            _mean_sd(soft), _mean_sd(num),
-        ])
-    headers = ["configuration", "runs", "complete", "failed", "soft rank (last layer)",
-               "num. rank (last layer)"]
+        configurations.append({
+            "configuration": label, "runs": len(members), "complete": len(done),
+            "failed": sum(r.status == "failed" for r in members),
+            "soft_rank": _mean_sd(np.array([_last(r, "soft_rank") for r in done])),
+            "numerical_rank": _mean_sd(np.array([_last(r, "numerical_rank") for r in done])),
+        })
     reasons = Counter(r.failure or "no reason recorded" for r in runs if r.status == "failed")
-    failures = [f"{n} run{'s' * (n > 1)} failed: {reason}" for reason, n in reasons.items()]
-    return "\n".join([format_table(headers, rows), *(["", *failures] if failures else [])])
+    return {"configurations": configurations, "failures": dict(reasons)}
 
 
-def _mean_sd(x: np.ndarray) -> str:
-    if x.size == 0:
+def _none(v: float) -> float | None:
+    return None if np.isnan(v) else v
+
+
+def _nan(v: float | None) -> float:
+    return float("nan") if v is None else v
+
+
+def _mean_sd(x: np.ndarray) -> dict:
+    """Mean and sd over seeds (None where undefined or not finite: JSON has no NaN)."""
+    mean = _none(float(x.mean())) if x.size else None
+    sd = _none(float(x.std(ddof=1))) if x.size > 1 else None
+    return {"mean": mean, "sd": sd, "n": int(x.size)}
+
+
+def _mean_sd_text(m: dict) -> str:
+    if m["n"] == 0:
         return "-"
-    return f"{x.mean():.3g} +- {x.std(ddof=1):.2g}" if x.size > 1 else f"{x[0]:.3g}"
+    mean, sd = _nan(m["mean"]), _nan(m["sd"])
+    return f"{mean:.3g} +- {sd:.2g}" if m["n"] > 1 else f"{mean:.3g}"

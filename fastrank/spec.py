@@ -557,13 +557,15 @@ def parse_ints(option: str, text: str) -> list[int]:
 
 
 def parse_floats(option: str, text: str) -> list[float]:
-    """Comma-separated numbers; ``inf`` allowed."""
+    """Comma-separated numbers; ``inf`` allowed. No ranges: a ``-`` belongs to a number
+    (``1e-5``, ``-1``), so ``0.5-2`` is refused rather than read as a range."""
     out = []
     for part in _split(option, text):
         try:
             out.append(float(part))
         except ValueError:
-            raise SpecError(f"invalid {option} {part!r}: must be a number") from None
+            raise SpecError(f"invalid {option} {part!r}: must be a number (float options take "
+                            "lists such as 0.5,1,2, not ranges)") from None
     return out
 
 

@@ -6,8 +6,8 @@ bound. Pure numpy/scipy; nothing here simulates.
 Conventions (those of fastrank, checked against simulations in tests/test_theory.py):
 
 - ``d`` is the width of every layer (square weights), ``gain`` the weight variance in
-  units of 1/d: entries of W_l are iid N(0, gain/d). PAPER.md writes the entries as
-  N(0, sigma^2/d), so sigma^2 = gain.
+  units of 1/d: entries of W_l are iid N(0, gain/d) (sigma^2 = gain where the entries
+  are written N(0, sigma^2/d)).
 - Layer l maps H_{l-1} (d x N) to H_l = W_l H_{l-1}; ``log_norm`` is log ||H_l||_F of
   the un-rescaled network, natural log. ``layer`` counts weight matrices applied.
 
@@ -49,7 +49,7 @@ def lyapunov_exponents(d: int, gain: float = 1.0) -> np.ndarray:
 
         lambda_i = 1/2 [ log(2 gain / d) + psi((d - i + 1) / 2) ],  i = 1..d
 
-    (Newman 1986; PAPER.md with sigma^2 = gain). Exact for every d >= 1: the QR
+    (Newman 1986, with sigma^2 = gain). Exact for every d >= 1: the QR
     decomposition of a Gaussian product has independent chi-distributed diagonals,
     R_ii^2 ~ (gain/d) chi^2_{d-i+1}, and lambda_i = E log R_ii.
     """

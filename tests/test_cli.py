@@ -177,3 +177,142 @@ def test_the_eta_follows_the_recent_layer_rate(monkeypatch):
         clock[0], progress.done = 20.0 + second, 10 + 100 * second
         eta = progress._eta()
     assert eta == "ETA 00:00:34"  # 3490 layers left at 100 per second
+
+
+# --- docs that match behaviour: --json for scripts, --help defaults, the README --------
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_info_json_holds_the_runs_and_the_summary(runner):
+    import json
+
+    _ok(runner.invoke(cli, ["sweep", *SMALL, "--norm", "none,bn", "-o", "r.h5"]))
+    doc = json.loads(_ok(runner.invoke(cli, ["info", "--json", "r.h5"])).stdout)
+    assert doc["n_runs"] == 8 and doc["status_counts"] == {"complete": 8}
+    assert doc["format_version"] == 3 and doc["taus"] == [0.1]
+    with fastrank.open("r.h5") as results:
+        assert [r["id"] for r in doc["runs"]] == [run.id for run in results]
+        assert [r["soft_rank"] for r in doc["runs"]] == [float(run.soft_rank[-1])
+                                                          for run in results]
+    assert doc["runs"][0]["network"]["gamma"] == "inf"  # strict JSON, as --gamma takes it
+    groups = doc["summary"]["configurations"]
+    assert len(groups) == 4 and all(g["runs"] == g["complete"] == 2 for g in groups)
+    assert doc["summary"]["failures"] == {}
+    text = _ok(runner.invoke(cli, ["info", "--summary", "r.h5"])).stdout
+    assert all(g["configuration"] in text for g in groups)
+    short = json.loads(_ok(runner.invoke(cli, ["info", "--json", "--summary", "--check",
+                                               "r.h5"])).stdout)
+    assert "runs" not in short and short["damaged"] == [] and short["summary"] == doc["summary"]
+
+
+def test_env_json_is_what_env_prints(runner):
+    import json
+
+    doc = json.loads(_ok(runner.invoke(cli, ["env", "--json"])).stdout)
+    plain = _ok(runner.invoke(cli, ["env"])).stdout.splitlines()
+    assert list(doc) == [line.split()[0] for line in plain]
+    assert doc["fastrank"].startswith(fastrank.__version__)
+
+
+def test_float_options_refuse_a_range_in_one_line(runner):
+    result = runner.invoke(cli, ["sweep", *SMALL, "--gain", "0.5-2", "-o", "r.h5"])
+    assert result.exit_code == 2 and "not ranges" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _shown_defaults() -> dict:
+    """``--option`` -> the default ``fastrank sweep --help`` shows for it (None: none)."""
+    import re
+
+    import click
+
+    from fastrank.cli.sweep import sweep
+
+    ctx = click.Context(sweep)
+    shown = {}
+    for param in sweep.params:
+        record = param.get_help_record(ctx)
+        if record and isinstance(param, click.Option):
+            m = re.search(r"\[default: (.*?)(?:; [^\]]*)?\]$", " ".join(record[1].split()))
+            shown[param.opts[-1] if param.opts[-1].startswith("--") else param.opts[0]] = (
+                m[1] if m else None)
+    return shown
+
+
+def test_sweep_help_shows_every_default():
+    import click
+
+    from fastrank.cli.sweep import sweep
+
+    without = {"--config", "--scheduler", "--scheduler-file", "--help"}  # none to show
+    flags = {p.opts[-1] for p in sweep.params if isinstance(p, click.Option) and p.is_flag}
+    missing = [o for o, d in _shown_defaults().items() if d is None and o not in without | flags]
+    assert not missing
+
+
+def test_readme_option_table_matches_sweep_help():
+    """Every row of the README's option table names a `fastrank sweep` option, and its
+    default column is the default --help shows; every grid and schedule option has a row."""
+    from fastrank import options
+
+    shown = _shown_defaults()
+    rows = [line.split("|") for line in README.splitlines() if line.startswith("| `--")]
+    documented = {}
+    for row in rows:
+        option, default = row[1].strip().strip("`"), row[-2].strip().strip("`")
+        assert option in shown, option
+        documented[option] = default
+    assert {o: shown[o] for o in documented} == documented
+    wanted = {"--" + name.replace("_", "-") for name in (*options.GRID_PARSERS,
+                                                         *options.OTHER_KEYS)}
+    assert wanted <= set(documented)
+
+
+def test_shipped_files_name_no_unshipped_file_or_issue_number():
+    """README, docs/, examples/ and the package refer to the paper or to docs/, not to
+    notes beside the repository or to issue numbers of its tracker."""
+    import re
+
+    paths = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"),
+             *(ROOT / "examples").glob("*.toml"), *(ROOT / "fastrank").rglob("*.py"),
+             *(ROOT / "bench").glob("*.py")]
+    bad = re.compile(r"PAPER\.md|DESIGN\.md|\.\./shared|\bissues? #?\d+", re.IGNORECASE)
+    found = [f"{p.relative_to(ROOT)}: {m[0]}" for p in paths
+             for m in [bad.search(p.read_text(encoding="utf-8"))] if m]
+    assert not found
+
+
+def test_readme_names_the_extra_of_to_xarray_and_it_exists():
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    needs = {"xarray", "pandas", "h5netcdf"}
+    assert needs <= {dep.split(">")[0].split("[")[0] for dep in extras["analysis"]}
+    tour = README[README.index("### 2. Reading it in Python"):README.index("### 3. The file")]
+    assert "pip install -e '.[analysis]'" in tour
+
+
+def test_readme_sample_summary_matches_a_fresh_run(runner):
+    """The README's first sweep, rerun at its sizes: the same configurations and counts,
+    and the final soft ranks within 5% (the last bits depend on BLAS and threads)."""
+    import re
+
+    command = re.search(r"```bash\n(fastrank sweep --width 64[^`]*?)\n```", README)[1]
+    args = command.replace("\\\n", " ").split()[1:]
+    fresh = _ok(runner.invoke(cli, args)).stdout
+    sample = README[README.index("configuration                 runs"):]
+    sample = sample[:sample.index("```")]
+
+    def rows(text):
+        return [line.split() for line in text.splitlines()
+                if line.startswith(("linear/", "relu/"))]
+
+    assert [r[:5] for r in rows(sample)] == [r[:5] for r in rows(fresh)]
+    for documented, measured in zip(rows(sample), rows(fresh), strict=True):
+        assert float(measured[5]) == pytest.approx(float(documented[5]), rel=0.05)
+    assert sample.strip().splitlines()[-1] == fresh.strip().splitlines()[-1]  # "Results in r.h5"

@@ -1,4 +1,5 @@
-"""``fastrank bench``: fastrank against torch, JAX and numpy on this machine (issue 4)."""
+"""``fastrank bench``: fastrank against torch, JAX and numpy on this machine; the workloads
+and their targets: README.md, "Performance"."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def _writable(path: str | None, option: str) -> Path | None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 def bench(quick, json_path, markdown_path, plot_path, only, repeats, threads, gpu, preset,
           in_process, quiet):
-    """Time fastrank against torch, JAX and numpy on the workloads of issue 4.
+    """Time fastrank against torch, JAX and numpy on the workloads of the README's table.
 
     Prints a markdown table with one line per target (met / NOT met) and the raw times
     of every implementation; competitors that are not installed are reported as

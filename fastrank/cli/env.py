@@ -14,8 +14,15 @@ from fastrank.errors import one_line
 
 
 @cli.command()
-def env():
-    """Versions, threads, BLAS and CUDA devices."""
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (the same keys and texts) instead, for scripts.")
+def env(as_json):
+    """Versions, threads, BLAS and CUDA devices.
+
+    With --json, stdout is one JSON object whose keys and string values are the lines
+    the plain output prints: fastrank, python, cpu, numpy, numba, h5py, click, blas,
+    OPENBLAS_CORETYPE, cuda.
+    """
     import h5py
     import numba
     import numpy
@@ -35,6 +42,11 @@ def env():
         ("OPENBLAS_CORETYPE", os.environ.get("OPENBLAS_CORETYPE", "(unset)")),
         ("cuda", _cuda()),
     ]
+    if as_json:
+        import json
+
+        click.echo(json.dumps(dict(lines), indent=2))
+        return
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         click.echo(f"{key.ljust(width)}  {value}")

@@ -18,48 +18,66 @@ DEFAULT_OUTPUT = "fastrank-sweep.h5"
 GRID_HELP = {
     "width": "Width d of every layer, e.g. 32,64 or 8-256:x2.",
     "depth": "Number of layers.",
-    "batch": "Batch size N (default: the width).",
+    "batch": "Batch size N.  [default: the width]",
     "activation": f"Activation: {', '.join(spec.ACTIVATIONS)}.",
     "norm": f"Normalisation: {', '.join(spec.NORMS)}.",
     "order": f"Order of norm and activation: {', '.join(spec.ORDERS)}.",
-    "gamma": "Residual strength gamma of H <- norm((I + gamma W) H); inf = plain network.",
+    "gamma": "Residual strength gamma of H <- norm((I + gamma W) H); inf = plain network. "
+    "Numbers or a list of them (no ranges).",
     "init": f"Weight distribution: {', '.join(spec.INITS)}.",
-    "gain": "Weight variance in units of 1/d_in (default 2 for relu, else 1).",
+    "gain": "Weight variance in units of 1/d_in; numbers or a list of them (no ranges).  "
+    "[default: 2 for relu, else 1]",
     "dtype": "Arithmetic: float32 or float64.",
     "input": "Input batch: gaussian, orthogonal, sklearn:digits, FILE.npy or FILE.h5:DATASET "
     "(samples x features).",
-    "input_dim": "Rows of a gaussian/orthogonal input (default: the width).",
-    "eps": "Epsilon of the normalisations (default 1e-5).",
+    "input_dim": "Rows of a gaussian/orthogonal input.  [default: the width]",
+    "eps": "Epsilon of the normalisations; numbers or a list of them (no ranges).",
 }
+
+
+def grid_default(name: str) -> str | None:
+    """The default of a grid option as its text, from options.DEFAULTS or else the
+    Network field's; None where it depends on other options (batch, gain, input_dim)."""
+    if name in options.DEFAULTS:
+        return options.DEFAULTS[name]
+    value = getattr(spec.Network, name)
+    return None if value is None else str(value)
 
 
 def _grid_options(f):
     for name in reversed(options.GRID_PARSERS):
-        f = click.option(f"--{name.replace('_', '-')}", name, metavar="LIST", help=GRID_HELP[name])(
-            f
-        )
+        default = grid_default(name)
+        f = click.option(f"--{name.replace('_', '-')}", name, metavar="LIST", help=GRID_HELP[name],
+                         default=default, show_default=default is not None)(f)
     return f
+
+
+#: Options whose shown default is only what the sweep gets when neither the command line
+#: nor --config gives a value: their value is dropped when it is click's default.
+_CONFIGURABLE = (*options.GRID_PARSERS, *options.OTHER_KEYS)
 
 
 @cli.command()
 @_grid_options
-@click.option("--seed", metavar="LIST", help="Seeds, e.g. 0-9 (default 0-3).")
-@click.option("--every", type=int, metavar="K", help="Measure every K layers (0: off; default 10).")
-@click.option(
-    "--log", type=int, metavar="M", help="Also measure M log-spaced layers (0: off; default 50)."
-)
-@click.option("--layers", metavar="LIST", help="Also measure these layers.")
+@click.option("--seed", metavar="LIST", default=options.DEFAULTS["seed"], show_default=True,
+              help="Seeds, e.g. 0-9 or 1,5,7.")
+@click.option("--every", type=int, metavar="K", default=spec.Schedule.every, show_default=True,
+              help="Measure every K layers (0: off).")
+@click.option("--log", type=int, metavar="M", default=spec.Schedule.log, show_default=True,
+              help="Also measure M log-spaced layers (0: off).")
+@click.option("--layers", metavar="LIST", help="Also measure these layers.  [default: none]")
 @click.option(
     "--cheap-every",
     "cheap_every",
     type=int,
     metavar="K",
-    help="Gram-tier measures (soft/stable rank, orthogonality gap, log-norm) every K layers.",
+    help="Gram-tier measures (soft/stable rank, orthogonality gap, log-norm) every K layers.  "
+    "[default: off]",
 )
-@click.option(
-    "--method", type=click.Choice(spec.METHODS), help="Spectrum: auto (default), gram or svd."
-)
-@click.option("--tau", metavar="LIST", help="Thresholds of rank_tau (default 0.1).")
+@click.option("--method", type=click.Choice(spec.METHODS), default="auto", show_default=True,
+              help="Spectrum: auto (float64 Gram for float32, SVD for float64), gram or svd.")
+@click.option("--tau", metavar="LIST", default="0.1", show_default=True,
+              help="Thresholds of rank_tau; numbers or a list of them (no ranges).")
 @click.option(
     "--config",
     "config_path",
@@ -70,7 +88,8 @@ def _grid_options(f):
     "-o",
     "--output",
     type=click.Path(dir_okay=False),
-    help=f"Results file (default: a new {DEFAULT_OUTPUT}).",
+    help=f"Results file.  [default: a new {DEFAULT_OUTPUT}, or {Path(DEFAULT_OUTPUT).stem}-1"
+    f"{Path(DEFAULT_OUTPUT).suffix}, ...]",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 @click.option(
@@ -81,7 +100,7 @@ def _grid_options(f):
     is_flag=True,
     help="Run on a CUDA device (CuPy: pip install fastrank[gpu-cuda12] or [gpu-cuda13]).",
 )
-@click.option("--device", type=int, metavar="N", help="CUDA device index for --gpu (default 0).")
+@click.option("--device", type=int, metavar="N", help="CUDA device index for --gpu.  [default: 0]")
 @click.option(
     "--commit-every",
     type=click.FloatRange(min=0),
@@ -92,9 +111,10 @@ def _grid_options(f):
     "this much work.",
 )
 @click.option("--workers", type=int, metavar="N",
-              help="Run on a local Dask cluster of N worker processes (needs fastrank[dist]).")
+              help="Run on a local Dask cluster of N worker processes (needs fastrank[dist]).  "
+              "[default: none, this process]")
 @click.option("--threads-per-worker", type=int, metavar="N",
-              help="numba and BLAS threads of each Dask worker (default: cores / workers).")
+              help="numba and BLAS threads of each Dask worker.  [default: cores / workers]")
 @click.option("--scheduler", metavar="ADDR",
               help="Run on a running Dask cluster, e.g. tcp://host:8786 (left running).")
 @click.option("--scheduler-file", type=click.Path(dir_okay=False), metavar="FILE",
@@ -102,20 +122,24 @@ def _grid_options(f):
 @click.option("--force", is_flag=True,
               help="Run even when the sweep needs more memory than is available.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def sweep(config_path, output, overwrite, resume, quiet, gpu, device, commit_every, workers,
+@click.pass_context
+def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, commit_every, workers,
           threads_per_worker, scheduler, scheduler_file, **values):
     """Simulate every combination of the options' values, for every seed.
 
-    Every option takes a list (32,64) or a range (0-9, 0-100:10, 8-256:x2). With no
-    options: linear and ReLU networks, with and without batch norm, d = N = 32, 1000
-    layers, seeds 0-3.
+    Every option takes a list (32,64); integer options also take ranges (0-9,
+    0-100:10, 8-256:x2), float options (gamma, gain, eps, tau) only numbers and lists.
+    With no options: linear and ReLU networks, with and without batch norm, d = N = 32,
+    1000 layers, seeds 0-3. The defaults shown below apply where neither the command
+    line nor --config gives a value.
     """
     from fastrank import store
     from fastrank.lock import WriterLocked
     from fastrank.runner import fill, open_writer
 
     force = values.pop("force")
-    given = {k: v for k, v in values.items() if v is not None}
+    given = {k: v for k, v in values.items()
+             if v is not None and not (k in _CONFIGURABLE and _defaulted(ctx, k))}
     if overwrite and resume:
         raise InputError("--overwrite and --resume exclude each other")
     if config_path:
@@ -166,6 +190,12 @@ def sweep(config_path, output, overwrite, resume, quiet, gpu, device, commit_eve
         with store.open(path) as results:
             click.echo(summary_table(results))
         click.echo(f"\nResults in {path}  (fastrank info {path}; fastrank.open({str(path)!r}))")
+
+
+def _defaulted(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` holds click's default (not given on the command line)."""
+    return ctx.get_parameter_source(name) in (click.core.ParameterSource.DEFAULT,
+                                              click.core.ParameterSource.DEFAULT_MAP)
 
 
 def _backend(gpu: bool, device: int | None):

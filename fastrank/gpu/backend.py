@@ -34,7 +34,6 @@ import numpy as np
 
 from fastrank import codes, init, rng
 from fastrank.backends.base import Backend, Batch
-from fastrank.gpu import program
 from fastrank.gpu.device import CaptureUnsupported, CupyDevice, Device
 from fastrank.spec import Network
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fastrank.gpu import program
 from fastrank.codes import LANCZOS_SEED
+from fastrank.gpu import program
 from fastrank.gpu.device import CaptureUnsupported, Device
 
 HOST_FLAGS = ("-std=c++17", "-O2", "-fPIC", "-shared", "-ffp-contract=off",

@@ -1,8 +1,10 @@
-"""Reproduce the claims of PAPER.md: run the sweeps of ``examples/claim*.toml``, measure
-each claim's numbers from the results files, compare them with fastrank.theory where
-there is a prediction, and write a Markdown report with figures.
+"""Reproduce the claims of the paper (Daneshmand, Kohler, Bach, Hofmann, Lucchi,
+NeurIPS 2020, arXiv 2003.01652; docs/reproduction.md lists them): run the sweeps of
+``examples/claim*.toml``, measure each claim's numbers from the results files, compare
+them with fastrank.theory where there is a prediction, and write a Markdown report
+with figures.
 
-    fastrank reproduce                          # quick scale (CI-sized, ~1 min)
+    fastrank reproduce                          # quick scale (CI-sized, ~10 s on 2 cores)
     fastrank reproduce --scale full --doc docs/reproduction.md
 
 The TOML files are the full scale (``fastrank sweep --config examples/claimN_*.toml``

@@ -20,10 +20,10 @@ Z = 4.0
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim of PAPER.md and its recipe: the sweep (a file in examples/), the
-    quick-scale overrides, the thresholds of its verdict (``limits``, a frozen
-    dataclass of the claim's module), the analysis that measures, judges and draws it,
-    and the criterion text written from the same ``limits``."""
+    """One claim of the paper (docs/reproduction.md) and its recipe: the sweep (a file
+    in examples/), the quick-scale overrides, the thresholds of its verdict (``limits``,
+    a frozen dataclass of the claim's module), the analysis that measures, judges and
+    draws it, and the criterion text written from the same ``limits``."""
 
     number: int
     title: str

@@ -23,6 +23,8 @@ from fastrank.spec import Network, Sweep
 from fastrank.store import schema
 from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
 
+#: What installs xarray, h5netcdf and pandas for to_xarray / to_pandas (pyproject.toml).
+ANALYSIS_EXTRA = "'fastrank[analysis]'"
 _SWMR_READ = {"libver": "latest", "swmr": True, "locking": False}
 #: Why a strict open fails on a file that a writer left, killed or after a failed write
 #: (its superblock still flags it open for writing, or records space the write never
@@ -510,7 +512,8 @@ class Results:
         try:
             import xarray
         except ImportError:
-            raise ImportError("Results.to_xarray needs xarray: pip install xarray") from None
+            raise ImportError(
+                f"Results.to_xarray needs xarray: pip install {ANALYSIS_EXTRA}") from None
         dims = {"spectrum": ("run", "row", "sv"), "rank_tau": ("run", "row", "tau")}
         data = {name: (dims.get(name, ("run", "row")), _missing_as_nan(name, self._block(name)),
                        {"long_name": schema.LONG_NAMES[name][0]})
@@ -551,7 +554,8 @@ class Results:
         try:
             import pandas
         except ImportError:
-            raise ImportError("Results.to_pandas needs pandas: pip install pandas") from None
+            raise ImportError(
+                f"Results.to_pandas needs pandas: pip install {ANALYSIS_EXTRA}") from None
         table = pandas.DataFrame(self.runs)
         if not long:
             return table
@@ -733,7 +737,7 @@ class Run:
         try:
             import xarray
         except ImportError:
-            raise ImportError("Run.to_xarray needs xarray: pip install xarray") from None
+            raise ImportError(f"Run.to_xarray needs xarray: pip install {ANALYSIS_EXTRA}") from None
         dims = {"spectrum": ("layer", "sv"), "rank_tau": ("layer", "tau")}
         data = {name: (dims.get(name, ("layer",)), _missing_as_nan(name, self.measure(name)),
                        {"long_name": schema.LONG_NAMES[name][0]})
