@@ -6,6 +6,9 @@ library itself, and returns plain JSON-able data: the timing record
 (:func:`fastrank.bench.timing.measure`), the amount of work done (so that times can be
 compared per layer per network) and a sanity value computed the same way for every
 implementation (the final soft rank, numerical ranks, sample moments).
+
+Long (~870 lines) on purpose: every competitor's code for a kind of work sits next to
+fastrank's, so a reader can check in one place that they do the same work.
 """
 
 from __future__ import annotations

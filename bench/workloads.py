@@ -1,9 +1,12 @@
-"""The workloads of the CPU benchmark: what each one runs (its tasks, per preset), and how its
-results turn into targets (met / NOT met) and a table of raw times.
+"""The workloads of the CPU benchmark: what each one runs (its tasks, per preset), and how
+its results turn into targets (met / NOT met) and a table of raw times.
 
 A workload's ``plan`` returns tasks (run by fastrank.bench.suite in fresh worker
 processes), its ``summarize`` gets their results by label and returns a section of
 the JSON: parameters, notes, raw results, targets and table rows.
+
+Long (~1060 lines): one small class per workload, beside the presets table they all
+read; each class is independent of the others.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ keeps a bounded number of tasks in flight, so its memory does not grow with the 
 A task rerun after its worker died sends its runs' rows again from layer 0; counter-based
 random streams make them equal to the first copy, and the writer keeps the rows it has.
 
+One module (~430 lines) for one concern: the cluster handle, the task plan, the writer's
+receiving side and the worker's sending side are one protocol, read together.
+
 Imported only for a distributed sweep: the single-process path never imports Dask.
 """
 

@@ -1,6 +1,7 @@
 """Figures from a results file (or from in-memory trajectories): a measure against
 depth, a measure against width at chosen depths, and spectra at chosen layers, each
-with optional theory overlays from :mod:`fastrank.theory`.
+with optional theory overlays from :mod:`fastrank.theory`. (~590 lines: the three kinds
+share their grouping of runs, bands over seeds, styling and overlays, kept together.)
 
 matplotlib is the ``plot`` extra (``pip install 'fastrank[plot]'``); it is imported only
 when a figure is made. Figures are built on ``matplotlib.figure.Figure`` objects, never

@@ -4,6 +4,9 @@ or in a TOML file.
 
 Every invalid value raises :class:`SpecError` with one line that names the option
 and what it accepts, so the CLI can print it as it is.
+
+About half of its ~590 lines are the public reference docstrings of Network, Schedule
+and Sweep (docs/api.md is generated from them); the code is one concern, what a sweep is.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ once). A file that a writer holds (its lock says so), or that a killed writer le
 opened as a SWMR reader, which sees every committed row while the file is written.
 Only committed rows (``n_rows``) are ever shown. Damage answers with
 :class:`DamagedFile`, one line naming the file and what failed.
+
+Its ~760 lines are the public reading API (Results, Run) with the reference docstrings
+docs/api.md is generated from, and the two on-disk layouts (format 2's groups, format
+3's stacked datasets) behind one interface; splitting them would split that interface.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """Philox4x32-10 counter-based random numbers (numba kernels).
 
+Longer than most modules (~470 lines) because it is one algorithm with its contract:
+the counter layout and the exact arithmetic of every derived number (which the CUDA
+header philox.cuh repeats bit for bit) are documented here, next to the fills.
+
 Philox4x32-10 (Salmon et al., "Parallel Random Numbers: As Easy as 1, 2, 3", SC'11;
 the Random123 library) maps a 128-bit counter and a 64-bit key to 128 random bits
 with no state: the output for one counter is independent of every other counter,
