@@ -216,11 +216,14 @@ def _final_soft_rank_mean(path) -> float:
 def _same_datasets(a, b) -> bool:
     import h5py
 
-    def datasets(path):
+    from fastrank.store.schema import THREAD_DATASETS
+
+    def datasets(path):  # but the threads that computed each run, which differ on purpose
         out = {}
         with h5py.File(path, "r") as f:
             f.visititems(lambda name, obj: out.__setitem__(name, np.asarray(obj[()]).tobytes())
-                         if isinstance(obj, h5py.Dataset) else None)
+                         if isinstance(obj, h5py.Dataset) and name not in THREAD_DATASETS
+                         else None)
         return out
 
     return datasets(a) == datasets(b)

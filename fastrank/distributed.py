@@ -280,6 +280,8 @@ class _Receiver:
         for kind, run, *rest in messages:
             if kind == "rows":
                 self._rows(run, *rest)
+            elif kind == "threads":
+                self.commits.threads(run, tuple(rest))
             elif run not in self.failed:
                 self.failed.add(run)
                 self.commits.fail(run, *rest)
@@ -306,15 +308,17 @@ class _Receiver:
 
 
 class _Outbox:
-    """A task's messages on their way to the writer, ``("rows", run, first row, rows)``
-    and ``("failed", run, layer, reason)``: sent on as one pickled piece through the Dask
-    queue whenever ``limit`` bytes of rows wait; the rest go with the task's result."""
+    """A task's messages on their way to the writer, ``("threads", run, numba, blas)``,
+    ``("rows", run, first row, rows)`` and ``("failed", run, layer, reason)``: sent on as
+    one pickled piece through the Dask queue whenever ``limit`` bytes of rows wait; the
+    rest go with the task's result."""
 
     def __init__(self, queue_name: str, limit: int):
         self.queue_name, self.limit = queue_name, limit
         self.rows: dict[int, tuple[int, list]] = {}  # run -> (index of its first row, rows)
         self.sent: dict[int, int] = {}  # run -> rows handed on so far
         self.failures: list[tuple] = []
+        self.notes: list[tuple] = []  # ("threads", ...), sent ahead of the rows
         self.bytes = 0
         self._queue = None
 
@@ -329,13 +333,17 @@ class _Outbox:
     def failed(self, run: int, layer: int, reason: str) -> None:
         self.failures.append(("failed", run, layer, reason))
 
+    def threads(self, runs: list[int], counts: tuple[int, int]) -> None:
+        self.notes += [("threads", run, *counts) for run in runs]
+
     def rest(self) -> list[tuple]:
         """The messages not sent yet (a run's rows before its failure), and forget them."""
-        messages = [("rows", run, first, rows) for run, (first, rows) in self.rows.items()]
+        messages = self.notes + [("rows", run, first, rows)
+                                 for run, (first, rows) in self.rows.items()]
         for run, (first, rows) in self.rows.items():
             self.sent[run] = first + len(rows)
         messages += self.failures
-        self.rows, self.failures, self.bytes = {}, [], 0
+        self.rows, self.failures, self.notes, self.bytes = {}, [], [], 0
         return messages
 
 
@@ -347,6 +355,7 @@ def _simulate(network: Network, seeds: list[int], runs: list[int], sweep: Sweep,
     started = time.perf_counter()
     be = _backend(backend, options, threads)
     out = _Outbox(queue_name, piece_bytes)
+    out.threads(runs, be.threads())
     step = be.max_batch(network)
     for lo in range(0, len(seeds), step):
         for i, item in iter_batch(network, seeds[lo : lo + step], sweep.schedule,

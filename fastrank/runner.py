@@ -152,6 +152,8 @@ def fill(
     for network, indices in groups:
         done = dict.fromkeys(indices, 0)
         seeds = [runs[i][1] for i in indices]
+        for index in indices:
+            commits.threads(index, backend.threads())
         for i, item in iter_batch(network, seeds, sweep.schedule, sweep.method, sweep.taus,
                                   backend):
             index = indices[i]
@@ -177,6 +179,7 @@ class Commits:
                  max_rows: int = 100_000):
         self.writer, self.every, self.max_rows = writer, every, max_rows
         self._rows: dict[int, list] = {}
+        self._threads: dict[int, tuple[int, int]] = {}
         self._waiting = 0
         self._last = time.monotonic()
 
@@ -186,11 +189,16 @@ class Commits:
         if self._waiting >= self.max_rows or time.monotonic() - self._last >= self.every:
             self.flush()
 
+    def threads(self, run: int, counts: tuple[int, int]) -> None:
+        """Record with the run's next commit the (numba, BLAS) threads that compute it."""
+        self._threads[run] = counts
+
     def fail(self, run: int, layer: int, reason: str) -> None:
         self.flush()
         self.writer.fail(run, layer, reason)
 
     def flush(self) -> None:
-        if self._rows:
-            self.writer.commit(self._rows)
-        self._rows, self._waiting, self._last = {}, 0, time.monotonic()
+        if self._rows or self._threads:
+            self.writer.commit(self._rows, self._threads)
+        self._rows, self._threads = {}, {}
+        self._waiting, self._last = 0, time.monotonic()

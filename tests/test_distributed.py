@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import fastrank
-from fastrank import Schedule, Sweep
+from fastrank import Schedule, Sweep, store
 from fastrank.cli import cli
 from fastrank.runner import open_writer
 
@@ -41,12 +41,13 @@ def client():
 
 
 def _datasets(path) -> dict:
-    """Every dataset of a results file (the provenance, which names hosts and times, is
-    an attribute)."""
+    """Every dataset of a results file but the threads that computed each run (the
+    provenance, which names hosts and times, is an attribute)."""
     out = {}
     with h5py.File(path, "r") as f:
         f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
-                     if isinstance(obj, h5py.Dataset) else None)
+                     if isinstance(obj, h5py.Dataset)
+                     and name not in store.schema.THREAD_DATASETS else None)
     return out
 
 
@@ -83,6 +84,8 @@ def test_a_client_sweep_streams_pieces_and_equals_the_local_file(client, local_f
 def test_fastrank_sweep_takes_a_client(client, local_file, tmp_path):
     path = fastrank.sweep(SWEEP, tmp_path / "d.h5", client=client)
     _assert_same_datasets(local_file, path)
+    with fastrank.open(path) as results:  # the workers' threads, recorded per run
+        assert set(results.runs["numba_threads"]) == set(results.runs["blas_threads"]) == {1}
 
 
 def test_a_worker_killed_mid_sweep_is_replaced_and_the_file_is_the_same(client, local_file,

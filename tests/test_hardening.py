@@ -108,7 +108,7 @@ def _statvfs_with(**fields):
     return fake
 
 
-def _failing_commit(self, rows):
+def _failing_commit(self, rows, threads=None):
     try:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     except OSError:

@@ -58,3 +58,33 @@ def test_seeds_are_split_into_batches_the_backend_can_hold(tmp_path, monkeypatch
     with fastrank.open(tmp_path / "b.h5") as results:
         assert set(results.runs["status"]) == {"complete"}
         np.testing.assert_array_equal(results[4].soft_rank, simulate(results[4].network, 4, SWEEP.schedule).soft_rank)
+
+
+def test_each_run_records_the_threads_that_computed_it(tmp_path, monkeypatch):
+    """numba and BLAS thread counts per run (they can change the last bits of the
+    per-layer path's BLAS products): those of the process that computed the run, kept
+    when a resume carries the run over, and -1 while it has not been computed."""
+    import fastrank
+    from fastrank import store
+    from fastrank.backends import get_backend
+
+    def threads(path):
+        with fastrank.open(path) as results:
+            return {(int(a), int(b)) for a, b in zip(results.runs["numba_threads"],
+                                                     results.runs["blas_threads"], strict=True)}
+
+    sweep = fastrank.Sweep(grid={"width": [8, 16], "depth": [30]}, seeds=(0, 1))
+    backend = get_backend("cpu")
+    done = fastrank.sweep(sweep, tmp_path / "done.h5", backend=backend)
+    mine = backend.threads()
+    assert threads(done) == {mine} and min(mine) >= 1
+
+    laid_out = tmp_path / "pending.h5"
+    store.Writer.create(laid_out, sweep, {}).close()
+    assert threads(laid_out) == {(-1, -1)}
+
+    monkeypatch.setattr(type(backend), "threads", lambda self: (7, 9))
+    fastrank.sweep(None, laid_out, resume=True, backend=backend)  # computed now
+    assert threads(laid_out) == {(7, 9)}
+    fastrank.sweep(None, done, resume=True, backend=backend)  # all carried over
+    assert threads(done) == {mine}

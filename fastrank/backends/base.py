@@ -80,6 +80,11 @@ class Backend(ABC):
     def gram_stats(self, batch: Batch, i: int) -> tuple[float, float, float]:
         """Seed i's Gram matrix G (smaller side) summarised: trace, ||G||_F^2, lambda_max."""
 
+    def threads(self) -> tuple[int, int]:
+        """(numba threads, BLAS threads) the CPU work runs on, recorded per run: they can
+        change the last bits of BLAS products. (-1, -1): they do not matter here."""
+        return -1, -1
+
     def max_batch(self, network: Network) -> int:
         """Most seeds of ``network`` to hold at once (the runner splits bigger groups)."""
         return 1 << 16

@@ -125,6 +125,11 @@ class CPUBackend(Backend):
     def gram_stats(self, batch: Batch, i: int) -> tuple[float, float, float]:
         return host_gram_stats(batch.h[i])
 
+    def threads(self) -> tuple[int, int]:
+        import numba
+
+        return numba.get_num_threads(), max(lib.num_threads for lib in _blas_libraries())
+
     def describe(self) -> dict:
         import numba
 

@@ -110,6 +110,18 @@ class Stacked:
         out["network"] = self.f["network"][()][self.f["config_of_run"][()]]
         return out
 
+    def threads(self) -> dict:
+        """schema.THREAD_DATASETS by name, fresh from disk (all -1 in files written
+        before they existed)."""
+        out = {}
+        for name in schema.THREAD_DATASETS:
+            if name in self.f:
+                self.f[name].refresh()
+                out[name] = self.f[name][()]
+            else:
+                out[name] = np.full(self.n_runs, -1, np.int64)
+        return out
+
     def status(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(n_rows, failed_layer, failure) of every run, fresh from disk."""
         values = []
@@ -178,6 +190,10 @@ class Grouped:
             for k, v in values.items():
                 cols.setdefault(k, []).append(schema.text(v) if isinstance(v, (str, bytes)) else v)
         return {k: np.asarray(v) for k, v in cols.items()}
+
+    def threads(self) -> dict:
+        """Format 2 did not record them: -1 for every run."""
+        return {name: np.full(self.n_runs, -1, np.int64) for name in schema.THREAD_DATASETS}
 
     def status(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         rows, failed, failure = [], [], []
@@ -405,7 +421,8 @@ class Results:
     def runs(self) -> np.ndarray:
         """The runs table, a NumPy structured array with one row per run: id, index,
         label, the Network fields (width -1 when per-layer), seed, rows (committed),
-        expected_rows, status and final_soft_rank (NaN without rows)."""
+        expected_rows, status, final_soft_rank (NaN without rows), and numba_threads and
+        blas_threads of the process that computed the run (-1: not recorded)."""
         if self._table is None:
             c = self._columns
             rows = self._rows
@@ -423,6 +440,8 @@ class Results:
                 "expected_rows": c["expected_rows"].astype(np.int64),
                 "status": self._statuses(),
                 "final_soft_rank": last.astype(np.float64),
+                **{name: values.astype(np.int64)
+                   for name, values in self._layout.threads().items()},
             }
             self._table = np.empty(self._n, dtype=[(k, v.dtype) for k, v in cols.items()])
             for k, v in cols.items():

@@ -23,6 +23,9 @@ from fastrank.spec import Network, Sweep, varying
 ROW_DATASETS = ("layer", "spectrum", *SCALARS, "rank_tau", "log_norm", "tier")
 #: Run columns that a writer updates (the status): committed rows, failure layer, reason.
 STATUS_DATASETS = ("n_rows", "failed_layer", "failure")
+#: Threads of the process that computed each run (-1: not recorded, or not a CPU run):
+#: the per-layer path's BLAS products depend on the BLAS thread count (docs/format.md).
+THREAD_DATASETS = ("numba_threads", "blas_threads")
 #: Bytes of the fixed-size UTF-8 ``failure`` string (SWMR cannot write vlen data safely).
 FAILURE_BYTES = 1024
 #: Integer row datasets; -1 marks "no value" (padding, and Gram-tier rows' ranks).
@@ -149,6 +152,8 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
                                             fillvalue=-1)
     made["failure"] = f.create_dataset("failure", (r,), h5py.string_dtype("utf-8", FAILURE_BYTES),
                                        chunks=(min(r, 64),))
+    for name in THREAD_DATASETS:
+        made[name] = f.create_dataset(name, (r,), np.int64, chunks=run_chunk, fillvalue=-1)
 
     for name in ROW_DATASETS:
         cols = {"spectrum": (k,), "rank_tau": (t,)}.get(name, ())
@@ -166,5 +171,5 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
                 name))):
             if scale:
                 ds.dims[axis].attach_scale(made[scale])
-    for name in (*columns, *STATUS_DATASETS):
+    for name in (*columns, *STATUS_DATASETS, *THREAD_DATASETS):
         made[name].dims[0].attach_scale(made["run"])

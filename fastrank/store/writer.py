@@ -123,7 +123,8 @@ class Writer:
         self._rows = file["n_rows"][()]
         self._failed = file["failed_layer"][()] >= 0
         self._k = int(file["sv"].shape[0])
-        self._ds = {name: file[name] for name in (*schema.ROW_DATASETS, *schema.STATUS_DATASETS)}
+        self._ds = {name: file[name] for name in (*schema.ROW_DATASETS, *schema.STATUS_DATASETS,
+                                                  *schema.THREAD_DATASETS)}
 
     @classmethod
     def create(cls, path, sweep: Sweep, provenance: dict, overwrite: bool = False) -> Writer:
@@ -203,6 +204,7 @@ class Writer:
             raise DamagedFile(f"{self.path} is damaged: {type(exc).__name__}: {exc}") from None
         if source.n_runs != len(self._points):
             raise DamagedFile(f"{self.path}: its runs do not match its sweep")
+        threads = source.threads()
         expected = np.array([len(p) for p in self._points])
         for i in np.flatnonzero((failed_layer >= 0) | (rows >= expected)):
             n = int(rows[i])
@@ -218,6 +220,8 @@ class Writer:
                 else:
                     ds[i, :n] = value
             self._ds["failure"][i] = schema.encode_failure(failure[i])
+            for name, values in threads.items():
+                self._ds[name][i] = values[i]
             self._ds["failed_layer"][i] = failed_layer[i]
             self._ds["n_rows"][i] = n
             self._rows[i], self._failed[i] = n, failed_layer[i] >= 0
@@ -242,17 +246,22 @@ class Writer:
         """Commit the next few measured layers of ``run`` at once."""
         self.commit({run: rows})
 
-    def commit(self, rows_by_run: dict) -> None:
+    def commit(self, rows_by_run: dict, threads: dict | None = None) -> None:
         """Commit the next rows of several runs at once: all data written and flushed,
         then every ``n_rows`` raised and flushed (two flushes, whatever the runs).
-        Consecutive runs at the same row count are written as one block."""
+        Consecutive runs at the same row count are written as one block. ``threads``:
+        run -> (numba threads, BLAS threads) of the process that computed it, recorded
+        with the data (schema.THREAD_DATASETS)."""
         batches = [(run, int(self._rows[run]), rows, self._values(run, rows))
                    for run, rows in ((run, list(rows)) for run, rows in rows_by_run.items())
                    if rows]
-        if not batches:
+        if not batches and not threads:
             return
         groups = _runs_of_equal_extent(batches)
         with self._writing():
+            for run, counts in (threads or {}).items():
+                for name, count in zip(schema.THREAD_DATASETS, counts, strict=True):
+                    self._ds[name][run] = count
             for group in groups:
                 first, start, rows = group[0][0], group[0][1], len(group[0][2])
                 runs = slice(first, first + len(group))
