@@ -57,13 +57,6 @@ def _measure(name: str, s, shape=None, dtype=np.float64):
     return float(column[0]) if single else column
 
 
-def numerical_rank_tolerance(s, shape: tuple[int, int], dtype):
-    """numpy.linalg.matrix_rank's default: ``s_max * max(d, N) * eps(dtype)``."""
-    rows, single = _rows(s)
-    tol = rows[:, 0] * max(shape) * float(np.finfo(np.dtype(dtype)).eps)
-    return float(tol[0]) if single else tol
-
-
 def soft_rank(s):
     """The paper's r(H) = ||H||_F^4 / ||H^T H||_F^2 = (sum s^2)^2 / sum s^4 (computed from
     s / s_max, which cannot overflow); 0 for a zero matrix."""
@@ -71,7 +64,8 @@ def soft_rank(s):
 
 
 def numerical_rank(s, shape: tuple[int, int], dtype):
-    """Singular values above numerical_rank_tolerance (numpy.linalg.matrix_rank's rule)."""
+    """Singular values above ``s_max * max(d, N) * eps(dtype)`` (numpy.linalg.matrix_rank's
+    default tolerance)."""
     return _measure("numerical_rank", s, shape, dtype)
 
 

@@ -149,11 +149,12 @@ def fill(
     groups = [(net, idx[i : i + backend.max_batch(net)]) for net, idx in by_network.items()
               for i in range(0, len(idx), backend.max_batch(net))]
     commits = Commits(writer, commit_every)
+    threads = backend.threads()
     for network, indices in groups:
         done = dict.fromkeys(indices, 0)
         seeds = [runs[i][1] for i in indices]
         for index in indices:
-            commits.threads(index, backend.threads())
+            commits.threads(index, threads)
         for i, item in iter_batch(network, seeds, sweep.schedule, sweep.method, sweep.taus,
                                   backend):
             index = indices[i]

@@ -16,13 +16,9 @@ spec.loader.exec_module(api_docs)
 OBJECTS = api_docs.public_objects()
 
 
-def _documented(obj):
-    return api_docs._doc(obj)
-
-
 @pytest.mark.parametrize("qualname, obj", OBJECTS, ids=[q for q, _ in OBJECTS])
 def test_every_public_name_has_a_numpydoc_docstring(qualname, obj):
-    doc = _documented(obj)
+    doc = api_docs._doc(obj)
     assert doc, f"{qualname} has no docstring"
     assert "Examples\n--------" in doc, f"{qualname}: no Examples section"
     target = obj.__init__ if inspect.isclass(obj) else obj
@@ -35,7 +31,7 @@ def test_every_public_name_has_a_numpydoc_docstring(qualname, obj):
     if not inspect.isclass(obj):
         assert "Returns\n-------" in doc or "Yields\n------" in doc, f"{qualname}: no Returns"
     for name, member in (api_docs.members(obj) if inspect.isclass(obj) else []):
-        assert _documented(member), f"{qualname}.{name} has no docstring"
+        assert api_docs._doc(member), f"{qualname}.{name} has no docstring"
 
 
 def test_the_api_page_is_generated_from_the_docstrings():

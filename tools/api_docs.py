@@ -54,11 +54,10 @@ def members(cls) -> list[tuple[str, object]]:
 
 
 def _signature(name: str, obj) -> str:
-    target = obj.fget if isinstance(obj, property) else getattr(obj, "__func__", obj)
     if isinstance(obj, property):
         return name
     try:
-        return f"{name}{inspect.signature(target)}"
+        return f"{name}{inspect.signature(getattr(obj, '__func__', obj))}"
     except (TypeError, ValueError):
         return name
 

@@ -33,6 +33,9 @@ class Batch:
     log_norm: np.ndarray  # float64 (S,)
     failed_layer: np.ndarray  # int64 (S,)
     reason: np.ndarray  # int64 (S,)
+    #: (layer, (S, k) float64): Gram spectra the backend computed on its way to ``layer``
+    #: (Backend.advance with ``measure``), handed out by its ``spectra`` at that layer
+    measured: tuple | None = None
 
     def account(self, i: int, layer: int, sumsq: float) -> float | None:
         """Book seed i's sum of squares at ``layer``: update the log-norm and return the

@@ -37,7 +37,6 @@ class CPUBackend(Backend):
     def __init__(self):
         start_threads()
         self._weight_buffers: dict = {}
-        self._measured: tuple | None = None  # (batch, layer, spectra) from the depth kernel
 
     def start(self, network: Network, seeds) -> Batch:
         seeds = np.asarray(seeds, dtype=np.uint64)
@@ -54,7 +53,7 @@ class CPUBackend(Backend):
 
     def advance(self, batch: Batch, stop: int, measure: str | None = None) -> None:
         net = batch.network
-        self._measured = None
+        batch.measured = None
         if uses_depth_kernel(net, len(batch.seeds)):
             w_scale, _ = init.weight_affine(net, net.width)
             # the Gram spectra at `stop` by the thread that ran each seed: no second
@@ -70,7 +69,7 @@ class CPUBackend(Backend):
                     batch.log_norm, batch.failed_layer, batch.reason, sv,
                 )
             if k:
-                self._measured = (batch, stop, sv)
+                batch.measured = (stop, sv)
         else:
             spare: dict = {}  # per seed, the buffer the next layer writes into
             for layer in range(batch.layer + 1, stop + 1):
@@ -115,9 +114,8 @@ class CPUBackend(Backend):
         return self.spectra(batch, [i], method)[0]
 
     def spectra(self, batch: Batch, idx: list[int], method: str) -> np.ndarray:
-        if (method == "gram" and self._measured and self._measured[0] is batch
-                and self._measured[1] == batch.layer):
-            return self._measured[2][idx]
+        if method == "gram" and batch.measured and batch.measured[0] == batch.layer:
+            return batch.measured[1][idx]
         if isinstance(batch.h, np.ndarray):  # the whole-depth kernel's stack
             return host_spectra(batch.h[idx], method)
         return host_spectra(np.stack([batch.h[i] for i in idx]), method)
