@@ -17,3 +17,11 @@ PARALLEL_MIN_SIZE = 1 << 16
 #: thread. Measured on 2 cores (eigvalsh): a second thread gains 0-25% up to k = 512 on a
 #: quiet machine and costs up to 7x on a busy one (k = 256: 3.6 ms vs 24 ms).
 SMALL_EIGEN_MAX = 512
+
+#: Seconds of work the depth loop aims to hand a backend in one call (a stretch of
+#: measured layers, fastrank.propagate.iter_batch): long enough that the Python around
+#: each call is noise, short enough for progress and for commits about once a second.
+STRETCH_S = 0.05
+
+#: Most bytes of spectra one stretch holds (measured layers x seeds x singular values).
+STRETCH_BYTES = 64 << 20

@@ -36,6 +36,7 @@ import distributed
 from fastrank import store
 from fastrank.backends import get_backend
 from fastrank.propagate import RunFailed, iter_batch
+from fastrank.rows import Rows
 from fastrank.runner import COMMIT_EVERY_S, Commits
 from fastrank.spec import Network, Sweep
 
@@ -266,7 +267,7 @@ def warm_up_networks(networks: list[Network]) -> list[Network]:
 
 class _Receiver:
     """Rows arriving from tasks, into a results file: each run's rows in order, rows a
-    rerun task sends again dropped, progress fed per row as by the local runner."""
+    rerun task sends again dropped, progress fed per block as by the local runner."""
 
     def __init__(self, commits: Commits, depths: dict[int, int],
                  progress: Callable[[int], None] | None):
@@ -287,15 +288,15 @@ class _Receiver:
                 self.commits.fail(run, *rest)
                 self._advance(run, self.depths[run])
 
-    def _rows(self, run: int, start: int, rows: list) -> None:
+    def _rows(self, run: int, start: int, rows: Rows) -> None:
         taken = self.taken[run]
         if start > taken:
             raise ClusterError(f"rows {taken}..{start - 1} of run {run} never arrived")
         new = rows[taken - start :]
         self.resent += len(rows) - len(new)
-        for row in new:
-            self.commits.add(run, row)
-            self._advance(run, row.layer)
+        if len(new):
+            self.commits.add(run, new)
+            self._advance(run, int(new.layer[-1]))
         self.taken[run] = taken + len(new)
 
     def _advance(self, run: int, layer: int) -> None:
@@ -309,22 +310,22 @@ class _Receiver:
 
 class _Outbox:
     """A task's messages on their way to the writer, ``("threads", run, numba, blas)``,
-    ``("rows", run, first row, rows)`` and ``("failed", run, layer, reason)``: sent on as
+    ``("rows", run, first row, Rows)`` and ``("failed", run, layer, reason)``: sent on as
     one pickled piece through the Dask queue whenever ``limit`` bytes of rows wait; the
     rest go with the task's result."""
 
     def __init__(self, queue_name: str, limit: int):
         self.queue_name, self.limit = queue_name, limit
-        self.rows: dict[int, tuple[int, list]] = {}  # run -> (index of its first row, rows)
+        self.rows: dict[int, tuple[int, list]] = {}  # run -> (index of its first row, blocks)
         self.sent: dict[int, int] = {}  # run -> rows handed on so far
         self.failures: list[tuple] = []
         self.notes: list[tuple] = []  # ("threads", ...), sent ahead of the rows
         self.bytes = 0
         self._queue = None
 
-    def row(self, run: int, row) -> None:
-        self.rows.setdefault(run, (self.sent.get(run, 0), []))[1].append(row)
-        self.bytes += row.spectrum.nbytes + 512  # + the scalars, roughly
+    def add(self, run: int, rows: Rows) -> None:
+        self.rows.setdefault(run, (self.sent.get(run, 0), []))[1].append(rows)
+        self.bytes += rows.spectrum.nbytes + 128 * len(rows)  # + the scalars, roughly
         if self.bytes >= self.limit:
             if self._queue is None:
                 self._queue = distributed.Queue(self.queue_name, client=distributed.get_client())
@@ -338,10 +339,10 @@ class _Outbox:
 
     def rest(self) -> list[tuple]:
         """The messages not sent yet (a run's rows before its failure), and forget them."""
-        messages = self.notes + [("rows", run, first, rows)
-                                 for run, (first, rows) in self.rows.items()]
-        for run, (first, rows) in self.rows.items():
-            self.sent[run] = first + len(rows)
+        messages = self.notes + [("rows", run, first, Rows.concat(blocks))
+                                 for run, (first, blocks) in self.rows.items()]
+        for run, (first, blocks) in self.rows.items():
+            self.sent[run] = first + sum(len(b) for b in blocks)
         messages += self.failures
         self.rows, self.failures, self.notes, self.bytes = {}, [], [], 0
         return messages
@@ -363,7 +364,7 @@ def _simulate(network: Network, seeds: list[int], runs: list[int], sweep: Sweep,
             if isinstance(item, RunFailed):
                 out.failed(runs[lo + i], item.layer, item.reason)
             else:
-                out.row(runs[lo + i], item)
+                out.add(runs[lo + i], item)
     return out.rest(), time.perf_counter() - started
 
 

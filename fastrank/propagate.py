@@ -1,33 +1,24 @@
 """The depth loop: push H through the layers of one network on a backend, rescale
-unnormalised homogeneous networks with a float64 log-norm, and hand out a Row of
-measurements at every scheduled layer."""
+unnormalised homogeneous networks with a float64 log-norm, and hand out the
+measurements of the scheduled layers, a stretch of them at a time (fastrank.rows)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from fastrank import measures
+from fastrank import config, measures
 from fastrank.backends import get_backend
 from fastrank.backends.base import Backend
 from fastrank.codes import REASONS, VANISHED
+from fastrank.rows import Row, Rows
 from fastrank.spec import Network, Schedule
 
 #: Every 10 layers and 50 log-spaced ones (Schedule's defaults); frozen, so shareable.
 DEFAULT_SCHEDULE = Schedule()
-
-
-@dataclass
-class Row:
-    """Measurements of one layer: its spectrum, log-norm and every derived measure."""
-
-    layer: int
-    spectrum: np.ndarray  # float64 singular values, descending, min(d, N) of them
-    log_norm: float  # log ||H_layer||_F of the un-rescaled network
-    measures: dict  # measures.SCALARS by name, plus "rank_tau": int64 array (len(taus),)
-    tier: int = 1  # 1: full spectrum; 0: Gram tier only (spectrum empty, see measures)
 
 
 class RunFailed(Exception):
@@ -85,47 +76,102 @@ def iter_batch(
     method: str = "auto",
     taus: tuple[float, ...] = (0.1,),
     backend: Backend | None = None,
-) -> Iterator[tuple[int, Row | RunFailed]]:
-    """Run several seeds of one network together; yield (seed index, Row) at each
-    scheduled layer, seed by seed, and (seed index, RunFailed) once for a seed whose H
-    turned non-finite or zero (it yields nothing after that).
+) -> Iterator[tuple[int, Rows | RunFailed]]:
+    """Run several seeds of one network together; yield (seed index, Rows) for each
+    stretch of scheduled layers, seed by seed, and (seed index, RunFailed) once for a
+    seed whose H turned non-finite or zero, after its last rows (nothing after that).
 
-    Memory is that of two layers per seed whatever the depth. Unnormalised linear/ReLU
-    networks are rescaled to unit Frobenius norm after every layer (and the input), the
-    log of each factor summed in float64, so any depth neither overflows nor underflows.
+    A stretch is as many measured layers as take about config.STRETCH_S (one at first,
+    doubling while they take less): the backend runs a whole stretch in one call where
+    it can, and the rows of a stretch are measured in one compiled pass. Memory is that
+    of two layers per seed whatever the depth. Unnormalised linear/ReLU networks are
+    rescaled to unit Frobenius norm after every layer (and the input), the log of each
+    factor summed in float64, so any depth neither overflows nor underflows.
     """
     backend = backend or get_backend("cpu")
     method = resolve_method(method, network.dtype)
     batch = backend.start(network, seeds)
-    reported: set[int] = set()
+    reported = np.zeros(len(batch.seeds), bool)
     points, tiers = schedule.points(network.depth), schedule.tiers(network.depth)
-    for point, tier in zip(points, tiers, strict=True):
-        if point:
-            backend.advance(batch, int(point), method if tier else None)
-        live = []
-        for i in range(len(batch.seeds)):
-            if i in reported:
-                continue
-            if batch.failed_layer[i] >= 0:
-                reported.add(i)
+    size, at = 1, 0
+    while at < len(points):
+        if tiers[at]:
+            end = at + 1
+            while end < min(len(points), at + size) and tiers[end]:
+                end += 1
+            started = time.perf_counter()
+            spectra, log_norms = backend.measure_points(batch, points[at:end], method)
+            blocks = _full_tier(network, points[at:end], spectra, log_norms, taus)
+            size = _next_size(size, time.perf_counter() - started, spectra[0].nbytes)
+        else:
+            end = at + 1
+            blocks = _gram_tier(network, batch, backend, int(points[at]), len(taus))
+        at = end
+        for i, block in enumerate(blocks):
+            if block is not None:
+                yield i, block
+            if batch.failed_layer[i] >= 0 and not reported[i]:
+                reported[i] = True
                 yield i, RunFailed(int(batch.failed_layer[i]),
                                    failure_reason(int(batch.reason[i]), network))
-            else:
-                live.append(i)
-        if not live:
+
+
+def _next_size(size: int, seconds: float, point_bytes: int) -> int:
+    """Measured layers in the next stretch: doubled while a stretch takes under half of
+    config.STRETCH_S, halved when it takes over twice that, and never holding more than
+    config.STRETCH_BYTES of spectra."""
+    if seconds < config.STRETCH_S / 2:
+        size *= 2
+    elif seconds > 2 * config.STRETCH_S:
+        size //= 2
+    return max(1, min(size, config.STRETCH_BYTES // max(point_bytes, 1)))
+
+
+def _full_tier(network: Network, points, spectra, log_norms, taus) -> list[Rows | None]:
+    """Per seed, the Rows of a stretch (None where a seed has none): a seed has a row at
+    each point its log-norm was recorded (NaN after it stopped). The measures of every
+    row come from one compiled pass per shape of H."""
+    n_points, n_seeds, k = spectra.shape
+    in_dim, widths = network.in_dim, network.widths
+    shapes = [(widths[p - 1] if p else in_dim, network.batch) for p in points]
+    flat = spectra.reshape(n_points * n_seeds, k)
+    table = {name: np.full(n_points * n_seeds, np.nan) for name in measures.SCALARS}
+    table["numerical_rank"] = np.full(n_points * n_seeds, -1, np.int64)
+    table["rank_tau"] = np.full((n_points * n_seeds, len(taus)), -1, np.int64)
+    for shape in set(shapes):
+        at = np.repeat([s == shape for s in shapes], n_seeds)
+        at &= ~np.isnan(log_norms.reshape(-1))
+        if at.any():
+            kk = min(shape)
+            for name, values in measures.all_measures(flat[at, :kk], shape, network.dtype,
+                                                      taus).items():
+                table[name][at] = values
+    layers = np.asarray(points, np.int64)
+    blocks: list[Rows | None] = []
+    for i in range(n_seeds):
+        live = ~np.isnan(log_norms[:, i])
+        m = int(live.sum())  # rows stop where the seed stopped
+        if m == 0:
+            blocks.append(None)
             continue
-        if tier:  # the spectra and measures of every live seed at once
-            shape = (network.widths[point - 1] if point else network.in_dim, network.batch)
-            spectra = backend.spectra(batch, live, method)
-            measured = measures.all_measures(spectra, shape, network.dtype, taus)
-            for j, i in enumerate(live):
-                values = {name: v[j] for name, v in measured.items()}
-                yield i, Row(int(point), spectra[j], float(batch.log_norm[i]), values, 1)
-        else:
-            for i in live:
-                stats = backend.gram_stats(batch, i)
-                values = measures.gram_measures(*stats, network.batch, len(taus))
-                yield i, Row(int(point), np.empty(0), float(batch.log_norm[i]), values, 0)
+        rows = np.arange(m) * n_seeds + i
+        blocks.append(Rows(layers[:m], spectra[:m, i], log_norms[:m, i].copy(),
+                           {name: values[rows] for name, values in table.items()},
+                           np.ones(m, np.int64)))
+    return blocks
+
+
+def _gram_tier(network: Network, batch, backend: Backend, point: int,
+               n_taus: int) -> list[Rows | None]:
+    """Per seed, the one Gram-tier row at ``point`` (None for a seed stopped by then)."""
+    if point:
+        backend.advance(batch, point)
+    blocks: list[Rows | None] = [None] * len(batch.seeds)
+    for i in batch.alive():
+        stats = backend.gram_stats(batch, i)
+        values = measures.gram_measures(*stats, network.batch, n_taus)
+        blocks[i] = Rows.of([Row(point, np.empty(0), float(batch.log_norm[i]), values, 0)])
+    return blocks
 
 
 def iter_rows(
@@ -136,11 +182,12 @@ def iter_rows(
     taus: tuple[float, ...] = (0.1,),
     backend: Backend | None = None,
 ) -> Iterator[Row]:
-    """The Rows of one seed; raises RunFailed where the network stops."""
+    """The measured layers of one seed, a Row each; raises RunFailed where the network
+    stops."""
     for _, item in iter_batch(network, [seed], schedule, method, taus, backend):
         if isinstance(item, RunFailed):
             raise item
-        yield item
+        yield from item
 
 
 @dataclass
@@ -244,15 +291,15 @@ def simulate_many(
     ([0, 1, 2, 3], 200)
     """
     seeds = [int(s) for s in seeds]
-    rows: list[list[Row]] = [[] for _ in seeds]
+    blocks: list[list[Rows]] = [[] for _ in seeds]
     failures: list[RunFailed | None] = [None] * len(seeds)
     for i, item in iter_batch(network, seeds, schedule, method, taus, backend):
         if isinstance(item, RunFailed):
             failures[i] = item
         else:
-            rows[i].append(item)
-    return [_trajectory(network, s, r, f, len(taus))
-            for s, r, f in zip(seeds, rows, failures, strict=True)]
+            blocks[i].append(item)
+    return [_trajectory(network, s, b, f, len(taus))
+            for s, b, f in zip(seeds, blocks, failures, strict=True)]
 
 
 def simulate(
@@ -299,21 +346,16 @@ def simulate(
     return simulate_many(network, [seed], schedule, method, taus, backend)[0]
 
 
-def _trajectory(network, seed, rows: list[Row], failure, n_taus: int) -> Trajectory:
-    k = max((r.spectrum.size for r in rows), default=0)
-    spectrum = np.full((len(rows), k), np.nan)
-    for i, r in enumerate(rows):
-        spectrum[i, : r.spectrum.size] = r.spectrum
+def _trajectory(network, seed, blocks: list[Rows], failure, n_taus: int) -> Trajectory:
+    rows = Rows.concat(blocks) if blocks else Rows.of([])
     return Trajectory(
         network=network,
         seed=seed,
-        layer=np.array([r.layer for r in rows], dtype=np.int64),
-        spectrum=spectrum,
-        log_norm=np.array([r.log_norm for r in rows]),
-        rank_tau=np.array([r.measures["rank_tau"] for r in rows], dtype=np.int64).reshape(
-            len(rows), n_taus
-        ),
-        tier=np.array([r.tier for r in rows], dtype=np.int64),
-        measures={m: np.array([r.measures[m] for r in rows]) for m in measures.SCALARS},
+        layer=rows.layer,
+        spectrum=rows.spectrum,
+        log_norm=rows.log_norm,
+        rank_tau=rows.measures["rank_tau"].reshape(len(rows), n_taus),
+        tier=rows.tier,
+        measures={m: rows.measures[m] for m in measures.SCALARS},
         failure=failure,
     )

@@ -83,7 +83,8 @@ def run_sweep(
     backend : Backend or {"cpu", "gpu"}
         Where the runs compute.
     progress : callable, optional
-        Called with the number of layers each new row advanced (a progress bar).
+        Called with the number of layers each new block of rows advanced (a progress
+        bar).
     on_start : callable, optional
         Called once with the number of layers left to simulate.
     client : distributed.Client, optional
@@ -131,9 +132,9 @@ def fill(
     """Simulate every pending run of an open results file into it.
 
     ``on_start(total_layers)`` is called once with the layers left to simulate, then
-    ``progress(layers)`` after each row with the layers it advanced. Runs already
-    complete (or failed) are skipped; incomplete ones start again from layer 0, so a
-    resumed sweep gives exactly the numbers of an uninterrupted one.
+    ``progress(layers)`` after each block of rows with the layers it advanced. Runs
+    already complete (or failed) are skipped; incomplete ones start again from layer 0,
+    so a resumed sweep gives exactly the numbers of an uninterrupted one.
 
     Rows are committed in batches (:class:`Commits`): a kill loses at most the last
     ``commit_every`` seconds of rows, and a group of runs is committed when it ends.
@@ -163,7 +164,8 @@ def fill(
                 advanced, done[index] = network.depth - done[index], network.depth
             else:
                 commits.add(index, item)
-                advanced, done[index] = item.layer - done[index], item.layer
+                last = int(item.layer[-1])
+                advanced, done[index] = last - done[index], last
             if progress:
                 progress(advanced)
         commits.flush()  # the group's runs end together
@@ -184,9 +186,10 @@ class Commits:
         self._waiting = 0
         self._last = time.monotonic()
 
-    def add(self, run: int, row) -> None:
-        self._rows.setdefault(run, []).append(row)
-        self._waiting += 1
+    def add(self, run: int, rows) -> None:
+        """Rows of ``run`` (a fastrank.rows.Rows block) to commit."""
+        self._rows.setdefault(run, []).append(rows)
+        self._waiting += len(rows)
         if self._waiting >= self.max_rows or time.monotonic() - self._last >= self.every:
             self.flush()
 

@@ -143,3 +143,48 @@ def test_host_work_per_layer_does_not_grow_with_depth(path):
     # (work growing with depth would add at least one call per layer, 40 here)
     assert abs((c80 - c40) - 2 * (c40 - c20)) <= 20, (c20, c40, c80)
     assert w20 <= 1 and w40 <= 1 and w80 <= 1
+
+
+@pytest.mark.parametrize(
+    "network, schedule",
+    [
+        # whole-depth kernel, full and Gram-tier rows interleaved
+        (Network(width=8, depth=60, activation="relu", norm="bn"),
+         Schedule(every=3, log=5, cheap_every=2)),
+        # a seed that stops part way (tanh underflows in float32) and seeds that go on
+        (Network(width=8, depth=3000, activation="tanh", gain=0.5),
+         Schedule(every=7, log=None)),
+        # the per-layer path (wider than the whole-depth kernel), point by point
+        (Network(width=200, batch=12, depth=12, activation="relu", norm="bn"),
+         Schedule(every=1, log=None)),
+    ],
+    ids=["kernel+gram-tier", "stops", "per-layer"],
+)
+def test_stretches_give_the_rows_of_one_layer_at_a_time(monkeypatch, network, schedule):
+    """A stretch of one measured layer at a time, and stretches as long as the spectra
+    allow, give the same rows bit for bit, the same failures, and rows up to (not
+    including) the layer where a seed stopped."""
+    from fastrank import config, simulate_many
+
+    def runs(stretch_s):
+        monkeypatch.setattr(config, "STRETCH_S", stretch_s)
+        return simulate_many(network, [0, 1, 2], schedule)
+
+    one, long = runs(0.0), runs(1e9)  # 0: never doubles; 1e9: doubles every stretch
+    for a, b in zip(one, long, strict=True):
+        np.testing.assert_array_equal(a.layer, b.layer)
+        np.testing.assert_array_equal(a.spectrum, b.spectrum)
+        np.testing.assert_array_equal(a.log_norm, b.log_norm)
+        np.testing.assert_array_equal(a.tier, b.tier)
+        np.testing.assert_array_equal(a.rank_tau, b.rank_tau)
+        for name, values in a.measures.items():
+            np.testing.assert_array_equal(values, b.measures[name])
+        assert (a.failure is None) == (b.failure is None)
+        points = schedule.points(network.depth)
+        if a.failure is None:
+            assert a.layer.tolist() == points.tolist()
+        else:
+            assert a.failure.layer == b.failure.layer
+            assert a.layer.tolist() == points[points < a.failure.layer].tolist()
+    if network.activation == "tanh":  # the case is what it says: some seeds stop
+        assert any(t.failure is not None for t in one)

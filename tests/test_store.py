@@ -17,7 +17,7 @@ import pytest
 import fastrank
 from fastrank import store
 from fastrank.measures import SCALARS, all_measures
-from fastrank.propagate import Row
+from fastrank.rows import Row
 from fastrank.spec import Schedule, Sweep
 from fastrank.store import Writer
 from fastrank.version import FORMAT_NAME, FORMAT_VERSION

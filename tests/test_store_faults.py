@@ -138,8 +138,8 @@ def small_file(tmp_path_factory) -> Path:
 
 def test_a_second_writer_is_refused_and_the_first_file_is_intact(tmp_path):
     path, clean = tmp_path / "r.h5", tmp_path / "clean.h5"
-    start = lambda *extra: subprocess.Popen(  # noqa: E731  (4x LONG: B and C take 2 s each)
-        [sys.executable, "-m", "fastrank", "sweep", *LONG, "--depth", "40000", *extra], env=ENV,
+    start = lambda *extra: subprocess.Popen(  # noqa: E731  (12x LONG: B and C take 2 s each)
+        [sys.executable, "-m", "fastrank", "sweep", *LONG, "--depth", "120000", *extra], env=ENV,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     a = start("-o", str(path))
     reference = start("-o", str(clean))  # the same sweep, uninterrupted, meanwhile

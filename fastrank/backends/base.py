@@ -33,9 +33,6 @@ class Batch:
     log_norm: np.ndarray  # float64 (S,)
     failed_layer: np.ndarray  # int64 (S,)
     reason: np.ndarray  # int64 (S,)
-    #: (layer, (S, k) float64): Gram spectra the backend computed on its way to ``layer``
-    #: (Backend.advance with ``measure``), handed out by its ``spectra`` at that layer
-    measured: tuple | None = None
 
     def account(self, i: int, layer: int, sumsq: float) -> float | None:
         """Book seed i's sum of squares at ``layer``: update the log-norm and return the
@@ -65,10 +62,28 @@ class Backend(ABC):
         """The batch at layer 0: each seed's input H_0, booked (rescaled, log-norm)."""
 
     @abstractmethod
-    def advance(self, batch: Batch, stop: int, measure: str | None = None) -> None:
-        """Run every live seed of ``batch`` on to layer ``stop``. ``measure`` (a spectrum
-        method) says that :meth:`spectra` of that method will be asked for at ``stop``:
-        a backend may compute them on the way (the CPU's whole-depth kernel does)."""
+    def advance(self, batch: Batch, stop: int) -> None:
+        """Run every live seed of ``batch`` on to layer ``stop``."""
+
+    def measure_points(self, batch: Batch, points, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """Advance through the layers ``points`` (ascending, from ``batch.layer`` on) and
+        return the spectra there, (points, seeds, k) float64 NaN-padded to the most
+        singular values k, and the log-norms, (points, seeds), NaN where a seed had
+        stopped. Here a point at a time (:meth:`advance`, :meth:`spectra`); a backend
+        may run the whole stretch in one call (the CPU's whole-depth kernel does)."""
+        net, n = batch.network, len(batch.seeds)
+        dims = [net.widths[p - 1] if p else net.in_dim for p in points]
+        spectra = np.full((len(points), n, min(max(dims), net.batch)), np.nan)
+        log_norms = np.full((len(points), n), np.nan)
+        for j, point in enumerate(points):
+            if point > batch.layer:
+                self.advance(batch, int(point))
+            live = batch.alive()
+            if live:
+                got = self.spectra(batch, live, method)
+                spectra[j, live, : got.shape[1]] = got
+                log_norms[j, live] = batch.log_norm[live]
+        return spectra, log_norms
 
     @abstractmethod
     def spectrum(self, batch: Batch, i: int, method: str) -> np.ndarray:

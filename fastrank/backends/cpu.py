@@ -51,25 +51,10 @@ class CPUBackend(Backend):
             batch.h = np.stack(hs)
         return batch
 
-    def advance(self, batch: Batch, stop: int, measure: str | None = None) -> None:
+    def advance(self, batch: Batch, stop: int) -> None:
         net = batch.network
-        batch.measured = None
         if uses_depth_kernel(net, len(batch.seeds)):
-            w_scale, _ = init.weight_affine(net, net.width)
-            # the Gram spectra at `stop` by the thread that ran each seed: no second
-            # parallel region (and thread wake-up) per measured layer
-            k = min(batch.h.shape[1:]) if measure == "gram" else 0
-            sv = np.full((len(batch.seeds) if k else 0, k), np.nan)
-            with one_blas_thread():  # one GEMM per thread
-                depth.advance(
-                    batch.h, batch.seeds, batch.layer, stop, np.uint32(rng.WEIGHTS),
-                    w_scale, net.gamma,
-                    codes.NORMS[net.norm], codes.ACTIVATIONS[net.activation],
-                    net.order == "act-norm", net.eps, net.rescaled,
-                    batch.log_norm, batch.failed_layer, batch.reason, sv,
-                )
-            if k:
-                batch.measured = (stop, sv)
+            self._depth_kernel(batch, np.array([stop], np.int64), 0)
         else:
             spare: dict = {}  # per seed, the buffer the next layer writes into
             for layer in range(batch.layer + 1, stop + 1):
@@ -81,6 +66,33 @@ class CPUBackend(Backend):
                         kernels.scale(z, factor)
                     spare[i], batch.h[i] = batch.h[i], z
         batch.layer = stop
+
+    def measure_points(self, batch: Batch, points, method: str) -> tuple[np.ndarray, np.ndarray]:
+        if method == "gram" and uses_depth_kernel(batch.network, len(batch.seeds)):
+            # the whole stretch in one call, each seed's Gram spectra by the thread that
+            # runs it: no Python, and no second parallel region, per measured layer
+            return self._depth_kernel(batch, np.asarray(points, np.int64),
+                                      min(batch.h.shape[1:]))
+        return super().measure_points(batch, points, method)
+
+    def _depth_kernel(self, batch: Batch, stops: np.ndarray, k: int):
+        """Run the whole-depth kernel through ``stops``: (spectra (stops, seeds, k) or
+        empty when k is 0, log-norms (stops, seeds)), NaN where a seed had stopped."""
+        net = batch.network
+        w_scale, _ = init.weight_affine(net, net.width)
+        n = len(batch.seeds)
+        spectra = np.full((len(stops), n, k) if k else (0, 0, 0), np.nan)
+        log_norms = np.full((len(stops), n), np.nan)
+        with one_blas_thread():  # one GEMM per thread
+            depth.advance(
+                batch.h, batch.seeds, batch.layer, stops, np.uint32(rng.WEIGHTS),
+                w_scale, net.gamma,
+                codes.NORMS[net.norm], codes.ACTIVATIONS[net.activation],
+                net.order == "act-norm", net.eps, net.rescaled,
+                batch.log_norm, batch.failed_layer, batch.reason, spectra, log_norms,
+            )
+        batch.layer = int(stops[-1])
+        return spectra, log_norms
 
     def _forward(self, network: Network, seed: int, layer: int, h: np.ndarray,
                  out: np.ndarray | None = None):
@@ -114,8 +126,6 @@ class CPUBackend(Backend):
         return self.spectra(batch, [i], method)[0]
 
     def spectra(self, batch: Batch, idx: list[int], method: str) -> np.ndarray:
-        if method == "gram" and batch.measured and batch.measured[0] == batch.layer:
-            return batch.measured[1][idx]
         if isinstance(batch.h, np.ndarray):  # the whole-depth kernel's stack
             return host_spectra(batch.h[idx], method)
         return host_spectra(np.stack([batch.h[i] for i in idx]), method)

@@ -148,8 +148,8 @@ class GPUBackend(Backend):
             self._pull(batch)
         return batch
 
-    def advance(self, batch: Batch, stop: int, measure: str | None = None) -> None:
-        st: _State = batch.h  # spectra are computed when asked for (measure unused)
+    def advance(self, batch: Batch, stop: int) -> None:
+        st: _State = batch.h
         net = batch.network
         with self.dev.context():
             remaining = stop - batch.layer

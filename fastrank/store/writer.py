@@ -23,6 +23,7 @@ import numpy as np
 from fastrank.errors import one_line
 from fastrank.lock import WriterLock
 from fastrank.measures import SCALARS
+from fastrank.rows import Rows
 from fastrank.spec import Sweep
 from fastrank.store import schema
 from fastrank.store.reader import DAMAGE, DamagedFile, layout_of, open_file
@@ -94,12 +95,12 @@ def _move_in(f: h5py.File, path: str) -> None:
 
 
 def _runs_of_equal_extent(batches: list) -> list[list]:
-    """Split (run, start, rows, values) batches, sorted by run, into groups of
+    """Split (run, start, row count, values) batches, sorted by run, into groups of
     consecutive runs with the same start and row count: each group is one block write."""
     groups: list[list] = []
     for b in sorted(batches, key=lambda b: b[0]):
         last = groups[-1][-1] if groups else None
-        if last and b[0] == last[0] + 1 and b[1] == last[1] and len(b[2]) == len(last[2]):
+        if last and b[0] == last[0] + 1 and b[1] == last[1] and b[2] == last[2]:
             groups[-1].append(b)
         else:
             groups.append([b])
@@ -239,22 +240,24 @@ class Writer:
         return [i for i in range(len(self._points)) if self.status(i) in ("pending", "running")]
 
     def append(self, run: int, row) -> None:
-        """Commit the next measured layer of ``run`` (a :class:`fastrank.propagate.Row`)."""
-        self.commit({run: [row]})
+        """Commit the next measured layer of ``run`` (a :class:`fastrank.rows.Row`)."""
+        self.commit({run: [Rows.of([row])]})
 
     def extend(self, run: int, rows) -> None:
-        """Commit the next few measured layers of ``run`` at once."""
-        self.commit({run: rows})
+        """Commit the next few measured layers of ``run`` (Row objects) at once."""
+        self.commit({run: [Rows.of(list(rows))]})
 
     def commit(self, rows_by_run: dict, threads: dict | None = None) -> None:
         """Commit the next rows of several runs at once: all data written and flushed,
         then every ``n_rows`` raised and flushed (two flushes, whatever the runs).
+        ``rows_by_run``: run -> list of :class:`fastrank.rows.Rows` blocks, in order.
         Consecutive runs at the same row count are written as one block. ``threads``:
         run -> (numba threads, BLAS threads) of the process that computed it, recorded
         with the data (schema.THREAD_DATASETS)."""
-        batches = [(run, int(self._rows[run]), rows, self._values(run, rows))
-                   for run, rows in ((run, list(rows)) for run, rows in rows_by_run.items())
-                   if rows]
+        blocks = {run: Rows.concat(b) for run, b in rows_by_run.items()
+                  if sum(len(x) for x in b)}
+        batches = [(run, int(self._rows[run]), len(rows), self._values(run, rows))
+                   for run, rows in blocks.items()]
         if not batches and not threads:
             return
         groups = _runs_of_equal_extent(batches)
@@ -263,41 +266,40 @@ class Writer:
                 for name, count in zip(schema.THREAD_DATASETS, counts, strict=True):
                     self._ds[name][run] = count
             for group in groups:
-                first, start, rows = group[0][0], group[0][1], len(group[0][2])
+                first, start, rows = group[0][0], group[0][1], group[0][2]
                 runs = slice(first, first + len(group))
                 for name in schema.ROW_DATASETS:
                     values = np.stack([b[3][name] for b in group])
                     self._ds[name][runs, start : start + rows] = values
             self._f.flush()
             for group in groups:
-                first, end = group[0][0], group[0][1] + len(group[0][2])
+                first, end = group[0][0], group[0][1] + group[0][2]
                 self._ds["n_rows"][first : first + len(group)] = end
                 self._rows[first : first + len(group)] = end
             self._f.flush()
 
-    def _values(self, run: int, rows: list) -> dict:
+    def _values(self, run: int, rows: Rows) -> dict:
         """The arrays of ``rows`` by dataset, checked against ``run``'s schedule."""
         state, n = self.status(run), int(self._rows[run])
         if state in ("complete", "failed"):
             raise ValueError(f"run {run} is {state}: no more rows can be appended")
-        expected = self._points[run][n : n + len(rows)].tolist()
-        layers = [row.layer for row in rows]
-        if layers != expected:
-            raise ValueError(f"run {run}: got rows for layers {layers}, expected {expected}")
+        expected = self._points[run][n : n + len(rows)]
+        if not np.array_equal(rows.layer, expected):
+            raise ValueError(f"run {run}: got rows for layers {rows.layer.tolist()}, "
+                             f"expected {expected.tolist()}")
+        k = rows.spectrum.shape[1]
+        values = rows.spectrum[:, self._k :]
+        if values.size and not np.isnan(values).all():
+            raise ValueError(f"run {run}: spectrum has {k} values, the file holds {self._k}")
         spectra = np.full((len(rows), self._k), np.nan)
-        for i, row in enumerate(rows):
-            s = np.asarray(row.spectrum, np.float64).ravel()
-            if s.size > self._k:
-                raise ValueError(f"run {run}: spectrum has {s.size} values, "
-                                 f"the file holds {self._k}")
-            spectra[i, : s.size] = s
+        spectra[:, : min(k, self._k)] = rows.spectrum[:, : self._k]
         values = {
-            "layer": layers,
+            "layer": rows.layer,
             "spectrum": spectra,
-            **{name: [row.measures[name] for row in rows] for name in SCALARS},
-            "rank_tau": [row.measures["rank_tau"] for row in rows],
-            "log_norm": [row.log_norm for row in rows],
-            "tier": [row.tier for row in rows],
+            **{name: rows.measures[name] for name in SCALARS},
+            "rank_tau": rows.measures["rank_tau"],
+            "log_norm": rows.log_norm,
+            "tier": rows.tier,
         }
         return {name: np.asarray(v, np.int64 if name in schema.INT_DATASETS else np.float64)
                 for name, v in values.items()}

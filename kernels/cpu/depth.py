@@ -1,11 +1,12 @@
 """Whole stretches of depth in one compiled call, for small widths.
 
 At d of a few dozen, a per-layer Python loop spends most of its time in interpreter
-and dispatch overhead, so here each thread takes one network (seed) and runs it from
-layer ``start`` to ``stop`` without returning: weights drawn from the Philox stream
-into a per-thread buffer, BLAS sgemm called from compiled code, the fused normalisation +
+and dispatch overhead, so here each thread takes one network (seed) and runs it through
+a stretch of layers without returning: weights drawn from the Philox stream into a
+per-thread buffer, BLAS sgemm called from compiled code, the fused normalisation +
 activation pass of layer.py, and the rescaling with its float64 log-norm. The caller
-(the CPU backend) returns to Python only at measured layers.
+(the CPU backend) hands it a stretch of measured layers at a time and gets their
+spectra back together.
 """
 
 import numpy as np
@@ -21,18 +22,20 @@ failure = njit(cache=True, inline="always")(codes.failure)
 
 
 @njit(cache=True, parallel=True)
-def advance(h, seeds, start, stop, stream, w_scale, gamma, norm, act, act_first, eps,
-            rescale, log_norm, failed_layer, reason, sv):
-    """Advance every network of ``h`` (seeds x d x N, float32) from layer ``start`` to
-    ``stop``; one network per thread.
+def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first, eps,
+            rescale, log_norm, failed_layer, reason, sv, norms):
+    """Advance every network of ``h`` (seeds x d x N, float32) from layer ``start``
+    through the layers ``stops`` (ascending, >= start); one network per thread.
 
     Layer l's weights are the first d*d normals of (seed, stream, l), times ``w_scale``
     (float32, as fastrank.init.weights makes them). ``gamma`` > 0 finite makes the
     residual chain. ``log_norm`` accumulates (rescaled networks) or is set to log ||H||;
     a network whose H turns non-finite or zero is stopped with ``failed_layer`` and
-    ``reason`` set and left alone afterwards. With ``sv`` of shape (seeds, min(d, N)),
-    each live network's singular values at ``stop`` go there (its Gram spectrum,
-    spectrum.gram_singular_values_one), computed by the thread that ran it.
+    ``reason`` set and left alone afterwards. At each stop p a live network's log-norm
+    goes to ``norms[p, seed]`` and, when ``sv`` is (stops, seeds, min(d, N)), its
+    singular values to ``sv[p, seed]`` (its Gram spectrum,
+    spectrum.gram_singular_values_one), computed by the thread that ran it: a whole
+    stretch of measured layers in one call, without returning to Python between them.
     """
     n_seeds, d, n = h.shape
     for s in prange(n_seeds):
@@ -44,29 +47,35 @@ def advance(h, seeds, start, stop, stream, w_scale, gamma, norm, act, act_first,
         cur, z = hs, spare  # H and the next layer's buffer swap roles every layer
         in_h = True  # whether cur is h[s] itself
         flat_w = w.reshape(-1)
-        for layer in range(start + 1, stop + 1):
-            normals_f32_serial(flat_w, seeds[s], stream, np.uint32(layer))
-            for k in range(flat_w.size):
-                flat_w[k] *= w_scale
-            np.dot(w, cur, z)  # BLAS sgemm (numba calls it through SciPy)
-            if np.isfinite(gamma):
-                for i in range(d):
-                    for j in range(n):
-                        z[i, j] = cur[i, j] + np.float32(gamma) * z[i, j]
-            sumsq = normalize_activate(z, norm, act, act_first, eps)
-            why = failure(sumsq)
-            if why != codes.OK:
-                failed_layer[s] = layer
-                reason[s] = why
+        reached = start
+        for p in range(stops.size):
+            for layer in range(reached + 1, stops[p] + 1):
+                normals_f32_serial(flat_w, seeds[s], stream, np.uint32(layer))
+                for k in range(flat_w.size):
+                    flat_w[k] *= w_scale
+                np.dot(w, cur, z)  # BLAS sgemm (numba calls it through SciPy)
+                if np.isfinite(gamma):
+                    for i in range(d):
+                        for j in range(n):
+                            z[i, j] = cur[i, j] + np.float32(gamma) * z[i, j]
+                sumsq = normalize_activate(z, norm, act, act_first, eps)
+                why = failure(sumsq)
+                if why != codes.OK:
+                    failed_layer[s] = layer
+                    reason[s] = why
+                    break
+                if rescale:
+                    log_norm[s] += 0.5 * np.log(sumsq)
+                    scale(z, 1.0 / np.sqrt(sumsq))
+                else:
+                    log_norm[s] = 0.5 * np.log(sumsq)
+                cur, z = z, cur
+                in_h = not in_h
+            if failed_layer[s] >= 0:
                 break
-            if rescale:
-                log_norm[s] += 0.5 * np.log(sumsq)
-                scale(z, 1.0 / np.sqrt(sumsq))
-            else:
-                log_norm[s] = 0.5 * np.log(sumsq)
-            cur, z = z, cur
-            in_h = not in_h
+            reached = stops[p]
+            norms[p, s] = log_norm[s]
+            if sv.shape[0]:
+                gram_singular_values_one(cur, sv[p, s])
         if not in_h:  # one copy per call, not one per layer
             hs[:, :] = cur
-        if sv.shape[0] and failed_layer[s] < 0:
-            gram_singular_values_one(hs, sv[s])

@@ -1,0 +1,94 @@
+"""Measured rows on their way from the depth loop to memory or a results file: one
+measured layer (Row), and consecutive measured layers of one run as arrays (Rows).
+
+The depth loop hands out Rows blocks, a stretch of layers at a time: at small widths a
+sweep measures tens of thousands of layers, and a Python object per layer and per
+consumer cost more than computing them. A Row is what a block holds at one layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastrank.measures import SCALARS
+
+
+@dataclass
+class Row:
+    """Measurements of one layer: its spectrum, log-norm and every derived measure."""
+
+    layer: int
+    spectrum: np.ndarray  # float64 singular values, descending, min(d, N) of them
+    log_norm: float  # log ||H_layer||_F of the un-rescaled network
+    measures: dict  # measures.SCALARS by name, plus "rank_tau": int64 array (len(taus),)
+    tier: int = 1  # 1: full spectrum; 0: Gram tier only (spectrum empty, see measures)
+
+
+@dataclass
+class Rows:
+    """Consecutive measured layers of one run, as arrays with one entry per row.
+
+    ``spectrum`` is (m, k), NaN where a row has fewer than k values (Gram-tier rows have
+    none); ``measures`` maps every name of fastrank.measures.SCALARS to (m,) and
+    ``rank_tau`` to int64 (m, len(taus)).
+    """
+
+    layer: np.ndarray  # int64 (m,)
+    spectrum: np.ndarray  # float64 (m, k)
+    log_norm: np.ndarray  # float64 (m,)
+    measures: dict
+    tier: np.ndarray  # int64 (m,)
+
+    def __len__(self) -> int:
+        return len(self.layer)
+
+    def __getitem__(self, rows: slice) -> Rows:
+        """The rows ``rows`` (a slice) as a block of their own."""
+        return Rows(self.layer[rows], self.spectrum[rows], self.log_norm[rows],
+                    {name: v[rows] for name, v in self.measures.items()}, self.tier[rows])
+
+    def __iter__(self):
+        """Row by row (a Row's spectrum without the NaN padding)."""
+        for j in range(len(self)):
+            s = self.spectrum[j]
+            measures = {name: self.measures[name][j].item() for name in SCALARS}
+            measures["rank_tau"] = self.measures["rank_tau"][j]
+            yield Row(int(self.layer[j]), s[~np.isnan(s)], float(self.log_norm[j]), measures,
+                      int(self.tier[j]))
+
+    @classmethod
+    def of(cls, rows: list[Row]) -> Rows:
+        """Single rows stacked into a block."""
+        k = max((np.size(r.spectrum) for r in rows), default=0)
+        spectrum = np.full((len(rows), k), np.nan)
+        for j, r in enumerate(rows):
+            s = np.asarray(r.spectrum, np.float64).ravel()
+            spectrum[j, : s.size] = s
+        measures = {name: np.array([r.measures[name] for r in rows], np.float64)
+                    for name in SCALARS}
+        measures["numerical_rank"] = measures["numerical_rank"].astype(np.int64)
+        measures["rank_tau"] = (np.array([np.asarray(r.measures["rank_tau"], np.int64)
+                                          for r in rows], np.int64).reshape(len(rows), -1)
+                                if rows else np.empty((0, 0), np.int64))
+        return cls(np.array([r.layer for r in rows], np.int64), spectrum,
+                   np.array([r.log_norm for r in rows], np.float64), measures,
+                   np.array([r.tier for r in rows], np.int64))
+
+    @classmethod
+    def concat(cls, blocks: list[Rows]) -> Rows:
+        """Blocks one after another (spectra NaN-padded to the widest)."""
+        if len(blocks) == 1:
+            return blocks[0]
+        k = max(b.spectrum.shape[1] for b in blocks)
+        spectrum = np.full((sum(len(b) for b in blocks), k), np.nan)
+        at = 0
+        for b in blocks:
+            spectrum[at : at + len(b), : b.spectrum.shape[1]] = b.spectrum
+            at += len(b)
+        return cls(np.concatenate([b.layer for b in blocks]), spectrum,
+                   np.concatenate([b.log_norm for b in blocks]),
+                   {name: np.concatenate([b.measures[name] for b in blocks])
+                    for name in blocks[0].measures},
+                   np.concatenate([b.tier for b in blocks]))
