@@ -5,9 +5,10 @@
 SMALL_WIDTH_MAX = 128
 
 #: Widest network run by the whole-depth kernel when it has a seed for every numba
-#: thread. Measured on 2 cores (BN + ReLU, 200 layers): 1.8x / 1.5x faster than layer by
-#: layer at d = 256 with 8 / 2 seeds, 1.4x at d = 512; with one seed the per-layer path
-#: is faster (0.94x: the kernel runs one seed per thread). Both paths give the same bits.
+#: thread; wider float32 Gaussian networks run in the wide kernel (kernels/cpu/wide.py).
+#: Measured on 2 cores (BN + ReLU, 200 layers): 1.8x / 1.5x faster than layer by layer
+#: at d = 256 with 8 / 2 seeds, 1.4x at d = 512; with one seed the per-layer path is
+#: faster (0.94x: the kernel runs one seed per thread). Both paths give the same bits.
 SEEDED_WIDTH_MAX = 512
 
 #: Smallest layer (entries of H) whose normalisation pass runs across threads.

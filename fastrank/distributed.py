@@ -249,15 +249,17 @@ def plan(runs: list, pending: list[int], n_tasks: int,
 
 
 def warm_up_networks(networks: list[Network]) -> list[Network]:
-    """One depth-2 stand-in per dtype, weight distribution and width class (narrow or
-    wide, fastrank.config.SMALL_WIDTH_MAX) of ``networks``: the narrowest of each, so
-    that warming up costs little yet compiles the kernels those networks call."""
+    """One depth-2 stand-in per dtype, weight distribution and width class (up to
+    fastrank.config.SMALL_WIDTH_MAX, up to SEEDED_WIDTH_MAX, wider: each class has
+    kernels of its own) of ``networks``: the narrowest of each, so that warming up costs
+    little yet compiles the kernels those networks call."""
     from fastrank import config
 
     smallest: dict = {}
     for net in networks:
         widest = max(net.widths)
-        key = (net.dtype, net.init, widest <= config.SMALL_WIDTH_MAX)
+        key = (net.dtype, net.init,
+               (widest > config.SMALL_WIDTH_MAX) + (widest > config.SEEDED_WIDTH_MAX))
         if key not in smallest or widest < max(smallest[key].widths):
             smallest[key] = net
     return [Network(**{**net.to_dict(), "depth": 2,

@@ -236,7 +236,8 @@ def test_tasks_split_each_networks_seeds_by_its_share_of_the_runs():
 
 
 def test_warm_up_runs_the_narrowest_network_of_each_kind_at_depth_2():
-    sweep = Sweep(grid={"width": (512, 8, 16, 256), "dtype": ("float32", "float64")})
+    sweep = Sweep(grid={"width": (512, 8, 16, 256, 1024, 600), "dtype": ("float32", "float64")})
     nets = warm_up_networks(sweep.networks())
     assert sorted((n.width, n.dtype, n.depth) for n in nets) == [
-        (8, "float32", 2), (8, "float64", 2), (256, "float32", 2), (256, "float64", 2)]
+        (8, "float32", 2), (8, "float64", 2), (256, "float32", 2), (256, "float64", 2),
+        (600, "float32", 2), (600, "float64", 2)]

@@ -173,7 +173,52 @@ def test_above_128_the_two_paths_give_the_same_bits(monkeypatch, kind):
     kernel = simulate_many(net, [0, 1], Schedule(every=4, log=None), backend=CPUBackend())
     monkeypatch.setattr(config, "SMALL_WIDTH_MAX", 128)
     monkeypatch.setattr(config, "SEEDED_WIDTH_MAX", 0)
+    # with fewer seeds than threads, such a width goes layer by layer (the wide kernel
+    # starts above SEEDED_WIDTH_MAX, which is lowered here only to reach this path)
+    from fastrank.backends import cpu
+
+    monkeypatch.setattr(cpu, "uses_wide_kernel", lambda net: False)
     assert not uses_depth_kernel(net, 2)
     blas = simulate_many(net, [0, 1], Schedule(every=4, log=None), backend=CPUBackend())
     for a, b in zip(kernel, blas, strict=True):
         assert np.array_equal(a.spectrum, b.spectrum) and np.array_equal(a.log_norm, b.log_norm)
+
+
+WIDE_NETS = [
+    Network(width=40, batch=24, depth=12, activation="relu", norm="bn"),
+    Network(width=40, batch=24, depth=12, activation="linear", norm="none"),  # rescaled
+    Network(width=40, batch=24, depth=12, activation="tanh", norm="bn-rms", order="act-norm"),
+    Network(width=40, batch=24, depth=12, activation="relu", norm="bn", gamma=0.5),
+    Network(width=8, batch=8, depth=3000, activation="tanh", gain=0.5),  # underflows
+]
+
+
+@pytest.mark.parametrize("network", WIDE_NETS, ids=lambda n: f"{n.label()}-{n.order}-g{n.gamma}")
+def test_wide_kernel_agrees_with_the_layer_by_layer_path(monkeypatch, network):
+    """The wide kernel (rows shared among threads; forced here on small widths) gives
+    the BLAS path's numbers to float32 rounding, the same failures, and per seed the
+    same bits whatever else is in the batch."""
+    from fastrank import Schedule, config, simulate_many
+    from fastrank.backends import cpu
+
+    monkeypatch.setattr(config, "SMALL_WIDTH_MAX", 0)
+    monkeypatch.setattr(config, "SEEDED_WIDTH_MAX", 0)
+    assert cpu.uses_wide_kernel(network)
+    schedule = Schedule(every=max(1, network.depth // 6), log=None)
+    wide = simulate_many(network, [0, 1, 2], schedule)
+    alone = simulate_many(network, [2], schedule)[0]
+    assert np.array_equal(alone.spectrum, wide[2].spectrum)
+    assert np.array_equal(alone.log_norm, wide[2].log_norm)
+    monkeypatch.setattr(cpu, "uses_wide_kernel", lambda net: False)
+    blas = simulate_many(network, [0, 1, 2], schedule)
+    for a, b in zip(wide, blas, strict=True):
+        assert (a.failure is None) == (b.failure is None)
+        if a.failure is not None:
+            assert a.failure.layer == b.failure.layer and a.failure.reason == b.failure.reason
+        np.testing.assert_array_equal(a.layer, b.layer)
+        # the same weights and fused pass; the GEMM's float32 sums may round apart
+        np.testing.assert_allclose(a.spectrum, b.spectrum, rtol=1e-4,
+                                   atol=1e-4 * np.nanmax(b.spectrum))
+        np.testing.assert_allclose(a.log_norm, b.log_norm, rtol=1e-5, atol=1e-5)
+    if network.gain == 0.5:
+        assert all(t.failure is not None for t in wide)

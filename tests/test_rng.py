@@ -327,3 +327,14 @@ def test_box_muller_float32_edge_words():
     assert z0 == 0.0 and z1 == 0.0
     z0, _ = philox._box_muller_f64(zero, zero, zero, zero)
     np.testing.assert_allclose(z0, np.sqrt(-2.0 * np.log(2.0**-54)), rtol=1e-14)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 3, 1023, 1024, 1500])
+@pytest.mark.parametrize("n", [1, 5, 1024, 3000])
+def test_serial_normals_from_any_offset_are_the_streams(offset, n):
+    """normals_f32_at (one thread's share of a layer's weights) gives elements
+    offset .. offset + n - 1 of the stream, across chunk edges (1024 normals a chunk)."""
+    whole = rng.normal(7, 0, 3, (offset + n,), np.float32)
+    part = np.full(n, np.nan, np.float32)
+    philox.normals_f32_at(part, np.uint64(7), np.uint32(0), np.uint32(3), offset)
+    np.testing.assert_array_equal(part, whole[offset:])

@@ -1,6 +1,8 @@
-"""CPU backend: weights from the numba Philox stream, GEMM through numpy's BLAS and a
-fused normalisation + activation pass for wide networks; the whole-depth compiled
-kernel (one seed per thread) for narrow float32 ones."""
+"""CPU backend: compiled kernels that run whole stretches of depth for float32 Gaussian
+networks of constant width -- one seed per thread when narrow (kernels/cpu/depth.py),
+a network's rows shared among the threads when wide (kernels/cpu/wide.py) -- and for
+every other network a layer at a time: weights from the numba Philox stream, GEMM
+through numpy's BLAS and the fused normalisation + activation pass."""
 
 from __future__ import annotations
 
@@ -12,23 +14,39 @@ import numpy as np
 
 from fastrank import codes, config, init, rng
 from fastrank.backends.base import Backend, Batch
-from fastrank.kernels.cpu import depth, spectrum, start_threads
+from fastrank.kernels.cpu import depth, spectrum, start_threads, wide
 from fastrank.kernels.cpu import layer as kernels
 from fastrank.spec import Network
 
 
+def _compiled(network: Network) -> bool:
+    """Whether the compiled kernels can run ``network``: float32, Gaussian weights, one
+    width throughout (the input's too)."""
+    return (network.dtype == "float32" and network.init == "gaussian"
+            and isinstance(network.width, int) and network.in_dim == network.width)
+
+
 def uses_depth_kernel(network: Network, seeds: int = 1) -> bool:
-    """Constant-width float32 networks with Gaussian weights run in one kernel when narrow
+    """Networks for kernels/cpu/depth.py (one seed per thread): narrow ones
     (config.SMALL_WIDTH_MAX), or up to config.SEEDED_WIDTH_MAX wide when every numba
     thread has a seed of its own."""
-    if not (network.dtype == "float32" and network.init == "gaussian"
-            and isinstance(network.width, int) and network.in_dim == network.width):
+    if not _compiled(network):
         return False
     if network.width <= config.SMALL_WIDTH_MAX:
         return True
     import numba
 
     return network.width <= config.SEEDED_WIDTH_MAX and seeds >= numba.get_num_threads()
+
+
+def uses_wide_kernel(network: Network) -> bool:
+    """Networks for kernels/cpu/wide.py (a network at a time, its rows shared among the
+    threads): wider than config.SEEDED_WIDTH_MAX, but not layer norm (its statistics
+    span every row). By width alone, never by the seeds in a batch: a run then takes
+    the same path in a sweep and in its resume (splitting the GEMM by rows can change
+    its last bits, so the two kernels do not give the same bits at one width)."""
+    return (_compiled(network) and network.norm != "ln"
+            and network.width > config.SEEDED_WIDTH_MAX)
 
 
 class CPUBackend(Backend):
@@ -55,6 +73,8 @@ class CPUBackend(Backend):
         net = batch.network
         if uses_depth_kernel(net, len(batch.seeds)):
             self._depth_kernel(batch, np.array([stop], np.int64), 0)
+        elif uses_wide_kernel(net):
+            self._wide_kernel(batch, stop)
         else:
             spare: dict = {}  # per seed, the buffer the next layer writes into
             for layer in range(batch.layer + 1, stop + 1):
@@ -93,6 +113,33 @@ class CPUBackend(Backend):
             )
         batch.layer = int(stops[-1])
         return spectra, log_norms
+
+    def _wide_kernel(self, batch: Batch, stop: int) -> None:
+        """Run every live seed, one after another, on to ``stop`` with the wide kernel."""
+        import numba
+
+        net = batch.network
+        w_scale, _ = init.weight_affine(net, net.width)
+        d, n = net.width, net.batch
+        spare = self._buffer("spare", (d, n))
+        w = self._buffer("weights", (d, d))
+        with one_blas_thread():  # one GEMM per thread, each on its block of rows
+            for i in batch.alive():
+                wide.advance(
+                    batch.h[i], spare, w, batch.seeds, i, batch.layer, stop,
+                    np.uint32(rng.WEIGHTS), w_scale, net.gamma,
+                    codes.NORMS[net.norm], codes.ACTIVATIONS[net.activation],
+                    net.order == "act-norm", net.eps, net.rescaled,
+                    batch.log_norm, batch.failed_layer, batch.reason, numba.get_num_threads(),
+                )
+
+    def _buffer(self, name: str, shape: tuple) -> np.ndarray:
+        """A float32 work array kept between calls (fresh multi-MB arrays cost page
+        faults at large widths)."""
+        key = (name, shape, "float32")
+        if key not in self._weight_buffers:
+            self._weight_buffers[key] = np.empty(shape, np.float32)
+        return self._weight_buffers[key]
 
     def _forward(self, network: Network, seed: int, layer: int, h: np.ndarray,
                  out: np.ndarray | None = None):

@@ -270,9 +270,9 @@ def _fill_on(cluster, writer, bar, commit_every) -> None:
 def _check_resumable(path: Path, warn: bool) -> None:
     """Refuse to resume a file that does not read as a results file, in the reader's one
     line; with ``warn``, one line when it was started on another numba thread count and
-    some of its runs left to compute go layer by layer, whose BLAS products and parallel
-    reductions depend on the threads: those may then differ in the last bits from an
-    uninterrupted sweep (docs/format.md, "Reproducibility")."""
+    some of its runs left to compute go layer by layer or through the wide kernel, whose
+    products and parallel reductions depend on the threads: those may then differ in the
+    last bits from an uninterrupted sweep (docs/format.md, "Reproducibility")."""
     import numba
 
     from fastrank.backends.cpu import uses_depth_kernel
@@ -289,7 +289,7 @@ def _check_resumable(path: Path, warn: bool) -> None:
     if per_layer and before is not None and before != now:
         others = f" and {len(per_layer) - 1} more" if len(per_layer) > 1 else ""
         click.echo(f"fastrank: warning: {path} was started on {before} threads, resumed on "
-                   f"{now}: its runs of {per_layer[0].label()}{others} (layer by layer) may "
+                   f"{now}: its runs of {per_layer[0].label()}{others} (split among threads) may "
                    "differ in the last bits from an uninterrupted sweep", err=True)
 
 

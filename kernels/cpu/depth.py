@@ -14,11 +14,27 @@ from numba import njit, prange
 
 from fastrank import codes
 from fastrank.kernels.cpu.layer import normalize_activate, scale
-from fastrank.kernels.cpu.philox import normals_f32_serial
+from fastrank.kernels.cpu.philox import normals_f32_at
 from fastrank.kernels.cpu.spectrum import gram_singular_values_one
 
 #: The failure rule, compiled (fastrank.codes.failure).
 failure = njit(cache=True, inline="always")(codes.failure)
+
+
+@njit(cache=True)
+def book(sumsq, layer, s, rescale, log_norm, failed_layer, reason):
+    """Book network s's sum of squares at ``layer`` (Batch.account, compiled): False
+    after marking it failed; else its log-norm accumulated (rescaled networks) or set."""
+    why = failure(sumsq)
+    if why != codes.OK:
+        failed_layer[s] = layer
+        reason[s] = why
+        return False
+    if rescale:
+        log_norm[s] += 0.5 * np.log(sumsq)
+    else:
+        log_norm[s] = 0.5 * np.log(sumsq)
+    return True
 
 
 @njit(cache=True, parallel=True)
@@ -50,7 +66,7 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
         reached = start
         for p in range(stops.size):
             for layer in range(reached + 1, stops[p] + 1):
-                normals_f32_serial(flat_w, seeds[s], stream, np.uint32(layer))
+                normals_f32_at(flat_w, seeds[s], stream, np.uint32(layer), 0)
                 for k in range(flat_w.size):
                     flat_w[k] *= w_scale
                 np.dot(w, cur, z)  # BLAS sgemm (numba calls it through SciPy)
@@ -59,16 +75,10 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
                         for j in range(n):
                             z[i, j] = cur[i, j] + np.float32(gamma) * z[i, j]
                 sumsq = normalize_activate(z, norm, act, act_first, eps)
-                why = failure(sumsq)
-                if why != codes.OK:
-                    failed_layer[s] = layer
-                    reason[s] = why
+                if not book(sumsq, layer, s, rescale, log_norm, failed_layer, reason):
                     break
                 if rescale:
-                    log_norm[s] += 0.5 * np.log(sumsq)
                     scale(z, 1.0 / np.sqrt(sumsq))
-                else:
-                    log_norm[s] = 0.5 * np.log(sumsq)
                 cur, z = z, cur
                 in_h = not in_h
             if failed_layer[s] >= 0:

@@ -83,6 +83,23 @@ def _column_stats(h, eps):
     return mean, 1.0 / np.sqrt(var / d + eps)
 
 
+@njit(**_JIT)  # not inlined: numba's IR inlining made the serial build's prange parallel
+def row_pass(row, norm, act, act_first, eps, mean, inv):
+    """The fused pass on one row (feature) of H, in place; its float64 sum of squares.
+    ``mean``, ``inv``: layer norm's per-sample statistics (unused by the other norms,
+    whose statistics are the row's own: rows can be passed by different threads)."""
+    if act_first and norm != NORM_LN:
+        _activate_row(row, act)
+    if norm == NORM_BN or norm == NORM_BN_RMS:
+        _normalize_row(row, norm == NORM_BN, eps)
+    elif norm == NORM_LN:
+        for j in range(row.shape[0]):
+            row[j] = (row[j] - mean[j]) * inv[j]
+    if not act_first:
+        _activate_row(row, act)
+    return _row_sum_of_squares(row)
+
+
 def _normalize_activate(h, norm, act, act_first, eps):
     """In place: h <- act(norm(h)) (or norm(act(h)) when act_first); returns the float64
     sum of squares. Row by row (rows are features); per-row sums are added in row order,
@@ -97,21 +114,21 @@ def _normalize_activate(h, norm, act, act_first, eps):
         mean, inv = _column_stats(h, eps)
     sums = np.empty(d)
     for i in prange(d):
-        row = h[i]
-        if act_first and norm != NORM_LN:
-            _activate_row(row, act)
-        if norm == NORM_BN or norm == NORM_BN_RMS:
-            _normalize_row(row, norm == NORM_BN, eps)
-        elif norm == NORM_LN:
-            for j in range(n):
-                row[j] = (row[j] - mean[j]) * inv[j]
-        if not act_first:
-            _activate_row(row, act)
-        sums[i] = _row_sum_of_squares(row)
+        sums[i] = row_pass(h[i], norm, act, act_first, eps, mean, inv)
     total = 0.0
     for i in range(d):
         total += sums[i]
     return total
+
+
+@njit(**_JIT)
+def pass_rows(h, lo, hi, norm, act, act_first, eps, sums):
+    """The fused pass on rows lo..hi-1 of H (any norm but layer norm, whose statistics
+    span all rows), each row's sum of squares into ``sums``: one thread's share of a
+    layer whose rows are split among threads (wide.py)."""
+    unused = np.zeros(0)
+    for i in range(lo, hi):
+        sums[i] = row_pass(h[i], norm, act, act_first, eps, unused, unused)
 
 
 #: One source, two builds: serial for the whole-depth kernel (already one network per

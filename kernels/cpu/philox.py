@@ -71,7 +71,7 @@ from numba.extending import overload
 
 __all__ = [
     "philox4x32_10",
-    "normals_f32_serial",
+    "normals_f32_at",
     "fill_uint32",
     "fill_uniform",
     "fill_normal",
@@ -376,20 +376,27 @@ def _fill_normal_f32(out, seed, stream, layer, offset):
 
 
 @njit(cache=True)
-def normals_f32_serial(out, seed, stream, layer):
-    """out[:] = the first out.size float32 normals of a stream, on the calling thread
-    (for kernels that already run one network per thread); same numbers as fill_normal."""
+def normals_f32_at(out, seed, stream, layer, offset):
+    """out[:] = float32 normals ``offset ..`` of a stream, on the calling thread (for
+    kernels that already share out their work among threads); the numbers of
+    fill_normal. Each chunk is drawn only as far as ``out`` needs it (a small layer's
+    weights cost what they hold, not a whole chunk)."""
+    n = out.shape[0]
+    if n == 0:
+        return
     k0, k1, st, ly = _key_and_ids(seed, stream, layer)
     per_chunk = 4 * _NCHUNK
-    n = out.shape[0]
-    full = n // per_chunk
-    for c in range(full):
-        normal_chunk_f32(out[c * per_chunk : (c + 1) * per_chunk], c, st, ly, k0, k1)
-    rest = n - full * per_chunk
-    if rest:
-        buf = np.empty(4 * ((rest + 3) // 4), np.float32)
-        normal_chunk_f32(buf, full, st, ly, k0, k1)
-        out[full * per_chunk :] = buf[:rest]
+    off, first, nchunks = _span(offset, n, per_chunk)
+    buf = np.empty(per_chunk, np.float32)
+    for j in range(nchunks):
+        c = first + j
+        base = c * per_chunk - off  # index in out of the chunk's first normal
+        if base >= 0 and base + per_chunk <= n:
+            normal_chunk_f32(out[base : base + per_chunk], c, st, ly, k0, k1)
+        else:  # an edge: draw up to the last normal needed, keep the part inside out
+            upto = min(np.int64(per_chunk), n - base)
+            normal_chunk_f32(buf[: 4 * ((upto + 3) // 4)], c, st, ly, k0, k1)
+            _store_chunk(out, base, buf[:upto])
 
 
 @njit(cache=True, parallel=True)
