@@ -146,19 +146,18 @@ def _full_tier(network: Network, points, spectra, log_norms, taus) -> list[Rows 
             for name, values in measures.all_measures(flat[at, :kk], shape, network.dtype,
                                                       taus).items():
                 table[name][at] = values
-    layers = np.asarray(points, np.int64)
-    blocks: list[Rows | None] = []
-    for i in range(n_seeds):
-        live = ~np.isnan(log_norms[:, i])
-        m = int(live.sum())  # rows stop where the seed stopped
-        if m == 0:
-            blocks.append(None)
-            continue
-        rows = np.arange(m) * n_seeds + i
-        blocks.append(Rows(layers[:m], spectra[:m, i], log_norms[:m, i].copy(),
-                           {name: values[rows] for name, values in table.items()},
-                           np.ones(m, np.int64)))
-    return blocks
+    # seed-major copies, so that a seed's rows are one slice of each (a view, not a
+    # gather per measure and seed: a GPU batch has a thousand seeds)
+    per_seed = {name: np.ascontiguousarray(
+                    values.reshape(n_points, n_seeds, *values.shape[1:]).swapaxes(0, 1))
+                for name, values in table.items()}
+    spectra = np.ascontiguousarray(spectra.swapaxes(0, 1))
+    log_norms = np.ascontiguousarray(log_norms.T)
+    rows = (~np.isnan(log_norms)).sum(axis=1)  # rows stop where a seed stopped
+    layers, tiers = np.asarray(points, np.int64), np.ones(n_points, np.int64)
+    return [Rows(layers[:m], spectra[i, :m], log_norms[i, :m],
+                 {name: values[i, :m] for name, values in per_seed.items()}, tiers[:m])
+            if m else None for i, m in enumerate(rows.tolist())]
 
 
 def _gram_tier(network: Network, batch, backend: Backend, point: int,
