@@ -98,14 +98,16 @@ class GPUBackend(Backend):
     ``device``: CUDA device index; ``tf32``: let cuBLAS round float32 GEMM inputs to TF32
     (default off; env FASTRANK_TF32=1); ``graphs``: capture runs of layers as CUDA graphs
     (default: constant widths up to GRAPH_WIDTH_MAX); ``graph_layers``: layers per graph
-    (even); ``jacobi``: batched Jacobi eigenvalues for Gram matrices up to 64 x 64.
+    (even); ``jacobi``: fastrank's batched Jacobi kernel for the eigenvalues of Gram
+    matrices up to 64 x 64, instead of one batched cuSOLVER call through CuPy (measured
+    on an H100 at 1024 matrices of 64 x 64: 23.4 ms against 9.7 ms).
     Raises :class:`GPUUnavailable` (one line) when no device can be used.
     """
 
     name = "gpu"
 
     def __init__(self, device: int = 0, *, tf32: bool | None = None, graphs: bool | None = None,
-                 graph_layers: int = 8, jacobi: bool = True, dev: Device | None = None):
+                 graph_layers: int = 8, jacobi: bool = False, dev: Device | None = None):
         self.dev = dev if dev is not None else CupyDevice(device, tf32=tf32)
         self.graphs = graphs
         if graph_layers < 2 or graph_layers % 2:
@@ -359,8 +361,10 @@ class GPUBackend(Backend):
             w = self.dev.empty((s, k), np.float64)
             self.dev.launch("jacobi_eigvalsh", s, self.dev.jacobi_block,
                             (g, np.int32(k), np.int32(JACOBI_SWEEPS), w))
-            return self.dev.to_host(w)
-        w = self.dev.xp.stack([self.dev.eigvalsh(g[i]) for i in range(s)])
+        elif k <= codes.JACOBI_MAX:  # the whole stack in one batched cuSOLVER call
+            w = self.dev.eigvalsh(g)
+        else:  # larger matrices: one call per matrix (measured only up to 64 batched)
+            w = self.dev.xp.stack([self.dev.eigvalsh(g[i]) for i in range(s)])
         return self.dev.to_host(w)
 
     def _spectra(self, batch: Batch, idx: list[int], method: str) -> np.ndarray:

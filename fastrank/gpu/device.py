@@ -59,7 +59,7 @@ class Device:
         raise NotImplementedError
 
     def eigvalsh(self, g):
-        """Eigenvalues (ascending) of one symmetric matrix."""
+        """Eigenvalues (ascending) of a symmetric matrix, or of each of a stack (k, n, n)."""
         return self.xp.linalg.eigvalsh(g)
 
     def svdvals(self, a):
