@@ -20,9 +20,7 @@ def layer_shape(network: Network, layer: int) -> tuple[int, int]:
     """(d_out, d_in) of the weight matrix of ``layer`` (1..depth)."""
     if not 1 <= layer <= network.depth:
         raise SpecError(f"invalid layer {layer}: must lie in 1..{network.depth}")
-    widths = network.widths
-    d_in = network.in_dim if layer == 1 else widths[layer - 2]
-    return widths[layer - 1], d_in
+    return network.features(layer), network.features(layer - 1)
 
 
 def weights(network: Network, seed: int, layer: int, out: np.ndarray | None = None) -> np.ndarray:

@@ -95,8 +95,8 @@ def iter_batch(
     points, tiers = schedule.points(network.depth), schedule.tiers(network.depth)
     size, at = 1, 0
     while at < len(points):
+        end = at + 1
         if tiers[at]:
-            end = at + 1
             while end < min(len(points), at + size) and tiers[end]:
                 end += 1
             started = time.perf_counter()
@@ -104,7 +104,6 @@ def iter_batch(
             blocks = _full_tier(network, points[at:end], spectra, log_norms, taus)
             size = _next_size(size, time.perf_counter() - started, spectra[0].nbytes)
         else:
-            end = at + 1
             blocks = _gram_tier(network, batch, backend, int(points[at]), len(taus))
         at = end
         for i, block in enumerate(blocks):
@@ -132,8 +131,7 @@ def _full_tier(network: Network, points, spectra, log_norms, taus) -> list[Rows 
     each point its log-norm was recorded (NaN after it stopped). The measures of every
     row come from one compiled pass per shape of H."""
     n_points, n_seeds, k = spectra.shape
-    in_dim, widths = network.in_dim, network.widths
-    shapes = [(widths[p - 1] if p else in_dim, network.batch) for p in points]
+    shapes = [(network.features(int(p)), network.batch) for p in points]
     flat = spectra.reshape(n_points * n_seeds, k)
     table = {name: np.full(n_points * n_seeds, np.nan) for name in measures.SCALARS}
     table["numerical_rank"] = np.full(n_points * n_seeds, -1, np.int64)

@@ -218,6 +218,18 @@ class Network:
         """Whether this is the residual chain ``H <- norm((I + gamma W) H)`` (finite gamma)."""
         return not math.isinf(self.gamma)
 
+    def features(self, layer: int) -> int:
+        """Rows of H at ``layer`` (0 = the input): its width, or the input dimension.
+
+        Examples
+        --------
+        >>> import fastrank
+        >>> net = fastrank.Network(width=(64, 32), input_dim=10, depth=2)
+        >>> [net.features(layer) for layer in range(3)]
+        [10, 64, 32]
+        """
+        return self.widths[layer - 1] if layer else self.in_dim
+
     @property
     def weight_gain(self) -> float:
         """The weight variance in units of 1/d_in in use: ``gain``, else the activation's

@@ -72,8 +72,8 @@ class Backend(ABC):
         stopped. Here a point at a time (:meth:`advance`, :meth:`spectra`); a backend
         may run the whole stretch in one call (the CPU's whole-depth kernel does)."""
         net, n = batch.network, len(batch.seeds)
-        dims = [net.widths[p - 1] if p else net.in_dim for p in points]
-        spectra = np.full((len(points), n, min(max(dims), net.batch)), np.nan)
+        k = min(max(net.features(int(p)) for p in points), net.batch)
+        spectra = np.full((len(points), n, k), np.nan)
         log_norms = np.full((len(points), n), np.nan)
         for j, point in enumerate(points):
             if point > batch.layer:

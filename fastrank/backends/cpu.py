@@ -54,7 +54,7 @@ class CPUBackend(Backend):
 
     def __init__(self):
         start_threads()
-        self._weight_buffers: dict = {}
+        self._buffers: dict = {}
 
     def start(self, network: Network, seeds) -> Batch:
         seeds = np.asarray(seeds, dtype=np.uint64)
@@ -133,13 +133,13 @@ class CPUBackend(Backend):
                     batch.log_norm, batch.failed_layer, batch.reason, numba.get_num_threads(),
                 )
 
-    def _buffer(self, name: str, shape: tuple) -> np.ndarray:
-        """A float32 work array kept between calls (fresh multi-MB arrays cost page
-        faults at large widths)."""
-        key = (name, shape, "float32")
-        if key not in self._weight_buffers:
-            self._weight_buffers[key] = np.empty(shape, np.float32)
-        return self._weight_buffers[key]
+    def _buffer(self, name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
+        """A work array kept between calls (fresh multi-MB arrays cost page faults at
+        large widths)."""
+        key = (name, shape, np.dtype(dtype))
+        if key not in self._buffers:
+            self._buffers[key] = np.empty(shape, dtype)
+        return self._buffers[key]
 
     def _forward(self, network: Network, seed: int, layer: int, h: np.ndarray,
                  out: np.ndarray | None = None):
@@ -147,9 +147,7 @@ class CPUBackend(Backend):
         written into ``out`` when it has the right shape; weights go into a kept buffer
         (fresh multi-MB arrays per layer would cost page faults at large widths)."""
         shape = init.layer_shape(network, layer)
-        w = self._weight_buffers.get((shape, network.dtype))
-        if w is None and network.init != "orthogonal":
-            w = self._weight_buffers[(shape, network.dtype)] = np.empty(shape, network.dtype)
+        w = None if network.init == "orthogonal" else self._buffer("weights", shape, network.dtype)
         w = init.weights(network, seed, layer, out=w)
         if out is None or out.shape != (shape[0], h.shape[1]):
             out = np.empty((shape[0], h.shape[1]), h.dtype)

@@ -88,8 +88,7 @@ def run_shape(net: Network, sweep: Sweep) -> tuple[int, int]:
     """(rows, singular values) of a run of ``net``: the schedule's measured layers, and
     the most singular values of any of them (min(width, batch))."""
     points = sweep.schedule.points(net.depth)
-    dims = (net.in_dim, *net.widths)
-    return len(points), max(min(dims[p], net.batch) for p in points)
+    return len(points), max(min(net.features(int(p)), net.batch) for p in points)
 
 
 def _column(values: list) -> np.ndarray:

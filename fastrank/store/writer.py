@@ -288,8 +288,8 @@ class Writer:
             raise ValueError(f"run {run}: got rows for layers {rows.layer.tolist()}, "
                              f"expected {expected.tolist()}")
         k = rows.spectrum.shape[1]
-        values = rows.spectrum[:, self._k :]
-        if values.size and not np.isnan(values).all():
+        beyond = rows.spectrum[:, self._k :]  # only NaN padding may lie past the file's k
+        if beyond.size and not np.isnan(beyond).all():
             raise ValueError(f"run {run}: spectrum has {k} values, the file holds {self._k}")
         spectra = np.full((len(rows), self._k), np.nan)
         spectra[:, : min(k, self._k)] = rows.spectrum[:, : self._k]

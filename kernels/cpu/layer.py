@@ -83,7 +83,9 @@ def _column_stats(h, eps):
     return mean, 1.0 / np.sqrt(var / d + eps)
 
 
-@njit(**_JIT)  # not inlined: numba's IR inlining made the serial build's prange parallel
+# Not inline="always": inlined here, the serial build launched a parallel region of its
+# own inside the depth kernel's, which numba's workqueue layer aborts on.
+@njit(**_JIT)
 def row_pass(row, norm, act, act_first, eps, mean, inv):
     """The fused pass on one row (feature) of H, in place; its float64 sum of squares.
     ``mean``, ``inv``: layer norm's per-sample statistics (unused by the other norms,
