@@ -32,41 +32,6 @@ def _activate(x, act):
 
 
 @njit(**_JIT)
-def _activate_row(row, act):
-    if act != ACT_LINEAR:
-        for j in range(row.shape[0]):
-            row[j] = _activate(row[j], act)
-
-
-@njit(**_JIT)
-def _normalize_row(row, centre, eps):
-    """Batch norm of one feature over the batch: (x - mean) / sqrt(var + eps) (biased
-    variance, as torch's BatchNorm1d in training mode), or x / sqrt(mean(x^2) + eps)."""
-    n = row.shape[0]
-    mean = 0.0
-    if centre:
-        for j in range(n):
-            mean += row[j]
-        mean /= n
-    var = 0.0
-    for j in range(n):
-        c = row[j] - mean
-        var += c * c
-    inv = 1.0 / np.sqrt(var / n + eps)
-    for j in range(n):
-        row[j] = (row[j] - mean) * inv
-
-
-@njit(**_JIT)
-def _row_sum_of_squares(row):
-    total = 0.0
-    for j in range(row.shape[0]):
-        x = np.float64(row[j])
-        total += x * x
-    return total
-
-
-@njit(**_JIT)
 def _column_stats(h, eps):
     """Layer norm's per-sample (column) mean and 1/sqrt(var + eps) over the features."""
     d, n = h.shape
@@ -83,23 +48,66 @@ def _column_stats(h, eps):
     return mean, 1.0 / np.sqrt(var / d + eps)
 
 
+@njit(**_JIT)
+def _affine_activate(row, shift, scale_, act):
+    """row <- act((row - shift) * scale_), each value rounded to the row's dtype before the
+    activation; returns the float64 sum of squares of the result. One loop per
+    activation, so that each is a straight vectorisable loop."""
+    total = 0.0
+    if act == ACT_RELU:
+        for j in range(row.shape[0]):
+            row[j] = (row[j] - shift) * scale_
+            y = row[j] if row[j] > 0 else row[j] * 0
+            row[j] = y
+            total += np.float64(y) * np.float64(y)
+    elif act == ACT_TANH:
+        for j in range(row.shape[0]):
+            row[j] = (row[j] - shift) * scale_
+            y = np.tanh(row[j])
+            row[j] = y
+            total += np.float64(y) * np.float64(y)
+    else:
+        for j in range(row.shape[0]):
+            row[j] = (row[j] - shift) * scale_
+            y = row[j]
+            total += np.float64(y) * np.float64(y)
+    return total
+
+
 # Not inline="always": inlined here, the serial build launched a parallel region of its
 # own inside the depth kernel's, which numba's workqueue layer aborts on.
 @njit(**_JIT)
-def row_pass(row, norm, act, act_first, eps, mean, inv):
-    """The fused pass on one row (feature) of H, in place; its float64 sum of squares.
+def row_pass(h, i, norm, act, act_first, eps, mean, inv):
+    """The fused pass on row (feature) i of H, in place; its float64 sum of squares.
+    Batch norm is (x - mean) / sqrt(var + eps) over the batch (biased variance, as
+    torch's BatchNorm1d in training mode), or x / sqrt(mean(x^2) + eps) uncentred.
     ``mean``, ``inv``: layer norm's per-sample statistics (unused by the other norms,
     whose statistics are the row's own: rows can be passed by different threads)."""
-    if act_first and norm != NORM_LN:
-        _activate_row(row, act)
+    row = h[i]
+    n = row.shape[0]
+    if act_first and norm != NORM_LN and act != ACT_LINEAR:
+        _affine_activate(row, 0.0, 1.0, act)
+    post = act if not act_first else ACT_LINEAR  # the activation after the norm
     if norm == NORM_BN or norm == NORM_BN_RMS:
-        _normalize_row(row, norm == NORM_BN, eps)
-    elif norm == NORM_LN:
-        for j in range(row.shape[0]):
+        centre = 0.0
+        if norm == NORM_BN:
+            for j in range(n):
+                centre += row[j]
+            centre /= n
+        var = 0.0
+        for j in range(n):
+            c = row[j] - centre
+            var += c * c
+        return _affine_activate(row, centre, 1.0 / np.sqrt(var / n + eps), post)
+    if norm == NORM_LN:
+        total = 0.0
+        for j in range(n):
             row[j] = (row[j] - mean[j]) * inv[j]
-    if not act_first:
-        _activate_row(row, act)
-    return _row_sum_of_squares(row)
+            y = _activate(row[j], post)
+            row[j] = y
+            total += np.float64(y) * np.float64(y)
+        return total
+    return _affine_activate(row, 0.0, 1.0, post)
 
 
 def _normalize_activate(h, norm, act, act_first, eps):
@@ -110,13 +118,14 @@ def _normalize_activate(h, norm, act, act_first, eps):
     mean = np.zeros(n)
     inv = np.ones(n)
     if norm == NORM_LN:  # layer norm needs every row before any row can be normalised
-        if act_first:
+        if act_first and act != ACT_LINEAR:
             for i in prange(d):
-                _activate_row(h[i], act)
+                for j in range(n):
+                    h[i, j] = _activate(h[i, j], act)
         mean, inv = _column_stats(h, eps)
     sums = np.empty(d)
     for i in prange(d):
-        sums[i] = row_pass(h[i], norm, act, act_first, eps, mean, inv)
+        sums[i] = row_pass(h, i, norm, act, act_first, eps, mean, inv)
     total = 0.0
     for i in range(d):
         total += sums[i]
@@ -130,7 +139,7 @@ def pass_rows(h, lo, hi, norm, act, act_first, eps, sums):
     layer whose rows are split among threads (wide.py)."""
     unused = np.zeros(0)
     for i in range(lo, hi):
-        sums[i] = row_pass(h[i], norm, act, act_first, eps, unused, unused)
+        sums[i] = row_pass(h, i, norm, act, act_first, eps, unused, unused)
 
 
 #: One source, two builds: serial for the whole-depth kernel (already one network per
@@ -144,7 +153,9 @@ def sum_of_squares(h):
     """Sum of squares of every entry, accumulated in float64 (NaN/inf propagate)."""
     total = 0.0
     for i in range(h.shape[0]):
-        total += _row_sum_of_squares(h[i])
+        for j in range(h.shape[1]):
+            x = np.float64(h[i, j])
+            total += x * x
     return total
 
 
