@@ -222,3 +222,76 @@ def test_wide_kernel_agrees_with_the_layer_by_layer_path(monkeypatch, network):
         np.testing.assert_allclose(a.log_norm, b.log_norm, rtol=1e-5, atol=1e-5)
     if network.gain == 0.5:
         assert all(t.failure is not None for t in wide)
+
+
+def _symmetric_cases(k, rng):
+    """Symmetric float64 matrices that stress an eigensolver: a Wishart matrix, the Gram
+    matrix of a collapsed BN + ReLU product, a graded spectrum (1 .. 1e-12), low rank,
+    repeated and clustered eigenvalues, indefinite, diagonal, zero, and extreme scales."""
+    a = rng.standard_normal((k, k))
+    yield "wishart", a @ a.T
+    h = a.copy()
+    for _ in range(60):
+        h = np.maximum(rng.standard_normal((k, k)) @ h, 0)
+        h -= h.mean(axis=1, keepdims=True)
+        h /= max(np.linalg.norm(h), 1e-300)
+    yield "collapsed", h @ h.T
+    q, _ = np.linalg.qr(rng.standard_normal((k, k)))
+    yield "graded", (q * np.logspace(0, -12, k)) @ q.T
+    low = rng.standard_normal((k, min(3, k)))
+    yield "rank3", low @ low.T
+    yield "repeated", np.kron(np.eye((k + 1) // 2), np.ones((2, 2)))[:k, :k]
+    yield "clustered", (q * (1 + 1e-10 * np.arange(k))) @ q.T
+    yield "indefinite", a + a.T
+    yield "diagonal", np.diag(rng.standard_normal(k))
+    yield "zero", np.zeros((k, k))
+    yield "huge", (a @ a.T) * 1e150
+    yield "tiny", (a @ a.T) * 1e-150
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 16, 32, 33, 64, 100])
+def test_compiled_eigenvalues_match_lapack(k):
+    """kernels/cpu/eigen.py against LAPACK (numpy.linalg.eigvalsh) in float64: each
+    eigenvalue within 8 k eps max|lambda| (a backward-stable solver's bound is a small
+    multiple of k eps ||G||; a wrong step or shift is off by far more)."""
+    from fastrank.kernels.cpu import eigen
+
+    rng = np.random.default_rng(k)
+    for name, g in _symmetric_cases(k, rng):
+        ref = np.linalg.eigvalsh(g)
+        got = np.empty(k)
+        assert eigen.symmetric_eigenvalues(g.copy(), got), name
+        scale = max(np.abs(ref).max(), np.finfo(float).tiny)
+        assert np.abs(got - ref).max() <= 8 * k * np.finfo(float).eps * scale, name
+
+
+def test_tridiagonal_eigenvalues_split_blocks():
+    """Zero off-diagonal entries split the tridiagonal into blocks, each solved alone;
+    the result is every block's eigenvalues (against LAPACK on the dense matrix)."""
+    from fastrank.kernels.cpu import eigen
+
+    rng = np.random.default_rng(3)
+    d, e = rng.standard_normal(12), rng.standard_normal(11)
+    e[[0, 5, 6, 10]] = 0.0
+    dense = np.diag(d) + np.diag(e, 1) + np.diag(e, -1)
+    got, e2 = d.copy(), e * e
+    assert eigen.tridiagonal_eigenvalues(got, e2)
+    np.testing.assert_allclose(np.sort(got), np.linalg.eigvalsh(dense), rtol=0,
+                               atol=8 * 12 * np.finfo(float).eps * np.abs(d).max() * 4)
+
+
+def test_gram_singular_values_against_float64_svd():
+    """The compiled spectra of float32 matrices (both sides smaller, and wider than the
+    compiled eigensolver's limit, where LAPACK takes over) are the float64 SVD's
+    singular values to float64 Gram accuracy: sqrt(k eps) of the largest."""
+    from fastrank.kernels.cpu import spectrum
+
+    rng = np.random.default_rng(5)
+    for shape in [(24, 40), (40, 24), (64, 64), (spectrum.COMPILED_EIGEN_MAX + 8,) * 2]:
+        h = rng.standard_normal(shape).astype(np.float32)
+        out = np.empty(min(shape))
+        spectrum.gram_singular_values_one(h, out)
+        ref = np.linalg.svd(h.astype(np.float64), compute_uv=False)
+        assert np.all(np.diff(out) <= 0)
+        tol = np.sqrt(min(shape) * np.finfo(float).eps) * ref[0]
+        np.testing.assert_allclose(out, ref, rtol=0, atol=tol)

@@ -1,0 +1,190 @@
+"""Eigenvalues of small symmetric float64 matrices, compiled: the spectra of the narrow
+networks' Gram matrices. A Householder reduction to tridiagonal form, then root-free
+implicit QL (the Pal-Walker-Kahan variant, as LAPACK's dsterf) on the squared
+off-diagonal.
+
+Why not LAPACK (numba's eigvalsh, dsyevd): at k of a few dozen its time goes to a copy,
+a workspace query and allocation and one small level-2 BLAS call per column, and then
+to QL steps that each wait on three divisions. Here the reduction is flat loops over
+contiguous rows, and a QL step takes one division (_ql_step): 1.5-1.7x faster at
+k = 32 and 64, Gram included (docs/architecture.md). Accuracy is that of any
+backward-stable symmetric eigensolver -- each eigenvalue within a small multiple of
+k eps ||G|| of the exact one -- checked against LAPACK in float64 by
+tests/test_kernels.py.
+"""
+
+import numpy as np
+from numba import njit
+
+#: Sweeps allowed per eigenvalue before QL gives up (as LAPACK); the caller then falls
+#: back to LAPACK.
+MAX_SWEEPS = 30
+
+_EPS2 = float(np.finfo(np.float64).eps) ** 2
+_TINY = float(np.finfo(np.float64).tiny)
+#: Below this r p, a QL step divides twice rather than risk 1 / (r p) overflowing.
+_SMALL = 1e-280
+
+_JIT = {"cache": True, "fastmath": {"contract"}, "error_model": "numpy"}
+#: The reduction's sums may be vectorised (reassociated); QL's steps keep their order.
+_JIT_SUMS = {**_JIT, "fastmath": {"contract", "reassoc"}}
+
+
+@njit(**_JIT_SUMS)
+def _reflector(x, v):
+    """The Householder reflector I - tau v v^T (v[0] = 1) that maps ``x`` onto beta
+    times the first unit vector: (tau, beta); tau = 0 when x is that already."""
+    alpha = x[0]
+    sigma = 0.0
+    for t in range(1, x.shape[0]):
+        sigma += x[t] * x[t]
+    if sigma == 0.0:
+        return 0.0, alpha
+    norm = np.sqrt(alpha * alpha + sigma)
+    beta = -norm if alpha >= 0.0 else norm
+    inv = 1.0 / (alpha - beta)
+    v[0] = 1.0
+    for t in range(1, x.shape[0]):
+        v[t] = x[t] * inv
+    return (beta - alpha) / beta, beta
+
+
+@njit(**_JIT_SUMS)
+def tridiagonalize(a, diag, off2):
+    """Reduce the symmetric ``a`` (k x k, float64, both triangles, C order; destroyed)
+    by Householder reflections to the tridiagonal matrix with diagonal ``diag`` (k) and
+    squared off-diagonal ``off2`` (k - 1), as QL takes it.
+
+    Reflector j updates the trailing block B = a[j+1:, j+1:] as B - v w^T - w v^T, with
+    w = p - (tau/2)(p.v) v and p = tau B v; the block is kept in full (both triangles)
+    so that every loop runs along a contiguous row, from 0 on a view of it."""
+    k = a.shape[0]
+    v_all, p_all = np.empty(k), np.empty(k)
+    for j in range(k - 2):
+        diag[j] = a[j, j]
+        lo = j + 1
+        m = k - lo
+        v, p = v_all[:m], p_all[:m]
+        tau, beta = _reflector(a[j, lo:], v)
+        off2[j] = beta * beta
+        if tau == 0.0:
+            continue
+        for t in range(m):  # p = tau B v
+            row = a[lo + t, lo:]
+            acc = 0.0
+            for i in range(m):
+                acc += row[i] * v[i]
+            p[t] = tau * acc
+        dot = 0.0
+        for t in range(m):
+            dot += p[t] * v[t]
+        half = -0.5 * tau * dot
+        for t in range(m):
+            p[t] += half * v[t]  # now w
+        for i in range(m):
+            row, vi, wi = a[lo + i, lo:], v[i], p[i]
+            for t in range(m):
+                row[t] -= vi * p[t] + wi * v[t]
+    if k >= 2:
+        diag[k - 2] = a[k - 2, k - 2]
+        off2[k - 2] = a[k - 2, k - 1] * a[k - 2, k - 1]
+    if k >= 1:
+        diag[k - 1] = a[k - 1, k - 1]
+
+
+@njit(**_JIT)
+def _next_sweep(d, e2, lo, sweeps):
+    """Plan lane's next QL sweep on the tridiagonal (d, e2), eigenvalues before ``lo``
+    converged: (lo, hi, shift, sweeps) of the next unreduced block lo..hi, hi = -1
+    when every eigenvalue has converged, -2 when one took more than MAX_SWEEPS."""
+    n = d.shape[0]
+    while lo < n:
+        hi = lo
+        while hi < n - 1 and e2[hi] > _EPS2 * abs(d[hi]) * abs(d[hi + 1]) and e2[hi] > _TINY:
+            hi += 1
+        if hi > lo:
+            if sweeps == MAX_SWEEPS:
+                return lo, -2, 0.0, sweeps
+            root = np.sqrt(e2[lo])  # shift: the eigenvalue of the leading 2 x 2 nearer d[lo]
+            g = (d[lo + 1] - d[lo]) / (2.0 * root)
+            r = np.hypot(g, 1.0)
+            return lo, hi, d[lo] - root / (g + (r if g >= 0.0 else -r)), sweeps + 1
+        lo += 1  # d[lo] has converged
+        sweeps = 0
+    return lo, -1, 0.0, 0
+
+
+@njit(inline="always", **_JIT)
+def _ql_step(d, e2, i, hi, shift, c, s, gamma, p):
+    """Step i (hi - 1 down to the block's start) of a root-free QL sweep on the
+    tridiagonal (d, e2): returns the sweep's carried (c, s, gamma, p).
+
+    With r = p + e2[i], the step is c' = p / r, s' = e2[i] / r, gamma' = X / r and
+    p' = gamma'^2 / c' = X^2 / (r p), X = p (d[i] - shift) - e2[i] gamma: all from the
+    one reciprocal 1 / (r p). Divisions are what the steps wait on; the textbook form
+    takes three. A tiny or zero r p takes that form."""
+    bb = e2[i]
+    r = p + bb
+    if i != hi - 1:
+        e2[i + 1] = s * r
+    alpha = d[i]
+    rp = r * p
+    if rp > _SMALL:
+        w = 1.0 / rp
+        x = p * (alpha - shift) - bb * gamma
+        inv_r = p * w
+        g_next = x * inv_r
+        d[i + 1] = gamma + (alpha - g_next)
+        return p * inv_r, bb * inv_r, g_next, x * x * w
+    c_next = p / r
+    s_next = bb / r
+    g_next = c_next * (alpha - shift) - s_next * gamma
+    d[i + 1] = gamma + (alpha - g_next)
+    return c_next, s_next, g_next, (g_next * g_next / c_next if c_next != 0.0 else c * bb)
+
+
+@njit(**_JIT)
+def tridiagonal_eigenvalues(d, e2):
+    """Eigenvalues of the symmetric tridiagonal matrix with diagonal ``d`` (k) and
+    squared off-diagonal ``e2`` (k - 1); both overwritten, the eigenvalues end in ``d``,
+    unsorted. Implicit QL from the bottom of each unreduced block with the shift of its
+    leading 2 x 2, root-free. False if an eigenvalue took more than MAX_SWEEPS sweeps."""
+    lo, sweeps = 0, 0
+    while True:
+        lo, hi, shift, sweeps = _next_sweep(d, e2, lo, sweeps)
+        if hi < 0:
+            return hi == -1
+        gamma = d[hi] - shift
+        c, s, p = 1.0, 0.0, gamma * gamma
+        for i in range(hi - 1, lo - 1, -1):
+            c, s, gamma, p = _ql_step(d, e2, i, hi, shift, c, s, gamma, p)
+        e2[lo] = s * p
+        d[lo] = shift + gamma
+
+
+@njit(**_JIT)
+def symmetric_eigenvalues(a, out):
+    """``out`` (k) <- the eigenvalues of the symmetric float64 ``a`` (k x k, both
+    triangles; destroyed), ascending as numpy.linalg.eigvalsh gives them. Works on a
+    divided by its largest entry, so that squares neither overflow nor underflow.
+    False if QL did not converge (``out`` then undefined: the caller asks LAPACK)."""
+    k = a.shape[0]
+    big = 0.0
+    for i in range(k):
+        for t in range(k):
+            big = max(big, abs(a[i, t]))
+    if big == 0.0 or not np.isfinite(big):
+        out[:] = 0.0 if big == 0.0 else np.nan
+        return True
+    inv = 1.0 / big
+    for i in range(k):
+        for t in range(k):
+            a[i, t] *= inv
+    d, e2 = np.empty(k), np.empty(max(k - 1, 0))
+    tridiagonalize(a, d, e2)
+    if not tridiagonal_eigenvalues(d, e2):
+        return False
+    d.sort()
+    for i in range(k):
+        out[i] = d[i] * big
+    return True
