@@ -251,7 +251,8 @@ def _symmetric_cases(k, rng):
 
 @pytest.mark.parametrize("k", [1, 2, 3, 5, 16, 32, 33, 64, 100])
 def test_compiled_eigenvalues_match_lapack(k):
-    """kernels/cpu/eigen.py against LAPACK (numpy.linalg.eigvalsh) in float64: each
+    """kernels/cpu/eigen.py (scaled, reduced, QL) against LAPACK (numpy.linalg.eigvalsh)
+    in float64: each
     eigenvalue within 8 k eps max|lambda| (a backward-stable solver's bound is a small
     multiple of k eps ||G||; a wrong step or shift is off by far more)."""
     from fastrank.kernels.cpu import eigen
@@ -259,25 +260,35 @@ def test_compiled_eigenvalues_match_lapack(k):
     rng = np.random.default_rng(k)
     for name, g in _symmetric_cases(k, rng):
         ref = np.linalg.eigvalsh(g)
-        got = np.empty(k)
-        assert eigen.symmetric_eigenvalues(g.copy(), got), name
+        d, e2 = np.zeros(k), np.zeros(max(k - 1, 0))
+        big = eigen.reduce_scaled(g.copy(), d, e2)
+        assert eigen.tridiagonal_eigenvalues_pair(d, e2, d[:0], e2[:0]) == (True, True), name
+        got = np.sort(d) * big
         scale = max(np.abs(ref).max(), np.finfo(float).tiny)
         assert np.abs(got - ref).max() <= 8 * k * np.finfo(float).eps * scale, name
 
 
-def test_tridiagonal_eigenvalues_split_blocks():
-    """Zero off-diagonal entries split the tridiagonal into blocks, each solved alone;
-    the result is every block's eigenvalues (against LAPACK on the dense matrix)."""
+def test_tridiagonal_eigenvalues_pair_and_split_blocks():
+    """Two tridiagonals solved side by side, of different sizes and one with zero
+    off-diagonal entries (which split it into blocks, each solved alone), give each
+    one's eigenvalues (against LAPACK on the dense matrix), and the same bits as each
+    solved alone (an empty second matrix)."""
     from fastrank.kernels.cpu import eigen
 
     rng = np.random.default_rng(3)
-    d, e = rng.standard_normal(12), rng.standard_normal(11)
-    e[[0, 5, 6, 10]] = 0.0
-    dense = np.diag(d) + np.diag(e, 1) + np.diag(e, -1)
-    got, e2 = d.copy(), e * e
-    assert eigen.tridiagonal_eigenvalues(got, e2)
-    np.testing.assert_allclose(np.sort(got), np.linalg.eigvalsh(dense), rtol=0,
-                               atol=8 * 12 * np.finfo(float).eps * np.abs(d).max() * 4)
+    mats = [(rng.standard_normal(12), rng.standard_normal(11)),
+            (rng.standard_normal(7), rng.standard_normal(6))]
+    mats[0][1][[0, 5, 6, 10]] = 0.0
+    pair = [(d.copy(), e * e) for d, e in mats]
+    assert eigen.tridiagonal_eigenvalues_pair(*pair[0], *pair[1]) == (True, True)
+    for (d, e), (got, _) in zip(mats, pair, strict=True):
+        dense = np.diag(d) + np.diag(e, 1) + np.diag(e, -1)
+        ref = np.linalg.eigvalsh(dense)
+        tol = 8 * len(d) * np.finfo(float).eps * np.abs(ref).max()
+        np.testing.assert_allclose(np.sort(got), ref, rtol=0, atol=tol)
+        alone, e2 = d.copy(), e * e
+        assert eigen.tridiagonal_eigenvalues_pair(alone, e2, alone[:0], e2[:0]) == (True, True)
+        assert np.array_equal(alone, got)
 
 
 def test_gram_singular_values_against_float64_svd():

