@@ -89,16 +89,18 @@ def row_pass(h, i, norm, act, act_first, eps, mean, inv):
         _affine_activate(row, 0.0, 1.0, act)
     post = act if not act_first else ACT_LINEAR  # the activation after the norm
     if norm == NORM_BN or norm == NORM_BN_RMS:
-        centre = 0.0
-        if norm == NORM_BN:
-            for j in range(n):
-                centre += row[j]
-            centre /= n
-        var = 0.0
+        # one pass for both moments, about a sample of the row (its first value): the
+        # variance then cancels only (mean - x0)^2 / var, a few units, in float64
+        x0 = np.float64(row[0]) if norm == NORM_BN else 0.0
+        s1 = 0.0
+        s2 = 0.0
         for j in range(n):
-            c = row[j] - centre
-            var += c * c
-        return _affine_activate(row, centre, 1.0 / np.sqrt(var / n + eps), post)
+            c = row[j] - x0
+            s1 += c
+            s2 += c * c
+        m1 = s1 / n if norm == NORM_BN else 0.0
+        var = max(s2 / n - m1 * m1, 0.0)
+        return _affine_activate(row, x0 + m1, 1.0 / np.sqrt(var + eps), post)
     if norm == NORM_LN:
         total = 0.0
         for j in range(n):
