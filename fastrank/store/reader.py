@@ -440,13 +440,18 @@ class Results:
                 "expected_rows": c["expected_rows"].astype(np.int64),
                 "status": self._statuses(),
                 "final_soft_rank": last.astype(np.float64),
-                **{name: values.astype(np.int64)
-                   for name, values in self._layout.threads().items()},
+                **{name: values.astype(np.int64) for name, values in self._threads().items()},
             }
             self._table = np.empty(self._n, dtype=[(k, v.dtype) for k, v in cols.items()])
             for k, v in cols.items():
                 self._table[k] = v
         return self._table
+
+    def _threads(self) -> dict:
+        try:
+            return self._layout.threads()
+        except EDITED as exc:
+            raise DamagedFile(f"{self.path} is damaged: {one_line(exc, typed=True)}") from None
 
     def select(self, **criteria) -> list[Run]:
         """Runs whose ``runs`` columns equal the given values (or lie in a given list).

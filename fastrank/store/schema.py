@@ -33,6 +33,10 @@ INT_DATASETS = {"layer", "numerical_rank", "rank_tau", "tier"}
 #: Oldest HDF5 format features used: files stay readable by HDF5 1.10 tools (SWMR needs
 #: 1.10). fastrank's own lock replaces HDF5's file locking (see fastrank.lock).
 LIBVER = ("v110", "latest")
+#: Row datasets stored without deflate: the spectrum is most of a file's bytes and its
+#: float64 mantissas barely compress (level 1 + shuffle: 17% smaller), at 16 ms per MB
+#: written on this machine -- the largest part of a sweep's file cost at d = 64.
+UNCOMPRESSED = {"spectrum"}
 #: Elements per chunk of a row dataset (float64: 256 KiB before compression).
 CHUNK_ELEMENTS = 1 << 15
 #: Network fields stored as run columns (tuple widths as -1; ``network`` holds them).
@@ -160,10 +164,11 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
         rows = min(n, max(1, CHUNK_ELEMENTS // per_row), 256)
         chunk = (min(r, max(1, CHUNK_ELEMENTS // (rows * per_row))), rows, *cols)
         integer = name in INT_DATASETS
+        deflate = {} if name in UNCOMPRESSED else {"shuffle": True, "compression": "gzip",
+                                                   "compression_opts": 1}
         ds = f.create_dataset(name, (r, n, *cols), np.int64 if integer else np.float64,
                               chunks=chunk, fillvalue=-1 if integer else np.nan,
-                              fletcher32=True, shuffle=True, compression="gzip",
-                              compression_opts=1)
+                              fletcher32=True, **deflate)
         ds.attrs["_FillValue"] = np.int64(-1) if integer else np.nan
         ds.attrs["long_name"], ds.attrs["units"] = LONG_NAMES[name]
         for axis, scale in enumerate(("run", "row", {"spectrum": "sv", "rank_tau": "tau"}.get(

@@ -209,11 +209,11 @@ class Writer:
         try:
             source = layout_of(old)
             rows, failed_layer, failure = source.status()
+            threads = source.threads()
         except DAMAGE as exc:
             raise DamagedFile(f"{self.path} is damaged: {type(exc).__name__}: {exc}") from None
         if source.n_runs != len(self._points):
             raise DamagedFile(f"{self.path}: its runs do not match its sweep")
-        threads = source.threads()
         expected = np.array([len(p) for p in self._points])
         for i in np.flatnonzero((failed_layer >= 0) | (rows >= expected)):
             n = int(rows[i])
