@@ -28,6 +28,24 @@ def test_gram_tier_equals_the_spectrum_measures(shape):
     assert cheap["numerical_rank"] == -1 and np.isnan(cheap["effective_rank"])
 
 
+@pytest.mark.parametrize("batch", [40, 24])
+def test_wide_kernel_gram_statistics_equal_the_host_ones(monkeypatch, batch):
+    """The wide kernel's networks get their Gram-tier statistics on numba's threads
+    (CPUBackend.gram_stats): the host computation's to float32 GEMM rounding (the
+    products are summed in blocks of rows instead of at once), both sides smaller."""
+    from fastrank import config
+    from fastrank.backends import cpu
+
+    monkeypatch.setattr(config, "SEEDED_WIDTH_MAX", 16)
+    net = Network(width=32, batch=batch, depth=4, activation="relu", norm="bn")
+    assert cpu.uses_wide_kernel(net)
+    backend = cpu.CPUBackend()
+    b = backend.start(net, [0])
+    backend.advance(b, 3)
+    got, want = backend.gram_stats(b, 0), host_gram_stats(b.h[0])
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_schedule_tiers():
     sched = Schedule(every=5, log=None, cheap_every=2)
     assert sched.points(10).tolist() == [0, 2, 4, 5, 6, 8, 10]

@@ -176,7 +176,18 @@ class CPUBackend(Backend):
         return host_spectra(np.stack([batch.h[i] for i in idx]), method)
 
     def gram_stats(self, batch: Batch, i: int) -> tuple[float, float, float]:
-        return host_gram_stats(batch.h[i])
+        h = batch.h[i]
+        if not uses_wide_kernel(batch.network):
+            return host_gram_stats(h)
+        import numba
+
+        # on numba's threads, like the layers, and every BLAS at one thread: numpy's
+        # BLAS threads, once woken here, would spin through the next layer
+        a = h if h.shape[0] <= h.shape[1] else np.ascontiguousarray(h.T)
+        g = self._buffer("gram", (a.shape[0], a.shape[0]))
+        with one_blas_thread():  # Lanczos's matrix-vector products: 2 ms at one thread
+            wide.rows_product(a, a.T, g, numba.get_num_threads())
+            return gram_statistics(g)
 
     def threads(self) -> tuple[int, int]:
         import numba
@@ -268,11 +279,17 @@ def host_gram_stats(h: np.ndarray) -> tuple[float, float, float]:
     by Lanczos (SciPy's eigsh, matrix-vector products through numpy) from a fixed start
     vector -- the all-ones vector would lie in the null space of a batch-normalised H.
 
-    Every BLAS call here goes through numpy's BLAS, like the layer's GEMM: alternating
-    with SciPy's separate copy of OpenBLAS leaves one library's threads spinning while
-    the other works (measured 3x slower per layer at d = 1024 on 2 cores).
+    Every BLAS call here goes through numpy's BLAS, like the per-layer path's GEMM:
+    alternating with SciPy's separate copy of OpenBLAS leaves one library's threads
+    spinning while the other works (measured 3x slower per layer at d = 1024 on 2
+    cores). The wide kernel's networks, whose layers run on numba's threads, compute
+    the Gram matrix there too (CPUBackend.gram_stats).
     """
-    g = h @ h.T if h.shape[0] <= h.shape[1] else h.T @ h
+    return gram_statistics(h @ h.T if h.shape[0] <= h.shape[1] else h.T @ h)
+
+
+def gram_statistics(g: np.ndarray) -> tuple[float, float, float]:
+    """trace, squared Frobenius norm and top eigenvalue of a Gram matrix (host_gram_stats)."""
     trace, frob2 = float(np.trace(g, dtype=np.float64)), kernels.sum_of_squares(g)
     if g.shape[0] <= codes.DENSE_TOP_EIGEN_MAX:
         with one_blas_thread():

@@ -65,3 +65,20 @@ def advance(h, spare, w, seeds, s, start, stop, stream, w_scale, gamma, norm, ac
         in_h = not in_h
     if not in_h:  # one copy per call, not one per layer
         h[:, :] = cur
+
+
+@njit(cache=True, parallel=True)
+def rows_product(a, b, out, blocks):
+    """``out`` <- a b, the rows of ``a`` (and ``out``) in ``blocks`` blocks, one per numba
+    thread, each a BLAS product with one BLAS thread: the Gram matrix of a wide layer
+    for its Gram-tier statistics, on the threads that run the layers. Through numpy's
+    BLAS instead, OpenBLAS's threads woke for it and then spun through the next layer:
+    26.6 ms a layer against 14.4 ms at d = 1024 on 2 cores."""
+    k = a.shape[0]
+    blocks = max(1, min(blocks, k))
+    rows = (k + blocks - 1) // blocks
+    for i in prange(blocks):
+        lo = i * rows
+        hi = min(k, lo + rows)
+        if lo < hi:
+            np.dot(a[lo:hi], b, out[lo:hi])
