@@ -49,6 +49,16 @@ def uses_wide_kernel(network: Network) -> bool:
             and network.width > config.SEEDED_WIDTH_MAX)
 
 
+def _kernel_layer(network: Network) -> tuple:
+    """A network's layer as the compiled kernels (depth.py, wide.py) take it: the weight
+    stream, the weights' scale, gamma, the norm and activation codes, whether the
+    activation comes first, eps, and whether H is rescaled each layer."""
+    w_scale, _ = init.weight_affine(network, network.width)
+    return (np.uint32(rng.WEIGHTS), w_scale, network.gamma, codes.NORMS[network.norm],
+            codes.ACTIVATIONS[network.activation], network.order == "act-norm", network.eps,
+            network.rescaled)
+
+
 class CPUBackend(Backend):
     name = "cpu"
 
@@ -98,17 +108,12 @@ class CPUBackend(Backend):
     def _depth_kernel(self, batch: Batch, stops: np.ndarray, k: int):
         """Run the whole-depth kernel through ``stops``: (spectra (stops, seeds, k) or
         empty when k is 0, log-norms (stops, seeds)), NaN where a seed had stopped."""
-        net = batch.network
-        w_scale, _ = init.weight_affine(net, net.width)
         n = len(batch.seeds)
         spectra = np.full((len(stops), n, k) if k else (0, 0, 0), np.nan)
         log_norms = np.full((len(stops), n), np.nan)
         with one_blas_thread():  # one GEMM per thread
             depth.advance(
-                batch.h, batch.seeds, batch.layer, stops, np.uint32(rng.WEIGHTS),
-                w_scale, net.gamma,
-                codes.NORMS[net.norm], codes.ACTIVATIONS[net.activation],
-                net.order == "act-norm", net.eps, net.rescaled,
+                batch.h, batch.seeds, batch.layer, stops, *_kernel_layer(batch.network),
                 batch.log_norm, batch.failed_layer, batch.reason, spectra, log_norms,
             )
         batch.layer = int(stops[-1])
@@ -119,7 +124,6 @@ class CPUBackend(Backend):
         import numba
 
         net = batch.network
-        w_scale, _ = init.weight_affine(net, net.width)
         d, n = net.width, net.batch
         spare = self._buffer("spare", (d, n))
         w = self._buffer("weights", (d, d))
@@ -127,9 +131,7 @@ class CPUBackend(Backend):
             for i in batch.alive():
                 wide.advance(
                     batch.h[i], spare, w, batch.seeds, i, batch.layer, stop,
-                    np.uint32(rng.WEIGHTS), w_scale, net.gamma,
-                    codes.NORMS[net.norm], codes.ACTIVATIONS[net.activation],
-                    net.order == "act-norm", net.eps, net.rescaled,
+                    *_kernel_layer(net),
                     batch.log_norm, batch.failed_layer, batch.reason, numba.get_num_threads(),
                 )
 

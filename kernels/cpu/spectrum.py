@@ -18,6 +18,7 @@ from fastrank.kernels.cpu import eigen
 #: from k = 8 to 128, even at 256 and 0.8x at 512 (LAPACK's blocked reduction).
 COMPILED_EIGEN_MAX = 128
 
+
 @njit(cache=True)
 def _gram(h):
     """The float64 Gram matrix of the smaller side of ``h`` (d x n): the products of
@@ -36,9 +37,16 @@ def gram_singular_values_one(h, out):
         work = np.empty((4, 2, k))
         finish_pair(work, begin_pair(h, work, 0), 0.0, out, out[:0])
         return
-    ev = np.linalg.eigvalsh(_gram(h))  # ascending
+    _descending_roots(np.linalg.eigvalsh(_gram(h)), 1.0, out)
+
+
+@njit(cache=True)
+def _descending_roots(ev, scale, out):
+    """``out`` <- sqrt(scale * ev), largest first, for ascending eigenvalues ``ev`` of a
+    Gram matrix; negative rounding clipped to 0."""
+    k = out.shape[0]
     for j in range(k):
-        v = ev[k - 1 - j]
+        v = ev[k - 1 - j] * scale
         out[j] = np.sqrt(v) if v > 0.0 else 0.0
 
 
@@ -72,9 +80,7 @@ def _singular_values(work, slot, big, ok, out):
         for i in range(k - 1):
             t[i, i + 1] = t[i + 1, i] = np.sqrt(work[3, slot, i])
         ev = np.linalg.eigvalsh(t)
-    for j in range(k):
-        v = ev[k - 1 - j] * big
-        out[j] = np.sqrt(v) if v > 0.0 else 0.0
+    _descending_roots(ev, big, out)
 
 
 @njit(cache=True)
