@@ -281,17 +281,20 @@ def test_kill_at_every_system_call_of_creation_and_resume(tmp_path):
         if missed:
             lines.append(f"  {phase} not killed (first 10): {missed[:10]}")
         # The file never disappears: a resume keeps it under its name throughout, and a
-        # new file, once it has its name, keeps it whatever the kill.
-        exists = sorted(e for p in parts for e in p["exists"])
-        gone = [n for n, there in exists if not there]
-        if phase == "resume":
-            failures += [f"resume: the kill at call {n} left no file under its name"
-                         for n in gone]
-        else:
-            first = next((n for n, there in exists if there), None)
-            failures += [f"create: the kill at call {n} left no file under its name, the "
-                         f"kill at call {first} did"
-                         for n in gone if first is not None and n > first]
+        # new file, once it has its name, keeps it whatever the kill. Call numbers are
+        # each driver's own (its reference trace; brk and futex calls vary between
+        # processes), so the "once" is judged driver by driver.
+        for w, p in enumerate(parts):
+            exists = sorted(p["exists"])
+            gone = [n for n, there in exists if not there]
+            if phase == "resume":
+                failures += [f"resume: the kill at call {n} left no file under its name"
+                             for n in gone]
+            else:
+                first = next((n for n, there in exists if there), None)
+                failures += [f"create: the kill at call {n} (driver {w}) left no file under "
+                             f"its name, the kill at call {first} did"
+                             for n in gone if first is not None and n > first]
         # The method must work: all but a few calls (the futex calls of numba's worker
         # handshake vary from run to run) are hit exactly.
         assert exact >= 0.9 * covered, "\n".join(lines)

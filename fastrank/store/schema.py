@@ -109,15 +109,56 @@ def fixed(value: str) -> np.bytes_:
     return np.bytes_(value.encode("utf-8"))
 
 
+def _dataset(f: h5py.File, name: str, shape: tuple, dtype, chunks: tuple, *, fill=None,
+             data: np.ndarray | None = None, deflate: bool = False, fletcher32: bool = True,
+             access: h5py.h5p.PropDAID | None = None) -> h5py.Dataset:
+    """A chunked dataset made through h5py's low-level calls: the same object as
+    ``create_dataset`` gives, at a quarter of its Python cost (a layout makes ~40)."""
+    dtype = np.dtype(dtype)
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_chunk(chunks)
+    dcpl.set_obj_track_times(False)  # as h5py does: no timestamps, same bytes every run
+    if fill is not None:
+        dcpl.set_fill_value(np.array(fill, dtype))
+    if deflate:
+        dcpl.set_shuffle()
+        dcpl.set_deflate(1)
+    if fletcher32:
+        dcpl.set_fletcher32()
+    dsid = h5py.h5d.create(f.id, name.encode(), h5py.h5t.py_create(dtype, logical=True),
+                           h5py.h5s.create_simple(shape), dcpl=dcpl, dapl=access)
+    if data is not None:
+        dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, np.ascontiguousarray(data, dtype))
+    return h5py.Dataset(dsid)
+
+
+def _attribute(obj, name: str, value) -> None:
+    """Attribute ``name`` of a new object, written once (h5py's ``attrs[name] =`` looks
+    for an old one to replace first); a str is stored as h5py stores it (variable-size
+    UTF-8)."""
+    data = np.array(value, h5py.string_dtype()) if isinstance(value, str) else np.asarray(value)
+    attr = h5py.h5a.create(obj.id, name.encode(), h5py.h5t.py_create(data.dtype, logical=True),
+                           h5py.h5s.create_simple(data.shape))
+    attr.write(data, mtype=h5py.h5t.py_create(data.dtype))
+    attr.close()
+
+
 def _checked(f: h5py.File, name: str, data: np.ndarray) -> h5py.Dataset:
     """A run column: chunked, with Fletcher32 checksums."""
-    return f.create_dataset(name, data=data, chunks=(min(len(data), 4096),), fletcher32=True)
+    return _dataset(f, name, data.shape, data.dtype, (min(len(data), 4096),), data=data)
 
 
-def layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
-    """Write root attrs, the run columns and empty row datasets of every run of ``sweep``."""
+def _attach(ds: h5py.Dataset, axis: int, scale: h5py.Dataset) -> None:
+    h5py.h5ds.attach_scale(ds.id, scale.id, axis)
+
+
+def layout(f: h5py.File, sweep: Sweep, attrs: dict,
+           row_access: h5py.h5p.PropDAID | None = None) -> dict[str, h5py.Dataset]:
+    """Write root attrs, the run columns and empty row datasets of every run of ``sweep``;
+    return every dataset by name, the row datasets opened with ``row_access`` (the
+    writer's chunk cache)."""
     for name, value in attrs.items():
-        f.attrs[name] = fixed(value) if isinstance(value, str) else value
+        _attribute(f, name, fixed(value) if isinstance(value, str) else value)
     runs = sweep.runs()
     configs: dict[Network, tuple] = {}
     for net, _ in runs:
@@ -134,9 +175,9 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
     made = {}  # name -> dataset (looking a name up again costs more than creating it)
     for name, values in scales.items():
         made[name] = _checked(f, name, values)
-        made[name].make_scale(name)
-    _checked(f, "network", _column([configs[net][2] for net in configs])).dims[0].attach_scale(
-        made["config"])
+        h5py.h5ds.set_scale(made[name].id, name.encode())
+    made["network"] = _checked(f, "network", _column([configs[net][2] for net in configs]))
+    _attach(made["network"], 0, made["config"])
 
     per_config = [network_values(net) for net in configs]
     columns = {
@@ -150,13 +191,13 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
     for name, values in columns.items():
         made[name] = _checked(f, name, values)
     run_chunk = (min(r, 1024),)
-    made["n_rows"] = f.create_dataset("n_rows", (r,), np.int64, chunks=run_chunk, fillvalue=0)
-    made["failed_layer"] = f.create_dataset("failed_layer", (r,), np.int64, chunks=run_chunk,
-                                            fillvalue=-1)
-    made["failure"] = f.create_dataset("failure", (r,), h5py.string_dtype("utf-8", FAILURE_BYTES),
-                                       chunks=(min(r, 64),))
+    made["n_rows"] = _dataset(f, "n_rows", (r,), np.int64, run_chunk, fill=0, fletcher32=False)
+    made["failed_layer"] = _dataset(f, "failed_layer", (r,), np.int64, run_chunk, fill=-1,
+                                    fletcher32=False)
+    made["failure"] = _dataset(f, "failure", (r,), h5py.string_dtype("utf-8", FAILURE_BYTES),
+                               (min(r, 64),), fletcher32=False)
     for name in THREAD_DATASETS:
-        made[name] = f.create_dataset(name, (r,), np.int64, chunks=run_chunk, fillvalue=-1)
+        made[name] = _dataset(f, name, (r,), np.int64, run_chunk, fill=-1, fletcher32=False)
 
     for name in ROW_DATASETS:
         cols = {"spectrum": (k,), "rank_tau": (t,)}.get(name, ())
@@ -164,16 +205,16 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict) -> None:
         rows = min(n, max(1, CHUNK_ELEMENTS // per_row), 256)
         chunk = (min(r, max(1, CHUNK_ELEMENTS // (rows * per_row))), rows, *cols)
         integer = name in INT_DATASETS
-        deflate = {} if name in UNCOMPRESSED else {"shuffle": True, "compression": "gzip",
-                                                   "compression_opts": 1}
-        ds = f.create_dataset(name, (r, n, *cols), np.int64 if integer else np.float64,
-                              chunks=chunk, fillvalue=-1 if integer else np.nan,
-                              fletcher32=True, **deflate)
-        ds.attrs["_FillValue"] = np.int64(-1) if integer else np.nan
-        ds.attrs["long_name"], ds.attrs["units"] = LONG_NAMES[name]
+        fill = np.int64(-1) if integer else np.float64(np.nan)
+        ds = made[name] = _dataset(f, name, (r, n, *cols), fill.dtype, chunk, fill=fill,
+                                   deflate=name not in UNCOMPRESSED, access=row_access)
+        _attribute(ds, "_FillValue", fill)
+        _attribute(ds, "long_name", LONG_NAMES[name][0])
+        _attribute(ds, "units", LONG_NAMES[name][1])
         for axis, scale in enumerate(("run", "row", {"spectrum": "sv", "rank_tau": "tau"}.get(
                 name))):
             if scale:
-                ds.dims[axis].attach_scale(made[scale])
+                _attach(ds, axis, made[scale])
     for name in (*columns, *STATUS_DATASETS, *THREAD_DATASETS):
-        made[name].dims[0].attach_scale(made["run"])
+        _attach(made[name], 0, made["run"])
+    return made

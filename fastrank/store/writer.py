@@ -30,12 +30,14 @@ from fastrank.store.reader import DAMAGE, DamagedFile, layout_of, open_file
 from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
 
 #: Chunk cache of each row dataset the writer fills: the chunks a batch of runs is
-#: filling stay in memory. Set per row dataset when the writer opens it, not for the
+#: filling stay in memory. Set per row dataset when the layout makes it, not for the
 #: whole file (HDF5 gives every open dataset a cache of its own, the layout's ~40
 #: included), with slots about 100x the chunks that fit (schema.CHUNK_ELEMENTS of 8
-#: bytes), a prime as HDF5 advises: 100,003 slots cost 0.45 ms per dataset opened.
+#: bytes), a prime as HDF5 advises.
 CHUNK_CACHE_BYTES = 64 << 20
 CHUNK_CACHE_SLOTS = 25_603
+#: The datasets a writer writes (kept open from the layout on).
+WRITTEN = (*schema.ROW_DATASETS, *schema.STATUS_DATASETS, *schema.THREAD_DATASETS)
 
 
 class SweepMismatch(ValueError):
@@ -63,20 +65,27 @@ def _write_nowhere(f: h5py.File) -> None:
         os.close(null)
 
 
-def _staged(path: str, sweep: Sweep, attrs: dict) -> h5py.File:
+def _staged(path: str, sweep: Sweep, attrs: dict) -> tuple[h5py.File, dict]:
     """A fresh laid-out file under a staging name next to ``path``, already in SWMR
-    write mode (rows can be written; :func:`_move_in` gives it its name)."""
+    write mode (rows can be written; :func:`_move_in` gives it its name), and its
+    datasets by name (the row datasets with the writer's chunk cache)."""
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
     f = h5py.File(tmp, "x", libver=schema.LIBVER, locking=False)
     try:
-        schema.layout(f, sweep, attrs)
+        cached = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+        cached.set_chunk_cache(CHUNK_CACHE_SLOTS, CHUNK_CACHE_BYTES, 0.75)
+        made = schema.layout(f, sweep, attrs, row_access=cached)
+        # only what the writer writes stays open: HDF5 visits every open dataset on
+        # each flush, and on the switch to SWMR
+        datasets = {name: made.pop(name) for name in WRITTEN}
+        del made
         f.flush()
         f.swmr_mode = True  # nothing may be created from here on; data may be written
     except BaseException:
         _discard(f)
         raise
-    return f
+    return f, datasets
 
 
 def _discard(f: h5py.File) -> None:
@@ -98,16 +107,28 @@ def _move_in(f: h5py.File, path: str) -> None:
         raise
 
 
-def _runs_of_equal_extent(batches: list) -> list[list]:
-    """Split (run, start, row count, values) batches, sorted by run, into groups of
-    consecutive runs with the same start and row count: each group is one block write."""
+def _write(ds: h5py.Dataset, start: tuple, values: np.ndarray) -> None:
+    """Write ``values`` into the block of ``ds`` that begins at ``start`` (leading axes;
+    the rest from 0) in one HDF5 call: h5py's indexing costs several times that in
+    Python, and a commit makes a dozen writes."""
+    values = np.ascontiguousarray(values, ds.dtype)
+    space = ds.id.get_space()
+    space.select_hyperslab((*start, *(0,) * (values.ndim - len(start))), values.shape)
+    ds.id.write(h5py.h5s.create_simple(values.shape), space, values)
+
+
+def _blocks(items, key) -> list[list]:
+    """``items`` split into blocks of consecutive runs, each one HDF5 write: ``key(item)``
+    is (run, *rest), and the items of a block have consecutive runs and equal rests."""
     groups: list[list] = []
-    for b in sorted(batches, key=lambda b: b[0]):
-        last = groups[-1][-1] if groups else None
-        if last and b[0] == last[0] + 1 and b[1] == last[1] and b[2] == last[2]:
-            groups[-1].append(b)
-        else:
-            groups.append([b])
+    for item in sorted(items, key=key):
+        run, *rest = key(item)
+        if groups:
+            last, *last_rest = key(groups[-1][-1])
+            if run == last + 1 and rest == last_rest:
+                groups[-1].append(item)
+                continue
+        groups.append([item])
     return groups
 
 
@@ -118,22 +139,18 @@ class Writer:
     ``sweep.runs()``. Other processes may read the file meanwhile (fastrank.open).
     """
 
-    def __init__(self, path, file: h5py.File, lock: WriterLock):
-        self.path, self._f, self._lock = os.fspath(path), file, lock
-        self.sweep = Sweep.from_dict(json.loads(file.attrs["sweep"]))
-        points = {depth: self.sweep.schedule.points(depth)
-                  for depth in {net.depth for net, _ in self.sweep.runs()}}
-        self._points = [points[net.depth] for net, _ in self.sweep.runs()]
+    def __init__(self, path, staged: tuple[h5py.File, dict], lock: WriterLock, sweep: Sweep):
+        """Over a freshly laid-out file (:func:`_staged`): no rows, no failures yet."""
+        self.path, (self._f, datasets), self._lock = os.fspath(path), staged, lock
+        self.sweep = sweep
+        points = {depth: sweep.schedule.points(depth)
+                  for depth in {net.depth for net, _ in sweep.runs()}}
+        self._points = [points[net.depth] for net, _ in sweep.runs()]
         self._broken = False  # a write failed: close without writing
-        self._rows = file["n_rows"][()]
-        self._failed = file["failed_layer"][()] >= 0
-        self._k = int(file["sv"].shape[0])
-        cached = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
-        cached.set_chunk_cache(CHUNK_CACHE_SLOTS, CHUNK_CACHE_BYTES, 0.75)
-        self._ds = {name: h5py.Dataset(h5py.h5d.open(file.id, name.encode(), cached))
-                    for name in schema.ROW_DATASETS}
-        self._ds.update({name: file[name] for name in (*schema.STATUS_DATASETS,
-                                                       *schema.THREAD_DATASETS)})
+        self._rows = np.zeros(len(self._points), np.int64)
+        self._failed = np.zeros(len(self._points), bool)
+        self._ds = datasets
+        self._k = int(datasets["spectrum"].shape[2])
 
     @classmethod
     def create(cls, path, sweep: Sweep, provenance: dict, overwrite: bool = False) -> Writer:
@@ -156,9 +173,9 @@ class Writer:
                 "sweep": json.dumps(sweep.to_dict()),
                 "provenance": json.dumps(provenance),
             }
-            f = _staged(path, sweep, attrs)
-            _move_in(f, path)
-            return cls(path, f, lock)
+            staged = _staged(path, sweep, attrs)
+            _move_in(staged[0], path)
+            return cls(path, staged, lock, sweep)
         except BaseException:
             lock.release()
             raise
@@ -187,9 +204,10 @@ class Writer:
                         f"{path} holds a different sweep (differs in: {', '.join(differ)}); "
                         "resume it without grid options or write to another file")
                 attrs = {**old.attrs, "format_version": np.int64(FORMAT_VERSION)}
-                new = _staged(path, stored, attrs)
+                staged = _staged(path, stored, attrs)
+                new = staged[0]
                 try:
-                    writer = cls(path, new, lock)
+                    writer = cls(path, staged, lock, stored)
                     writer._carry_over(old)
                     os.chmod(new.filename, stat.S_IMODE(os.stat(path).st_mode))
                 except BaseException:
@@ -268,21 +286,20 @@ class Writer:
                    for run, rows in blocks.items()]
         if not batches and not threads:
             return
-        groups = _runs_of_equal_extent(batches)
+        groups = _blocks(batches, key=lambda b: b[:3])  # (run, start, rows)
         with self._writing():
-            for run, counts in (threads or {}).items():
-                for name, count in zip(schema.THREAD_DATASETS, counts, strict=True):
-                    self._ds[name][run] = count
+            for runs in _blocks(threads or {}, key=lambda run: (run,)):
+                counts = np.array([threads[run] for run in runs], np.int64)
+                for name, column in zip(schema.THREAD_DATASETS, counts.T, strict=True):
+                    _write(self._ds[name], (runs[0],), column)
             for group in groups:
-                first, start, rows = group[0][0], group[0][1], group[0][2]
-                runs = slice(first, first + len(group))
+                first, start = group[0][0], group[0][1]
                 for name in schema.ROW_DATASETS:
-                    values = np.stack([b[3][name] for b in group])
-                    self._ds[name][runs, start : start + rows] = values
+                    _write(self._ds[name], (first, start), np.stack([b[3][name] for b in group]))
             self._f.flush()
             for group in groups:
                 first, end = group[0][0], group[0][1] + group[0][2]
-                self._ds["n_rows"][first : first + len(group)] = end
+                _write(self._ds["n_rows"], (first,), np.full(len(group), end, np.int64))
                 self._rows[first : first + len(group)] = end
             self._f.flush()
 
