@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastrank import codes
-from fastrank.kernels.cpu.layer import normalize_activate, scale
+from fastrank.kernels.cpu.layer import rows_in_place, scale
 from fastrank.kernels.cpu.philox import normals_f32_at
 from fastrank.kernels.cpu.spectrum import begin_pair, finish_pair
 
@@ -60,6 +60,7 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
             continue
         w = np.empty((d, d), np.float32)
         spare = np.empty((d, n), np.float32)
+        row_sums = np.empty(d)
         hs = h[s]
         cur, z = hs, spare  # H and the next layer's buffer swap roles every layer
         in_h = True  # whether cur is h[s] itself
@@ -77,7 +78,7 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
                     for i in range(d):
                         for j in range(n):
                             z[i, j] = cur[i, j] + np.float32(gamma) * z[i, j]
-                sumsq = normalize_activate(z, norm, act, act_first, eps)
+                sumsq = rows_in_place(z, norm, act, act_first, eps, row_sums)
                 if not book(sumsq, layer, s, rescale, log_norm, failed_layer, reason):
                     break
                 if rescale:

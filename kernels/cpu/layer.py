@@ -48,7 +48,7 @@ def _column_stats(h, eps):
     return mean, 1.0 / np.sqrt(var / d + eps)
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _affine_activate(row, shift, scale_, act):
     """row <- act((row - shift) * scale_), each value rounded to the row's dtype before the
     activation; returns the float64 sum of squares of the result. One loop per
@@ -74,10 +74,7 @@ def _affine_activate(row, shift, scale_, act):
     return total
 
 
-# Not inline="always": inlined here, the serial build launched a parallel region of its
-# own inside the depth kernel's, which numba's workqueue layer aborts on.
-@njit(**_JIT)
-def row_pass(h, i, norm, act, act_first, eps, mean, inv):
+def _row_pass(h, i, norm, act, act_first, eps, mean, inv):
     """The fused pass on row (feature) i of H, in place; its float64 sum of squares.
     Batch norm is (x - mean) / sqrt(var + eps) over the batch (biased variance, as
     torch's BatchNorm1d in training mode), or x / sqrt(mean(x^2) + eps) uncentred.
@@ -112,6 +109,14 @@ def row_pass(h, i, norm, act, act_first, eps, mean, inv):
     return _affine_activate(row, 0.0, 1.0, post)
 
 
+# Two builds: a call for the row-parallel loops (inlined into _normalize_activate, the
+# serial build launched a parallel region of its own inside the depth kernel's, which
+# numba's workqueue layer aborts on) and inlined into rows_in_place's loop (a call per
+# row of 64 cost 8% of a layer).
+row_pass = njit(**_JIT)(_row_pass)
+_row_pass_inlined = njit(inline="always", **_JIT)(_row_pass)
+
+
 def _normalize_activate(h, norm, act, act_first, eps):
     """In place: h <- act(norm(h)) (or norm(act(h)) when act_first); returns the float64
     sum of squares. Row by row (rows are features); per-row sums are added in row order,
@@ -144,10 +149,27 @@ def pass_rows(h, lo, hi, norm, act, act_first, eps, sums):
         sums[i] = row_pass(h, i, norm, act, act_first, eps, unused, unused)
 
 
-#: One source, two builds: serial for the whole-depth kernel (already one network per
-#: thread) and small matrices, parallel over rows for wide layers.
+#: One source, two builds: serial for small matrices (and for layer norm in the
+#: whole-depth kernel, already one network per thread), parallel over rows for wide
+#: layers.
 normalize_activate = njit(**_JIT)(_normalize_activate)
 normalize_activate_parallel = njit(parallel=True, **_JIT)(_normalize_activate)
+
+
+@njit(**_JIT)
+def rows_in_place(h, norm, act, act_first, eps, sums):
+    """normalize_activate for one thread that owns H (the whole-depth kernel): rows
+    one after another, nothing allocated (``sums``: d float64 of scratch), the same
+    numbers; layer norm, whose statistics span all rows, goes the general way."""
+    if norm == NORM_LN:
+        return normalize_activate(h, norm, act, act_first, eps)
+    unused = sums[:0]
+    for i in range(h.shape[0]):
+        sums[i] = _row_pass_inlined(h, i, norm, act, act_first, eps, unused, unused)
+    total = 0.0
+    for i in range(h.shape[0]):  # in row order, as _normalize_activate adds them
+        total += sums[i]
+    return total
 
 
 @njit(**_JIT)
