@@ -297,6 +297,33 @@ class Network:
         return text
 
 
+@functools.lru_cache(maxsize=64)
+def _full_points(schedule: Schedule, depth: int) -> np.ndarray:
+    bad = [x for x in schedule.layers if x > depth]
+    if bad:
+        raise SpecError(f"invalid layers {bad}: beyond depth {depth}")
+    pts = {0, depth, *schedule.layers}
+    if schedule.every:
+        pts.update(range(0, depth + 1, schedule.every))
+    if schedule.log:
+        pts.update(np.rint(np.geomspace(1, depth, schedule.log)).astype(int).tolist())
+    return _read_only(np.array(sorted(pts), dtype=np.int64))
+
+
+@functools.lru_cache(maxsize=64)
+def _points(schedule: Schedule, depth: int) -> np.ndarray:
+    full = _full_points(schedule, depth)
+    if not schedule.cheap_every:
+        return full
+    return _read_only(np.union1d(full, np.arange(0, depth + 1, schedule.cheap_every,
+                                                 dtype=np.int64)))
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Which layers of a run are measured, and how fully.
@@ -352,23 +379,14 @@ class Schedule:
 
     def full_points(self, depth: int) -> np.ndarray:
         """Sorted layers (int64) of a network of ``depth`` layers that get the full
-        spectrum; SpecError for ``layers`` beyond the depth."""
-        bad = [x for x in self.layers if x > depth]
-        if bad:
-            raise SpecError(f"invalid layers {bad}: beyond depth {depth}")
-        pts = {0, depth, *self.layers}
-        if self.every:
-            pts.update(range(0, depth + 1, self.every))
-        if self.log:
-            pts.update(np.rint(np.geomspace(1, depth, self.log)).astype(int).tolist())
-        return np.array(sorted(pts), dtype=np.int64)
+        spectrum; SpecError for ``layers`` beyond the depth. Read-only: made once per
+        (schedule, depth), as a sweep asks for them in several places."""
+        return _full_points(self, int(depth))
 
     def points(self, depth: int) -> np.ndarray:
-        """Sorted distinct layers measured at all (either tier): the rows of a run."""
-        full = self.full_points(depth)
-        if not self.cheap_every:
-            return full
-        return np.union1d(full, np.arange(0, depth + 1, self.cheap_every, dtype=np.int64))
+        """Sorted distinct layers measured at all (either tier): the rows of a run
+        (read-only, made once per (schedule, depth))."""
+        return _points(self, int(depth))
 
     def tiers(self, depth: int) -> np.ndarray:
         """Per row of points(depth): 1 for the full spectrum, 0 for the Gram tier only."""

@@ -406,6 +406,33 @@ def test_info_check_refuses_damaged_files_in_one_line_within_10_s(small_file, tm
     _damage(small_file, tmp_path, "--check")
 
 
+#: Truncation points spread over the whole file for the in-process cut test.
+CUTS = 256
+
+
+def test_a_finished_file_cut_anywhere_is_refused_not_read_as_zeros(small_file, tmp_path):
+    """The small file cut at CUTS points from its superblock to its last byte: every
+    copy is refused on opening (one line), none read. HDF5 reads what a cut removed as
+    zeros, and zeros pass Fletcher32 in an uncompressed chunk (the spectrum), so a SWMR
+    read of a closed, truncated file changed 133 of 200 cuts silently before fastrank
+    told closed files from ones a writer left."""
+    data = small_file.read_bytes()
+    path = tmp_path / "cut.h5"
+    read, messages = [], set()
+    for cut in np.unique(np.linspace(8, len(data) - 1, CUTS).astype(int)):
+        path.write_bytes(data[:cut])
+        try:
+            with fastrank.open(path) as results:
+                for run in results:
+                    run.spectrum, run.measure("soft_rank")
+        except ValueError as exc:  # DamagedFile, or not an HDF5 file at all
+            assert "\n" not in str(exc), str(exc)
+            messages.add(str(exc).split(":")[-1].strip()[:60])
+            continue
+        read.append(int(cut))
+    assert not read, f"cuts read as if whole (of {len(data)} bytes): {read[:20]}"
+
+
 def _check_copies(original: Path, paths: list[Path], folder: Path) -> dict:
     """The checker helper's verdict on each copy: {"problem": None or what is wrong,
     "error": the one-line error that stopped the read, if any}."""

@@ -14,6 +14,7 @@ docs/api.md is generated from, and the two on-disk layouts (format 2's groups, f
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 
@@ -34,6 +35,7 @@ _SWMR_READ = {"libver": "latest", "swmr": True, "locking": False}
 #: (its superblock still flags it open for writing, or records space the write never
 #: filled): the SWMR reader opens those, and checksums guard what it reads.
 _LEFT_BY_A_WRITER = ("already open for write", "truncated file")
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 class DamagedFile(ValueError):
@@ -66,6 +68,16 @@ def _check_format(f: h5py.File, path: str) -> None:
         raise ValueError(f"{path} has an invalid format version {version}")
 
 
+def _closed(path: str) -> bool:
+    """Whether the file's superblock (version 2 or 3, as fastrank writes) says its writer
+    closed it: a writer that died leaves the consistency flags set. A closed file that
+    HDF5 finds shorter than it recorded was truncated afterwards, and a SWMR reader
+    would read what was cut off as zeros (which pass Fletcher32 in uncompressed chunks)."""
+    with builtins.open(path, "rb") as fh:
+        head = fh.read(12)
+    return head[:8] == _HDF5_SIGNATURE and head[8] >= 2 and head[11] == 0
+
+
 def open_file(path, writing: bool | None = None) -> h5py.File:
     """The HDF5 file of a results file, read-only: strictly when finished, as a SWMR
     reader when a writer holds it (``writing``; default: ask its lock) or left it."""
@@ -81,7 +93,7 @@ def open_file(path, writing: bool | None = None) -> h5py.File:
         try:
             f = h5py.File(path, "r", locking=False)
         except OSError as exc:  # a killed writer's flags are expected; anything else is not
-            if not any(m in str(exc) for m in _LEFT_BY_A_WRITER):
+            if not any(m in str(exc) for m in _LEFT_BY_A_WRITER) or _closed(path):
                 raise DamagedFile(f"{path} is damaged: {one_line(exc)}") from None
     if f is None:
         try:

@@ -11,6 +11,7 @@ scales ``run``, ``row``, ``sv`` and ``tau`` make it a netCDF-4 file (xarray, ncd
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 
 import h5py
@@ -30,13 +31,15 @@ THREAD_DATASETS = ("numba_threads", "blas_threads")
 FAILURE_BYTES = 1024
 #: Integer row datasets; -1 marks "no value" (padding, and Gram-tier rows' ranks).
 INT_DATASETS = {"layer", "numerical_rank", "rank_tau", "tier"}
+#: Row datasets stored without deflate: the spectrum is most of a file's bytes and its
+#: float64 mantissas barely compress (level 1 + shuffle: 17% smaller), at 16 ms per MB
+#: written on this machine -- the largest part of a sweep's file cost at d = 64. (The
+#: measures stay deflated: an uncompressed chunk that a truncation cut off reads back as
+#: zeros that pass Fletcher32, where a deflated one fails to inflate.)
+UNCOMPRESSED = {"spectrum"}
 #: Oldest HDF5 format features used: files stay readable by HDF5 1.10 tools (SWMR needs
 #: 1.10). fastrank's own lock replaces HDF5's file locking (see fastrank.lock).
 LIBVER = ("v110", "latest")
-#: Row datasets stored without deflate: the spectrum is most of a file's bytes and its
-#: float64 mantissas barely compress (level 1 + shuffle: 17% smaller), at 16 ms per MB
-#: written on this machine -- the largest part of a sweep's file cost at d = 64.
-UNCOMPRESSED = {"spectrum"}
 #: Elements per chunk of a row dataset (float64: 256 KiB before compression).
 CHUNK_ELEMENTS = 1 << 15
 #: Network fields stored as run columns (tuple widths as -1; ``network`` holds them).
@@ -109,6 +112,24 @@ def fixed(value: str) -> np.bytes_:
     return np.bytes_(value.encode("utf-8"))
 
 
+#: The variable-size UTF-8 string that h5py makes of a Python str.
+_VLEN_STR = h5py.string_dtype()
+
+
+@functools.cache
+def _h5type(dtype: np.dtype, logical: bool = True) -> h5py.h5t.TypeID:
+    """h5py's HDF5 type of ``dtype`` (``logical``: as stored), made once: making one
+    costs about half of a small attribute's creation."""
+    return h5py.h5t.py_create(_VLEN_STR if dtype == np.dtype(object) else dtype,
+                              logical=logical)
+
+
+@functools.lru_cache(maxsize=256)
+def _space(shape: tuple) -> h5py.h5s.SpaceID:
+    """The HDF5 dataspace of ``shape``, made once (spaces are not changed by use)."""
+    return h5py.h5s.create(h5py.h5s.SCALAR) if shape == () else h5py.h5s.create_simple(shape)
+
+
 def _dataset(f: h5py.File, name: str, shape: tuple, dtype, chunks: tuple, *, fill=None,
              data: np.ndarray | None = None, deflate: bool = False, fletcher32: bool = True,
              access: h5py.h5p.PropDAID | None = None) -> h5py.Dataset:
@@ -125,8 +146,8 @@ def _dataset(f: h5py.File, name: str, shape: tuple, dtype, chunks: tuple, *, fil
         dcpl.set_deflate(1)
     if fletcher32:
         dcpl.set_fletcher32()
-    dsid = h5py.h5d.create(f.id, name.encode(), h5py.h5t.py_create(dtype, logical=True),
-                           h5py.h5s.create_simple(shape), dcpl=dcpl, dapl=access)
+    dsid = h5py.h5d.create(f.id, name.encode(), _h5type(dtype),
+                           _space(tuple(shape)), dcpl=dcpl, dapl=access)
     if data is not None:
         dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, np.ascontiguousarray(data, dtype))
     return h5py.Dataset(dsid)
@@ -136,10 +157,9 @@ def _attribute(obj, name: str, value) -> None:
     """Attribute ``name`` of a new object, written once (h5py's ``attrs[name] =`` looks
     for an old one to replace first); a str is stored as h5py stores it (variable-size
     UTF-8)."""
-    data = np.array(value, h5py.string_dtype()) if isinstance(value, str) else np.asarray(value)
-    attr = h5py.h5a.create(obj.id, name.encode(), h5py.h5t.py_create(data.dtype, logical=True),
-                           h5py.h5s.create_simple(data.shape))
-    attr.write(data, mtype=h5py.h5t.py_create(data.dtype))
+    data = np.array(value, _VLEN_STR) if isinstance(value, str) else np.asarray(value)
+    attr = h5py.h5a.create(obj.id, name.encode(), _h5type(data.dtype), _space(data.shape))
+    attr.write(data, mtype=_h5type(data.dtype, logical=False))
     attr.close()
 
 

@@ -108,10 +108,10 @@ def _move_in(f: h5py.File, path: str) -> None:
 
 
 def _write(ds: h5py.Dataset, start: tuple, values: np.ndarray) -> None:
-    """Write ``values`` into the block of ``ds`` that begins at ``start`` (leading axes;
-    the rest from 0) in one HDF5 call: h5py's indexing costs several times that in
-    Python, and a commit makes a dozen writes."""
-    values = np.ascontiguousarray(values, ds.dtype)
+    """Write ``values`` (of ``ds``'s dtype) into the block of ``ds`` that begins at
+    ``start`` (leading axes; the rest from 0) in one HDF5 call: h5py's indexing costs
+    several times that in Python, and a commit makes a dozen writes."""
+    values = np.ascontiguousarray(values)
     space = ds.id.get_space()
     space.select_hyperslab((*start, *(0,) * (values.ndim - len(start))), values.shape)
     ds.id.write(h5py.h5s.create_simple(values.shape), space, values)
