@@ -36,7 +36,7 @@ PRESETS = {
                     "widths": [32, 64, 128, 256, 512, 1024, 2048], "work": 2 * 10**8,
                     "min_k": 10, "max_k": 1000, "repeats": 3},
         "sweep_file": {"widths": [32, 64], "depth": 2000, "every": 10, "seeds": 8,
-                       "repeats": 5},
+                       "repeats": 9},
         "depth_scaling": {"d": 32, "depths": [1000, 50000], "base_depth": 10, "every": 10,
                           "seeds": 8, "repeats": 5},
         "compile": {"enabled": True},
