@@ -34,7 +34,7 @@ PRESETS = {
         "memory": {"d": 256, "depths": [100, 10000]},
         "scaling": {"d": 64, "depths": [250, 500, 1000, 2000], "every": 100, "seeds": 8,
                     "widths": [32, 64, 128, 256, 512, 1024, 2048], "work": 2 * 10**8,
-                    "min_k": 10, "max_k": 1000, "repeats": 3},
+                    "min_k": 10, "max_k": 1000, "repeats": 5},
         "sweep_file": {"widths": [32, 64], "depth": 2000, "every": 10, "seeds": 8,
                        "repeats": 9},
         "depth_scaling": {"d": 32, "depths": [1000, 50000], "base_depth": 10, "every": 10,
