@@ -170,7 +170,7 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, commi
         from fastrank.kernels.cpu import compiled_before
 
         if not compiled_before():
-            click.echo("fastrank: compiling the kernels for this machine (once, about 25 s)",
+            click.echo("fastrank: compiling the kernels for this machine (once, about 30 s)",
                        err=True)
     bar = _Progress(quiet)
     try:
