@@ -457,3 +457,18 @@ def test_a_flipped_data_byte_is_caught_by_its_checksum(tmp_path):
         with pytest.raises(store.DamagedFile, match="soft_rank does not read back"):
             r[0].measure("soft_rank")
         assert r[1].spectrum.shape == (5, 6)  # other datasets still read
+
+
+def test_layout_types_keep_their_string_encoding_whatever_came_first():
+    """The layout makes each HDF5 type once; numpy finds h5py's UTF-8 ``S1024`` (the
+    ``failure`` column) equal to a plain ASCII one, so the encoding must be part of the
+    key, or the type made first would serve both."""
+    from fastrank.store import schema
+
+    utf8, plain = h5py.string_dtype("utf-8", 1024), np.dtype("S1024")
+    assert utf8 == plain  # why the key needs the encoding
+    for first in (utf8, plain):
+        schema._h5type_of.cache_clear()
+        schema._h5type(first)
+        assert schema._h5type(utf8).get_cset() == h5py.h5t.CSET_UTF8
+        assert schema._h5type(plain).get_cset() == h5py.h5t.CSET_ASCII

@@ -116,10 +116,16 @@ def fixed(value: str) -> np.bytes_:
 _VLEN_STR = h5py.string_dtype()
 
 
-@functools.cache
 def _h5type(dtype: np.dtype, logical: bool = True) -> h5py.h5t.TypeID:
     """h5py's HDF5 type of ``dtype`` (``logical``: as stored), made once: making one
-    costs about half of a small attribute's creation."""
+    costs about half of a small attribute's creation. A string's encoding is part of
+    the key: numpy finds h5py's UTF-8 ``S1024`` equal to a plain (ASCII) one."""
+    string = h5py.check_string_dtype(dtype)
+    return _h5type_of(dtype, string.encoding if string else None, logical)
+
+
+@functools.cache
+def _h5type_of(dtype: np.dtype, encoding: str | None, logical: bool) -> h5py.h5t.TypeID:
     return h5py.h5t.py_create(_VLEN_STR if dtype == np.dtype(object) else dtype,
                               logical=logical)
 

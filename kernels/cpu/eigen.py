@@ -50,11 +50,12 @@ def _reflector(x, v):
 
 
 @njit(inline="always", **_JIT_SUMS)
-def _block_times(a, lo, c0, v, tau, p_all):
+def _block_times(a, lo, c0, v_all, tau, p_all):
     """p_all[lo:] <- tau B v for the block B = a[lo:, lo:], each row from column c0
-    (v is zero before lo - c0), four rows per pass over v."""
+    (v is zero before lo), four rows per pass over v."""
     k = a.shape[0]
     n, t = k - c0, lo
+    v = v_all[c0:]
     while t + 4 <= k:
         r0, r1, r2, r3 = a[t, c0:], a[t + 1, c0:], a[t + 2, c0:], a[t + 3, c0:]
         s0 = s1 = s2 = s3 = 0.0
@@ -126,8 +127,8 @@ def tridiagonalize(a, diag, off2):
         c0 = lo - lo % 8
         v_all[c0:lo] = 0.0
         w_all[c0:lo] = 0.0
+        _block_times(a, lo, c0, v_all, tau, w_all)  # p = tau B v, in w
         v, w = v_all[c0:], w_all[c0:]
-        _block_times(a, lo, c0, v, tau, w_all)  # p = tau B v, in w
         dot = 0.0
         for i in range(k - c0):
             dot += w[i] * v[i]
