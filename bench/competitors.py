@@ -612,7 +612,18 @@ def torch_script_command(p, layers, path) -> list[str]:
             "--layers", ",".join(str(int(x)) for x in layers), "-o", str(path)]
 
 
-def _file_runs(path) -> dict:
+def run_command(name: str, command: list[str], env: dict, cwd) -> None:
+    """Run ``command`` to its end; a non-zero exit raises RuntimeError naming ``name``
+    with the last lines of its output."""
+    import subprocess
+
+    proc = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-4:]
+        raise RuntimeError(f"{name} exited with status {proc.returncode}: " + " | ".join(tail))
+
+
+def file_runs(path) -> dict:
     """What a results file holds, read back with fastrank.open (outside the timing)."""
     import fastrank
 
@@ -636,7 +647,6 @@ def sweep_file_fastrank(p, repeats):
     command as a subprocess (wall time, interpreter start-up included), and a torch
     script (where torch is installed)."""
     import os
-    import subprocess
     import tempfile
 
     import numba
@@ -664,12 +674,7 @@ def sweep_file_fastrank(p, repeats):
                     "torch_script": torch_script_command(p, layers, paths["torch_script"])}
 
         def process(key):
-            proc = subprocess.run(commands[key], env=env, cwd=tmp, capture_output=True,
-                                  text=True)
-            if proc.returncode != 0:
-                tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-4:]
-                raise RuntimeError(f"{key} exited with status {proc.returncode}: "
-                                   + " | ".join(tail))
+            run_command(key, commands[key], env, tmp)
 
         fns = {
             "memory": lambda: fastrank.simulate_many(net, range(seeds), schedule),
@@ -696,7 +701,7 @@ def sweep_file_fastrank(p, repeats):
         matches, read_errors = {}, {}
         for key in ("file", "command"):
             try:
-                got = _file_runs(paths[key])
+                got = file_runs(paths[key])
             except Exception as exc:  # reported: the timings stand on their own
                 read_errors[key] = f"{type(exc).__name__}: {exc}"
                 continue
@@ -773,7 +778,7 @@ def depth_scaling_fastrank(p, repeats):
         for depth in depths:
             label = labels[depth]
             try:
-                got = _file_runs(paths[depth])
+                got = file_runs(paths[depth])
             except Exception as exc:  # reported: the timings stand on their own
                 read_errors[label] = f"{type(exc).__name__}: {exc}"
                 continue

@@ -13,6 +13,12 @@
   ``torch_per_network``, one network after the other with ``torch.mm``, timed on a few
   networks and extrapolated linearly to all; ``skipped`` with the reason where torch or
   its CUDA is missing.
+* ``sweep``: what a user runs, as whole processes: ``fastrank sweep --gpu`` (interpreter,
+  CuPy and kernel start-up, its results file written) against the torch script a user
+  would write (fastrank.bench.torch_sweep on the same device: float64 singular values at
+  the same measured layers, saved), round-robin; the final soft ranks of both as
+  ensemble means (different random streams: the same distribution, not the same
+  numbers).
 * ``targets``: the GPU targets, each as the measured figure, the target and whether
   it is met.
 
@@ -31,9 +37,11 @@ import numpy as np
 
 SIZES = {
     "full": {"large": {"widths": [4096, 8192], "depth": 100},
-             "small": {"width": 64, "seeds": 1024, "depth": 2000, "torch_networks": 8}},
+             "small": {"width": 64, "seeds": 1024, "depth": 2000, "torch_networks": 8},
+             "sweep": {"width": 64, "seeds": 1024, "depth": 2000, "every": 10}},
     "quick": {"large": {"widths": [2048, 4096], "depth": 20},
-              "small": {"width": 64, "seeds": 256, "depth": 500, "torch_networks": 4}},
+              "small": {"width": 64, "seeds": 256, "depth": 500, "torch_networks": 4},
+              "sweep": {"width": 64, "seeds": 256, "depth": 500, "every": 10}},
 }
 
 
@@ -47,7 +55,8 @@ def run(quick: bool = False, repeats: int = 3, *, device: int = 0, sizes: dict |
     preset = "quick" if quick else "full"
     sizes = sizes or SIZES[preset]
     doc = {"name": "gpu", "preset": preset, "repeats": repeats, "sizes": sizes}
-    if make_backend is None:
+    on_device = make_backend is None
+    if on_device:
         def make_backend(**options):
             return GPUBackend(device, **options)
     try:
@@ -58,6 +67,12 @@ def run(quick: bool = False, repeats: int = 3, *, device: int = 0, sizes: dict |
     doc["large"] = [_large(make_backend, d, sizes["large"]["depth"], repeats, tf32)
                     for d in sizes["large"]["widths"] for tf32 in (False, True)]
     doc["small"] = _small(make_backend, sizes["small"], repeats, f"cuda:{device}")
+    doc["sweep"] = {"status": "skipped", "reason": "the host stand-in runs in this process"}
+    if on_device:
+        try:
+            doc["sweep"] = sweep_processes(sizes["sweep"], repeats, device)
+        except (RuntimeError, OSError) as exc:  # a process that failed: said, not fatal
+            doc["sweep"] = {"status": "failed", "reason": str(exc)}
     doc["targets"] = _targets(doc)
     doc["status"] = "ok"
     return doc
@@ -156,6 +171,64 @@ def _small(make_backend, size: dict, repeats: int, torch_device: str) -> dict:
         out["ratio_to_floor"] = None
     out.update(_versus_torch(net, size, repeats, torch_device, best))
     return out
+
+
+def sweep_processes(size: dict, repeats: int, device: int | None) -> dict:
+    """The ``sweep`` section (module docstring): ``fastrank sweep --gpu --device
+    <device>`` and the torch script on ``cuda:<device>``, each as a process, side by
+    side. ``device`` None runs both on the CPU (the test's dry run of this plumbing)."""
+    import functools
+    import os
+    import tempfile
+
+    from fastrank.bench import competitors
+    from fastrank.bench.timing import measure_side_by_side
+    from fastrank.spec import Schedule
+
+    p = {"d": size["width"], "seeds": size["seeds"], "depth": size["depth"],
+         "every": size["every"]}
+    layers = [int(x) for x in Schedule(every=p["every"]).points(p["depth"])]
+    out = {"workload": f"{p['seeds']} networks BN+ReLU d=N={p['d']}, {p['depth']} layers, "
+                       f"spectra at {len(layers)} layers (every {p['every']} and log-spaced)",
+           "measured_layers": len(layers), "device": "cpu" if device is None else device}
+    with tempfile.TemporaryDirectory(prefix="fastrank-bench-gpu-sweep-") as tmp:
+        paths = {"fastrank": os.path.join(tmp, "sweep.h5"),
+                 "torch": os.path.join(tmp, "torch.npz")}
+        on = [] if device is None else ["--gpu", "--device", str(device)]
+        commands = {"fastrank": competitors.sweep_file_command(p, paths["fastrank"]) + on}
+        if competitors.installed("torch"):
+            commands["torch"] = competitors.torch_script_command(p, layers, paths["torch"]) + [
+                "--device", "cpu" if device is None else f"cuda:{device}"]
+        else:
+            out["torch"] = {"status": "skipped", "reason": "torch is not installed"}
+        fns = {name: functools.partial(competitors.run_command, name, command,
+                                       dict(os.environ), tmp)
+               for name, command in commands.items()}
+        timings, _ = measure_side_by_side(fns, repeats)
+        runs = competitors.file_runs(paths["fastrank"])
+        finals = {"fastrank": runs["final_soft_rank"]}
+        out["fastrank"] = {"status": "ok", **timings["fastrank"],
+                           "command": " ".join(["fastrank", *commands["fastrank"][3:]]).replace(
+                               paths["fastrank"], "FILE"),
+                           "runs": runs["runs"], "run_status": runs["status"],
+                           "measured_layers": runs["measured_layers"]}
+        if "torch" in commands:
+            with np.load(paths["torch"]) as saved:
+                finals["torch"] = [competitors.soft_rank(s) for s in saved["spectrum"][-1]]
+                out["torch"] = {"status": "ok", **timings["torch"],
+                                "measured_layers": int(len(saved["layer"]))}
+            out["speedup_vs_torch_script"] = (timings["torch"]["median_s"]
+                                              / timings["fastrank"]["median_s"])
+    out["final_soft_rank"] = {name: _mean_and_error(v) for name, v in finals.items()}
+    out["status"] = "ok"
+    return out
+
+
+def _mean_and_error(values) -> dict:
+    """Mean and its standard error (0 for a single value) of ``values``."""
+    v = np.asarray(values, np.float64)
+    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
+    return {"mean": float(v.mean()), "standard_error": se, "n": int(v.size)}
 
 
 def torch_batched(networks: int, d: int, n: int, depth: int, gain: float, eps: float,
@@ -287,6 +360,26 @@ def _targets(doc: dict) -> dict:
     }
 
 
+def _sweep_lines(sweep: dict) -> list[str]:
+    """The ``sweep`` section's rows for :func:`markdown`."""
+    if sweep["status"] != "ok":
+        return ["", f"Whole processes: {sweep['status']} ({sweep['reason']})"]
+    lines = ["", f"| whole processes, {sweep['workload']} | time | final soft rank |",
+             "|---|---|---|"]
+    for name, label in (("fastrank", f"`{sweep['fastrank']['command']}`"),
+                        ("torch", "the torch script (fastrank.bench.torch_sweep)")):
+        entry = sweep[name]
+        if entry["status"] != "ok":
+            lines.append(f"| {label} | skipped: {entry['reason']} | |")
+            continue
+        rank = sweep["final_soft_rank"][name]
+        lines.append(f"| {label} | {entry['median_s']:.2f} s | {rank['mean']:.3f} +- "
+                     f"{rank['standard_error']:.3f} |")
+    if "speedup_vs_torch_script" in sweep:
+        lines.append(f"| fastrank is faster by | {sweep['speedup_vs_torch_script']:.2f}x | |")
+    return lines
+
+
 def markdown(doc: dict) -> str:
     """A short table of the results (for the lead's ``fastrank bench --gpu``)."""
     if doc.get("status") != "ok":
@@ -317,6 +410,7 @@ def markdown(doc: dict) -> str:
                      f"({single['basis']}: {single['subset']['median_s']:.3f} s) | "
                      f"{single['extrapolated_s']:.3f} s | "
                      f"{s['speedup_vs_torch_per_network']:.3g}x |")
+    lines += _sweep_lines(doc["sweep"])
     lines += ["", "| target | measured | target | met |", "|---|---|---|---|"]
     for t in doc["targets"].values():
         if t["met"] is None:

@@ -28,10 +28,12 @@ def layer(h, w):
     return z.sub_(mean).mul_(torch.rsqrt(var.add_(EPS_BN))).relu_()
 
 
-def run(d: int, depth: int, seeds: int, layers, path=None) -> np.ndarray:
-    """Run ``seeds`` networks of width and batch ``d`` to ``depth``; singular values
-    (float64, descending) at each layer of ``layers`` (0 is the input). Returns them as
-    (len(layers), seeds, d) and writes them to ``path`` (.npz) when given."""
+def run(d: int, depth: int, seeds: int, layers, path=None, device: str = "cpu") -> np.ndarray:
+    """Run ``seeds`` networks of width and batch ``d`` to ``depth`` on torch ``device``;
+    singular values (float64, descending) at each layer of ``layers`` (0 is the input).
+    Returns them as (len(layers), seeds, d) and writes them to ``path`` (.npz) when given.
+    On a GPU the spectra stay there until the end (torch's float32 GEMMs are not TF32
+    by default, as fastrank's)."""
     import torch
 
     wanted = sorted(set(int(x) for x in layers))
@@ -39,15 +41,15 @@ def run(d: int, depth: int, seeds: int, layers, path=None) -> np.ndarray:
     spectra = []
     with torch.no_grad():
         torch.manual_seed(0)
-        h = torch.randn(seeds, d, d)
+        h = torch.randn(seeds, d, d, device=device)
         if 0 in wanted:
             spectra.append(torch.linalg.svdvals(h.double()))
         for at in range(1, depth + 1):
-            w = torch.randn(seeds, d, d).mul_(scale)
+            w = torch.randn(seeds, d, d, device=device).mul_(scale)
             h = layer(h, w)
             if at in wanted:
                 spectra.append(torch.linalg.svdvals(h.double()))
-    out = torch.stack(spectra).numpy()
+    out = torch.stack(spectra).cpu().numpy()
     if path is not None:
         np.savez(path, layer=np.asarray(wanted), spectrum=out)
     return out
@@ -60,13 +62,15 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, required=True)
     parser.add_argument("--layers", required=True, help="comma-separated measured layers")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args(argv)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    run(args.d, args.depth, args.seeds, [int(x) for x in args.layers.split(",")], args.output)
+    run(args.d, args.depth, args.seeds, [int(x) for x in args.layers.split(",")], args.output,
+        args.device)
 
 
 if __name__ == "__main__":

@@ -87,3 +87,28 @@ def test_the_benchmark_reports_torch_and_the_targets_on_the_stand_in(kernels):
     text = bench_gpu.markdown(doc)
     assert "| torch" in text and "| target | measured | target | met |" in text
     assert "not measured: d = 4096 is not among the widths run" in text
+
+
+def test_the_whole_process_case_runs_the_command_and_the_torch_script_on_the_cpu():
+    """sweep_processes with device None: the same plumbing as on a GPU (commands, files
+    read back, the torch script's spectra at the same layers), on the CPU."""
+    from fastrank.spec import Schedule
+
+    size = {"width": 8, "seeds": 2, "depth": 30, "every": 10}
+    sweep = bench_gpu.sweep_processes(size, repeats=1, device=None)
+    measured = len(Schedule(every=10).points(30))
+    assert sweep["measured_layers"] == measured
+    ours = sweep["fastrank"]
+    assert ours["status"] == "ok" and ours["runs"] == 2 and ours["run_status"] == ["complete"]
+    assert ours["measured_layers"] == measured and ours["median_s"] > 0
+    assert ours["command"].startswith("fastrank sweep --width 8 --depth 30")
+    assert "FILE" in ours["command"] and "--gpu" not in ours["command"]
+    assert sweep["final_soft_rank"]["fastrank"]["n"] == 2
+    if sweep["torch"]["status"] == "skipped":
+        assert "speedup_vs_torch_script" not in sweep
+    else:
+        assert sweep["torch"]["measured_layers"] == measured
+        assert sweep["speedup_vs_torch_script"] > 0
+        assert 1 <= sweep["final_soft_rank"]["torch"]["mean"] <= 8
+    text = "\n".join(bench_gpu._sweep_lines(sweep))
+    assert "`fastrank sweep --width 8" in text and "the torch script" in text
