@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # fastrank on a GPU machine, in one go, from the project root: setup, `fastrank env`,
 # the device half of tests/gpu, `fastrank sweep --depth 2000 --gpu`, `fastrank bench
-# --gpu --json`, then tools/gpu/check.py. Each step has its own timeout inside a total
-# budget (BUDGET s, default 470); logs and summary.txt under $OUT. Dry run on a CPU:
-# python tools/gpu/check.py --host.
+# --gpu` (BENCH_ARGS, default quick with 2 repeats: ~130 s on an H100, most of it the
+# torch script's float64 svdvals), then tools/gpu/check.py. Each step has its own
+# timeout inside a total budget (BUDGET s, default 470); logs and summary.txt under
+# $OUT. Dry run on a CPU: python tools/gpu/check.py --host.
 O=${OUT:-/tmp/frsmoke}; mkdir -p "$O"; H=$(cd "$(dirname "$0")" && pwd); B=${BUDGET:-470}
 S=$O/summary.txt; export PYTHONUNBUFFERED=1
 step() { # name max-s log command
@@ -26,7 +27,7 @@ export PYTHONPATH=/tmp/frsite PYTHONSAFEPATH=1 NUMBA_CACHE_DIR=/tmp/frnumba; F="
 step env 30 setup.log "$F env"
 step pytest ${PYTEST_S:-200} pytest.log "$P -m pytest tests/gpu -k cuda -q -p no:cacheprovider -rfEs --durations=8"
 step sweep 60 sweep.log "$F sweep --depth 2000 --gpu -o /tmp/frsweep.h5 --overwrite && $F info /tmp/frsweep.h5"
-step bench ${BENCH_S:-120} bench.log "$F bench --gpu ${BENCH_ARGS:-} --json $O/gpu.json"
+step bench ${BENCH_S:-170} bench.log "$F bench --gpu ${BENCH_ARGS:---quick --repeats 2} --json $O/gpu.json"
 export CHECK_BUDGET=$((B - SECONDS - 10))
 step checks 300 checks.log "$P $H/check.py $O"
 { echo "== ${SECONDS}s, cuda$CU"; grep -m1 '^cuda' "$O/setup.log"
