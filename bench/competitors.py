@@ -880,3 +880,51 @@ def compile_fastrank(p, repeats):
     out["what"] = ("simulate_many of relu/bn float32 networks of depth 3, 2 seeds, at d=8 "
                    "(narrow path) then d=256 (wide path); import timed in a fresh interpreter")
     return out
+
+
+#: The start-up commands timed by the compile workload (arguments after ``fastrank``;
+#: FILE is a temporary path), with the environment each needs.
+STARTUP_COMMANDS = {
+    "--version": (["--version"], {}),
+    "--help": (["--help"], {}),
+    "shell completion": ([], {"_FASTRANK_COMPLETE": "bash_complete", "COMP_WORDS": "fastrank sw",
+                              "COMP_CWORD": "1"}),
+    "trivial sweep": (["sweep", "--width", "8", "--depth", "10", "-q", "-o", "FILE",
+                       "--overwrite"], {}),
+}
+
+
+def _child_seconds() -> float:
+    """CPU seconds (user + system) of this process's waited-for children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@impl("startup", "fastrank")
+def startup_fastrank(p, repeats):
+    """``python -m fastrank`` start-up as a user meets it, each command in fresh processes
+    (the numba cache as the suite's compile cases left it: warm): wall and CPU time,
+    one warm-up then the median of ``repeats``."""
+    import os
+    import statistics
+    import tempfile
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="fastrank-bench-startup-") as tmp:
+        path = os.path.join(tmp, "trivial.h5")
+        for name, (args, extra_env) in STARTUP_COMMANDS.items():
+            command = [sys.executable, "-m", "fastrank",
+                       *[path if a == "FILE" else a for a in args]]
+            env = dict(os.environ, **extra_env)
+            walls, cpus = [], []
+            for i in range(repeats + 1):
+                cpu0, t0 = _child_seconds(), time.perf_counter()
+                run_command(name, command, env, tmp)
+                if i:  # the first is the warm-up
+                    walls.append(time.perf_counter() - t0)
+                    cpus.append(_child_seconds() - cpu0)
+            shown = " ".join([*(f"{k}={v!r}" for k, v in extra_env.items()), "fastrank", *args])
+            out[name] = {"command": shown, "wall_s": walls,
+                         "cpu_s": cpus, "median_wall_s": statistics.median(walls),
+                         "median_cpu_s": statistics.median(cpus)}
+    return {"commands": out}

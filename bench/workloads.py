@@ -39,7 +39,7 @@ PRESETS = {
                        "repeats": 9},
         "depth_scaling": {"d": 32, "depths": [1000, 50000], "base_depth": 10, "every": 10,
                           "seeds": 8, "repeats": 5},
-        "compile": {"enabled": True},
+        "compile": {"enabled": True, "repeats": 5},
     },
     "quick": {
         "small": {"widths": [32, 64], "depth": 1000, "every": 100, "seeds": 4, "repeats": 3},
@@ -56,7 +56,7 @@ PRESETS = {
                        "repeats": 3},
         "depth_scaling": {"d": 32, "depths": [1000, 10000], "base_depth": 10, "every": 10,
                           "seeds": 8, "repeats": 3},
-        "compile": {"enabled": True},
+        "compile": {"enabled": True, "repeats": 3},
     },
     "smoke": {
         "small": {"widths": [8, 16], "depth": 40, "every": 10, "seeds": 2, "repeats": 1},
@@ -1020,7 +1020,9 @@ class Compile:
         cache.mkdir(exist_ok=True)
         env = {"NUMBA_CACHE_DIR": str(cache)}
         return [task(self.name, state, "compile", "fastrank", {}, isolate=True, env=env)
-                for state in ("empty cache", "warm cache")]
+                for state in ("empty cache", "warm cache")] + [
+            task(self.name, "start-up", "startup", "fastrank", {}, isolate=True, env=env,
+                 repeats=cfg[self.name].get("repeats", 5))]
 
     def summarize(self, cfg, results, ctx):
         rows = []
@@ -1042,9 +1044,32 @@ class Compile:
                  .get("what", "") + ". First minus second call is the compile (empty cache) "
                  "or cache-load (warm cache) time. The workloads' 'first call' columns show "
                  "the warm-up call each timing excluded."]
+        targets = self._startup_targets(results.get("start-up"))
         if not cfg[self.name]["enabled"]:
             notes = ["not measured in this preset"]
-        return {"targets": [], "rows": rows, "notes": notes}
+        else:
+            notes.append("Start-up: each command as `python -m fastrank ...` in fresh processes "
+                         "with the cache warm, one warm-up then the median of the repeats; CPU "
+                         "is user + system of the process and its threads.")
+        return {"targets": targets, "rows": rows, "notes": notes}
+
+    def _startup_targets(self, r) -> list:
+        """--version, --help and completion within 0.3 s (wall), a trivial sweep within
+        1 s of CPU, warm cache."""
+        ok = _status(r) == "ok"
+        commands = r["commands"] if ok else {}
+        out = []
+        for name, key, limit in (("--version", "median_wall_s", 0.3),
+                                 ("--help", "median_wall_s", 0.3),
+                                 ("shell completion", "median_wall_s", 0.3),
+                                 ("trivial sweep", "median_cpu_s", 1.0)):
+            c = commands.get(name)
+            what = ("wall time" if key == "median_wall_s" else "CPU time") + (
+                f" of `{c['command']}`" if c else f" of {name}")
+            out.append(target(self.name, "start-up, warm cache", what,
+                              c[key] if c else None, limit, op="<=", unit="s",
+                              blocked=None if ok else _status(r)))
+        return out
 
 
 WORKLOADS = {w.name: w for w in (Small(), Large(), Rng(), Spectra(), EveryLayer(), Memory(),

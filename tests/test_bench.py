@@ -269,3 +269,25 @@ def test_targets_of_a_busy_workload_are_not_graded():
                                     "status": "not graded (other processes used 30% of the CPUs)"}
     assert loaded["targets"][1]["status"] == "skipped (torch not installed)"
     assert quiet["targets"][0] == {"met": False, "status": "NOT met"}
+
+
+def test_start_up_commands_are_timed_and_graded_against_their_limits():
+    from fastrank.bench.workloads import Compile
+
+    result = competitors.startup_fastrank({}, 1)
+    commands = result["commands"]
+    assert set(commands) == set(competitors.STARTUP_COMMANDS)
+    for entry in commands.values():
+        assert entry["median_wall_s"] > 0 and entry["median_cpu_s"] > 0
+    assert commands["shell completion"]["command"].startswith("_FASTRANK_COMPLETE=")
+
+    targets = Compile()._startup_targets({"status": "ok", **result})
+    assert [t["unit"] for t in targets] == ["s"] * 4
+    for t, (name, key, limit) in zip(targets, (("--version", "median_wall_s", 0.3),
+                                              ("--help", "median_wall_s", 0.3),
+                                              ("shell completion", "median_wall_s", 0.3),
+                                              ("trivial sweep", "median_cpu_s", 1.0)), strict=True):
+        assert t["value"] == commands[name][key] and t["target"] == limit
+        assert t["met"] == (commands[name][key] <= limit)
+    missing = Compile()._startup_targets({"status": "timeout"})
+    assert all(t["met"] is None and t["status"] == "timeout" for t in missing)
