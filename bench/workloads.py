@@ -1044,10 +1044,11 @@ class Compile:
                  .get("what", "") + ". First minus second call is the compile (empty cache) "
                  "or cache-load (warm cache) time. The workloads' 'first call' columns show "
                  "the warm-up call each timing excluded."]
-        targets = self._startup_targets(results.get("start-up"))
+        targets = []
         if not cfg[self.name]["enabled"]:
             notes = ["not measured in this preset"]
         else:
+            targets = self._startup_targets(results.get("start-up"))
             notes.append("Start-up: each command as `python -m fastrank ...` in fresh processes "
                          "with the cache warm, one warm-up then the median of the repeats; CPU "
                          "is user + system of the process and its threads.")
