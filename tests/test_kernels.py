@@ -262,32 +262,34 @@ def test_compiled_eigenvalues_match_lapack(k):
         ref = np.linalg.eigvalsh(g)
         d, e2 = np.zeros(k), np.zeros(max(k - 1, 0))
         big = eigen.reduce_scaled(g.copy(), d, e2)
-        assert eigen.tridiagonal_eigenvalues_pair(d, e2, d[:0], e2[:0]) == (True, True), name
+        none = d[:0]
+        ok = eigen.tridiagonal_eigenvalues_quad(d, e2, none, none, none, none, none, none)
+        assert ok == (True,) * 4, name
         got = np.sort(d) * big
         scale = max(np.abs(ref).max(), np.finfo(float).tiny)
         assert np.abs(got - ref).max() <= 8 * k * np.finfo(float).eps * scale, name
 
 
-def test_tridiagonal_eigenvalues_pair_and_split_blocks():
-    """Two tridiagonals solved side by side, of different sizes and one with zero
+def test_tridiagonal_eigenvalues_quad_and_split_blocks():
+    """Four tridiagonals solved side by side, of different sizes and one with zero
     off-diagonal entries (which split it into blocks, each solved alone), give each
     one's eigenvalues (against LAPACK on the dense matrix), and the same bits as each
-    solved alone (an empty second matrix)."""
+    solved alone (empty other matrices)."""
     from fastrank.kernels.cpu import eigen
 
     rng = np.random.default_rng(3)
-    mats = [(rng.standard_normal(12), rng.standard_normal(11)),
-            (rng.standard_normal(7), rng.standard_normal(6))]
+    mats = [(rng.standard_normal(k), rng.standard_normal(k - 1)) for k in (12, 7, 1, 30)]
     mats[0][1][[0, 5, 6, 10]] = 0.0
-    pair = [(d.copy(), e * e) for d, e in mats]
-    assert eigen.tridiagonal_eigenvalues_pair(*pair[0], *pair[1]) == (True, True)
-    for (d, e), (got, _) in zip(mats, pair, strict=True):
+    quad = [(d.copy(), e * e) for d, e in mats]
+    assert eigen.tridiagonal_eigenvalues_quad(*(x for m in quad for x in m)) == (True,) * 4
+    for (d, e), (got, _) in zip(mats, quad, strict=True):
         dense = np.diag(d) + np.diag(e, 1) + np.diag(e, -1)
         ref = np.linalg.eigvalsh(dense)
         tol = 8 * len(d) * np.finfo(float).eps * np.abs(ref).max()
         np.testing.assert_allclose(np.sort(got), ref, rtol=0, atol=tol)
-        alone, e2 = d.copy(), e * e
-        assert eigen.tridiagonal_eigenvalues_pair(alone, e2, alone[:0], e2[:0]) == (True, True)
+        alone, e2, none = d.copy(), e * e, d[:0]
+        ok = eigen.tridiagonal_eigenvalues_quad(none, none, alone, e2, none, none, none, none)
+        assert ok == (True,) * 4
         assert np.array_equal(alone, got)
 
 

@@ -15,7 +15,7 @@ from numba import njit, prange
 from fastrank import codes
 from fastrank.kernels.cpu.layer import rows_in_place, scale
 from fastrank.kernels.cpu.philox import normals_f32_at
-from fastrank.kernels.cpu.spectrum import begin_pair, finish_pair
+from fastrank.kernels.cpu.spectrum import LANES, begin_spectrum, finish_spectra
 
 #: The failure rule, compiled (fastrank.codes.failure).
 failure = njit(cache=True, inline="always")(codes.failure)
@@ -51,8 +51,9 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
     goes to ``norms[p, seed]`` and, when ``sv`` is (stops, seeds, min(d, N)), its
     singular values to ``sv[p, seed]`` (its Gram spectrum), computed by the thread that
     ran it: a whole stretch of measured layers in one call, without returning to Python
-    between them. Spectra are finished two at a time (spectrum.begin_pair at one stop,
-    finish_pair at the next), so that their QL sweeps run side by side.
+    between them. Spectra are finished LANES at a time (spectrum.begin_spectrum at each
+    stop, finish_spectra at every LANES-th and at the end), so that their QL sweeps run
+    side by side.
     """
     n_seeds, d, n = h.shape
     for s in prange(n_seeds):
@@ -66,8 +67,10 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
         in_h = True  # whether cur is h[s] itself
         flat_w = w.reshape(-1)
         reached = start
-        work = np.empty((4, 2, sv.shape[2]))  # spectra begun and not yet finished (at most one)
-        pending, begun = -1, 0.0  # its stop, its scale
+        work = np.empty((4, LANES, sv.shape[2]))  # spectra begun and not yet finished
+        at, big = np.zeros(LANES, np.int64), np.zeros(LANES)  # their stops, their scales
+        held = 0
+        out = sv[:, s]
         for p in range(stops.size):
             for layer in range(reached + 1, stops[p] + 1):
                 normals_f32_at(flat_w, seeds[s], stream, np.uint32(layer), 0)
@@ -90,12 +93,12 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
             reached = stops[p]
             norms[p, s] = log_norm[s]
             if sv.shape[0]:
-                if pending < 0:
-                    begun, pending = begin_pair(cur, work, 0), p
-                else:
-                    finish_pair(work, begun, begin_pair(cur, work, 1), sv[pending, s], sv[p, s])
-                    pending = -1
-        if pending >= 0:
-            finish_pair(work, begun, 0.0, sv[pending, s], sv[pending, s, :0])
+                at[held], big[held] = p, begin_spectrum(cur, work, held)
+                held += 1
+                if held == LANES:
+                    finish_spectra(work, big, held, out, at)
+                    held = 0
+        if held:
+            finish_spectra(work, big, held, out, at)
         if not in_h:  # one copy per call, not one per layer
             hs[:, :] = cur

@@ -17,6 +17,9 @@ from fastrank.kernels.cpu import eigen
 #: one thread (random float32 squares, singular values): 1.3-1.7x faster than LAPACK
 #: from k = 8 to 128, even at 256 and 0.8x at 512 (LAPACK's blocked reduction).
 COMPILED_EIGEN_MAX = 128
+#: Spectra finished together, their QL sweeps side by side
+#: (eigen.tridiagonal_eigenvalues_quad).
+LANES = 4
 
 
 @njit(cache=True)
@@ -34,8 +37,9 @@ def gram_singular_values_one(h, out):
     products of float32 entries are exact in float64), negative rounding clipped to 0."""
     k = min(h.shape)
     if k <= COMPILED_EIGEN_MAX:
-        work = np.empty((4, 2, k))
-        finish_pair(work, begin_pair(h, work, 0), 0.0, out, out[:0])
+        work, big = np.empty((4, LANES, k)), np.zeros(LANES)
+        big[0] = begin_spectrum(h, work, 0)
+        finish_spectra(work, big, 1, out[np.newaxis], np.zeros(LANES, np.int64))
         return
     _descending_roots(np.linalg.eigvalsh(_gram(h)), 1.0, out)
 
@@ -51,13 +55,13 @@ def _descending_roots(ev, scale, out):
 
 
 @njit(cache=True)
-def begin_pair(h, work, slot):
-    """The first half of a spectrum that is finished two at a time (finish_pair): the
+def begin_spectrum(h, work, slot):
+    """The first half of a spectrum that is finished with others (finish_spectra): the
     Gram matrix of ``h`` reduced to tridiagonal form in ``work[:, slot]`` (work is
-    (4, 2, k) float64: diagonal, squared off-diagonal, and copies of both for a LAPACK
-    fallback). Returns the Gram matrix's scale (eigen.reduce_scaled). The whole-depth
-    kernel begins one spectrum at a measured layer and finishes it with the next one's:
-    their QL sweeps then run side by side."""
+    (4, LANES, k) float64: diagonal, squared off-diagonal, and copies of both for a
+    LAPACK fallback). Returns the Gram matrix's scale (eigen.reduce_scaled). The
+    whole-depth kernel begins the spectra of LANES measured layers and finishes them
+    together: their QL sweeps then run side by side."""
     k = work.shape[2]
     big = eigen.reduce_scaled(_gram(h), work[0, slot], work[1, slot, : k - 1])
     work[2, slot] = work[0, slot]
@@ -84,19 +88,24 @@ def _singular_values(work, slot, big, ok, out):
 
 
 @njit(cache=True)
-def finish_pair(work, big0, big1, out0, out1):
-    """Singular values of the spectra begun in slots 0 and 1 (begin_pair) into ``out0``
-    and ``out1``, their QL sweeps side by side; an empty ``out1`` finishes slot 0
-    alone."""
+def _lane(work, slot, big, used):
+    """Slot's tridiagonal (d, e2) for QL: empty when unused or nothing to solve."""
     k = work.shape[2]
-    live0 = big0 > 0.0 and np.isfinite(big0)
-    live1 = out1.shape[0] > 0 and big1 > 0.0 and np.isfinite(big1)
-    d0, e0 = work[0, 0, : k if live0 else 0], work[1, 0, : k - 1 if live0 else 0]
-    d1, e1 = work[0, 1, : k if live1 else 0], work[1, 1, : k - 1 if live1 else 0]
-    ok0, ok1 = eigen.tridiagonal_eigenvalues_pair(d0, e0, d1, e1)
-    _singular_values(work, 0, big0, ok0, out0)
-    if out1.shape[0] > 0:
-        _singular_values(work, 1, big1, ok1, out1)
+    m = k if used and big > 0.0 and np.isfinite(big) else 0
+    return work[0, slot, :m], work[1, slot, : max(m - 1, 0)]
+
+
+@njit(cache=True)
+def finish_spectra(work, big, n, out, at):
+    """Singular values of the spectra begun in slots 0..n-1 (begin_spectrum; scales
+    ``big``) into ``out[at[slot]]``, their QL sweeps side by side."""
+    d0, e0 = _lane(work, 0, big[0], n > 0)
+    d1, e1 = _lane(work, 1, big[1], n > 1)
+    d2, e2 = _lane(work, 2, big[2], n > 2)
+    d3, e3 = _lane(work, 3, big[3], n > 3)
+    ok = eigen.tridiagonal_eigenvalues_quad(d0, e0, d1, e1, d2, e2, d3, e3)
+    for slot in range(n):
+        _singular_values(work, slot, big[slot], ok[slot], out[at[slot]])
 
 
 @njit(cache=True, parallel=True)
