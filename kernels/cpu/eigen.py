@@ -209,7 +209,7 @@ def tridiagonal_eigenvalues_quad(d0, e0, d1, e1, d2, e2, d3, e3):
     off-diagonal e; all overwritten, the eigenvalues end in d, unsorted), side by side:
     a step of each in turn, so that each one's division overlaps the others'
     arithmetic (a step waits ~20 cycles on its division: 1.4x the throughput of two
-    side by side at k = 64, 1.7x that of one; the same bits). Implicit QL from the bottom of each
+    side by side at k = 64, 2x that of one; the same bits). Implicit QL from the bottom of each
     unreduced block with the shift of its leading 2 x 2, root-free. An empty matrix is
     skipped. Returns (ok0, ok1, ok2, ok3): False for a matrix one of whose eigenvalues
     took more than MAX_SWEEPS sweeps.
