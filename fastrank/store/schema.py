@@ -136,22 +136,33 @@ def _space(shape: tuple) -> h5py.h5s.SpaceID:
     return h5py.h5s.create(h5py.h5s.SCALAR) if shape == () else h5py.h5s.create_simple(shape)
 
 
+@functools.lru_cache(maxsize=256)
+def _creation(chunks: tuple, dtype: np.dtype, fill: bytes | None, deflate: bool,
+              fletcher32: bool) -> h5py.h5p.PropDCID:
+    """A dataset creation property list, made once per kind of dataset (``fill``: the
+    fill value's bytes; HDF5 copies a list into each dataset it creates, so one list
+    serves them all): ~20 us each, ~40 in a layout."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_chunk(chunks)
+    dcpl.set_obj_track_times(False)  # as h5py does: no timestamps, same bytes every run
+    if fill is not None:
+        dcpl.set_fill_value(np.frombuffer(fill, dtype))
+    if deflate:
+        dcpl.set_shuffle()
+        dcpl.set_deflate(1)
+    if fletcher32:
+        dcpl.set_fletcher32()
+    return dcpl
+
+
 def _dataset(f: h5py.File, name: str, shape: tuple, dtype, chunks: tuple, *, fill=None,
              data: np.ndarray | None = None, deflate: bool = False, fletcher32: bool = True,
              access: h5py.h5p.PropDAID | None = None) -> h5py.Dataset:
     """A chunked dataset made through h5py's low-level calls: the same object as
     ``create_dataset`` gives, at a quarter of its Python cost (a layout makes ~40)."""
     dtype = np.dtype(dtype)
-    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-    dcpl.set_chunk(chunks)
-    dcpl.set_obj_track_times(False)  # as h5py does: no timestamps, same bytes every run
-    if fill is not None:
-        dcpl.set_fill_value(np.array(fill, dtype))
-    if deflate:
-        dcpl.set_shuffle()
-        dcpl.set_deflate(1)
-    if fletcher32:
-        dcpl.set_fletcher32()
+    fill = None if fill is None else np.array(fill, dtype).tobytes()
+    dcpl = _creation(tuple(chunks), dtype, fill, deflate, fletcher32)
     dsid = h5py.h5d.create(f.id, name.encode(), _h5type(dtype),
                            _space(tuple(shape)), dcpl=dcpl, dapl=access)
     if data is not None:
