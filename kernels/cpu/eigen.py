@@ -216,7 +216,10 @@ def tridiagonal_eigenvalues_quad(d0, e0, d1, e1, d2, e2, d3, e3):
 
     Row indices are unsigned (here and in _next_sweep's scan): numba wraps a signed
     index (negative from the end), a test and an add per access, and with four lanes'
-    shapes held for it registers spilled."""
+    shapes held for it registers spilled.
+
+    The four lanes are written out, not looped over or stepped by a helper taking the
+    arrays: either puts lane state in memory or reference counts in the inner loop."""
     lo0 = lo1 = lo2 = lo3 = sw0 = sw1 = sw2 = sw3 = 0
     hi0 = hi1 = hi2 = hi3 = 0
     sh0 = sh1 = sh2 = sh3 = 0.0
