@@ -1022,7 +1022,7 @@ class Compile:
         return [task(self.name, state, "compile", "fastrank", {}, isolate=True, env=env)
                 for state in ("empty cache", "warm cache")] + [
             task(self.name, "start-up", "startup", "fastrank", {}, isolate=True, env=env,
-                 repeats=cfg[self.name].get("repeats", 5))]
+                 repeats=cfg[self.name]["repeats"])]
 
     def summarize(self, cfg, results, ctx):
         rows = []

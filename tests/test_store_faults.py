@@ -418,7 +418,7 @@ def test_a_finished_file_cut_anywhere_is_refused_not_read_as_zeros(small_file, t
     told closed files from ones a writer left."""
     data = small_file.read_bytes()
     path = tmp_path / "cut.h5"
-    read, messages = [], set()
+    read = []
     for cut in np.unique(np.linspace(8, len(data) - 1, CUTS).astype(int)):
         path.write_bytes(data[:cut])
         try:
@@ -427,7 +427,6 @@ def test_a_finished_file_cut_anywhere_is_refused_not_read_as_zeros(small_file, t
                     run.spectrum, run.measure("soft_rank")
         except ValueError as exc:  # DamagedFile, or not an HDF5 file at all
             assert "\n" not in str(exc), str(exc)
-            messages.add(str(exc).split(":")[-1].strip()[:60])
             continue
         read.append(int(cut))
     assert not read, f"cuts read as if whole (of {len(data)} bytes): {read[:20]}"
