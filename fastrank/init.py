@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastrank import rng
+from fastrank import blas, rng
 from fastrank.errors import SpecError
 from fastrank.inputs import input_batch
 from fastrank.spec import Network
@@ -114,6 +114,8 @@ def _orthogonal(seed: int, stream: int, layer: int, rows: int, cols: int) -> np.
     """Rows x cols matrix with orthonormal rows or columns (whichever fit), Haar
     distributed: QR of a float64 Gaussian with the signs of R's diagonal fixed."""
     tall = (max(rows, cols), min(rows, cols))
-    q, r = np.linalg.qr(rng.normal(seed, stream, layer, tall, np.float64))
+    a = rng.normal(seed, stream, layer, tall, np.float64)
+    with blas.usual():  # LAPACK's blocked QR: its bits depend on BLAS's thread count
+        q, r = np.linalg.qr(a)
     q *= np.sign(np.diag(r))
     return q if rows >= cols else q.T

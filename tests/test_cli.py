@@ -1,6 +1,8 @@
 """The command line: sweeps, options, config files, info, env, and one-line errors
 (through click's CliRunner and through a real subprocess)."""
 
+import json
+import os
 import subprocess
 import sys
 
@@ -139,6 +141,56 @@ def test_the_command_line_starts_without_the_kernels():
             "heavy = {'numba', 'scipy', 'h5py'} & set(sys.modules); "
             "assert not heavy, heavy; fastrank.Network; assert 'numba' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _without_thread_settings() -> dict:
+    from fastrank import blas
+
+    return {k: v for k, v in os.environ.items() if k not in blas.THREAD_VARIABLES}
+
+
+def test_the_command_line_loads_blas_at_one_thread_and_raises_it_for_numpy_products():
+    """The CLI loads numpy's and SciPy's OpenBLAS with one thread (each pool's threads
+    would spin ~0.1 s of CPU at load), leaves the environment as it was for subprocesses,
+    and raises the pools to the usual count inside blas.usual(); `fastrank env` reports
+    that count."""
+    code = (
+        "import os, fastrank.cli; from fastrank import blas; "
+        "assert 'OPENBLAS_NUM_THREADS' not in os.environ; "
+        "counts = lambda: sorted(lib.num_threads for lib in blas.libraries()); "
+        "loaded = counts()\n"
+        "with blas.usual(): raised = counts()\n"
+        "print(len(os.sched_getaffinity(0)), loaded, raised, counts(), blas.usual_threads())")
+    out = subprocess.run([sys.executable, "-c", code], env=_without_thread_settings(),
+                         check=True, capture_output=True, text=True).stdout.split(maxsplit=1)
+    cores = int(out[0])
+    assert out[1].strip() == f"[1, 1] [{cores}, {cores}] [1, 1] {cores}"
+    env = subprocess.run([sys.executable, "-m", "fastrank", "env", "--json"], check=True,
+                         env=_without_thread_settings(), capture_output=True, text=True)
+    assert f", {cores} threads" in json.loads(env.stdout)["blas"]
+
+
+def test_blas_started_at_one_thread_gives_the_numbers_of_the_usual_count(tmp_path):
+    """numpy's own products (the per-layer path's GEMM, orthogonal weights' QR, spectra
+    above config.SMALL_EIGEN_MAX) run at the usual thread count whether the process
+    started BLAS at one thread (the CLI) or at that count (a user's setting): the same
+    bits, and the same count recorded. (At one thread their last bits differ.)"""
+    cores = len(os.sched_getaffinity(0))
+    args = ["sweep", "--width", "520", "--norm", "ln", "--init", "orthogonal", "--input",
+            "orthogonal", "--activation", "relu", "--depth", "3", "--every", "1", "--seed",
+            "0", "-q"]
+
+    def sweep(name, **settings):
+        path = tmp_path / name
+        subprocess.run([sys.executable, "-m", "fastrank", *args, "-o", str(path)], check=True,
+                       env={**_without_thread_settings(), **settings}, timeout=300)
+        with fastrank.open(path) as results:
+            run = results[0]
+            return np.asarray(run.spectrum), results.runs["blas_threads"].tolist()
+
+    started_at_one, chosen = sweep("one.h5"), sweep("set.h5", OPENBLAS_NUM_THREADS=str(cores))
+    assert started_at_one[1] == chosen[1] == [cores]
+    np.testing.assert_array_equal(started_at_one[0], chosen[0])
 
 
 @pytest.mark.parametrize("output, words", [

@@ -6,13 +6,11 @@ through numpy's BLAS and the fused normalisation + activation pass."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import platform
 
 import numpy as np
 
-from fastrank import codes, config, init, rng
+from fastrank import blas, codes, config, init, rng
 from fastrank.backends.base import Backend, Batch
 from fastrank.kernels.cpu import depth, spectrum, start_threads, wide
 from fastrank.kernels.cpu import layer as kernels
@@ -63,6 +61,7 @@ class CPUBackend(Backend):
     name = "cpu"
 
     def __init__(self):
+        blas.libraries()  # SciPy's BLAS loads now, before numba's first kernel loads it
         start_threads()
         self._buffers: dict = {}
 
@@ -87,14 +86,15 @@ class CPUBackend(Backend):
             self._wide_kernel(batch, stop)
         else:
             spare: dict = {}  # per seed, the buffer the next layer writes into
-            for layer in range(batch.layer + 1, stop + 1):
-                for i in batch.alive():
-                    z, sumsq = self._forward(net, int(batch.seeds[i]), layer, batch.h[i],
-                                             spare.get(i))
-                    factor = batch.account(i, layer, sumsq)
-                    if factor is not None and factor != 1.0:
-                        kernels.scale(z, factor)
-                    spare[i], batch.h[i] = batch.h[i], z
+            with blas.usual():  # each layer's GEMM on BLAS's threads
+                for layer in range(batch.layer + 1, stop + 1):
+                    for i in batch.alive():
+                        z, sumsq = self._forward(net, int(batch.seeds[i]), layer, batch.h[i],
+                                                 spare.get(i))
+                        factor = batch.account(i, layer, sumsq)
+                        if factor is not None and factor != 1.0:
+                            kernels.scale(z, factor)
+                        spare[i], batch.h[i] = batch.h[i], z
         batch.layer = stop
 
     def measure_points(self, batch: Batch, points, method: str) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +111,7 @@ class CPUBackend(Backend):
         n = len(batch.seeds)
         spectra = np.full((len(stops), n, k) if k else (0, 0, 0), np.nan)
         log_norms = np.full((len(stops), n), np.nan)
-        with one_blas_thread():  # one GEMM per thread
+        with blas.one_thread():  # one GEMM per thread
             depth.advance(
                 batch.h, batch.seeds, batch.layer, stops, *_kernel_layer(batch.network),
                 batch.log_norm, batch.failed_layer, batch.reason, spectra, log_norms,
@@ -127,7 +127,7 @@ class CPUBackend(Backend):
         d, n = net.width, net.batch
         spare = self._buffer("spare", (d, n))
         w = self._buffer("weights", (d, d))
-        with one_blas_thread():  # one GEMM per thread, each on its block of rows
+        with blas.one_thread():  # one GEMM per thread, each on its block of rows
             for i in batch.alive():
                 wide.advance(
                     batch.h[i], spare, w, batch.seeds, i, batch.layer, stop,
@@ -187,14 +187,14 @@ class CPUBackend(Backend):
         # BLAS threads, once woken here, would spin through the next layer
         a = h if h.shape[0] <= h.shape[1] else np.ascontiguousarray(h.T)
         g = self._buffer("gram", (a.shape[0], a.shape[0]))
-        with one_blas_thread():  # Lanczos's matrix-vector products: 2 ms at one thread
+        with blas.one_thread():  # Lanczos's matrix-vector products: 2 ms at one thread
             wide.rows_product(a, a.T, g, numba.get_num_threads())
             return gram_statistics(g)
 
     def threads(self) -> tuple[int, int]:
         import numba
 
-        return numba.get_num_threads(), max(lib.num_threads for lib in _blas_libraries())
+        return numba.get_num_threads(), blas.usual_threads()
 
     def describe(self) -> dict:
         import numba
@@ -209,40 +209,11 @@ class CPUBackend(Backend):
         }
 
 
-@functools.cache
-def _blas_libraries() -> list:
-    """threadpoolctl's handles on the loaded BLAS libraries: numpy's, and SciPy's copy
-    that numba's compiled kernels call (loaded first, so that it is among them)."""
-    import scipy.linalg.cython_lapack  # noqa: F401
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController().select(user_api="blas").lib_controllers
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """Every BLAS library at one thread inside the block, put back after it. Through the
-    libraries' own setters: a threadpoolctl limit re-inspects every library on each
-    entry (~0.1 ms), which a sweep measuring thousands of small layers would pay each
-    time."""
-    libraries = _blas_libraries()
-    before = [lib.num_threads for lib in libraries]
-    for lib, threads in zip(libraries, before, strict=True):
-        if threads != 1:
-            lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, threads in zip(libraries, before, strict=True):
-            if threads != 1:
-                lib.set_num_threads(threads)
-
-
 def _blas_threads_for(k: int):
     """One BLAS thread for the eigensolvers of matrices up to config.SMALL_EIGEN_MAX (a
     second thread gains little there and costs several times over on a busy machine);
-    the library's own choice above."""
-    return one_blas_thread() if k <= config.SMALL_EIGEN_MAX else contextlib.nullcontext()
+    the usual count above."""
+    return blas.one_thread() if k <= config.SMALL_EIGEN_MAX else blas.usual()
 
 
 def host_spectrum(h: np.ndarray, method: str) -> np.ndarray:
@@ -287,14 +258,15 @@ def host_gram_stats(h: np.ndarray) -> tuple[float, float, float]:
     cores). The wide kernel's networks, whose layers run on numba's threads, compute
     the Gram matrix there too (CPUBackend.gram_stats).
     """
-    return gram_statistics(h @ h.T if h.shape[0] <= h.shape[1] else h.T @ h)
+    with blas.usual():
+        return gram_statistics(h @ h.T if h.shape[0] <= h.shape[1] else h.T @ h)
 
 
 def gram_statistics(g: np.ndarray) -> tuple[float, float, float]:
     """trace, squared Frobenius norm and top eigenvalue of a Gram matrix (host_gram_stats)."""
     trace, frob2 = float(np.trace(g, dtype=np.float64)), kernels.sum_of_squares(g)
     if g.shape[0] <= codes.DENSE_TOP_EIGEN_MAX:
-        with one_blas_thread():
+        with blas.one_thread():
             return trace, frob2, float(np.linalg.eigvalsh(g.astype(np.float64))[-1])
     from scipy.sparse.linalg import LinearOperator, eigsh
 

@@ -14,6 +14,7 @@ import sys
 
 import click
 
+from fastrank import blas
 from fastrank.version import __version__
 
 
@@ -85,6 +86,8 @@ def cli(debug):
     """Rank collapse in very deep random networks, simulated fast and streamed to HDF5."""
     if debug:
         os.environ["FASTRANK_DEBUG"] = "1"
+    if click.get_current_context().invoked_subcommand in REPORTS_THREADS:
+        blas.restore()
 
 
 def main():
@@ -106,6 +109,10 @@ def open_results(path: str):
         raise InputError(f"{path}: not a readable fastrank results file ({exc})") from None
 
 
-from fastrank.cli import bench, env, info, plot, reproduce, sweep  # noqa: E402, F401  (subcommands register themselves)
+#: Commands that report or benchmark the thread pools (the rest start BLAS at one thread).
+REPORTS_THREADS = ("bench", "env")
+
+with blas.loading_at_one_thread():  # numpy loads with the subcommands: see fastrank.blas
+    from fastrank.cli import bench, env, info, plot, reproduce, sweep  # noqa: E402, F401  (subcommands register themselves)
 
 __all__ = ["cli", "main", "InputError", "env", "info", "sweep"]

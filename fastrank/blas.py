@@ -1,0 +1,114 @@
+"""OpenBLAS's thread pools: at one thread for the compiled kernels, at their usual count
+for numpy's own products, and started at one thread by the sweep commands.
+
+OpenBLAS starts its pool when its library loads, and the pool's threads spin before
+they sleep (about 0.1 s of CPU each); numpy loads one copy and SciPy another (the one
+numba's kernels call). Most sweeps use neither pool: the compiled kernels make one
+product per numba thread. So the command line loads them with one thread
+(:func:`loading_at_one_thread`, unless the user set a BLAS thread count), and
+:func:`usual` raises them, around each product that uses the pool, to the count OpenBLAS
+would have chosen. Every product then runs at the same thread count (which can change
+its last bits) whether the command line or a library user started the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+
+#: What OpenBLAS reads for its thread count, in its order: a user's setting wins.
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+#: The count :func:`usual` raises the libraries to, once they were loaded at one thread;
+#: None: the libraries keep the count they loaded with.
+_usual: int | None = None
+
+
+def _cores() -> int:
+    """The CPUs this process may run on: OpenBLAS's own thread count without a setting."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _one_thread_environment():
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        del os.environ["OPENBLAS_NUM_THREADS"]  # subprocesses get the user's environment
+
+
+@contextlib.contextmanager
+def loading_at_one_thread():
+    """numpy, imported inside the block, loads its OpenBLAS with one thread, and SciPy's
+    loads so later (:func:`libraries`); :func:`usual` raises both where a product uses
+    them. Nothing changes when numpy is loaded already or a thread count is set."""
+    global _usual
+    if "numpy" in sys.modules or any(os.environ.get(v) for v in THREAD_VARIABLES):
+        yield
+        return
+    with _one_thread_environment():
+        yield
+    if "numpy" in sys.modules:
+        _usual = _cores()
+
+
+@functools.cache
+def libraries() -> list:
+    """threadpoolctl's handles on the loaded BLAS libraries: numpy's, and SciPy's copy that
+    numba's compiled kernels call (loaded here first, so that it is among them)."""
+    with _one_thread_environment() if _usual else contextlib.nullcontext():
+        import scipy.linalg.cython_lapack  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas").lib_controllers
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """Every BLAS library at ``n`` threads inside the block, put back after it. Through the
+    libraries' own setters: a threadpoolctl limit re-inspects every library on each
+    entry (~0.1 ms), which a sweep measuring thousands of small layers would pay each
+    time."""
+    libs = libraries()
+    before = [lib.num_threads for lib in libs]
+    for lib, count in zip(libs, before, strict=True):
+        if count != n:
+            lib.set_num_threads(n)
+    try:
+        yield
+    finally:
+        for lib, count in zip(libs, before, strict=True):
+            if count != n:
+                lib.set_num_threads(count)
+
+
+def one_thread():
+    """Every BLAS library at one thread inside the block (one product per numba thread)."""
+    return threads(1)
+
+
+def usual():
+    """Every BLAS library at its usual thread count inside the block: the count OpenBLAS
+    would have chosen, where the command line loaded it at one thread; else unchanged."""
+    return threads(_usual) if _usual else contextlib.nullcontext()
+
+
+def usual_threads() -> int:
+    """The thread count of the products inside :func:`usual` (recorded with each run)."""
+    return _usual or max(lib.num_threads for lib in libraries())
+
+
+def restore() -> None:
+    """The libraries at their usual count from here on, for commands that report or
+    benchmark the process's thread counts rather than run sweeps."""
+    global _usual
+    if _usual:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=_usual, user_api="blas")
+        _usual = None
