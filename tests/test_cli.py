@@ -151,14 +151,14 @@ def _without_thread_settings() -> dict:
 
 def test_the_command_line_loads_blas_at_one_thread_and_raises_it_for_numpy_products():
     """The CLI loads numpy's and SciPy's OpenBLAS with one thread (each pool's threads
-    would spin ~0.1 s of CPU at load), leaves the environment as it was for subprocesses,
-    and raises the pools to the usual count inside blas.usual(); `fastrank env` reports
-    that count."""
+    would spin ~0.1 s of CPU at load), SciPy's through its Cython modules alone (not all
+    of scipy.linalg), leaves the environment as it was for subprocesses, and raises the
+    pools to the usual count inside blas.usual(); `fastrank env` reports that count."""
     code = (
-        "import os, fastrank.cli; from fastrank import blas; "
+        "import os, sys, fastrank.cli; from fastrank import blas; "
         "assert 'OPENBLAS_NUM_THREADS' not in os.environ; "
         "counts = lambda: sorted(lib.num_threads for lib in blas.libraries()); "
-        "loaded = counts()\n"
+        "loaded = counts(); assert 'scipy.linalg' not in sys.modules\n"
         "with blas.usual(): raised = counts()\n"
         "print(len(os.sched_getaffinity(0)), loaded, raised, counts(), blas.usual_threads())")
     out = subprocess.run([sys.executable, "-c", code], env=_without_thread_settings(),
