@@ -82,11 +82,12 @@ def iter_batch(
     seed whose H turned non-finite or zero, after its last rows (nothing after that).
 
     A stretch is as many measured layers as take about config.STRETCH_S (one at first,
-    doubling while they take less): the backend runs a whole stretch in one call where
-    it can, and the rows of a stretch are measured in one compiled pass. Memory is that
-    of two layers per seed whatever the depth. Unnormalised linear/ReLU networks are
-    rescaled to unit Frobenius norm after every layer (and the input), the log of each
-    factor summed in float64, so any depth neither overflows nor underflows.
+    with the input's row, doubling while they take less): the backend runs a whole
+    stretch in one call where it can, and the rows of a stretch are measured in one
+    compiled pass. Memory is that of two layers per seed whatever the depth.
+    Unnormalised linear/ReLU networks are rescaled to unit Frobenius norm after every
+    layer (and the input), the log of each factor summed in float64, so any depth
+    neither overflows nor underflows.
     """
     backend = backend or get_backend("cpu")
     method = resolve_method(method, network.dtype)
@@ -97,7 +98,9 @@ def iter_batch(
     while at < len(points):
         end = at + 1
         if tiers[at]:
-            while end < min(len(points), at + size) and tiers[end]:
+            # the input's row rides along with the first stretch: it runs no layer
+            last = at + size + int(points[at] == 0)
+            while end < min(len(points), last) and tiers[end]:
                 end += 1
             started = time.perf_counter()
             spectra, log_norms = backend.measure_points(batch, points[at:end], method)

@@ -333,8 +333,19 @@ def test_box_muller_float32_edge_words():
 @pytest.mark.parametrize("n", [1, 5, 1024, 3000])
 def test_serial_normals_from_any_offset_are_the_streams(offset, n):
     """normals_f32_at (one thread's share of a layer's weights) gives elements
-    offset .. offset + n - 1 of the stream, across chunk edges (1024 normals a chunk)."""
-    whole = rng.normal(7, 0, 3, (offset + n,), np.float32)
+    offset .. offset + n - 1 of the stream, across chunk edges (1024 normals a chunk),
+    as the parallel fill draws them (a fill too long to be drawn on one thread)."""
+    whole = rng.normal(7, 0, 3, (philox.SERIAL_NORMALS_MAX + offset + n,), np.float32)
     part = np.full(n, np.nan, np.float32)
     philox.normals_f32_at(part, np.uint64(7), np.uint32(0), np.uint32(3), offset)
-    np.testing.assert_array_equal(part, whole[offset:])
+    np.testing.assert_array_equal(part, whole[offset : offset + n])
+
+
+def test_short_and_long_normal_fills_give_the_same_numbers():
+    """Fills up to philox.SERIAL_NORMALS_MAX are drawn on the calling thread, longer ones
+    across threads: the same numbers either side of the switch, from any offset."""
+    at = philox.SERIAL_NORMALS_MAX
+    for offset in (0, 3, 1025):
+        short = rng.normal(11, 1, 2, (at,), np.float32, offset=offset)
+        long = rng.normal(11, 1, 2, (at + 1,), np.float32, offset=offset)
+        np.testing.assert_array_equal(short, long[:at])

@@ -217,10 +217,10 @@ def test_a_reader_opening_the_file_as_it_appears_never_breaks_the_writer(tmp_pat
 
 # 3. Kill at every system call of creation, commits and resume -------------------------
 
-#: The killed sweep: 2 runs (two networks, so two groups), 2 rows each (layers 0 and 5),
-#: every row committed on its own (--commit-every 0): 4 commits, and the creation and
-#: each commit a few dozen system calls.
-KILL_GRID = ["--width", "4", "--depth", "5", "--activation", "linear", "--norm", "none,bn",
+#: The killed sweep: 2 runs (two networks, so two groups), 3 rows each (layers 0, 5 and
+#: 10), every stretch committed on its own (--commit-every 0; the input's row rides with
+#: the first): 4 commits, and the creation and each commit a few dozen system calls.
+KILL_GRID = ["--width", "4", "--depth", "10", "--activation", "linear", "--norm", "none,bn",
              "--seed", "0", "--every", "5", "--log", "0", "--commit-every", "0", "-q"]
 KILL_WORKERS = 2
 
