@@ -35,11 +35,15 @@ def _cores() -> int:
 
 @contextlib.contextmanager
 def _one_thread_environment():
+    before = os.environ.get("OPENBLAS_NUM_THREADS")
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
     try:
         yield
-    finally:
-        del os.environ["OPENBLAS_NUM_THREADS"]  # subprocesses get the user's environment
+    finally:  # subprocesses get the user's environment
+        if before is None:
+            del os.environ["OPENBLAS_NUM_THREADS"]
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = before
 
 
 @contextlib.contextmanager
@@ -102,12 +106,12 @@ def _load_cython_blas() -> None:
 
 
 @contextlib.contextmanager
-def threads(n: int):
-    """Every BLAS library at ``n`` threads inside the block, put back after it. Through the
-    libraries' own setters: a threadpoolctl limit re-inspects every library on each
-    entry (~0.1 ms), which a sweep measuring thousands of small layers would pay each
-    time."""
-    libs = libraries()
+def threads(n: int, libs: list | None = None):
+    """Every BLAS library (or those of ``libs``) at ``n`` threads inside the block, put
+    back after it. Through the libraries' own setters: a threadpoolctl limit re-inspects
+    every library on each entry (~0.1 ms), which a sweep measuring thousands of small
+    layers would pay each time."""
+    libs = libraries() if libs is None else libs
     before = [lib.num_threads for lib in libs]
     for lib, count in zip(libs, before, strict=True):
         if count != n:
@@ -125,15 +129,23 @@ def one_thread():
     return threads(1)
 
 
+@functools.cache
+def _openblas() -> list:
+    """The loaded OpenBLAS libraries: those OPENBLAS_NUM_THREADS started at one thread
+    (another BLAS, e.g. MKL, loaded with its own count and is left to it)."""
+    return [lib for lib in libraries() if lib.internal_api == "openblas"]
+
+
 def usual():
     """Every BLAS library at its usual thread count inside the block: the count OpenBLAS
     would have chosen, where the command line loaded it at one thread; else unchanged."""
-    return threads(_usual) if _usual else contextlib.nullcontext()
+    return threads(_usual, _openblas()) if _usual else contextlib.nullcontext()
 
 
 def usual_threads() -> int:
     """The thread count of the products inside :func:`usual` (recorded with each run)."""
-    return _usual or max(lib.num_threads for lib in libraries())
+    return max(_usual if _usual and lib.internal_api == "openblas" else lib.num_threads
+               for lib in libraries())
 
 
 def restore() -> None:
@@ -141,7 +153,8 @@ def restore() -> None:
     benchmark the process's thread counts rather than run sweeps."""
     global _usual
     if _usual:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
 
-        threadpool_limits(limits=_usual, user_api="blas")
+        for lib in ThreadpoolController().select(internal_api="openblas").lib_controllers:
+            lib.set_num_threads(_usual)
         _usual = None

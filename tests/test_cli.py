@@ -170,6 +170,30 @@ def test_the_command_line_loads_blas_at_one_thread_and_raises_it_for_numpy_produ
     assert f", {cores} threads" in json.loads(env.stdout)["blas"]
 
 
+def test_usual_raises_only_the_openblas_that_loaded_at_one_thread(monkeypatch):
+    """Another BLAS (MKL, which OPENBLAS_NUM_THREADS does not reach) keeps the count it
+    loaded with, inside blas.usual() and in the count recorded with each run."""
+    from fastrank import blas
+
+    class Library:  # threadpoolctl's controller, as far as fastrank.blas uses it
+        def __init__(self, api, threads):
+            self.internal_api, self.num_threads = api, threads
+
+        def set_num_threads(self, threads):
+            self.num_threads = threads
+
+    libs = [Library("openblas", 1), Library("mkl", 3)]
+    monkeypatch.setattr(blas, "libraries", lambda: libs)
+    monkeypatch.setattr(blas, "_openblas", blas._openblas.__wrapped__)
+    monkeypatch.setattr(blas, "_usual", 2)
+    with blas.usual():
+        assert [lib.num_threads for lib in libs] == [2, 3]
+    assert [lib.num_threads for lib in libs] == [1, 3] and blas.usual_threads() == 3
+    with blas.one_thread():
+        assert [lib.num_threads for lib in libs] == [1, 1]
+    assert [lib.num_threads for lib in libs] == [1, 3]
+
+
 def test_blas_started_at_one_thread_gives_the_numbers_of_the_usual_count(tmp_path):
     """numpy's own products (the per-layer path's GEMM, orthogonal weights' QR, spectra
     above config.SMALL_EIGEN_MAX) run at the usual thread count whether the process
