@@ -84,13 +84,15 @@ def _load_cython_blas() -> None:
     import importlib.machinery
     import importlib.util
 
+    if "scipy.linalg" in sys.modules:  # the package is loaded: the plain import is free
+        return
     try:
         import scipy
 
         folder = os.path.join(os.path.dirname(scipy.__file__), "linalg")
         for name in ("cython_blas", "cython_lapack"):  # lapack cimports blas: blas first
             full = f"scipy.linalg.{name}"
-            if full in sys.modules or "scipy.linalg" in sys.modules:
+            if full in sys.modules:
                 continue
             found = importlib.machinery.PathFinder.find_spec(name, [folder])
             spec = importlib.util.spec_from_file_location(full, found.origin)
