@@ -315,7 +315,7 @@ def test_box_muller_float32_edge_words():
     zero = np.uint64(0)
     out = np.empty(4, np.float32)
     words = np.array([0xFFFFFFFF, 0], np.uint32)
-    philox.box_muller_f32(words, np.zeros(2, np.uint32), out)
+    philox.box_muller_f32(words, np.zeros(2, np.uint32), out, np.empty(6, np.uint32))
     assert out[0] == 0.0 and out[1] == 0.0
     r = np.sqrt(-2.0 * np.log(2.0**-25))  # ~5.887, the largest possible |z|
     u2 = 2.0**-25
@@ -334,11 +334,15 @@ def test_box_muller_float32_edge_words():
 def test_serial_normals_from_any_offset_are_the_streams(offset, n):
     """normals_f32_at (one thread's share of a layer's weights) gives elements
     offset .. offset + n - 1 of the stream, across chunk edges (1024 normals a chunk),
-    as the parallel fill draws them (a fill too long to be drawn on one thread)."""
+    as the parallel fill draws them (a fill too long to be drawn on one thread), whatever
+    its scratch held before (the kernels reuse one scratch for every layer)."""
     whole = rng.normal(7, 0, 3, (philox.SERIAL_NORMALS_MAX + offset + n,), np.float32)
-    part = np.full(n, np.nan, np.float32)
-    philox.normals_f32_at(part, np.uint64(7), np.uint32(0), np.uint32(3), offset)
-    np.testing.assert_array_equal(part, whole[offset : offset + n])
+    scratch = np.random.default_rng(offset).integers(0, 2**32, philox.NORMAL_SCRATCH,
+                                                     dtype=np.uint32)
+    for _ in range(2):
+        part = np.full(n, np.nan, np.float32)
+        philox.normals_f32_at(part, np.uint64(7), np.uint32(0), np.uint32(3), offset, scratch)
+        np.testing.assert_array_equal(part, whole[offset : offset + n])
 
 
 def test_short_and_long_normal_fills_give_the_same_numbers():

@@ -14,7 +14,7 @@ from numba import njit, prange
 
 from fastrank import codes
 from fastrank.kernels.cpu.layer import rows_in_place, scale
-from fastrank.kernels.cpu.philox import normals_f32_at
+from fastrank.kernels.cpu.philox import NORMAL_SCRATCH, normals_f32_at
 from fastrank.kernels.cpu.spectrum import LANES, begin_spectrum, finish_spectra
 
 #: The failure rule, compiled (fastrank.codes.failure).
@@ -62,6 +62,7 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
         w = np.empty((d, d), np.float32)
         spare = np.empty((d, n), np.float32)
         row_work = np.empty((3, d))
+        scratch = np.empty(NORMAL_SCRATCH, np.uint32)  # the weights' normals
         hs = h[s]
         cur, z = hs, spare  # H and the next layer's buffer swap roles every layer
         in_h = True  # whether cur is h[s] itself
@@ -73,7 +74,7 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
         out = sv[:, s]
         for p in range(stops.size):
             for layer in range(reached + 1, stops[p] + 1):
-                normals_f32_at(flat_w, seeds[s], stream, np.uint32(layer), 0)
+                normals_f32_at(flat_w, seeds[s], stream, np.uint32(layer), 0, scratch)
                 for k in range(flat_w.size):
                     flat_w[k] *= w_scale
                 np.dot(w, cur, z)  # BLAS sgemm (numba calls it through SciPy)

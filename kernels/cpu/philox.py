@@ -270,6 +270,14 @@ def _fill_uniform_f64(out, seed, stream, layer, offset):
 # and then copies the part that lies inside out.  (The integer and uniform fills use
 # only exact operations, so they need no such care.)
 _NCHUNK = 256
+#: uint32 scratch words of one chunk of float32 normals (normal_chunk_f32): its Philox
+#: words (4 * _NCHUNK), dealt out into radius and angle words, and Box-Muller's three
+#: intermediates (2 * _NCHUNK each).
+CHUNK_SCRATCH = 14 * _NCHUNK
+#: uint32 scratch words of normals_f32_at: a chunk's, and an edge chunk's normals. The
+#: compiled kernels that draw a layer's weights on each thread keep one per thread: a
+#: d = 32 layer's draw made six allocations, 10% of its time with two threads.
+NORMAL_SCRATCH = CHUNK_SCRATCH + 4 * _NCHUNK
 
 #: Most float32 normals a fill draws on the calling thread (~1.5 ns each): waking numba's
 #: passively waiting threads costs more. On the 2-core reference VM, 4096 normals (a
@@ -304,17 +312,18 @@ _C2, _C4, _C6, _C8, _C10, _C12 = (np.float32((-1) ** j / math.factorial(2 * j)) 
 
 
 @njit(cache=True, error_model="numpy")  # no zero-division branch: the loops vectorise
-def box_muller_f32(xa, xb, out):
+def box_muller_f32(xa, xb, out, scratch):
     """out[2t], out[2t+1] = r cos(theta), r sin(theta) for the word pairs (xa[t], xb[t]):
     u1 = (float32(xa >> 8) + 0.5) * 2**-24, r = sqrt(-2 ln u1), theta = 2 pi u2 with u2
-    from xb likewise; float32 throughout, in separate loops over the whole arrays."""
+    from xb likewise; float32 throughout, in separate loops over the whole arrays, whose
+    intermediates live in ``scratch`` (uint32, at least 3 * xa.size words)."""
     n = xa.shape[0]
-    u1 = np.empty(n, np.float32)
+    u1 = scratch[:n].view(np.float32)
     for t in range(n):
         u1[t] = (np.float32(np.int32(xa[t] >> _U8_32)) + _F32_HALF) * _F32_2POW_M24
     bits = u1.view(np.uint32)
-    mant = np.empty(n, np.uint32)
-    expo = np.empty(n, np.float32)
+    mant = scratch[n : 2 * n]
+    expo = scratch[2 * n : 3 * n].view(np.float32)
     for t in range(n):
         mant[t] = (bits[t] & _MANT) | _ONE_BITS
         expo[t] = np.float32(np.int32(bits[t] >> _U23) - 127)
@@ -347,29 +356,36 @@ def box_muller_f32(xa, xb, out):
 
 
 @njit(cache=True)
-def normal_chunk_f32(buf, chunk, st, ly, k0, k1):
+def normal_chunk_f32(buf, chunk, st, ly, k0, k1, scratch):
     """buf[:] = the first buf.size (a multiple of 4, at most 4 * _NCHUNK) float32 normals
     of chunk ``chunk`` (blocks chunk * _NCHUNK ...): all Philox words first, then
-    Box-Muller on them. A short buffer draws only its own blocks (a small layer's
-    weights cost what they hold, not a whole chunk)."""
+    Box-Muller on them, in ``scratch`` (uint32, at least CHUNK_SCRATCH words). A short
+    buffer draws only its own blocks (a small layer's weights cost what they hold, not a
+    whole chunk)."""
     blocks = buf.shape[0] // 4
-    xa = np.empty(2 * blocks, np.uint32)  # words x0, x2 of each block: radii
-    xb = np.empty(2 * blocks, np.uint32)  # words x1, x3: angles
+    words = scratch[: 4 * blocks]
     b0 = chunk * _NCHUNK
-    for t in range(blocks):
+    for t in range(blocks):  # stored in block order: the loop vectorises
         x0, x1, x2, x3 = _block(b0 + t, st, ly, k0, k1)
-        xa[2 * t] = np.uint32(x0)
-        xa[2 * t + 1] = np.uint32(x2)
-        xb[2 * t] = np.uint32(x1)
-        xb[2 * t + 1] = np.uint32(x3)
-    box_muller_f32(xa, xb, buf)
+        words[4 * t] = np.uint32(x0)
+        words[4 * t + 1] = np.uint32(x1)
+        words[4 * t + 2] = np.uint32(x2)
+        words[4 * t + 3] = np.uint32(x3)
+    # then dealt out: words x0, x2 of each block give radii, x1, x3 angles (written
+    # straight into two slices of one scratch, the loop above ran 2.5x slower)
+    xa = scratch[4 * blocks : 6 * blocks]
+    xb = scratch[6 * blocks : 8 * blocks]
+    for t in range(2 * blocks):
+        xa[t] = words[2 * t]
+        xb[t] = words[2 * t + 1]
+    box_muller_f32(xa, xb, buf, scratch[8 * blocks :])
 
 
 @njit(cache=True, parallel=True)
 def _fill_normal_f32(out, seed, stream, layer, offset):
     n = out.shape[0]
     if n <= SERIAL_NORMALS_MAX:  # no parallel region: waking the threads costs more
-        normals_f32_at(out, seed, stream, layer, offset)
+        normals_f32_at(out, seed, stream, layer, offset, np.empty(NORMAL_SCRATCH, np.uint32))
         return
     k0, k1, st, ly = _key_and_ids(seed, stream, layer)
     per_chunk = 4 * _NCHUNK
@@ -377,32 +393,34 @@ def _fill_normal_f32(out, seed, stream, layer, offset):
     for j in prange(nchunks):
         c = first + j
         buf = np.empty(per_chunk, np.float32)
-        normal_chunk_f32(buf, c, st, ly, k0, k1)
+        normal_chunk_f32(buf, c, st, ly, k0, k1, np.empty(CHUNK_SCRATCH, np.uint32))
         base = c * per_chunk - off  # index in out of buf[0]
         _store_chunk(out, base, buf)
 
 
 @njit(cache=True)
-def normals_f32_at(out, seed, stream, layer, offset):
+def normals_f32_at(out, seed, stream, layer, offset, scratch):
     """out[:] = float32 normals ``offset ..`` of a stream, on the calling thread (for
     kernels that already share out their work among threads); the numbers of
     fill_normal. Each chunk is drawn only as far as ``out`` needs it (a small layer's
-    weights cost what they hold, not a whole chunk)."""
+    weights cost what they hold, not a whole chunk). ``scratch``: uint32 of
+    NORMAL_SCRATCH words, the caller's, so that a layer's draw allocates nothing."""
     n = out.shape[0]
     if n == 0:
         return
     k0, k1, st, ly = _key_and_ids(seed, stream, layer)
     per_chunk = 4 * _NCHUNK
     off, first, nchunks = _span(offset, n, per_chunk)
-    buf = np.empty(per_chunk, np.float32)
+    buf = scratch[:per_chunk].view(np.float32)
+    words = scratch[per_chunk:]
     for j in range(nchunks):
         c = first + j
         base = c * per_chunk - off  # index in out of the chunk's first normal
         if base >= 0 and base + per_chunk <= n:
-            normal_chunk_f32(out[base : base + per_chunk], c, st, ly, k0, k1)
+            normal_chunk_f32(out[base : base + per_chunk], c, st, ly, k0, k1, words)
         else:  # an edge: draw up to the last normal needed, keep the part inside out
             upto = min(np.int64(per_chunk), n - base)
-            normal_chunk_f32(buf[: 4 * ((upto + 3) // 4)], c, st, ly, k0, k1)
+            normal_chunk_f32(buf[: 4 * ((upto + 3) // 4)], c, st, ly, k0, k1, words)
             _store_chunk(out, base, buf[:upto])
 
 

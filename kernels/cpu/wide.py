@@ -16,7 +16,7 @@ from numba import njit, prange
 
 from fastrank.kernels.cpu.depth import book
 from fastrank.kernels.cpu.layer import pass_rows
-from fastrank.kernels.cpu.philox import normals_f32_at
+from fastrank.kernels.cpu.philox import NORMAL_SCRATCH, normals_f32_at
 
 
 @njit(cache=True, parallel=True)
@@ -33,6 +33,7 @@ def advance(h, spare, w, seeds, s, start, stop, stream, w_scale, gamma, norm, ac
     blocks = max(1, min(blocks, d))
     rows = (d + blocks - 1) // blocks
     sums = np.empty(d)
+    scratch = np.empty((blocks, NORMAL_SCRATCH), np.uint32)  # each block's normals
     cur, z = h, spare  # H and the next layer's buffer swap roles every layer
     in_h = True
     for layer in range(start + 1, stop + 1):
@@ -42,7 +43,7 @@ def advance(h, spare, w, seeds, s, start, stop, stream, w_scale, gamma, norm, ac
             if lo < hi:
                 wb = w[lo:hi]
                 flat = wb.reshape(-1)
-                normals_f32_at(flat, seeds[s], stream, np.uint32(layer), lo * d)
+                normals_f32_at(flat, seeds[s], stream, np.uint32(layer), lo * d, scratch[b])
                 for k in range(flat.size):
                     flat[k] *= w_scale
                 np.dot(wb, cur, z[lo:hi])  # BLAS sgemm on this block of rows
