@@ -120,6 +120,8 @@ def _h5type(dtype: np.dtype, logical: bool = True) -> h5py.h5t.TypeID:
     """h5py's HDF5 type of ``dtype`` (``logical``: as stored), made once: making one
     costs about half of a small attribute's creation. A string's encoding is part of
     the key: numpy finds h5py's UTF-8 ``S1024`` equal to a plain (ASCII) one."""
+    if dtype.kind in "iuf":  # no string: its encoding need not be looked up
+        return _h5type_of(dtype, None, logical)
     string = h5py.check_string_dtype(dtype)
     return _h5type_of(dtype, string.encoding if string else None, logical)
 
@@ -157,9 +159,10 @@ def _creation(chunks: tuple, dtype: np.dtype, fill: bytes | None, deflate: bool,
 
 def _dataset(f: h5py.File, name: str, shape: tuple, dtype, chunks: tuple, *, fill=None,
              data: np.ndarray | None = None, deflate: bool = False, fletcher32: bool = True,
-             access: h5py.h5p.PropDAID | None = None) -> h5py.Dataset:
+             access: h5py.h5p.PropDAID | None = None) -> h5py.h5d.DatasetID:
     """A chunked dataset made through h5py's low-level calls: the same object as
-    ``create_dataset`` gives, at a quarter of its Python cost (a layout makes ~40)."""
+    ``create_dataset`` gives, at a quarter of its Python cost (a layout makes ~40), as
+    its HDF5 identifier (h5py.Dataset wraps one; most of a layout's are never read)."""
     dtype = np.dtype(dtype)
     fill = None if fill is None else np.array(fill, dtype).tobytes()
     dcpl = _creation(tuple(chunks), dtype, fill, deflate, fletcher32)
@@ -167,35 +170,31 @@ def _dataset(f: h5py.File, name: str, shape: tuple, dtype, chunks: tuple, *, fil
                            _space(tuple(shape)), dcpl=dcpl, dapl=access)
     if data is not None:
         dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, np.ascontiguousarray(data, dtype))
-    return h5py.Dataset(dsid)
+    return dsid
 
 
-def _attribute(obj, name: str, value) -> None:
-    """Attribute ``name`` of a new object, written once (h5py's ``attrs[name] =`` looks
-    for an old one to replace first); a str is stored as h5py stores it (variable-size
-    UTF-8)."""
+def _attribute(oid: h5py.h5o.ObjectID, name: str, value) -> None:
+    """Attribute ``name`` of a new object (its HDF5 identifier), written once (h5py's
+    ``attrs[name] =`` looks for an old one to replace first); a str is stored as h5py
+    stores it (variable-size UTF-8)."""
     data = np.array(value, _VLEN_STR) if isinstance(value, str) else np.asarray(value)
-    attr = h5py.h5a.create(obj.id, name.encode(), _h5type(data.dtype), _space(data.shape))
+    attr = h5py.h5a.create(oid, name.encode(), _h5type(data.dtype), _space(data.shape))
     attr.write(data, mtype=_h5type(data.dtype, logical=False))
     attr.close()
 
 
-def _checked(f: h5py.File, name: str, data: np.ndarray) -> h5py.Dataset:
+def _checked(f: h5py.File, name: str, data: np.ndarray) -> h5py.h5d.DatasetID:
     """A run column: chunked, with Fletcher32 checksums."""
     return _dataset(f, name, data.shape, data.dtype, (min(len(data), 4096),), data=data)
 
 
-def _attach(ds: h5py.Dataset, axis: int, scale: h5py.Dataset) -> None:
-    h5py.h5ds.attach_scale(ds.id, scale.id, axis)
-
-
 def layout(f: h5py.File, sweep: Sweep, attrs: dict,
-           row_access: h5py.h5p.PropDAID | None = None) -> dict[str, h5py.Dataset]:
+           row_access: h5py.h5p.PropDAID | None = None) -> dict[str, h5py.h5d.DatasetID]:
     """Write root attrs, the run columns and empty row datasets of every run of ``sweep``;
-    return every dataset by name, the row datasets opened with ``row_access`` (the
-    writer's chunk cache)."""
+    return every dataset's identifier by name, the row datasets opened with
+    ``row_access`` (the writer's chunk cache)."""
     for name, value in attrs.items():
-        _attribute(f, name, fixed(value) if isinstance(value, str) else value)
+        _attribute(f.id, name, fixed(value) if isinstance(value, str) else value)
     runs = sweep.runs()
     configs: dict[Network, tuple] = {}
     for net, _ in runs:
@@ -212,9 +211,9 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict,
     made = {}  # name -> dataset (looking a name up again costs more than creating it)
     for name, values in scales.items():
         made[name] = _checked(f, name, values)
-        h5py.h5ds.set_scale(made[name].id, name.encode())
+        h5py.h5ds.set_scale(made[name], name.encode())
     made["network"] = _checked(f, "network", _column([configs[net][2] for net in configs]))
-    _attach(made["network"], 0, made["config"])
+    h5py.h5ds.attach_scale(made["network"], made["config"], 0)
 
     per_config = [network_values(net) for net in configs]
     columns = {
@@ -251,7 +250,7 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict,
         for axis, scale in enumerate(("run", "row", {"spectrum": "sv", "rank_tau": "tau"}.get(
                 name))):
             if scale:
-                _attach(ds, axis, made[scale])
+                h5py.h5ds.attach_scale(ds, made[scale], axis)
     for name in (*columns, *STATUS_DATASETS, *THREAD_DATASETS):
-        _attach(made[name], 0, made["run"])
+        h5py.h5ds.attach_scale(made[name], made["run"], 0)
     return made

@@ -78,7 +78,7 @@ def _staged(path: str, sweep: Sweep, attrs: dict) -> tuple[h5py.File, dict]:
         made = schema.layout(f, sweep, attrs, row_access=cached)
         # only what the writer writes stays open: HDF5 visits every open dataset on
         # each flush, and on the switch to SWMR
-        datasets = {name: made.pop(name) for name in WRITTEN}
+        datasets = {name: h5py.Dataset(made.pop(name)) for name in WRITTEN}
         del made
         f.flush()
         f.swmr_mode = True  # nothing may be created from here on; data may be written
