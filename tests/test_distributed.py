@@ -127,7 +127,9 @@ def test_workers_2_gives_every_dataset_of_the_local_sweep(tmp_path, monkeypatch)
 
 
 def test_a_killed_writer_resumes_with_the_same_workers(tmp_path):
-    args = ["--width", "8", "--depth", "400", "--activation", "relu", "--norm", "bn",
+    # deep enough that runs complete over ~1 s, not all in one poll: at depth 400 every
+    # task of the sweep finished within ~0.1 s of the first, and the kill could miss it
+    args = ["--width", "8", "--depth", "5000", "--activation", "relu", "--norm", "bn",
             "--seed", "0-31", "--every", "1", "--log", "0", "-q"]
     env = {**os.environ, **ONE_THREAD}
     sweep = [sys.executable, "-m", "fastrank", "sweep", *args, "-o", "d.h5"]
@@ -137,7 +139,7 @@ def test_a_killed_writer_resumes_with_the_same_workers(tmp_path):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             rows = _rows(tmp_path / "d.h5")
-            if rows is not None and 0 < (rows == 401).sum() < 32:
+            if rows is not None and 0 < (rows == 5001).sum() < 32:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, proc.stderr.read()
@@ -145,7 +147,7 @@ def test_a_killed_writer_resumes_with_the_same_workers(tmp_path):
         proc.wait()
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # anything of this session still alive
-    assert (_rows(tmp_path / "d.h5") < 401).any()
+    assert (_rows(tmp_path / "d.h5") < 5001).any()
     resumed = subprocess.run([*sweep, "--workers", "2", "--resume"], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
