@@ -389,15 +389,13 @@ def _fill_normal_f32(out, seed, stream, layer, offset):
     if n <= SERIAL_NORMALS_MAX:  # no parallel region: waking the threads costs more
         normals_f32_at(out, seed, stream, layer, offset, np.empty(NORMAL_SCRATCH, np.uint32))
         return
-    k0, k1, st, ly = _key_and_ids(seed, stream, layer)
     per_chunk = 4 * _NCHUNK
     off, first, nchunks = _span(offset, n, per_chunk)
-    for j in prange(nchunks):
-        c = first + j
-        buf = np.empty(per_chunk, np.float32)
-        normal_chunk_f32(buf, c, st, ly, k0, k1, np.empty(CHUNK_SCRATCH, np.uint32))
-        base = c * per_chunk - off  # index in out of buf[0]
-        _store_chunk(out, base, buf)
+    for j in prange(nchunks):  # a thread per chunk, each drawn as normals_f32_at draws it
+        lo = max(np.int64(0), (first + j) * per_chunk - off)  # the chunk's part of out
+        hi = min(np.int64(n), (first + j + 1) * per_chunk - off)
+        normals_f32_at(out[lo:hi], seed, stream, layer, off + lo,
+                       np.empty(NORMAL_SCRATCH, np.uint32))
 
 
 @njit(cache=True)
