@@ -102,6 +102,9 @@ def open_file(path, writing: bool | None = None) -> h5py.File:
             raise DamagedFile(f"{path} is damaged: {one_line(exc)}") from None
     try:
         _check_format(f, path)
+    except DAMAGE as exc:  # the root group's own header, say, fails its checksum
+        f.close()
+        raise DamagedFile(f"{path} is damaged: {one_line(exc)}") from None
     except BaseException:
         f.close()
         raise

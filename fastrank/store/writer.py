@@ -22,7 +22,6 @@ import numpy as np
 
 from fastrank.errors import one_line
 from fastrank.lock import WriterLock
-from fastrank.measures import SCALARS
 from fastrank.rows import Rows
 from fastrank.spec import Sweep
 from fastrank.store import schema
@@ -38,6 +37,8 @@ CHUNK_CACHE_BYTES = 64 << 20
 CHUNK_CACHE_SLOTS = 25_603
 #: The datasets a writer writes (kept open from the layout on).
 WRITTEN = (*schema.ROW_DATASETS, *schema.STATUS_DATASETS, *schema.THREAD_DATASETS)
+#: Row datasets that are fields of a Rows block (the others are in its ``measures``).
+_ROWS_FIELDS = ("layer", "log_norm", "tier")
 
 
 class SweepMismatch(ValueError):
@@ -280,22 +281,22 @@ class Writer:
         Consecutive runs at the same row count are written as one block. ``threads``:
         run -> (numba threads, BLAS threads) of the process that computed it, recorded
         with the data (schema.THREAD_DATASETS)."""
-        blocks = {run: Rows.concat(b) for run, b in rows_by_run.items()
-                  if sum(len(x) for x in b)}
-        batches = [(run, int(self._rows[run]), len(rows), self._values(run, rows))
-                   for run, rows in blocks.items()]
-        if not batches and not threads:
+        blocks = {run: [b for b in bs if len(b)] for run, bs in rows_by_run.items()}
+        spans = [(run, int(self._rows[run]), self._checked(run, bs))
+                 for run, bs in blocks.items() if bs]  # (run, start, rows)
+        if not spans and not threads:
             return
-        groups = _blocks(batches, key=lambda b: b[:3])  # (run, start, rows)
+        groups = _blocks(spans, key=lambda span: span)
         with self._writing():
             for runs in _blocks(threads or {}, key=lambda run: (run,)):
                 counts = np.array([threads[run] for run in runs], np.int64)
                 for name, column in zip(schema.THREAD_DATASETS, counts.T, strict=True):
                     _write(self._ds[name], (runs[0],), column)
             for group in groups:
-                first, start = group[0][0], group[0][1]
-                for name in schema.ROW_DATASETS:
-                    _write(self._ds[name], (first, start), np.stack([b[3][name] for b in group]))
+                first, start = group[0][:2]
+                arrays = self._arrays([blocks[run] for run, _, _ in group])
+                for name, values in arrays.items():
+                    _write(self._ds[name], (first, start), values)
             self._f.flush()
             for group in groups:
                 first, end = group[0][0], group[0][1] + group[0][2]
@@ -303,31 +304,45 @@ class Writer:
                 self._rows[first : first + len(group)] = end
             self._f.flush()
 
-    def _values(self, run: int, rows: Rows) -> dict:
-        """The arrays of ``rows`` by dataset, checked against ``run``'s schedule."""
+    def _checked(self, run: int, blocks: list[Rows]) -> int:
+        """The number of rows in ``blocks``, checked against ``run``'s schedule and the
+        file's singular values."""
         state, n = self.status(run), int(self._rows[run])
         if state in ("complete", "failed"):
             raise ValueError(f"run {run} is {state}: no more rows can be appended")
-        expected = self._points[run][n : n + len(rows)]
-        if not np.array_equal(rows.layer, expected):
-            raise ValueError(f"run {run}: got rows for layers {rows.layer.tolist()}, "
+        layers = np.concatenate([b.layer for b in blocks])
+        expected = self._points[run][n : n + len(layers)]
+        if not np.array_equal(layers, expected):
+            raise ValueError(f"run {run}: got rows for layers {layers.tolist()}, "
                              f"expected {expected.tolist()}")
-        k = rows.spectrum.shape[1]
-        beyond = rows.spectrum[:, self._k :]  # only NaN padding may lie past the file's k
-        if beyond.size and not np.isnan(beyond).all():
-            raise ValueError(f"run {run}: spectrum has {k} values, the file holds {self._k}")
-        spectra = np.full((len(rows), self._k), np.nan)
-        spectra[:, : min(k, self._k)] = rows.spectrum[:, : self._k]
-        values = {
-            "layer": rows.layer,
-            "spectrum": spectra,
-            **{name: rows.measures[name] for name in SCALARS},
-            "rank_tau": rows.measures["rank_tau"],
-            "log_norm": rows.log_norm,
-            "tier": rows.tier,
-        }
-        return {name: np.asarray(v, np.int64 if name in schema.INT_DATASETS else np.float64)
-                for name, v in values.items()}
+        for b in blocks:
+            beyond = b.spectrum[:, self._k :]  # only NaN padding may lie past the file's k
+            if beyond.size and not np.isnan(beyond).all():
+                raise ValueError(f"run {run}: spectrum has {b.spectrum.shape[1]} values, "
+                                 f"the file holds {self._k}")
+        return len(layers)
+
+    def _arrays(self, runs: list[list[Rows]]) -> dict[str, np.ndarray]:
+        """The rows of consecutive runs (each a list of blocks, as many rows in each
+        run) as one array per row dataset, (runs, rows[, sv | tau]): one copy of each
+        value (spectra NaN-padded to the file's k)."""
+        flat = [b for blocks in runs for b in blocks]
+        shape = (len(runs), sum(len(b) for b in runs[0]))
+        spectra = np.full((shape[0] * shape[1], self._k), np.nan)
+        at = 0
+        for b in flat:
+            k = min(b.spectrum.shape[1], self._k)
+            spectra[at : at + len(b), :k] = b.spectrum[:, :k]
+            at += len(b)
+        out = {"spectrum": spectra.reshape(*shape, self._k)}
+        for name in schema.ROW_DATASETS:
+            if name == "spectrum":
+                continue
+            values = np.concatenate([getattr(b, name) if name in _ROWS_FIELDS else
+                                     b.measures[name] for b in flat])
+            dtype = np.int64 if name in schema.INT_DATASETS else np.float64
+            out[name] = values.astype(dtype, copy=False).reshape(*shape, *values.shape[1:])
+        return out
 
     def fail(self, run: int, layer: int, reason: str) -> None:
         """Mark ``run`` failed at ``layer`` (e.g. non-finite values); its rows are kept."""
