@@ -309,12 +309,14 @@ def _limited(kib: int):
 def test_a_file_size_limit_mid_sweep_keeps_the_rows_and_resumes(tmp_path):
     """A real ``ulimit -f`` in a subprocess: the write fails with EFBIG (Python ignores
     SIGXFSZ); one line, exit 2, no segfault at exit (HDF5 closing a file after a failed
-    write used to crash), the committed rows read back, and --resume completes them."""
+    write used to crash), the committed rows read back, and --resume completes them.
+    512 KiB hold the layout and the first spectrum chunk (runs 0-1, 256 KiB) with its
+    measures; the chunk of runs 2-3 does not fit."""
     path = tmp_path / "big.h5"
     args = [sys.executable, "-m", "fastrank", "sweep", "--width", "64", "--depth", "3000",
             "--every", "1", "--seed", "0-3", "-q", "-o", str(path)]
     proc = subprocess.run([*args, "--commit-every", "0"], capture_output=True, text=True,
-                          timeout=300, preexec_fn=_limited(400))
+                          timeout=300, preexec_fn=_limited(512))
     lines = proc.stderr.splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
     assert "File too large" in lines[0] and "--resume" in lines[0]

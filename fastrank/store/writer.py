@@ -38,7 +38,7 @@ CHUNK_CACHE_SLOTS = 25_603
 #: The datasets a writer writes (kept open from the layout on).
 WRITTEN = (*schema.ROW_DATASETS, *schema.STATUS_DATASETS, *schema.THREAD_DATASETS)
 #: Row datasets that are fields of a Rows block (the others are in its ``measures``).
-_ROWS_FIELDS = ("layer", "log_norm", "tier")
+_ROWS_FIELDS = ("layer", "spectrum", "log_norm", "tier")
 
 
 class SweepMismatch(ValueError):
@@ -328,20 +328,25 @@ class Writer:
         value (spectra NaN-padded to the file's k)."""
         flat = [b for blocks in runs for b in blocks]
         shape = (len(runs), sum(len(b) for b in runs[0]))
-        spectra = np.full((shape[0] * shape[1], self._k), np.nan)
-        at = 0
-        for b in flat:
-            k = min(b.spectrum.shape[1], self._k)
-            spectra[at : at + len(b), :k] = b.spectrum[:, :k]
-            at += len(b)
-        out = {"spectrum": spectra.reshape(*shape, self._k)}
+        out = {}
         for name in schema.ROW_DATASETS:
+            parts = [getattr(b, name) if name in _ROWS_FIELDS else b.measures[name]
+                     for b in flat]
             if name == "spectrum":
-                continue
-            values = np.concatenate([getattr(b, name) if name in _ROWS_FIELDS else
-                                     b.measures[name] for b in flat])
+                parts = [self._padded(part) for part in parts]
+            values = np.concatenate(parts)
             dtype = np.int64 if name in schema.INT_DATASETS else np.float64
             out[name] = values.astype(dtype, copy=False).reshape(*shape, *values.shape[1:])
+        return out
+
+    def _padded(self, spectra: np.ndarray) -> np.ndarray:
+        """Rows of singular values as the file's k columns: NaN-padded, or cut (what
+        lies past k is NaN padding, :meth:`_checked`)."""
+        if spectra.shape[1] == self._k:
+            return spectra
+        out = np.full((len(spectra), self._k), np.nan)
+        k = min(spectra.shape[1], self._k)
+        out[:, :k] = spectra[:, :k]
         return out
 
     def fail(self, run: int, layer: int, reason: str) -> None:
