@@ -16,7 +16,6 @@ import errno
 import hashlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -302,8 +301,10 @@ def test_sizes_are_refused_within_a_second_with_the_memory_they_need(tmp_path):
     assert needed > 10**13
 
 
-def _limited(kib: int):
-    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (kib << 10, kib << 10))
+def _limited(kib: int, command: list[str]) -> list[str]:
+    """``command`` under a file size limit of ``kib`` KiB, set by the shell that execs it
+    (not a preexec_fn: forking a process that runs threads, JAX's say, can deadlock)."""
+    return ["bash", "-c", f'ulimit -f {kib} && exec "$@"', "limited", *command]
 
 
 def test_a_file_size_limit_mid_sweep_keeps_the_rows_and_resumes(tmp_path):
@@ -315,8 +316,8 @@ def test_a_file_size_limit_mid_sweep_keeps_the_rows_and_resumes(tmp_path):
     path = tmp_path / "big.h5"
     args = [sys.executable, "-m", "fastrank", "sweep", "--width", "64", "--depth", "3000",
             "--every", "1", "--seed", "0-3", "-q", "-o", str(path)]
-    proc = subprocess.run([*args, "--commit-every", "0"], capture_output=True, text=True,
-                          timeout=300, preexec_fn=_limited(512))
+    proc = subprocess.run(_limited(512, [*args, "--commit-every", "0"]), capture_output=True,
+                          text=True, timeout=300)
     lines = proc.stderr.splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
     assert "File too large" in lines[0] and "--resume" in lines[0]
