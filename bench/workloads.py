@@ -227,7 +227,9 @@ def _stack_check(impls: dict) -> dict:
 class Small:
     name = "small"
     title = "BN + ReLU, small widths, many layers, several seeds"
-    TARGETS = {"torch": 5.0, "jax": 1.5, "numpy": 20.0}
+    #: Speed-ups asked for (time per layer per network): issue 10 raised torch's from 5x
+    #: and JAX's from 1.5x.
+    TARGETS = {"torch": 10.0, "jax": 5.0, "numpy": 20.0}
 
     @staticmethod
     def label(d) -> str:
