@@ -227,8 +227,7 @@ def _stack_check(impls: dict) -> dict:
 class Small:
     name = "small"
     title = "BN + ReLU, small widths, many layers, several seeds"
-    #: Speed-ups asked for (time per layer per network): issue 10 raised torch's from 5x
-    #: and JAX's from 1.5x.
+    #: Speed-ups asked for (time per layer per network; torch's was 5x, JAX's 1.5x).
     TARGETS = {"torch": 10.0, "jax": 5.0, "numpy": 20.0}
 
     @staticmethod
@@ -305,16 +304,21 @@ class Large:
         results = {**stack_results(results.get("stack")),
                    "fastrank-ends": stack_results(results.get("fastrank-ends"))["fastrank"],
                    "sgemm": results.get("sgemm")}
-        fr, torch_r, sgemm = (results.get(k) for k in ("fastrank", "torch", "sgemm"))
+        fr, torch_r, sgemm, ends = (results.get(k) for k in ("fastrank", "torch", "sgemm",
+                                                              "fastrank-ends"))
         floor = sgemm["timing"]["median_s"] if _status(sgemm) == "ok" else None
         case = f"d=N={c['d']}"
+        # torch's target was 1.3x before propagation got a target of its own
         targets = [
             target(self.name, case, "torch / fastrank, time per layer",
-                   _ratio(per_layer(torch_r), per_layer(fr)), 1.3,
+                   _ratio(per_layer(torch_r), per_layer(fr)), 1.5,
                    blocked=_blocked(("fastrank", fr), ("torch", torch_r))),
             target(self.name, case, "fastrank per layer / one SGEMM (the floor)",
                    _ratio(per_layer(fr), floor), 1.6, op="<=",
                    blocked=_blocked(("fastrank", fr), ("numpy", sgemm))),
+            target(self.name, case, "fastrank per layer, layers 0 and last measured only "
+                   "(propagation) / one SGEMM", _ratio(per_layer(ends), floor), 1.3, op="<=",
+                   blocked=_blocked(("fastrank", ends), ("numpy", sgemm))),
         ]
         rows = _stack_rows(case, labels, results)
         rows.append({
@@ -334,8 +338,8 @@ class Large:
             f"seed(s); per-layer times include the measurements (a {c['d']} x {c['d']} "
             f"spectrum every {c['every']} layers).",
             "'fastrank (layers 0 and last measured only)' is Schedule(every=None, log=None): "
-            "the propagation cost without the periodic measurements (no target; for "
-            "comparison with the SGEMM floor).",
+            "the propagation cost without the periodic measurements, against the SGEMM "
+            "floor.",
         ]
         return {"targets": targets, "rows": rows,
                 "sanity": {case: _stack_check({k: results[k] for k in IMPLS})},
