@@ -95,20 +95,50 @@ def open_file(path, writing: bool | None = None) -> h5py.File:
         except OSError as exc:  # a killed writer's flags are expected; anything else is not
             if not any(m in str(exc) for m in _LEFT_BY_A_WRITER) or _closed(path):
                 raise DamagedFile(f"{path} is damaged: {one_line(exc)}") from None
-    if f is None:
+    swmr = f is None
+    if swmr:
         try:
             f = h5py.File(path, "r", **_SWMR_READ)
         except OSError as exc:
             raise DamagedFile(f"{path} is damaged: {one_line(exc)}") from None
     try:
         _check_format(f, path)
+        cut = _chunk_past_the_end(f) if swmr else None
     except DAMAGE as exc:  # the root group's own header, say, fails its checksum
         f.close()
         raise DamagedFile(f"{path} is damaged: {one_line(exc)}") from None
     except BaseException:
         f.close()
         raise
+    if cut:
+        f.close()
+        raise DamagedFile(f"{path} is damaged: cut short ({cut})")
     return f
+
+
+def _chunk_past_the_end(f: h5py.File) -> str | None:
+    """Where a dataset of the root group has a chunk beyond the end of the file, or None.
+
+    A SWMR reader is not refused a file shorter than its recorded length, and reads what
+    a cut removed as zeros, which pass Fletcher32 in an uncompressed chunk: a killed
+    writer's file cut afterwards read changed rows silently. A chunk that the file's
+    index lists was on disk before the index (the writer flushes data first), so one
+    that ends past the end of the file means the file was cut."""
+    size = os.path.getsize(f.filename)
+    for name in f:
+        dsid = f[name].id
+        if not isinstance(dsid, h5py.h5d.DatasetID) or dsid.get_create_plist().get_layout() \
+                != h5py.h5d.CHUNKED:
+            continue
+        ends = [0]
+        try:
+            dsid.chunk_iter(lambda info, ends=ends: ends.append(info.byte_offset + info.size))
+        except NotImplementedError:  # h5py built on HDF5 < 1.14: one call per chunk
+            ends += [info.byte_offset + info.size for info in
+                     map(dsid.get_chunk_info, range(dsid.get_num_chunks()))]
+        if max(ends) > size:
+            return f"{name}: a chunk ends at byte {max(ends)}, the file has {size}"
+    return None
 
 
 class Stacked:
