@@ -58,6 +58,16 @@ class Rows:
             yield Row(int(self.layer[j]), s[~np.isnan(s)], float(self.log_norm[j]), measures,
                       int(self.tier[j]))
 
+    def spectra(self, k: int) -> np.ndarray:
+        """The singular values as ``k`` columns: NaN-padded, or cut (only NaN padding may
+        lie past ``k``); the block's own array when it has ``k`` already."""
+        if self.spectrum.shape[1] == k:
+            return self.spectrum
+        out = np.full((len(self), k), np.nan)
+        kept = min(self.spectrum.shape[1], k)
+        out[:, :kept] = self.spectrum[:, :kept]
+        return out
+
     @classmethod
     def of(cls, rows: list[Row]) -> Rows:
         """Single rows stacked into a block."""
@@ -82,12 +92,8 @@ class Rows:
         if len(blocks) == 1:
             return blocks[0]
         k = max(b.spectrum.shape[1] for b in blocks)
-        spectrum = np.full((sum(len(b) for b in blocks), k), np.nan)
-        at = 0
-        for b in blocks:
-            spectrum[at : at + len(b), : b.spectrum.shape[1]] = b.spectrum
-            at += len(b)
-        return cls(np.concatenate([b.layer for b in blocks]), spectrum,
+        return cls(np.concatenate([b.layer for b in blocks]),
+                   np.concatenate([b.spectra(k) for b in blocks]),
                    np.concatenate([b.log_norm for b in blocks]),
                    {name: np.concatenate([b.measures[name] for b in blocks])
                     for name in blocks[0].measures},

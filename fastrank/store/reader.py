@@ -104,15 +104,14 @@ def open_file(path, writing: bool | None = None) -> h5py.File:
     try:
         _check_format(f, path)
         cut = _chunk_past_the_end(f) if swmr else None
+        if cut:
+            raise DamagedFile(f"{path} is damaged: cut short ({cut})")
     except DAMAGE as exc:  # the root group's own header, say, fails its checksum
         f.close()
         raise DamagedFile(f"{path} is damaged: {one_line(exc)}") from None
     except BaseException:
         f.close()
         raise
-    if cut:
-        f.close()
-        raise DamagedFile(f"{path} is damaged: cut short ({cut})")
     return f
 
 

@@ -38,7 +38,7 @@ CHUNK_CACHE_SLOTS = 25_603
 #: The datasets a writer writes (kept open from the layout on).
 WRITTEN = (*schema.ROW_DATASETS, *schema.STATUS_DATASETS, *schema.THREAD_DATASETS)
 #: Row datasets that are fields of a Rows block (the others are in its ``measures``).
-_ROWS_FIELDS = ("layer", "spectrum", "log_norm", "tier")
+_ROWS_FIELDS = ("layer", "log_norm", "tier")
 
 
 class SweepMismatch(ValueError):
@@ -330,23 +330,15 @@ class Writer:
         shape = (len(runs), sum(len(b) for b in runs[0]))
         out = {}
         for name in schema.ROW_DATASETS:
-            parts = [getattr(b, name) if name in _ROWS_FIELDS else b.measures[name]
-                     for b in flat]
             if name == "spectrum":
-                parts = [self._padded(part) for part in parts]
+                parts = [b.spectra(self._k) for b in flat]
+            elif name in _ROWS_FIELDS:
+                parts = [getattr(b, name) for b in flat]
+            else:
+                parts = [b.measures[name] for b in flat]
             values = np.concatenate(parts)
             dtype = np.int64 if name in schema.INT_DATASETS else np.float64
             out[name] = values.astype(dtype, copy=False).reshape(*shape, *values.shape[1:])
-        return out
-
-    def _padded(self, spectra: np.ndarray) -> np.ndarray:
-        """Rows of singular values as the file's k columns: NaN-padded, or cut (what
-        lies past k is NaN padding, :meth:`_checked`)."""
-        if spectra.shape[1] == self._k:
-            return spectra
-        out = np.full((len(spectra), self._k), np.nan)
-        k = min(spectra.shape[1], self._k)
-        out[:, :k] = spectra[:, :k]
         return out
 
     def fail(self, run: int, layer: int, reason: str) -> None:
