@@ -112,7 +112,7 @@ class Network:
     input_dim : int, optional
         Rows of a random input (default: the first width); a file's features set it.
     eps : float
-        The epsilon the normalisations add to the variance (or mean square).
+        The epsilon (> 0) the normalisations add to the variance (or mean square).
 
     Raises
     ------
@@ -170,9 +170,7 @@ class Network:
         set_(self, "gamma", _number("gamma", self.gamma, positive=True, allow_inf=True))
         if self.gain is not None:
             set_(self, "gain", _number("gain", self.gain, positive=True))
-        set_(self, "eps", _number("eps", self.eps))
-        if self.eps < 0:
-            raise SpecError(f"invalid eps {self.eps!r}: must be >= 0")
+        set_(self, "eps", _number("eps", self.eps, positive=True))  # 0: BN of equal values is 0/0
         if not isinstance(self.input, str) or not self.input:
             raise SpecError(f"invalid input {self.input!r}: choose gaussian, orthogonal or a file")
         if self.input not in INPUTS:
@@ -487,16 +485,19 @@ class Sweep:
             raise SpecError("invalid seed: the list of seeds is empty")
         if any(s >= 2**64 for s in seeds):
             raise SpecError("invalid seed: seeds must be below 2**64")
+        _refuse_repeat("seed", seeds)
         object.__setattr__(self, "seeds", seeds)
         _choice("method", self.method, METHODS)
         taus = tuple(_number("tau", t) for t in self.taus)
         if any(not 0 < t < 1 for t in taus):
             raise SpecError(f"invalid tau {list(taus)}: each must lie strictly between 0 and 1")
+        _refuse_repeat("tau", taus)
         object.__setattr__(self, "taus", taus)
         if self.n_runs > MAX_RUNS:
             raise SpecError(f"invalid sweep: {self.n_runs:,} runs (the option lists' "
                             f"product times the seeds); one file holds at most {MAX_RUNS:,}")
-        self.networks()  # validate every combination now, not halfway through the sweep
+        # every combination validated now, not halfway through the sweep
+        _refuse_same_networks(grid, self.networks())
         if self.method == "gram" and "float64" in grid.get("dtype", ()):
             raise SpecError(
                 "invalid method 'gram' with dtype float64: a Gram matrix squares the "
@@ -551,6 +552,37 @@ class Sweep:
             method=d["method"],
             taus=tuple(d["taus"]),
         )
+
+
+def _refuse_repeat(option: str, values: tuple) -> None:
+    """Refuse a value listed twice: it would make the same runs (or rank_tau column) twice."""
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise _listed_twice(option, value)
+        seen.add(value)
+
+
+def _listed_twice(option: str, value) -> SpecError:
+    return SpecError(f"invalid {option} {value!r}: listed twice (list each value once)")
+
+
+def _refuse_same_networks(grid: dict, networks: list[Network]) -> None:
+    """Refuse a grid two of whose combinations are one network (product order): a value
+    listed twice, or two values that build the same network, such as a width and a
+    per-layer width of that width throughout."""
+    first: dict[Network, int] = {}
+    for i, net in enumerate(networks):
+        j = first.setdefault(net, i)
+        if j == i:
+            continue
+        where = np.unravel_index([j, i], [len(values) for values in grid.values()])
+        for (name, values), (a, b) in zip(grid.items(), where, strict=True):
+            if a != b:
+                if values[a] == values[b]:
+                    raise _listed_twice(name, values[a])
+                raise SpecError(f"invalid {name} {values[a]!r} and {values[b]!r}: the same "
+                                f"network ({net.label()}); list it once")
 
 
 # Parsing of option values -------------------------------------------------------------
