@@ -16,9 +16,12 @@ import re
 import sys
 from importlib import metadata
 
-#: Libraries whose versions go into every result.
-VERSIONED = ("fastrank", "numpy", "numba", "llvmlite", "torch", "jax", "jaxlib",
-             "threadpoolctl", "psutil", "matplotlib")
+from fastrank.version import __version__
+
+#: Libraries whose versions go into every result, besides fastrank's (the package's own:
+#: its distribution name differs).
+VERSIONED = ("numpy", "numba", "llvmlite", "torch", "jax", "jaxlib", "threadpoolctl", "psutil",
+             "matplotlib")
 
 XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
@@ -73,7 +76,7 @@ def cpu_description() -> dict:
 
 
 def versions() -> dict:
-    out = {"python": sys.version.split()[0]}
+    out = {"python": sys.version.split()[0], "fastrank": __version__}
     for name in VERSIONED:
         try:
             out[name] = metadata.version(name)

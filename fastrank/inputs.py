@@ -2,12 +2,19 @@
 with scikit-learn, opened without loading what is not needed and checked before any run
 starts (a real 2-D numeric array, enough finite samples); every problem is one
 SpecError line naming the input and what is wrong with it.
+
+float32 and float64 arrays are taken as they are; float16 and integer ones are converted
+to the network's dtype, which they fit exactly (integers up to 2**24 in magnitude for
+float32, 2**53 for float64: beyond, the batch is refused). Booleans, complex numbers,
+long doubles and anything that is not a number are refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fastrank.errors import SpecError, one_line, os_reason
+from fastrank.version import install_hint
 
 if TYPE_CHECKING:
     from fastrank.spec import Network
@@ -82,12 +90,33 @@ def input_batch(network: Network) -> np.ndarray:
     return data
 
 
+def check_inputs(sweep) -> None:
+    """Read the batch of every input array a Sweep uses, once per (input, batch, dtype),
+    and refuse one that no run could start from (check_input)."""
+    from fastrank.spec import INPUTS
+
+    seen = set()
+    for net in sweep.networks():
+        key = (net.input, net.batch, net.dtype)
+        if net.input not in INPUTS and key not in seen:
+            seen.add(key)
+            check_input(net)
+
+
 def check_input(network: Network) -> None:
     """Refuse an input array whose batch cannot start the network, before anything runs:
-    fewer samples than the batch, or values that are NaN or infinite, all zero, or too
-    large for the network's dtype (every run would fail at layer 0)."""
+    fewer samples than the batch, integers that the network's dtype does not hold
+    exactly, or values that are NaN or infinite, all zero, or too large for the dtype
+    (every run would fail at layer 0)."""
     x = input_batch(network)
     dtype = np.dtype(network.dtype)
+    if x.dtype.kind in "iu" and x.size:
+        exact = 2 ** (np.finfo(dtype).nmant + 1)  # every integer up to it is exact in dtype
+        largest = max(int(x.max()), -int(x.min()))
+        if largest > exact:
+            raise _bad_input(network.input, f"its integers do not all convert exactly to "
+                                             f"{dtype} (largest |x| = {largest}; at most "
+                                             f"2**{exact.bit_length() - 1})")
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         if not np.isfinite(x).all():
             raise _bad_input(network.input, f"its first {network.batch} samples hold NaN or "
@@ -130,9 +159,12 @@ def _input_array(spec: str):
 
 
 def _npy_map(spec: str, path) -> np.ndarray:
+    _check_npy_header(spec, path)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:  # pickled data, object dtype, a truncated file
+    except EOFError:
+        raise _bad_input(spec, "an empty file") from None
+    except (ValueError, OverflowError) as exc:  # pickled data, object dtype, a bad header
         why = "object or pickled arrays are not accepted" if "pickle" in str(exc) or (
             "Python objects" in str(exc)) else one_line(exc)
         raise _bad_input(spec, f"not a .npy array of numbers ({why})") from None
@@ -140,6 +172,34 @@ def _npy_map(spec: str, path) -> np.ndarray:
         arr.close()
         raise _bad_input(spec, "not a .npy array (an .npz archive?)")
     return arr
+
+
+def _check_npy_header(spec: str, path) -> None:
+    """Refuse a .npy header whose shape is negative or needs more bytes than the file
+    holds after it, which numpy's memory map meets as an OverflowError (after a warning
+    for an overflowing size). Headers numpy's public readers do not read (format 3.0,
+    for non-Latin-1 field names), object arrays and what is no .npy file at all are left
+    to np.load, which says what they are."""
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as f:
+        try:
+            read = {(1, 0): npy.read_array_header_1_0,
+                    (2, 0): npy.read_array_header_2_0}.get(npy.read_magic(f))
+            if read is None:
+                return
+            shape, _, dtype = read(f)
+        except ValueError:
+            return
+        body = os.fstat(f.fileno()).st_size - f.tell()
+    if dtype.hasobject:
+        return
+    if any(n < 0 for n in shape):
+        raise _bad_input(spec, f"its header gives a negative shape {shape}")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > body:
+        raise _bad_input(spec, f"cut short: its header gives shape {shape} of {dtype} "
+                               f"({needed:,} bytes), and {body:,} follow it")
 
 
 def _h5_dataset(spec: str, path, dataset: str | None):
@@ -158,14 +218,23 @@ def _h5_dataset(spec: str, path, dataset: str | None):
         yield _checked_array(spec, ds)
 
 
+#: What an input array may hold, for the messages that refuse the rest.
+ACCEPTED = "fastrank takes float32 or float64 arrays (float16 and integer ones converted exactly)"
+
+
 def _checked_array(spec: str, arr):
-    """``arr`` if it is a 2-D array of real numbers (integers and booleans count)."""
-    kind = arr.dtype.kind
-    if kind == "c":
-        raise _bad_input(spec, "complex values: fastrank takes real arrays (pass the real "
-                               "and imaginary parts as separate features)")
-    if kind not in "biuf":
-        raise _bad_input(spec, f"holds {arr.dtype} values, not numbers")
+    """``arr`` if it is a 2-D array of floats of at most 64 bits or of integers."""
+    dtype = arr.dtype
+    if dtype.kind == "c":
+        raise _bad_input(spec, f"complex values: {ACCEPTED}; pass the real and imaginary "
+                               "parts as separate features")
+    if dtype.kind == "f" and dtype.itemsize > 8:
+        raise _bad_input(spec, f"holds {dtype} values: {ACCEPTED}")
+    if dtype.kind not in "iuf":
+        raise _bad_input(spec, f"holds {dtype} values, not numbers: {ACCEPTED}")
+    if arr.shape is None:  # an HDF5 dataset with a null dataspace
+        raise _bad_input(spec, "expected a 2-D (samples, features) array, got an empty "
+                               "HDF5 dataset (no shape)")
     if arr.ndim != 2:
         raise _bad_input(spec, f"expected a 2-D (samples, features) array, got shape "
                                f"{tuple(arr.shape)}")
@@ -181,8 +250,7 @@ def _sklearn_dataset(name: str) -> np.ndarray:
         import sklearn.datasets
     except ImportError:
         raise SpecError(
-            f"invalid input 'sklearn:{name}': it needs scikit-learn "
-            "(pip install 'fastrank[data]')"
+            f"invalid input 'sklearn:{name}': it needs scikit-learn ({install_hint('data')})"
         ) from None
     x = np.asarray(getattr(sklearn.datasets, f"load_{name}")().data, dtype=np.float64)
     x = x - x.mean(axis=0)

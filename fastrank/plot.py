@@ -3,7 +3,7 @@ depth, a measure against width at chosen depths, and spectra at chosen layers, e
 with optional theory overlays from :mod:`fastrank.theory`. (~590 lines: the three kinds
 share their grouping of runs, bands over seeds, styling and overlays, kept together.)
 
-matplotlib is the ``plot`` extra (``pip install 'fastrank[plot]'``); it is imported only
+matplotlib is the ``plot`` extra (``pip install 'fastrank-sim[plot]'``); it is imported only
 when a figure is made. Figures are built on ``matplotlib.figure.Figure`` objects, never
 through pyplot, so nothing here needs a display or changes the caller's backend::
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from fastrank import theory
 from fastrank.measures import SCALARS
+from fastrank.version import install_hint
 
 #: Measures that exist only on full-spectrum rows (tier 1); the others also on Gram rows.
 SPECTRUM_ONLY = ("numerical_rank", "effective_rank", "condition_number", "rank_tau")
@@ -61,9 +62,7 @@ def _mpl():
     try:
         import matplotlib
     except ImportError:
-        raise ImportError(
-            "fastrank.plot needs matplotlib: pip install 'fastrank[plot]'"
-        ) from None
+        raise ImportError(f"fastrank.plot needs matplotlib: {install_hint('plot')}") from None
     import matplotlib.ticker  # noqa: F401  (used as matplotlib.ticker)
     from matplotlib.figure import Figure
 

@@ -183,7 +183,7 @@ def test_missing_matplotlib_is_one_clear_error(results_file, tmp_path, monkeypat
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
-    with pytest.raises(ImportError, match=r"fastrank\[plot\]"):
+    with pytest.raises(ImportError, match=r"pip install 'fastrank-sim\[plot\]'"):
         fp._mpl()
     result = CliRunner().invoke(cli, ["plot", str(results_file), "-o", str(tmp_path / "f.png")])
-    assert result.exit_code == 1 and "pip install 'fastrank[plot]'" in result.output
+    assert result.exit_code == 1 and "pip install 'fastrank-sim[plot]'" in result.output

@@ -11,6 +11,7 @@ import click
 
 from fastrank.cli import cli
 from fastrank.errors import one_line
+from fastrank.version import GPU_INSTALL_HINT
 
 
 @cli.command()
@@ -75,7 +76,7 @@ def _cuda() -> str:
         import cupy
     except ModuleNotFoundError as exc:
         if exc.name == "cupy":
-            parts.append("cupy not installed (pip install fastrank[gpu-cuda12] or [gpu-cuda13])")
+            parts.append(f"cupy not installed ({GPU_INSTALL_HINT})")
         else:
             parts.append(f"cupy does not load (missing module {exc.name})")
         return "; ".join(parts)

@@ -12,6 +12,7 @@ import click
 
 from fastrank import options, spec
 from fastrank.cli import InputError, cli, open_results
+from fastrank.version import GPU_INSTALL_HINT, install_hint
 
 DEFAULT_OUTPUT = "fastrank-sweep.h5"
 
@@ -98,7 +99,7 @@ _CONFIGURABLE = (*options.GRID_PARSERS, *options.OTHER_KEYS)
 @click.option(
     "--gpu",
     is_flag=True,
-    help="Run on a CUDA device (CuPy: pip install fastrank[gpu-cuda12] or [gpu-cuda13]).",
+    help=f"Run on a CUDA device (CuPy: {GPU_INSTALL_HINT}).",
 )
 @click.option("--device", type=int, metavar="N", help="CUDA device index for --gpu.  [default: 0]")
 @click.option(
@@ -111,7 +112,7 @@ _CONFIGURABLE = (*options.GRID_PARSERS, *options.OTHER_KEYS)
     "this much work.",
 )
 @click.option("--workers", type=int, metavar="N",
-              help="Run on a local Dask cluster of N worker processes (needs fastrank[dist]).  "
+              help=f"Run on a local Dask cluster of N worker processes ({install_hint('dist')}).  "
               "[default: none, this process]")
 @click.option("--threads-per-worker", type=int, metavar="N",
               help="numba and BLAS threads of each Dask worker.  [default: cores / workers]")
@@ -167,11 +168,11 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, commi
     except OSError as exc:  # no such folder, read-only, name too long, disk full, ...
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
     if not (quiet or gpu or cluster):
-        from fastrank.kernels.cpu import compiled_before
+        from fastrank.kernels.cpu import CACHE_NOTE, compiled_before
 
         if not compiled_before():
-            click.echo("fastrank: compiling the kernels for this machine (once, about 30 s)",
-                       err=True)
+            click.echo("fastrank: compiling the kernels for this machine (once, about 30 s"
+                       f"{CACHE_NOTE})", err=True)
     bar = _Progress(quiet)
     try:
         with writer:  # after a failed write it closes the file without writing
@@ -238,7 +239,7 @@ def _cluster(workers, threads, scheduler, scheduler_file, gpu, device, quiet):
     import importlib.util
 
     if importlib.util.find_spec("distributed") is None:
-        raise InputError("--workers and --scheduler need Dask: pip install 'fastrank[dist]'")
+        raise InputError(f"--workers and --scheduler need Dask: {install_hint('dist')}")
     from fastrank import distributed
 
     backend, backend_options = ("gpu", {"device": device or 0}) if gpu else ("cpu", {})

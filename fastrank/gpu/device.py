@@ -18,6 +18,7 @@ import numpy as np
 from fastrank import codes
 from fastrank.errors import one_line
 from fastrank.gpu import program
+from fastrank.version import GPU_INSTALL_HINT
 
 
 class GPUUnavailable(RuntimeError):
@@ -103,8 +104,7 @@ class CupyDevice(Device):
         except ModuleNotFoundError as exc:
             if exc.name != "cupy":
                 raise GPUUnavailable(f"CuPy does not load: {one_line(exc, typed=True)}") from None
-            raise GPUUnavailable("CuPy is not installed: pip install fastrank[gpu-cuda12] "
-                                 "or fastrank[gpu-cuda13]") from None
+            raise GPUUnavailable(f"CuPy is not installed: {GPU_INSTALL_HINT}") from None
         except Exception as exc:  # a broken install
             raise GPUUnavailable(f"CuPy does not load: {one_line(exc, typed=True)}") from None
         self.cupy = cupy

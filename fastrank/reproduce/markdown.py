@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fastrank.reproduce.common import Outcome, Z, md_row
-from fastrank.version import __version__
+from fastrank.version import __version__, install_hint
 
 SCALE_TEXT = {"full": "full scale: examples/ as written",
               "quick": "quick scale: fewer seeds, widths and layers than examples/"}
@@ -28,7 +28,7 @@ THEORY = [
     "residual branch, Gaussian weights, and depth past a transient; the intercepts "
     "are fitted, only slopes are predicted.",
     "",
-    "Real data: `--input sklearn:digits` (the `data` extra, `pip install 'fastrank[data]'`) "
+    f"Real data: `--input sklearn:digits` (the `data` extra, `{install_hint('data')}`) "
     "uses scikit-learn's 1797 8x8 digit images, every pixel standardised over the data set "
     "(blank pixels set to 0); the batch is the first N images.",
     "",

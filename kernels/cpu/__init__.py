@@ -10,11 +10,74 @@ others); anything that starts numba's pool earlier (numba.set_num_threads, anoth
 parallel numba function) starts it with the spinning default, so call this first.
 One caveat stays: an OpenMP library shared with numba (torch's wheels use the same
 libgomp) then waits passively too, which slows its small parallel regions.
+
+numba keeps the compiled kernels beside their sources (``__pycache__``) or, where the
+install is read-only, in its user cache folder (``~/.cache/numba``). Where that cannot be
+written either (a container's read-only home), numba would refuse to load any kernel, so
+importing this package first gives it a folder of the user's own in the temporary
+directory. A user's NUMBA_CACHE_DIR wins.
 """
 
+import contextlib
 import os
+import stat
+import tempfile
 
 _started = False
+
+
+def _writable(folder: str) -> bool:
+    """Whether numba can keep its cache in ``folder`` (numba's own test: create it, write)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        return False
+    return True
+
+
+def _private_folder() -> str:
+    """A folder in the temporary directory that only this user can write, kept across
+    runs (the kernels compile once per boot); a new one where that name is someone else's
+    (numba loads what it finds there)."""
+    path = os.path.join(tempfile.gettempdir(), f"fastrank-numba-{os.getuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022:
+        return path
+    return tempfile.mkdtemp(prefix="fastrank-numba-")
+
+
+def _place_cache() -> str:
+    """Where the compiled kernels are kept and why, as the first sweep's notice ends
+    ('' beside their sources or in the user's NUMBA_CACHE_DIR); where numba has no
+    folder it can write, it is given one first."""
+    from numba.core import config
+    from numba.misc.appdirs import AppDirs
+
+    import fastrank  # fastrank/codes.py holds a kernel too
+
+    sources = (__file__, fastrank.__file__)
+    if config.CACHE_DIR or all(_writable(os.path.join(os.path.dirname(p), "__pycache__"))
+                               for p in sources):
+        return ""
+    user = AppDirs(appname="numba", appauthor=False).user_cache_dir
+    if _writable(user):
+        return f"; kept in {user}: the install folder is read-only"
+    try:
+        folder = _private_folder()
+    except OSError:  # no writable temporary directory either: numba says so
+        return ""
+    # In the environment too: numba rereads its settings from there when a NUMBA_
+    # variable changes, and worker processes inherit it.
+    os.environ["NUMBA_CACHE_DIR"] = config.CACHE_DIR = folder
+    return f"; kept in {folder}: the install folder and {user} are read-only"
+
+
+#: The end of the first sweep's notice: where the compiled kernels are kept, when that is
+#: not beside their sources.
+CACHE_NOTE = _place_cache()
 
 
 def start_threads() -> None:
