@@ -4,7 +4,7 @@ and by the reproduction recipes."""
 
 from __future__ import annotations
 
-from fastrank import spec
+from fastrank import inputs, spec
 
 #: The sweep run when no option says otherwise: vanilla collapse next to BN, in seconds.
 DEFAULTS = {
@@ -64,21 +64,8 @@ def build_sweep(given: dict) -> spec.Sweep:
         method=values.get("method", "auto"),
         taus=tuple(_parse("tau", values["tau"])) if "tau" in values else (0.1,),
     )
-    _check_inputs(sweep)
+    inputs.check_inputs(sweep)
     return sweep
-
-
-def _check_inputs(sweep: spec.Sweep) -> None:
-    """Read the batch of every input array the sweep uses, once per (input, batch,
-    dtype), and refuse one that no run could start from (fastrank.inputs.check_input)."""
-    from fastrank.inputs import check_input
-
-    seen = set()
-    for net in sweep.networks():
-        key = (net.input, net.batch, net.dtype)
-        if net.input not in spec.INPUTS and key not in seen:
-            seen.add(key)
-            check_input(net)
 
 
 def _parse(name: str, value) -> list:
@@ -118,7 +105,11 @@ def read_config(path: str) -> dict:
         raise spec.SpecError(f"config {path} is not UTF-8 text (byte {exc.start}: "
                              f"{exc.object[exc.start:exc.start + 1]!r}); TOML files are "
                              "UTF-8") from None
-    data = {k.replace("-", "_"): v for k, v in data.items()}
+    names = {k: k.replace("-", "_") for k in data}
+    twice = sorted(k for k in data if list(names.values()).count(names[k]) > 1)
+    if twice:
+        raise spec.SpecError(f"config {path}: {' and '.join(twice)} name the same option")
+    data = {names[k]: v for k, v in data.items()}
     unknown = sorted(set(data) - set(GRID_PARSERS) - set(OTHER_KEYS))
     if unknown:
         allowed = ", ".join((*GRID_PARSERS, *OTHER_KEYS))

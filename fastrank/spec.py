@@ -107,8 +107,9 @@ class Network:
         H_0: ``gaussian`` (i.i.d. standard normal), ``orthogonal`` (orthogonal rows or
         columns, scaled to the Gaussian's norm), a file holding a (samples, features)
         array, ``FILE.npy`` or ``FILE.h5:DATASET`` (its first ``batch`` samples are the
-        batch), or a data set shipped with scikit-learn, ``sklearn:digits`` (standardised;
-        needs the ``data`` extra).
+        batch; float32 or float64, or float16 or integers, converted exactly to
+        ``dtype``), or a data set shipped with scikit-learn, ``sklearn:digits``
+        (standardised; needs the ``data`` extra).
     input_dim : int, optional
         Rows of a random input (default: the first width); a file's features set it.
     eps : float

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import math
 import os
 import sys
 import time
@@ -105,11 +106,12 @@ _CONFIGURABLE = (*options.GRID_PARSERS, *options.OTHER_KEYS)
 @click.option(
     "--commit-every",
     type=click.FloatRange(min=0),
+    callback=lambda ctx, param, value: _seconds(value),
     default=1.0,
     show_default=True,
     metavar="SECONDS",
-    help="Commit rows to the file this often (and at each run's end): a kill loses at most "
-    "this much work.",
+    help="Commit rows to the file this often, and when a group of runs ends (0: every "
+    "stretch of layers; inf: only then): a kill loses at most this much work.",
 )
 @click.option("--workers", type=int, metavar="N",
               help=f"Run on a local Dask cluster of N worker processes ({install_hint('dist')}).  "
@@ -138,6 +140,12 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, commi
     from fastrank.lock import WriterLocked
     from fastrank.runner import fill, open_writer
 
+    for option, value in (("-o", output), ("--config", config_path),
+                          ("--scheduler", scheduler), ("--scheduler-file", scheduler_file)):
+        if value is not None and not value.strip():
+            raise InputError(f"invalid {option} {value!r}: empty")
+    if output == "-":
+        raise InputError("invalid -o '-': the results are an HDF5 file, not a stream; name one")
     force = values.pop("force")
     given = {k: v for k, v in values.items()
              if v is not None and not (k in _CONFIGURABLE and _defaulted(ctx, k))}
@@ -191,6 +199,14 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, commi
         with store.open(path) as results:
             click.echo(summary_table(results))
         click.echo(f"\nResults in {path}  (fastrank info {path}; fastrank.open({str(path)!r}))")
+
+
+def _seconds(value: float) -> float:
+    """--commit-every's value: click's FloatRange lets nan through."""
+    if math.isnan(value):
+        raise click.BadParameter("nan is not a number of seconds (0: commit every stretch, "
+                                 "inf: only when a group of runs ends)")
+    return value
 
 
 def _defaulted(ctx: click.Context, name: str) -> bool:
