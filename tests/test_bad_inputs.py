@@ -1,0 +1,364 @@
+"""Odd values of every option and malformed input arrays and config files, as a fuzzer
+tries them: each is bad input, so the command exits 2 with exactly one line on stderr
+(``fastrank: error: ...``, no traceback) and leaves nothing behind, neither the output
+file nor its staging file nor its lock sidecar. One table of command lines run through
+click's CliRunner (the same error boundary as the installed command), a few in a real
+subprocess (numpy's warnings on a huge .npy header went to stderr there), and the
+Python API, which refuses the same values with the same words."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from numpy.lib import format as npy
+
+import fastrank
+from fastrank.cli import cli
+
+#: A small sweep, added for each of its options that a case does not give itself.
+SMALL = {"--width": "8", "--depth": "5", "--seed": "0"}
+
+
+def _npy(path: Path, shape, body: bytes = b"", descr="<f8", fortran_order=False) -> None:
+    """A .npy file with the header given, whatever it says, and ``body`` after it."""
+    with open(path, "wb") as f:
+        npy.write_array_header_1_0(f, {"descr": descr, "fortran_order": fortran_order,
+                                       "shape": shape})
+        f.write(body)
+
+
+def _config(text: str) -> str:
+    """``text`` after the small sweep's values of the keys it does not set."""
+    keys = {line.partition("=")[0].strip().replace("-", "_") for line in text.splitlines()}
+    return "".join(f"{k[2:]} = {v}\n" for k, v in SMALL.items() if k[2:] not in keys) + text
+
+
+CONFIGS = {
+    "not_toml": "width = [8,\n",
+    "twice": "cheap-every = 3\ncheap_every = 4\n",
+    "unknown": "colour = 3\n",
+    "width_float": "width = 8.5\n",
+    "width_text": 'width = "a"\n',
+    "width_table": "width = {a = 1}\n",
+    "width_date": "width = 1979-05-27\n",
+    "width_same_network": "width = [8, [8, 8, 8, 8, 8]]\n",
+    "depth_float": "depth = 1e3\n",
+    "every_text": 'every = "10"\n',
+    "every_float": "every = 1.5\n",
+    "seed_negative": "seed = -1\n",
+    "seed_twice": "seed = [1, 1]\n",
+    "tau_twice": "tau = [0.1, 0.1]\n",
+    "method_number": "method = 3\n",
+    "eps_zero": "eps = 0\n",
+    "gamma_nan": "gamma = nan\n",
+}
+
+
+def _prepare(folder: Path) -> None:
+    """Input arrays (.npy headers and bodies, HDF5 datasets) and config files, each
+    wrong in one way."""
+    ok = np.random.default_rng(0).standard_normal((40, 8))
+    body = ok.tobytes()
+    np.save(folder / "ok.npy", ok)
+    _npy(folder / "neg_rows.npy", (-40, 8), body)
+    _npy(folder / "neg_features.npy", (40, -8), body)
+    _npy(folder / "huge.npy", (10**12, 10**12), body)
+    _npy(folder / "tall.npy", (2**40, 8), body)
+    _npy(folder / "overflow.npy", (2**62, 2**62), body)
+    _npy(folder / "cut.npy", (40, 8), body[:100])
+    _npy(folder / "fortran_yes.npy", (40, 8), body, fortran_order="yes")
+    _npy(folder / "object.npy", (40, 8), body, descr="|O")
+    _npy(folder / "nonsense.npy", (40, 8), body, descr="xyz")
+    _npy(folder / "float_shape.npy", (40.5, 8), body)
+    _npy(folder / "one_d.npy", (40,), body)
+    _npy(folder / "three_d.npy", (10, 4, 8), body)
+    _npy(folder / "scalar.npy", (), body[:8])
+    _npy(folder / "no_rows.npy", (0, 8))
+    _npy(folder / "no_features.npy", (40, 0))
+    (folder / "empty.npy").write_bytes(b"")
+    (folder / "version9.npy").write_bytes(b"\x93NUMPY\x09\x00" + body)
+    arrays = {
+        "bool": ok > 0, "complex": ok.astype(np.complex64), "long": ok.astype(np.longdouble),
+        "dates": np.zeros((40, 8), "M8[s]"), "times": np.zeros((40, 8), "m8[s]"),
+        "bytes": np.zeros((40, 8), "S3"), "words": np.zeros((40, 8), "U3"),
+        "void": np.zeros((40, 8), "V8"), "record": np.zeros((40, 8), [("a", "f8")]),
+        "int_huge": np.full((40, 8), 2**24 + 1, np.int32),
+        "int_huge64": np.full((40, 8), 2**53 + 1, np.int64),
+        "one_nan": np.where(np.arange(320).reshape(40, 8) == 5, np.nan, ok),
+        "one_inf": np.where(np.arange(320).reshape(40, 8) == 5, -np.inf, ok),
+        "half_inf": np.where(np.arange(320).reshape(40, 8) == 5, np.inf, ok).astype(np.float16),
+    }
+    for name, array in arrays.items():
+        np.save(folder / f"{name}.npy", array)
+    with h5py.File(folder / "g.h5", "w") as f:
+        f["x"] = ok
+        f.create_group("grp")
+        f["one_d"], f["three_d"] = ok[:, 0], ok.reshape(40, 4, 2)
+        f.create_dataset("no_rows", shape=(0, 8), dtype="f8")
+        f.create_dataset("no_features", shape=(40, 0), dtype="f8")
+        f["bytes"] = np.zeros((40, 8), "S3")
+        f["text"] = np.array([["a"] * 8] * 40, dtype=h5py.string_dtype())
+        f["record"] = np.zeros((40, 8), [("a", "f8"), ("b", "i4")])
+        f["null"] = h5py.Empty("f8")
+        f["bool"], f["complex"] = ok > 0, ok.astype(np.complex128)
+        f["nan"] = np.full((40, 8), np.nan)
+    for name, text in CONFIGS.items():
+        (folder / f"{name}.toml").write_text(_config(text))
+    (folder / "latin1.toml").write_bytes(b'width = "\xff"\n')
+
+
+#: (id, command line, words the one line must hold). ``sweep`` command lines get -q,
+#: the SMALL values they do not set and ``-o out.h5`` unless they name an output.
+CASES = [
+    # .npy headers and bodies
+    ("npy negative rows", ["--input", "neg_rows.npy"], "negative shape (-40, 8)"),
+    ("npy negative features", ["--input", "neg_features.npy"], "negative shape (40, -8)"),
+    ("npy huge shape", ["--input", "huge.npy"], "cut short"),
+    ("npy 2**40 rows", ["--input", "tall.npy"], "cut short"),
+    ("npy size over 2**64", ["--input", "overflow.npy"], "cut short"),
+    ("npy body cut", ["--input", "cut.npy"], "2,560 bytes), and 100 follow it"),
+    ("npy empty file", ["--input", "empty.npy"], "an empty file"),
+    ("npy fortran_order text", ["--input", "fortran_yes.npy"], "fortran_order"),
+    ("npy object dtype", ["--input", "object.npy"], "object or pickled"),
+    ("npy descr nonsense", ["--input", "nonsense.npy"], "descr"),
+    ("npy float shape", ["--input", "float_shape.npy"], "shape"),
+    ("npy version 9", ["--input", "version9.npy"], "version"),
+    ("npy 1-D", ["--input", "one_d.npy"], "2-D"),
+    ("npy 3-D", ["--input", "three_d.npy"], "2-D"),
+    ("npy scalar", ["--input", "scalar.npy"], "got shape ()"),
+    ("npy no rows", ["--input", "no_rows.npy"], "only 0 samples"),
+    ("npy no features", ["--input", "no_features.npy"], "no features"),
+    # dtypes: float32/float64 as they are, float16 and exact integers converted
+    ("dtype bool", ["--input", "bool.npy"], "bool values"),
+    ("dtype complex", ["--input", "complex.npy"], "complex"),
+    ("dtype long double", ["--input", "long.npy"], "float128 values: fastrank takes float32"),
+    ("dtype datetime", ["--input", "dates.npy"], "datetime64[s] values, not numbers"),
+    ("dtype timedelta", ["--input", "times.npy"], "timedelta64[s]"),
+    ("dtype bytes", ["--input", "bytes.npy"], "not numbers"),
+    ("dtype unicode", ["--input", "words.npy"], "<U3"),
+    ("dtype void", ["--input", "void.npy"], "V8"),
+    ("dtype record", ["--input", "record.npy"], "not numbers"),
+    ("int beyond float32", ["--input", "int_huge.npy"], "exactly to float32"),
+    ("int beyond float64", ["--input", "int_huge64.npy", "--dtype", "float64"],
+     "at most 2**53"),
+    ("one NaN", ["--input", "one_nan.npy"], "NaN or infinite"),
+    ("one -inf", ["--input", "one_inf.npy"], "NaN or infinite"),
+    ("float16 inf", ["--input", "half_inf.npy"], "NaN or infinite"),
+    # HDF5 datasets
+    ("h5 missing dataset", ["--input", "g.h5:nope"], "no dataset 'nope'"),
+    ("h5 no dataset named", ["--input", "g.h5"], "FILE.h5:DATASET"),
+    ("h5 group", ["--input", "g.h5:grp"], "group"),
+    ("h5 root", ["--input", "g.h5:/"], "group"),
+    ("h5 1-D", ["--input", "g.h5:one_d"], "2-D"),
+    ("h5 3-D", ["--input", "g.h5:three_d"], "2-D"),
+    ("h5 null dataspace", ["--input", "g.h5:null"], "no shape"),
+    ("h5 no rows", ["--input", "g.h5:no_rows"], "only 0 samples"),
+    ("h5 no features", ["--input", "g.h5:no_features"], "no features"),
+    ("h5 bytes", ["--input", "g.h5:bytes"], "not numbers"),
+    ("h5 strings", ["--input", "g.h5:text"], "not numbers"),
+    ("h5 compound", ["--input", "g.h5:record"], "not numbers"),
+    ("h5 bool", ["--input", "g.h5:bool"], "bool"),
+    ("h5 complex", ["--input", "g.h5:complex"], "complex"),
+    ("h5 NaN", ["--input", "g.h5:nan"], "NaN"),
+    # output and the other paths
+    ("-o empty", ["-o", ""], "invalid -o '': empty"),
+    ("-o blank", ["-o", " "], "invalid -o ' ': empty"),
+    ("-o stdout", ["-o", "-"], "not a stream"),
+    ("--config empty", ["--config", ""], "--config"),
+    ("--scheduler empty", ["--scheduler", ""], "--scheduler"),
+    ("--scheduler-file empty", ["--scheduler-file", ""], "--scheduler-file"),
+    # float options
+    ("commit-every nan", ["--commit-every", "nan"], "'--commit-every': nan"),
+    ("commit-every negative", ["--commit-every", "-1"], "--commit-every"),
+    ("commit-every -inf", ["--commit-every", "-inf"], "--commit-every"),
+    ("commit-every empty", ["--commit-every", ""], "--commit-every"),
+    ("eps 0", ["--eps", "0"], "invalid eps 0.0: must be > 0"),
+    ("eps -0", ["--eps", "-0"], "eps -0.0"),
+    ("eps underflow", ["--eps", "1e-400"], "eps 0.0"),
+    ("eps nan", ["--eps", "nan"], "eps nan"),
+    ("eps inf", ["--eps", "inf"], "eps inf"),
+    ("eps negative", ["--eps", "-1e-5"], "eps"),
+    ("gamma 0", ["--gamma", "0"], "gamma"),
+    ("gamma -inf", ["--gamma", "-inf"], "gamma -inf"),
+    ("gamma nan", ["--gamma", "nan"], "gamma nan"),
+    ("gamma underflow", ["--gamma", "1e-400"], "gamma 0.0"),
+    ("gain 0", ["--gain", "0"], "gain"),
+    ("gain inf", ["--gain", "inf"], "gain inf"),
+    ("gain nan", ["--gain", "nan"], "gain nan"),
+    ("gain range", ["--gain", "0.5-2"], "not ranges"),
+    ("tau nan", ["--tau", "nan"], "tau nan"),
+    ("tau inf", ["--tau", "inf"], "tau inf"),
+    ("tau 1", ["--tau", "1"], "strictly between 0 and 1"),
+    # values listed twice
+    ("width twice", ["--width", "32,32"], "invalid width 32: listed twice"),
+    ("seed in a range twice", ["--seed", "0-3,2"], "invalid seed 2: listed twice"),
+    ("norm twice", ["--norm", "bn,bn"], "norm 'bn'"),
+    ("dtype twice", ["--dtype", "float32,float32"], "dtype 'float32'"),
+    ("input twice", ["--input", "ok.npy,ok.npy"], "input 'ok.npy'"),
+    ("tau twice", ["--tau", "0.1,0.1"], "tau 0.1: listed twice"),
+    # integers: huge, empty, negative, odd ranges, whitespace, unicode
+    ("width 10**30", ["--width", str(10**30)], "memory"),
+    ("log 10**30", ["--log", str(10**30)], "memory"),
+    ("seed 10**30", ["--seed", str(10**30)], "2**64"),
+    ("layers 10**30", ["--layers", str(10**30)], "beyond depth"),
+    ("every in floating point", ["--every", "1e30"], "--every"),
+    ("width 0-0", ["--width", "0-0"], "width 0"),
+    ("width range down", ["--width", "8-2"], "range"),
+    ("layers range down", ["--layers", "3-1"], "range"),
+    ("layers negative", ["--layers", "-1"], "layers '-1'"),
+    ("width blank", ["--width", " "], "empty"),
+    ("width fullwidth digit", ["--width", "８"], "width '８'"),
+    ("width hex", ["--width", "0x10"], "0x10"),
+    ("width factor 0", ["--width", "8-16:x0"], "range"),
+    ("cheap-every negative", ["--cheap-every", "-1"], "cheap_every"),
+    ("every empty", ["--every", ""], "--every"),
+    ("device empty", ["--device", ""], "--device"),
+    ("workers 0", ["--workers", "0"], "--workers 0"),
+    ("threads alone", ["--threads-per-worker", "2"], "--threads-per-worker"),
+    # words
+    ("activation case", ["--activation", "ReLU"], "activation 'ReLU'"),
+    ("norm trailing comma", ["--norm", "bn,"], "empty"),
+    ("method empty", ["--method", ""], "--method"),
+    ("input empty", ["--input", ""], "empty"),
+    ("input upper case", ["--input", "OK.NPY"], "FILE.npy"),
+    # config files
+    ("config invalid TOML", ["--config", "not_toml.toml"], "not valid TOML"),
+    ("config latin-1", ["--config", "latin1.toml"], "not UTF-8"),
+    ("config one option twice", ["--config", "twice.toml"], "cheap-every and cheap_every"),
+    ("config unknown key", ["--config", "unknown.toml"], "'colour'"),
+    ("config width float", ["--config", "width_float.toml"], "width '8.5'"),
+    ("config width text", ["--config", "width_text.toml"], "width 'a'"),
+    ("config width table", ["--config", "width_table.toml"], "width"),
+    ("config width date", ["--config", "width_date.toml"], "1979-05-27"),
+    ("config same network", ["--config", "width_same_network.toml"], "the same network"),
+    ("config depth float", ["--config", "depth_float.toml"], "depth '1000.0'"),
+    ("config every text", ["--config", "every_text.toml"], "every '10'"),
+    ("config every float", ["--config", "every_float.toml"], "every 1.5"),
+    ("config seed negative", ["--config", "seed_negative.toml"], "seed '-1'"),
+    ("config seed twice", ["--config", "seed_twice.toml"], "seed 1: listed twice"),
+    ("config tau twice", ["--config", "tau_twice.toml"], "tau 0.1"),
+    ("config method number", ["--config", "method_number.toml"], "method 3"),
+    ("config eps 0", ["--config", "eps_zero.toml"], "eps 0.0"),
+    ("config gamma nan", ["--config", "gamma_nan.toml"], "gamma nan"),
+    # info and plot
+    ("info empty path", ["info", ""], "no such file"),
+    ("info two files", ["info", "g.h5", "g.h5"], "unexpected extra argument"),
+    ("plot bad --select", ["plot", "r.h5", "--select", "="], "--select"),
+    ("plot --average open", ["plot", "r.h5", "--kind", "width", "--average", "5-"], "LO-HI"),
+    ("plot --at negative", ["plot", "r.h5", "--kind", "width", "--at", "-1"], "at '-1'"),
+    ("plot nameless figure", ["plot", "r.h5", "-o", ".png"], "format"),
+    ("plot kind", ["plot", "r.h5", "--kind", "bar"], "--kind"),
+]
+
+
+def _command(args: list[str]) -> list[str]:
+    if args[0] in ("info", "plot"):
+        return args
+    config = "--config" in args
+    small = [x for k, v in SMALL.items() if k not in args and not config for x in (k, v)]
+    output = [] if "-o" in args else ["-o", "out.h5"]
+    return ["sweep", "-q", *small, *args, *output]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad_inputs")
+    _prepare(folder)
+    fastrank.sweep(fastrank.Sweep(grid={"width": (8,), "depth": (5,)}), folder / "r.h5")
+    return folder
+
+
+def _listing(folder: Path) -> dict:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastrank: error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_the_table_names_each_case_once():
+    assert len({case[0] for case in CASES}) == len(CASES) > 100
+
+
+@pytest.mark.parametrize("args, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_exits_2_in_one_line_and_leaves_nothing(prepared, monkeypatch, args, words):
+    monkeypatch.chdir(prepared)
+    before = _listing(prepared)
+    try:
+        result = CliRunner().invoke(cli, _command(args))
+        assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+        assert words in _one_line(result.stderr)
+        assert _listing(prepared) == before  # no out.h5, .out.h5.*.tmp or .out.h5.lock
+    finally:  # what a failing case left must not reach the next ones
+        for name in set(os.listdir(prepared)) - set(before):
+            os.unlink(prepared / name)
+
+
+@pytest.mark.parametrize("name", ["neg_rows", "huge"])
+def test_a_bad_npy_header_in_a_real_process(prepared, tmp_path, name):
+    """Where numpy's RuntimeWarnings about an overflowing size would reach stderr."""
+    args = ["--input", str(prepared / f"{name}.npy"), "-o", str(tmp_path / "out.h5")]
+    proc = subprocess.run([sys.executable, "-m", "fastrank", *_command(args)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and f"{name}.npy" in _one_line(proc.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
+#: (id, command line, the same refusal through the Python API).
+API = [
+    ("eps 0", ["--eps", "0"], lambda: fastrank.Network(eps=0)),
+    ("width twice", ["--width", "32,32"], lambda: fastrank.Sweep(grid={"width": [32, 32]})),
+    ("seed twice", ["--seed", "1,1"], lambda: fastrank.Sweep(seeds=(1, 1))),
+    ("tau twice", ["--tau", "0.5,0.5"], lambda: fastrank.Sweep(taus=(0.5, 0.5))),
+    ("same network", ["--config", "width_same_network.toml"],
+     lambda: fastrank.Sweep(grid={"width": [8, (8,) * 5], "depth": [5]})),
+    ("npy negative shape", ["--input", "neg_rows.npy"],
+     lambda: fastrank.Network(input="neg_rows.npy")),
+    ("npy bool", ["--input", "bool.npy"], lambda: fastrank.Network(input="bool.npy")),
+    ("h5 null dataspace", ["--input", "g.h5:null"], lambda: fastrank.Network(input="g.h5:null")),
+]
+
+
+@pytest.mark.parametrize("args, build", [c[1:] for c in API], ids=[c[0] for c in API])
+def test_the_python_api_refuses_with_the_same_words(prepared, monkeypatch, args, build):
+    monkeypatch.chdir(prepared)
+    line = _one_line(CliRunner().invoke(cli, _command(args)).stderr)
+    with pytest.raises(fastrank.SpecError) as refused:
+        build()
+    assert line == f"fastrank: error: {refused.value}"
+
+
+def test_float16_and_integer_inputs_are_their_exact_conversion(tmp_path, monkeypatch):
+    """Accepted, not refused: a float16 or integer batch runs exactly as its float32 copy."""
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(1).integers(-1000, 1000, (16, 8))
+    arrays = {"f32": x.astype(np.float32), "f16": x.astype(np.float16), "i16": x.astype(np.int16),
+              "u64": (x + 1000).astype(np.uint64), "f32u": (x + 1000).astype(np.float32)}
+    for name, array in arrays.items():
+        np.save(f"{name}.npy", array)
+    spectra = {name: fastrank.simulate(fastrank.Network(input=f"{name}.npy", depth=3,
+                                                        norm="bn"), seed=0).spectrum
+               for name in arrays}
+    np.testing.assert_array_equal(spectra["f16"], spectra["f32"])
+    np.testing.assert_array_equal(spectra["i16"], spectra["f32"])
+    np.testing.assert_array_equal(spectra["u64"], spectra["f32u"])
+
+
+def test_commit_every_0_and_inf_are_accepted(tmp_path, monkeypatch):
+    """0 commits every stretch of layers, inf only when a group of runs ends."""
+    monkeypatch.chdir(tmp_path)
+    for i, value in enumerate(("0", "inf")):
+        result = CliRunner().invoke(cli, _command(["--commit-every", value, "-o", f"{i}.h5"]))
+        assert result.exit_code == 0, result.output
+        with fastrank.open(f"{i}.h5") as results:
+            assert set(results.runs["status"]) == {"complete"}
