@@ -48,8 +48,8 @@ def info(path, summary, check, as_json):
     if damaged:
         raise InputError(f"{path} is damaged: {'; '.join(damaged)}")
     if check and not as_json:
-        click.echo(f"\nchecksums: every committed row of the {len(results)} runs reads back "
-                   "as written")
+        click.echo(f"\nchecksums: every object and every committed row of the {len(results)} runs "
+                   "read back as written")
 
 
 def _document(path, results, summary: bool) -> dict:

@@ -15,13 +15,18 @@ docs/api.md is generated from, and the two on-disk layouts (format 2's groups, f
 from __future__ import annotations
 
 import builtins
+import ctypes
+import errno
+import functools
 import json
 import os
+import re
+import time
 
 import h5py
 import numpy as np
 
-from fastrank.errors import one_line
+from fastrank.errors import one_line, os_reason
 from fastrank.lock import writer_alive
 from fastrank.measures import SCALARS
 from fastrank.spec import Network, Sweep
@@ -29,8 +34,10 @@ from fastrank.store import schema
 from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
 
 #: What installs xarray, h5netcdf and pandas for to_xarray / to_pandas (pyproject.toml).
-ANALYSIS_EXTRA = "'fastrank[analysis]'"
-_SWMR_READ = {"libver": "latest", "swmr": True, "locking": False}
+ANALYSIS_EXTRA = "'fastrank-sim[analysis]'"
+#: How long a read of a file that a writer holds is retried when it meets a chunk or a
+#: header being rewritten (a checksum that fails once, then passes).
+LIVE_RETRY_S = 2.0
 #: Why a strict open fails on a file that a writer left, killed or after a failed write
 #: (its superblock still flags it open for writing, or records space the write never
 #: filled): the SWMR reader opens those, and checksums guard what it reads.
@@ -42,9 +49,18 @@ class DamagedFile(ValueError):
     """A results file that cannot be read as written (truncated, corrupted)."""
 
 
+class _Damage(DamagedFile):
+    """What :meth:`Results.damaged` found, one line per damaged object (``lines``)."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("; ".join(lines))
+        self.lines = lines
+
+
 #: What h5py raises on damaged files: a failed metadata checksum opening an object is a
-#: KeyError, a failed data checksum an OSError, a flipped byte in a string a decode error.
-DAMAGE = (KeyError, OSError, UnicodeDecodeError, json.JSONDecodeError)
+#: KeyError, iterating a group a RuntimeError, a failed data checksum an OSError, a
+#: flipped byte in a string a decode error.
+DAMAGE = (KeyError, OSError, RuntimeError, UnicodeDecodeError, json.JSONDecodeError)
 #: What reading an edited file's metadata raises besides: values of the wrong type or
 #: shape, indexes out of range.
 EDITED = (*DAMAGE, IndexError, TypeError, ValueError)
@@ -80,7 +96,13 @@ def _closed(path: str) -> bool:
 
 def open_file(path, writing: bool | None = None) -> h5py.File:
     """The HDF5 file of a results file, read-only: strictly when finished, as a SWMR
-    reader when a writer holds it (``writing``; default: ask its lock) or left it."""
+    reader when a writer holds it (``writing``; default: ask its lock) or left it.
+
+    Opened as h5py and h5netcdf open files (HDF5's own file locking), so the same file
+    may be open through h5py or xarray in this process too. A file a writer holds is
+    in flux: a failed open is retried for up to LIVE_RETRY_S. A file no writer holds
+    cannot change: HDF5 reads its metadata once (SWMR readers retry a failed checksum
+    with back-off, for many minutes on a file cut short)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
@@ -88,19 +110,40 @@ def open_file(path, writing: bool | None = None) -> h5py.File:
         raise ValueError(f"{path} is not an HDF5 file, so not a fastrank results file")
     if writing is None:
         writing = writer_alive(path)
-    f = None
-    if not writing:
+    if writing:
+        return retried(lambda: _checked_open(path, swmr=True, live=True), live=True)
+    try:
+        return _checked_open(path, swmr=False, live=False)
+    except _LeftByAWriter:
+        return _checked_open(path, swmr=True, live=False)
+
+
+class _LeftByAWriter(Exception):
+    """A strict open failed the way a file that a writer left fails (see
+    _LEFT_BY_A_WRITER): it is read as a SWMR reader instead."""
+
+
+def retried(read, live: bool):
+    """``read()``; while ``live`` (a writer holds the file), a read that meets a chunk
+    or header being rewritten is retried for up to LIVE_RETRY_S before it counts as
+    damage. A file that no writer holds does not change: its failures are final."""
+    deadline = time.monotonic() + LIVE_RETRY_S
+    while True:
         try:
-            f = h5py.File(path, "r", locking=False)
-        except OSError as exc:  # a killed writer's flags are expected; anything else is not
-            if not any(m in str(exc) for m in _LEFT_BY_A_WRITER) or _closed(path):
-                raise DamagedFile(f"{path} is damaged: {one_line(exc)}") from None
-    swmr = f is None
-    if swmr:
-        try:
-            f = h5py.File(path, "r", **_SWMR_READ)
-        except OSError as exc:
-            raise DamagedFile(f"{path} is damaged: {one_line(exc)}") from None
+            return read()
+        except (*EDITED, DamagedFile):
+            if not live or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _checked_open(path: str, swmr: bool, live: bool) -> h5py.File:
+    """The file opened (:func:`_opened`), its format checked and, for a SWMR reader, its
+    chunks checked against its length; damage as DamagedFile."""
+    try:
+        f = _opened(path, swmr, live)
+    except OSError as exc:
+        raise _open_error(path, exc, swmr) from None
     try:
         _check_format(f, path)
         cut = _chunk_past_the_end(f) if swmr else None
@@ -115,6 +158,78 @@ def open_file(path, writing: bool | None = None) -> h5py.File:
     return f
 
 
+def _open_error(path: str, exc: OSError, swmr: bool) -> Exception:
+    """What a failed open means: a file a writer left (strict open only), a file the
+    system will not let us read (not damage), or damage."""
+    text = str(exc)
+    if not swmr and any(m in text for m in _LEFT_BY_A_WRITER) and not _closed(path):
+        return _LeftByAWriter()
+    if "unable to lock file" in text:
+        return OSError(f"{path} is locked by another program writing it with HDF5 "
+                       f"({os_reason(exc)}): read it once that program has closed it")
+    if getattr(exc, "errno", None) in _NOT_DAMAGE or re.search(
+            rf"errno = ({'|'.join(map(str, _NOT_DAMAGE))})\b", text):
+        return OSError(f"cannot read {path}: {os_reason(exc)}")
+    return DamagedFile(f"{path} is damaged: {one_line(exc)}")
+
+
+#: System errors opening a file that say nothing about its contents.
+_NOT_DAMAGE = (errno.EACCES, errno.EPERM, errno.EMFILE, errno.ENFILE, errno.ENOMEM)
+#: HDF5 opens a file once per process: a second open must ask for the first one's
+#: SWMR and locking flags. The first open is fastrank's own or a user's (h5py, h5netcdf).
+_FLAG_CLASH = ("flag values don't match", "SWMR read access flag not the same")
+#: File locking as (use, ignore where the file system has none): HDF5's default (from
+#: HDF5_USE_FILE_LOCKING), then every other setting a user's open may have asked for.
+_LOCKINGS = (None, (True, True), (True, False), (False, False), (False, True))
+
+
+def _opened(path: str, swmr: bool, live: bool) -> h5py.File:
+    """``path`` opened read-only with the flags of any open of it in this process.
+
+    With ``swmr`` and not ``live`` (a file that a killed writer left), HDF5 reads each
+    piece of metadata once instead of retrying a failed checksum. If this process has
+    the file open already without SWMR (a finished file a user opened with h5py), the
+    SWMR read becomes a strict one, as it must to share that open."""
+    clash = None
+    for reader_swmr in dict.fromkeys((swmr, False)):
+        for locking in _LOCKINGS:
+            fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+            fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)
+            if locking is not None:
+                fapl.set_file_locking(*locking)
+            if reader_swmr and not live:
+                _read_metadata_once(fapl)
+            flags = h5py.h5f.ACC_RDONLY | (h5py.h5f.ACC_SWMR_READ if reader_swmr else 0)
+            try:
+                return h5py.File(h5py.h5f.open(os.fsencode(path), flags, fapl=fapl))
+            except OSError as exc:
+                if not any(m in str(exc) for m in _FLAG_CLASH):
+                    if locking is None and _NO_LOCKS.search(str(exc)):
+                        continue  # a file system without locks: open without them
+                    raise
+                clash = clash or exc
+    raise clash
+
+
+#: HDF5's complaint when the file system does not do file locks.
+_NO_LOCKS = re.compile(rf"unable to lock file, errno = ({errno.ENOSYS}|{errno.ENOLCK}|"
+                       rf"{errno.EOPNOTSUPP})\b")
+
+
+@functools.cache
+def _metadata_read_attempts():
+    """HDF5's H5Pset_metadata_read_attempts, which h5py does not wrap, from the HDF5
+    library h5py is linked to (found through one of h5py's own extension modules)."""
+    function = ctypes.CDLL(h5py.h5p.__file__).H5Pset_metadata_read_attempts
+    function.argtypes, function.restype = (ctypes.c_int64, ctypes.c_uint), ctypes.c_int
+    return function
+
+
+def _read_metadata_once(fapl: h5py.h5p.PropFAID) -> None:
+    if _metadata_read_attempts()(fapl.id, 1) < 0:
+        raise OSError("HDF5 refused H5Pset_metadata_read_attempts")
+
+
 def _chunk_past_the_end(f: h5py.File) -> str | None:
     """Where a dataset of the root group has a chunk beyond the end of the file, or None.
 
@@ -122,21 +237,26 @@ def _chunk_past_the_end(f: h5py.File) -> str | None:
     a cut removed as zeros, which pass Fletcher32 in an uncompressed chunk: a killed
     writer's file cut afterwards read changed rows silently. A chunk that the file's
     index lists was on disk before the index (the writer flushes data first), so one
-    that ends past the end of the file means the file was cut."""
-    size = os.path.getsize(f.filename)
+    that ends past the end of the file means the file was cut. The file's length is
+    taken after its index is read (a live writer only lengthens it meanwhile), from the
+    open file itself (a resume may have put a new file at its name)."""
+    ends = {}
     for name in f:
         dsid = f[name].id
         if not isinstance(dsid, h5py.h5d.DatasetID) or dsid.get_create_plist().get_layout() \
                 != h5py.h5d.CHUNKED:
             continue
-        ends = [0]
+        found = [0]
         try:
-            dsid.chunk_iter(lambda info, ends=ends: ends.append(info.byte_offset + info.size))
+            dsid.chunk_iter(lambda info, found=found: found.append(info.byte_offset + info.size))
         except NotImplementedError:  # h5py built on HDF5 < 1.14: one call per chunk
-            ends += [info.byte_offset + info.size for info in
-                     map(dsid.get_chunk_info, range(dsid.get_num_chunks()))]
-        if max(ends) > size:
-            return f"{name}: a chunk ends at byte {max(ends)}, the file has {size}"
+            found += [info.byte_offset + info.size for info in
+                      map(dsid.get_chunk_info, range(dsid.get_num_chunks()))]
+        ends[name] = max(found)
+    size = os.fstat(f.id.get_vfd_handle()).st_size
+    for name, end in ends.items():
+        if end > size:
+            return f"{name}: a chunk ends at byte {end}, the file has {size}"
     return None
 
 
@@ -179,8 +299,40 @@ class Stacked:
         ds.refresh()
         out = ds[i, :rows]
         if name == "spectrum":
-            out = out[:, : int(self.f["n_sv"][i])]
+            try:
+                n_sv = int(self.f["n_sv"][i])
+            except DAMAGE as exc:  # named: the spectrum itself may be intact
+                raise DamagedFile(f"{self.f.filename}: n_sv does not read back as written "
+                                  f"({one_line(exc)})") from None
+            out = out[:, :n_sv]
         return out
+
+    def damaged_objects(self) -> dict[str, str]:
+        """What fails to read among the root's attributes and every object of the file:
+        its header, its attributes (dimension scales' references included, which xarray
+        follows) and, but for the row datasets (:meth:`unreadable_runs`), its data.
+        Object name -> the error, in one line; an object that is not a dataset is one."""
+        bad = {}
+        try:
+            for key in self.f.attrs:
+                self.f.attrs[key]
+            names = list(self.f)
+        except DAMAGE as exc:
+            return {"/": one_line(exc)}
+        for name in names:
+            try:
+                obj = self.f[name]
+                for key in obj.attrs:
+                    for ref in _references(obj.attrs[key]):
+                        self.f[ref]
+                if not isinstance(obj, h5py.Dataset):
+                    bad[name] = f"a {type(obj).__name__.lower()}, not a dataset"
+                elif name not in schema.ROW_DATASETS:
+                    obj.refresh()
+                    obj[()]
+            except DAMAGE as exc:
+                bad[name] = one_line(exc)
+        return bad
 
     def block(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Dataset ``name`` of every run: (run, row, ...), -1 or NaN past a run's rows
@@ -210,6 +362,19 @@ class Stacked:
                     except DAMAGE:
                         bad.append(i)
         return bad
+
+
+def _references(value) -> list[h5py.Reference]:
+    """The object references in an attribute's value (a dimension scale's lists)."""
+    if isinstance(value, h5py.Reference):
+        return [value] if value else []
+    if isinstance(value, np.void):  # a compound value: its fields
+        return [r for field in value.tolist() for r in _references(field)]
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OV":
+        return [r for item in value.ravel() for r in _references(item)]
+    if isinstance(value, tuple):
+        return [r for item in value for r in _references(item)]
+    return []
 
 
 class Grouped:
@@ -256,6 +421,10 @@ class Grouped:
         ds = g[name]
         ds.refresh()
         return ds[:rows]
+
+    def damaged_objects(self) -> dict[str, str]:
+        """Format 2 has no checksums: what reads, reads as written."""
+        return {}
 
     def unreadable_runs(self, name: str, rows: np.ndarray) -> list[int]:
         bad = []
@@ -384,7 +553,8 @@ class Results:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        self._f = open_file(self.path)
+        self._live = writer_alive(self.path)  # reads meeting a rewrite are retried
+        self._f = open_file(self.path, writing=self._live)
         try:
             a = self._f.attrs
             self.attrs = {
@@ -395,9 +565,9 @@ class Results:
                 "provenance": json.loads(a["provenance"]),
             }
             self.sweep = Sweep.from_dict(json.loads(a["sweep"]))
-            self._layout = layout_of(self._f)
+            self._layout = self._read(lambda: layout_of(self._f))
             self._n = self._layout.n_runs
-            self._columns = self._checked_columns(self._layout.columns())
+            self._columns = self._checked_columns(self._read(self._layout.columns))
             self._runs: dict[int, Run] = {}
             self._table = None
             self._blocks: dict[str, np.ndarray] = {}
@@ -421,9 +591,13 @@ class Results:
                                   f"{columns[name].dtype} values, not counts")
         return columns
 
+    def _read(self, read):
+        """``read()``, retried while a writer holds the file (:func:`retried`)."""
+        return retried(read, self._live)
+
     def _read_status(self) -> None:
         try:
-            rows, failed_layer, failure = self._layout.status()
+            rows, failed_layer, failure = self._read(self._layout.status)
         except EDITED as exc:
             raise DamagedFile(f"{self.path} is damaged: {one_line(exc, typed=True)}") from None
         expected = self._columns["expected_rows"]
@@ -493,7 +667,7 @@ class Results:
 
     def _threads(self) -> dict:
         try:
-            return self._layout.threads()
+            return self._read(self._layout.threads)
         except EDITED as exc:
             raise DamagedFile(f"{self.path} is damaged: {one_line(exc, typed=True)}") from None
 
@@ -540,7 +714,7 @@ class Results:
         blocks = self._blocks
         if name not in blocks:
             try:
-                values = self._layout.block(name, self._rows)
+                values = self._read(lambda: self._layout.block(name, self._rows))
                 beyond = np.arange(values.shape[1])[None, :] >= self._rows[:, None]
                 values[beyond] = -1 if name in schema.INT_DATASETS else np.nan
             except EDITED as exc:
@@ -550,17 +724,32 @@ class Results:
         return blocks[name]
 
     def damaged(self) -> list[str]:
-        """Verify every committed row of every run against its checksum (format 3; format 2
-        has none); returns one line per damaged dataset naming the runs it holds, an empty
-        list for an intact file. Reads the whole file, so it takes as long as reading it."""
-        bad = []
+        """Read everything a reader can read, against its checksums (format 3; format 2
+        has none): every attribute, every object's header and data, every committed row
+        of every run. Returns one line per damaged object, naming the runs of a row
+        dataset whose rows fail; an empty list for an intact file. Reads the whole file,
+        so it takes as long as reading it; on a file being written, what fails is read
+        again (within LIVE_RETRY_S) before it counts."""
+        try:
+            self._read(self._check_everything)
+        except _Damage as exc:
+            return exc.lines
+        return []
+
+    def _check_everything(self) -> None:
+        objects = self._layout.damaged_objects()
+        bad = [f"{name}: does not read back as written ({why})" for name, why in
+               objects.items()]
         for name in schema.ROW_DATASETS:
+            if name in objects:
+                continue
             runs = self._layout.unreadable_runs(name, self._rows)
             if runs:
                 shown = ", ".join(schema.run_id(i) for i in runs[:8])
                 more = f" and {len(runs) - 8} more" if len(runs) > 8 else ""
                 bad.append(f"{name}: runs {shown}{more} do not read back as written")
-        return bad
+        if bad:
+            raise _Damage(bad)
 
     def to_xarray(self):
         """The whole sweep as one xarray.Dataset: every measure with dims (run, row[, sv |
@@ -772,7 +961,10 @@ class Run:
                 raise ValueError(f"{self._results.path} is closed: run {self.id} cannot read "
                                  f"{name} (read it before closing, or open the file again)")
             try:
-                self._arrays[name] = self._results._layout.read(self.index, name, self.rows)
+                r = self._results
+                self._arrays[name] = r._read(lambda: r._layout.read(self.index, name, self.rows))
+            except DamagedFile:
+                raise
             except EDITED as exc:  # a checksum mismatch, an unreadable or edited dataset
                 raise DamagedFile(f"{self._results.path}: run {self.id}: {name} does not read "
                                   f"back as written ({one_line(exc)})") from None

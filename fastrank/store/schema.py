@@ -141,11 +141,12 @@ def _space(shape: tuple) -> h5py.h5s.SpaceID:
 
 
 @functools.lru_cache(maxsize=256)
-def _creation(chunks: tuple, dtype: np.dtype, fill: bytes | None, deflate: bool,
-              fletcher32: bool) -> h5py.h5p.PropDCID:
-    """A dataset creation property list, made once per kind of dataset (``fill``: the
-    fill value's bytes; HDF5 copies a list into each dataset it creates, so one list
-    serves them all): ~20 us each, ~40 in a layout."""
+def _creation(chunks: tuple, dtype: np.dtype, fill: bytes | None,
+              deflate: bool) -> h5py.h5p.PropDCID:
+    """A dataset creation property list with Fletcher32 checksums (every dataset has
+    them), made once per kind of dataset (``fill``: the fill value's bytes; HDF5 copies
+    a list into each dataset it creates, so one list serves them all): ~20 us each, ~40
+    in a layout."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_chunk(chunks)
     dcpl.set_obj_track_times(False)  # as h5py does: no timestamps, same bytes every run
@@ -154,20 +155,19 @@ def _creation(chunks: tuple, dtype: np.dtype, fill: bytes | None, deflate: bool,
     if deflate:
         dcpl.set_shuffle()
         dcpl.set_deflate(1)
-    if fletcher32:
-        dcpl.set_fletcher32()
+    dcpl.set_fletcher32()
     return dcpl
 
 
 def _dataset(f: h5py.File, name: str, shape: tuple, dtype, chunks: tuple, *, fill=None,
-             data: np.ndarray | None = None, deflate: bool = False, fletcher32: bool = True,
+             data: np.ndarray | None = None, deflate: bool = False,
              access: h5py.h5p.PropDAID | None = None) -> h5py.h5d.DatasetID:
     """A chunked dataset made through h5py's low-level calls: the same object as
     ``create_dataset`` gives, at a quarter of its Python cost (a layout makes ~40), as
     its HDF5 identifier (h5py.Dataset wraps one; most of a layout's are never read)."""
     dtype = np.dtype(dtype)
     fill = None if fill is None else np.array(fill, dtype).tobytes()
-    dcpl = _creation(tuple(chunks), dtype, fill, deflate, fletcher32)
+    dcpl = _creation(tuple(chunks), dtype, fill, deflate)
     dsid = h5py.h5d.create(f.id, name.encode(), _h5type(dtype),
                            _space(tuple(shape)), dcpl=dcpl, dapl=access)
     if data is not None:
@@ -229,13 +229,12 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict,
     for name, values in columns.items():
         made[name] = _checked(f, name, values)
     run_chunk = (min(r, 1024),)
-    made["n_rows"] = _dataset(f, "n_rows", (r,), np.int64, run_chunk, fill=0, fletcher32=False)
-    made["failed_layer"] = _dataset(f, "failed_layer", (r,), np.int64, run_chunk, fill=-1,
-                                    fletcher32=False)
+    made["n_rows"] = _dataset(f, "n_rows", (r,), np.int64, run_chunk, fill=0)
+    made["failed_layer"] = _dataset(f, "failed_layer", (r,), np.int64, run_chunk, fill=-1)
     made["failure"] = _dataset(f, "failure", (r,), h5py.string_dtype("utf-8", FAILURE_BYTES),
-                               (min(r, 64),), fletcher32=False)
+                               (min(r, 64),))
     for name in THREAD_DATASETS:
-        made[name] = _dataset(f, name, (r,), np.int64, run_chunk, fill=-1, fletcher32=False)
+        made[name] = _dataset(f, name, (r,), np.int64, run_chunk, fill=-1)
 
     for name in ROW_DATASETS:
         cols = {"spectrum": (k,), "rank_tau": (t,)}.get(name, ())
