@@ -15,6 +15,7 @@ docs/api.md is generated from, and the two on-disk layouts (format 2's groups, f
 from __future__ import annotations
 
 import builtins
+import contextlib
 import ctypes
 import errno
 import functools
@@ -268,43 +269,39 @@ class Stacked:
         self.n_runs = int(f["run"].shape[0])
         self.taus = f["tau"][()]
 
+    def whole(self, name: str) -> np.ndarray:
+        """Dataset ``name`` read whole, fresh from disk; damage as DamagedFile naming it."""
+        try:
+            ds = self.f[name]
+            ds.refresh()
+            return ds[()]
+        except DAMAGE as exc:
+            raise DamagedFile(f"{self.f.filename} is damaged: {name} does not read back as "
+                              f"written ({one_line(exc)})") from None
+
     def columns(self) -> dict:
         names = ("seed", "label", *schema.NETWORK_COLUMNS, "expected_rows")
-        out = {name: self.f[name][()] for name in names}
-        out["network"] = self.f["network"][()][self.f["config_of_run"][()]]
+        out = {name: self.whole(name) for name in names}
+        out["network"] = self.whole("network")[self.whole("config_of_run")]
         return out
 
     def threads(self) -> dict:
         """schema.THREAD_DATASETS by name, fresh from disk (all -1 in files written
         before they existed)."""
-        out = {}
-        for name in schema.THREAD_DATASETS:
-            if name in self.f:
-                self.f[name].refresh()
-                out[name] = self.f[name][()]
-            else:
-                out[name] = np.full(self.n_runs, -1, np.int64)
-        return out
+        return {name: self.whole(name) if name in self.f else np.full(self.n_runs, -1, np.int64)
+                for name in schema.THREAD_DATASETS}
 
     def status(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(n_rows, failed_layer, failure) of every run, fresh from disk."""
-        values = []
-        for name in schema.STATUS_DATASETS:
-            self.f[name].refresh()
-            values.append(self.f[name][()])
-        return values[0], values[1], [schema.text(x) for x in values[2]]
+        rows, failed_layer, failure = map(self.whole, schema.STATUS_DATASETS)
+        return rows, failed_layer, [schema.text(x) for x in failure]
 
     def read(self, i: int, name: str, rows: int) -> np.ndarray:
         ds = self.f[name]
         ds.refresh()
         out = ds[i, :rows]
         if name == "spectrum":
-            try:
-                n_sv = int(self.f["n_sv"][i])
-            except DAMAGE as exc:  # named: the spectrum itself may be intact
-                raise DamagedFile(f"{self.f.filename}: n_sv does not read back as written "
-                                  f"({one_line(exc)})") from None
-            out = out[:, :n_sv]
+            out = out[:, : int(self.whole("n_sv")[i])]  # n_sv's damage named as its own
         return out
 
     def damaged_objects(self) -> dict[str, str]:
@@ -444,6 +441,19 @@ class Grouped:
         for i, p in enumerate(parts):
             out[(i, slice(0, len(p)), *(slice(0, s) for s in p.shape[1:]))] = p
         return out
+
+
+@contextlib.contextmanager
+def _damage_as(message: str):
+    """A checksum mismatch or an unreadable or edited object met inside, as one
+    DamagedFile line: ``message`` and the error; a DamagedFile (already naming what
+    failed) passes as it is."""
+    try:
+        yield
+    except DamagedFile:
+        raise
+    except EDITED as exc:
+        raise DamagedFile(f"{message} ({one_line(exc, typed=True)})") from None
 
 
 def _missing_as_nan(name: str, values: np.ndarray) -> np.ndarray:
@@ -596,10 +606,8 @@ class Results:
         return retried(read, self._live)
 
     def _read_status(self) -> None:
-        try:
+        with _damage_as(f"{self.path} is damaged: the runs' status does not read back"):
             rows, failed_layer, failure = self._read(self._layout.status)
-        except EDITED as exc:
-            raise DamagedFile(f"{self.path} is damaged: {one_line(exc, typed=True)}") from None
         expected = self._columns["expected_rows"]
         for name, values in (("n_rows", rows), ("failed_layer", failed_layer)):
             if np.shape(values) != (self._n,) or np.asarray(values).dtype.kind not in "iu":
@@ -666,10 +674,8 @@ class Results:
         return self._table
 
     def _threads(self) -> dict:
-        try:
+        with _damage_as(f"{self.path} is damaged: the thread counts do not read back"):
             return self._read(self._layout.threads)
-        except EDITED as exc:
-            raise DamagedFile(f"{self.path} is damaged: {one_line(exc, typed=True)}") from None
 
     def select(self, **criteria) -> list[Run]:
         """Runs whose ``runs`` columns equal the given values (or lie in a given list).
@@ -713,13 +719,10 @@ class Results:
         """Dataset ``name`` of every run, committed rows only (-1 / NaN beyond)."""
         blocks = self._blocks
         if name not in blocks:
-            try:
+            with _damage_as(f"{self.path}: {name} does not read back as written"):
                 values = self._read(lambda: self._layout.block(name, self._rows))
                 beyond = np.arange(values.shape[1])[None, :] >= self._rows[:, None]
                 values[beyond] = -1 if name in schema.INT_DATASETS else np.nan
-            except EDITED as exc:
-                raise DamagedFile(f"{self.path}: {name} does not read back as written "
-                                  f"({one_line(exc)})") from None
             blocks[name] = values
         return blocks[name]
 
@@ -960,14 +963,9 @@ class Run:
             if not self._results._f.id.valid:
                 raise ValueError(f"{self._results.path} is closed: run {self.id} cannot read "
                                  f"{name} (read it before closing, or open the file again)")
-            try:
-                r = self._results
+            r = self._results
+            with _damage_as(f"{r.path}: run {self.id}: {name} does not read back as written"):
                 self._arrays[name] = r._read(lambda: r._layout.read(self.index, name, self.rows))
-            except DamagedFile:
-                raise
-            except EDITED as exc:  # a checksum mismatch, an unreadable or edited dataset
-                raise DamagedFile(f"{self._results.path}: run {self.id}: {name} does not read "
-                                  f"back as written ({one_line(exc)})") from None
         return self._arrays[name]
 
     layer = _measure_property("layer", "The measured layer of each row, int64 (rows,); 0 is "
