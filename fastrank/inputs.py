@@ -29,9 +29,12 @@ if TYPE_CHECKING:
 
 
 def input_path(spec: str) -> tuple[Path, str | None]:
-    """Split an input array spec ``file.npy`` or ``file.h5:dataset`` into path and dataset."""
-    path, _, dataset = spec.partition(":") if re.search(r"\.(h5|hdf5):", spec) else (spec, "", "")
-    return Path(path), (dataset or None)
+    """Split an input array spec ``file.npy`` or ``file.h5:dataset`` into path and dataset,
+    at the first ``.h5:`` or ``.hdf5:`` (a path may hold colons before it)."""
+    split = re.search(r"\.(h5|hdf5):", spec)
+    if split is None:
+        return Path(spec), None
+    return Path(spec[:split.end() - 1]), (spec[split.end():] or None)
 
 
 #: Real data sets that ship inside scikit-learn (no download), usable as the input

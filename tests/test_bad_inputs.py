@@ -109,6 +109,7 @@ def _prepare(folder: Path) -> None:
         f["null"] = h5py.Empty("f8")
         f["bool"], f["complex"] = ok > 0, ok.astype(np.complex128)
         f["nan"] = np.full((40, 8), np.nan)
+    (folder / "with:colon.h5").write_bytes((folder / "g.h5").read_bytes())
     for name, text in CONFIGS.items():
         (folder / f"{name}.toml").write_text(_config(text))
     (folder / "latin1.toml").write_bytes(b'width = "\xff"\n')
@@ -155,6 +156,7 @@ CASES = [
     ("h5 missing dataset", ["--input", "g.h5:nope"], "no dataset 'nope'"),
     ("h5 no dataset named", ["--input", "g.h5"], "FILE.h5:DATASET"),
     ("h5 group", ["--input", "g.h5:grp"], "group"),
+    ("h5 colon in the path", ["--input", "with:colon.h5:nope"], "no dataset 'nope'"),
     ("h5 root", ["--input", "g.h5:/"], "group"),
     ("h5 1-D", ["--input", "g.h5:one_d"], "2-D"),
     ("h5 3-D", ["--input", "g.h5:three_d"], "2-D"),
@@ -352,6 +354,11 @@ def test_float16_and_integer_inputs_are_their_exact_conversion(tmp_path, monkeyp
     np.testing.assert_array_equal(spectra["f16"], spectra["f32"])
     np.testing.assert_array_equal(spectra["i16"], spectra["f32"])
     np.testing.assert_array_equal(spectra["u64"], spectra["f32u"])
+
+
+def test_an_hdf5_path_may_hold_colons(prepared, monkeypatch):
+    monkeypatch.chdir(prepared)
+    assert fastrank.Network(input="with:colon.h5:x").in_dim == 8
 
 
 def test_commit_every_0_and_inf_are_accepted(tmp_path, monkeypatch):
