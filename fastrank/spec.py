@@ -15,8 +15,9 @@ import dataclasses
 import functools
 import itertools
 import math
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,13 @@ def _positive_int(option: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise SpecError(f"invalid {option} {value!r}: must be an integer >= {minimum}")
     return int(value)
+
+
+def _listed(option: str, values) -> tuple:
+    """``values`` as a tuple, where a list is asked for; SpecError for one value or a text."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise SpecError(f"invalid {option} {values!r}: give a list of values")
+    return tuple(values)
 
 
 def _number(option: str, value, *, positive: bool = False, allow_inf: bool = False) -> float:
@@ -103,7 +111,7 @@ class Network:
         that preserve the signal's scale.
     dtype : {"float32", "float64"}
         Precision of H and the weights (measures are computed in float64 either way).
-    input : str
+    input : str or path
         H_0: ``gaussian`` (i.i.d. standard normal), ``orthogonal`` (orthogonal rows or
         columns, scaled to the Gaussian's norm), a file holding a (samples, features)
         array, ``FILE.npy`` or ``FILE.h5:DATASET`` (its first ``batch`` samples are the
@@ -172,6 +180,8 @@ class Network:
         if self.gain is not None:
             set_(self, "gain", _number("gain", self.gain, positive=True))
         set_(self, "eps", _number("eps", self.eps, positive=True))  # 0: BN of equal values is 0/0
+        if isinstance(self.input, os.PathLike):
+            set_(self, "input", os.fspath(self.input))
         if not isinstance(self.input, str) or not self.input:
             raise SpecError(f"invalid input {self.input!r}: choose gaussian, orthogonal or a file")
         if self.input not in INPUTS:
@@ -371,8 +381,9 @@ class Schedule:
             object.__setattr__(self, "every", _positive_int("every", self.every))
         if self.log is not None:
             object.__setattr__(self, "log", _positive_int("log", self.log, minimum=0))
-        layers = tuple(_positive_int("layers", x, minimum=0) for x in self.layers)
-        object.__setattr__(self, "layers", layers)
+        layers = _listed("layers", self.layers)
+        object.__setattr__(self, "layers", tuple(_positive_int("layers", x, minimum=0)
+                                                 for x in layers))
         if self.cheap_every is not None:
             object.__setattr__(self, "cheap_every", _positive_int("cheap_every", self.cheap_every))
 
@@ -472,16 +483,21 @@ class Sweep:
     taus: tuple[float, ...] = (0.1,)
 
     def __post_init__(self):
+        if not isinstance(self.grid, Mapping):
+            raise SpecError(f"invalid grid {self.grid!r}: a dict of option name -> values")
+        if not isinstance(self.schedule, Schedule):
+            raise SpecError(f"invalid schedule {self.schedule!r}: a fastrank.Schedule")
         grid = {}
         for name, values in self.grid.items():
             if name not in GRID_OPTIONS:
                 raise SpecError(f"unknown option {name!r}: choose one of {', '.join(GRID_OPTIONS)}")
-            values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
+            listed = values if isinstance(values, (list, tuple)) else (values,)
+            values = tuple(os.fspath(v) if isinstance(v, os.PathLike) else v for v in listed)
             if not values:
                 raise SpecError(f"invalid {name}: the list of values is empty")
             grid[name] = values
         object.__setattr__(self, "grid", grid)
-        seeds = tuple(_positive_int("seed", s, minimum=0) for s in self.seeds)
+        seeds = tuple(_positive_int("seed", s, minimum=0) for s in _listed("seed", self.seeds))
         if not seeds:
             raise SpecError("invalid seed: the list of seeds is empty")
         if any(s >= 2**64 for s in seeds):
@@ -489,7 +505,9 @@ class Sweep:
         _refuse_repeat("seed", seeds)
         object.__setattr__(self, "seeds", seeds)
         _choice("method", self.method, METHODS)
-        taus = tuple(_number("tau", t) for t in self.taus)
+        taus = tuple(_number("tau", t) for t in _listed("tau", self.taus))
+        if not taus:
+            raise SpecError("invalid tau: the list of thresholds is empty")
         if any(not 0 < t < 1 for t in taus):
             raise SpecError(f"invalid tau {list(taus)}: each must lie strictly between 0 and 1")
         _refuse_repeat("tau", taus)

@@ -340,6 +340,28 @@ def test_the_python_api_refuses_with_the_same_words(prepared, monkeypatch, args,
     assert line == f"fastrank: error: {refused.value}"
 
 
+@pytest.mark.parametrize("build, words", [
+    (lambda: fastrank.Sweep(seeds=5), "invalid seed 5: give a list"),
+    (lambda: fastrank.Sweep(taus=0.1), "invalid tau 0.1: give a list"),
+    (lambda: fastrank.Sweep(taus=[]), "invalid tau: the list of thresholds is empty"),
+    (lambda: fastrank.Sweep(grid="width"), "invalid grid 'width'"),
+    (lambda: fastrank.Sweep(schedule=None), "invalid schedule None"),
+    (lambda: fastrank.Schedule(layers=5), "invalid layers 5: give a list"),
+], ids=["seeds 5", "taus 0.1", "taus empty", "grid text", "schedule None", "layers 5"])
+def test_python_api_values_of_the_wrong_kind_are_one_spec_error(build, words):
+    """Where a TypeError or AttributeError came out, or a sweep failed at its layout."""
+    with pytest.raises(fastrank.SpecError, match=words):
+        build()
+
+
+def test_an_input_path_object_is_its_text(prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(prepared)
+    sweep = fastrank.Sweep(grid={"input": [Path("ok.npy")], "depth": [3]})
+    assert fastrank.Network(input=Path("ok.npy"), depth=3) == sweep.networks()[0]
+    with fastrank.open(fastrank.sweep(sweep, tmp_path / "p.h5")) as results:
+        assert results.sweep == sweep and results[0].network.input == "ok.npy"
+
+
 def test_float16_and_integer_inputs_are_their_exact_conversion(tmp_path, monkeypatch):
     """Accepted, not refused: a float16 or integer batch runs exactly as its float32 copy."""
     monkeypatch.chdir(tmp_path)
