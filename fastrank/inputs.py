@@ -106,6 +106,18 @@ def check_inputs(sweep) -> None:
             check_input(net)
 
 
+def check_not_output(sweep, output) -> None:
+    """Refuse to write a sweep's results over the file of one of its input arrays: the
+    writer would replace the data its runs read (and they would then fail to read it)."""
+    if not os.path.exists(output):
+        return
+    for spec in sweep.grid.get("input", ()):
+        path, _ = input_path(spec)
+        if named_input(spec) is None and path.exists() and os.path.samefile(path, output):
+            raise _bad_input(spec, f"it is the output file {output}: write the results to "
+                                   "another file")
+
+
 def check_input(network: Network) -> None:
     """Refuse an input array whose batch cannot start the network, before anything runs:
     fewer samples than the batch, integers that the network's dtype does not hold

@@ -170,6 +170,10 @@ CASES = [
     ("h5 complex", ["--input", "g.h5:complex"], "complex"),
     ("h5 NaN", ["--input", "g.h5:nan"], "NaN"),
     # output and the other paths
+    ("-o the input's .npy", ["--input", "ok.npy", "-o", "ok.npy", "--overwrite"],
+     "it is the output file ok.npy"),
+    ("-o the input's HDF5", ["--input", "g.h5:x", "-o", "./g.h5", "--overwrite"],
+     "it is the output file g.h5"),
     ("-o empty", ["-o", ""], "invalid -o '': empty"),
     ("-o blank", ["-o", " "], "invalid -o ' ': empty"),
     ("-o stdout", ["-o", "-"], "not a stream"),

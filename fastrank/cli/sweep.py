@@ -337,14 +337,17 @@ def _build(given: dict) -> spec.Sweep:
 
 
 def _preflight(path: Path, sweep: spec.Sweep | None, force: bool) -> None:
-    """The output path, and unless ``force`` the memory ``sweep`` needs (fastrank.preflight)."""
-    from fastrank import preflight
+    """The output path, not an input array's file, and unless ``force`` the memory
+    ``sweep`` needs (fastrank.preflight)."""
+    from fastrank import inputs, preflight
 
     try:
         preflight.check_output(path, sweep.n_runs if sweep else 0)
+        if sweep is not None:
+            inputs.check_not_output(sweep, path)
         if sweep is not None and not force:
             preflight.check_memory(sweep)
-    except preflight.Refused as exc:
+    except (preflight.Refused, spec.SpecError) as exc:
         raise InputError(str(exc)) from None
 
 
