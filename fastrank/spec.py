@@ -11,6 +11,8 @@ and Sweep (docs/api.md is generated from them); the code is one concern, what a 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import itertools
@@ -196,10 +198,19 @@ class Network:
                 raise SpecError("invalid input_dim: it is set by the input array's features")
         if self.input_dim is not None:
             set_(self, "input_dim", _positive_int("input_dim", self.input_dim))
-        set_(self, "batch",
-             _positive_int("batch", self.in_dim if self.batch is None else self.batch))
-        if self.residual and any(  # each layer's input width against its output width
-            a != b for a, b in zip((self.in_dim, *self.widths), self.widths, strict=False)
+        in_dim = None
+        if self.batch is None or self.residual:
+            try:
+                in_dim = self.in_dim
+            except SpecError:  # a stored network's input file that has moved since
+                if not _REBUILDING.get():
+                    raise
+        batch = in_dim if self.batch is None else self.batch
+        if batch is not None:
+            set_(self, "batch", _positive_int("batch", batch))
+        # each layer's input width against its output width
+        if self.residual and in_dim is not None and any(
+            a != b for a, b in zip((in_dim, *self.widths), self.widths, strict=False)
         ):
             raise SpecError("invalid gamma: a residual chain (gamma < inf) needs a constant width")
 
@@ -272,11 +283,13 @@ class Network:
 
     @classmethod
     def from_dict(cls, d: dict) -> Network:
-        """The Network of a dict written by :meth:`to_dict` (validated like the constructor)."""
+        """The Network of a dict written by :meth:`to_dict` (validated like the constructor,
+        except against an input array's file that has moved since)."""
         d = dict(d)
         if isinstance(d.get("width"), list):
             d["width"] = tuple(d["width"])
-        return cls(**d)
+        with _rebuilding():
+            return cls(**d)
 
     def label(self, show: Iterable[str] = ()) -> str:
         """Short human name of the configuration, e.g. ``relu/bn d=64 N=64 L=1000``, plus
@@ -502,7 +515,6 @@ class Sweep:
             raise SpecError("invalid seed: the list of seeds is empty")
         if any(s >= 2**64 for s in seeds):
             raise SpecError("invalid seed: seeds must be below 2**64")
-        _refuse_repeat("seed", seeds)
         object.__setattr__(self, "seeds", seeds)
         _choice("method", self.method, METHODS)
         taus = tuple(_number("tau", t) for t in _listed("tau", self.taus))
@@ -510,13 +522,15 @@ class Sweep:
             raise SpecError("invalid tau: the list of thresholds is empty")
         if any(not 0 < t < 1 for t in taus):
             raise SpecError(f"invalid tau {list(taus)}: each must lie strictly between 0 and 1")
-        _refuse_repeat("tau", taus)
         object.__setattr__(self, "taus", taus)
         if self.n_runs > MAX_RUNS:
             raise SpecError(f"invalid sweep: {self.n_runs:,} runs (the option lists' "
                             f"product times the seeds); one file holds at most {MAX_RUNS:,}")
-        # every combination validated now, not halfway through the sweep
-        _refuse_same_networks(grid, self.networks())
+        networks = self.networks()  # every combination validated now, not halfway through
+        if not _REBUILDING.get():  # files written before repeats were refused still open
+            _refuse_repeat("seed", seeds)
+            _refuse_repeat("tau", taus)
+            _refuse_same_networks(grid, networks)
         if self.method == "gram" and "float64" in grid.get("dtype", ()):
             raise SpecError(
                 "invalid method 'gram' with dtype float64: a Gram matrix squares the "
@@ -561,16 +575,30 @@ class Sweep:
 
     @classmethod
     def from_dict(cls, d: dict) -> Sweep:
-        """The Sweep of a dict written by :meth:`to_dict` (validated like the constructor)."""
+        """The Sweep of a dict written by :meth:`to_dict` (validated like the constructor,
+        except against input array files that have moved since, and for values listed twice,
+        which older versions accepted)."""
         grid = {k: tuple(tuple(v) if isinstance(v, list) else v for v in vs)
                 for k, vs in d["grid"].items()}
-        return cls(
-            grid=grid,
-            seeds=tuple(d["seeds"]),
-            schedule=Schedule.from_dict(d["schedule"]),
-            method=d["method"],
-            taus=tuple(d["taus"]),
-        )
+        with _rebuilding():
+            return cls(grid=grid, seeds=tuple(d["seeds"]),
+                       schedule=Schedule.from_dict(d["schedule"]), method=d["method"],
+                       taus=tuple(d["taus"]))
+
+
+#: True while from_dict rebuilds a network or sweep a results file stored: its input
+#: array files may have moved since (the file is still read), and values listed twice
+#: were accepted before they were refused.
+_REBUILDING = contextvars.ContextVar("rebuilding", default=False)
+
+
+@contextlib.contextmanager
+def _rebuilding():
+    token = _REBUILDING.set(True)
+    try:
+        yield
+    finally:
+        _REBUILDING.reset(token)
 
 
 def _refuse_repeat(option: str, values: tuple) -> None:

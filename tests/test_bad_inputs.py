@@ -8,6 +8,7 @@ Python API, which refuses the same values with the same words."""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -364,6 +365,36 @@ def test_an_input_path_object_is_its_text(prepared, tmp_path, monkeypatch):
     assert fastrank.Network(input=Path("ok.npy"), depth=3) == sweep.networks()[0]
     with fastrank.open(fastrank.sweep(sweep, tmp_path / "p.h5")) as results:
         assert results.sweep == sweep and results[0].network.input == "ok.npy"
+
+
+def test_a_results_file_reads_after_its_input_file_moved(tmp_path, monkeypatch):
+    """The file stores each run's network; its sweep named an input file that is gone:
+    it still opens (it said 'damaged'), and a resume, which needs the input, is refused
+    in one line with the file untouched."""
+    monkeypatch.chdir(tmp_path)
+    np.save("in.npy", np.random.default_rng(2).standard_normal((8, 8)))
+    sweep = fastrank.Sweep(grid={"input": ["in.npy"], "width": [8], "depth": [3],
+                                 "gamma": [0.5, math.inf]})
+    fastrank.sweep(sweep, "r.h5")
+    os.unlink("in.npy")
+    before = Path("r.h5").read_bytes()
+    with fastrank.open("r.h5") as results:
+        assert results.sweep == sweep and [run.network.batch for run in results] == [8, 8]
+    assert CliRunner().invoke(cli, ["info", "r.h5"]).exit_code == 0
+    resumed = CliRunner().invoke(cli, ["sweep", "--resume", "-q", "-o", "r.h5"])
+    assert resumed.exit_code == 2 and "'in.npy': no such file" in _one_line(resumed.stderr)
+    assert Path("r.h5").read_bytes() == before
+
+
+def test_a_file_written_with_a_seed_listed_twice_still_opens(tmp_path):
+    """Values listed twice are refused from now on; files that hold them stay readable."""
+    from fastrank import spec
+
+    with spec._rebuilding():
+        sweep = fastrank.Sweep(grid={"depth": [3]}, seeds=(1, 1))
+    fastrank.store.Writer.create(tmp_path / "twice.h5", sweep, {}).close()
+    with fastrank.open(tmp_path / "twice.h5") as results:
+        assert results.sweep.seeds == (1, 1) and len(results) == 2
 
 
 def test_float16_and_integer_inputs_are_their_exact_conversion(tmp_path, monkeypatch):
