@@ -31,9 +31,9 @@ GRID_HELP = {
     "[default: 2 for relu, else 1]",
     "dtype": "Arithmetic: float32 or float64.",
     "input": "Input batch: gaussian, orthogonal, sklearn:digits, FILE.npy or FILE.h5:DATASET "
-    "(samples x features).",
+    "(samples x features; float32, float64, or float16 and integers, converted exactly).",
     "input_dim": "Rows of a gaussian/orthogonal input.  [default: the width]",
-    "eps": "Epsilon of the normalisations; numbers or a list of them (no ranges).",
+    "eps": "Epsilon (> 0) of the normalisations; numbers or a list of them (no ranges).",
 }
 
 
