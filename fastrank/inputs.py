@@ -109,11 +109,15 @@ def check_inputs(sweep) -> None:
 def check_not_output(sweep, output) -> None:
     """Refuse to write a sweep's results over the file of one of its input arrays: the
     writer would replace the data its runs read (and they would then fail to read it)."""
+    from fastrank.spec import INPUTS
+
     if not os.path.exists(output):
         return
     for spec in sweep.grid.get("input", ()):
         path, _ = input_path(spec)
-        if named_input(spec) is None and path.exists() and os.path.samefile(path, output):
+        if spec in INPUTS or named_input(spec) is not None:
+            continue
+        if path.exists() and os.path.samefile(path, output):
             raise _bad_input(spec, f"it is the output file {output}: write the results to "
                                    "another file")
 
