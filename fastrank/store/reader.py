@@ -32,10 +32,10 @@ from fastrank.lock import writer_alive
 from fastrank.measures import SCALARS
 from fastrank.spec import Network, Sweep
 from fastrank.store import schema
-from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
+from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__, install_hint
 
 #: What installs xarray, h5netcdf and pandas for to_xarray / to_pandas (pyproject.toml).
-ANALYSIS_EXTRA = "'fastrank-sim[analysis]'"
+ANALYSIS_EXTRA = install_hint("analysis")
 #: How long a read of a file that a writer holds is retried when it meets a chunk or a
 #: header being rewritten (a checksum that fails once, then passes).
 LIVE_RETRY_S = 2.0
@@ -777,7 +777,7 @@ class Results:
             import xarray
         except ImportError:
             raise ImportError(
-                f"Results.to_xarray needs xarray: pip install {ANALYSIS_EXTRA}") from None
+                f"Results.to_xarray needs xarray: {ANALYSIS_EXTRA}") from None
         dims = {"spectrum": ("run", "row", "sv"), "rank_tau": ("run", "row", "tau")}
         data = {name: (dims.get(name, ("run", "row")), _missing_as_nan(name, self._block(name)),
                        {"long_name": schema.LONG_NAMES[name][0]})
@@ -819,7 +819,7 @@ class Results:
             import pandas
         except ImportError:
             raise ImportError(
-                f"Results.to_pandas needs pandas: pip install {ANALYSIS_EXTRA}") from None
+                f"Results.to_pandas needs pandas: {ANALYSIS_EXTRA}") from None
         table = pandas.DataFrame(self.runs)
         if not long:
             return table
@@ -999,7 +999,7 @@ class Run:
         try:
             import xarray
         except ImportError:
-            raise ImportError(f"Run.to_xarray needs xarray: pip install {ANALYSIS_EXTRA}") from None
+            raise ImportError(f"Run.to_xarray needs xarray: {ANALYSIS_EXTRA}") from None
         dims = {"spectrum": ("layer", "sv"), "rank_tau": ("layer", "tau")}
         data = {name: (dims.get(name, ("layer",)), _missing_as_nan(name, self.measure(name)),
                        {"long_name": schema.LONG_NAMES[name][0]})
