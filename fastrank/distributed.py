@@ -50,6 +50,9 @@ TASKS_PER_THREAD = 4
 #: as they complete, so neither it nor the scheduler holds the whole sweep at once.
 WINDOW_PER_THREAD = 4
 WINDOW_MIN = 16
+#: Characters a scheduler file may hold (Dask's holds a few hundred): a larger file is
+#: some other file, refused rather than read whole.
+SCHEDULER_FILE_MAX = 1 << 20
 #: Seconds between the writer's looks at the queue of pieces while no task completes.
 POLL_S = 0.2
 #: Environment of LocalCluster workers that sets numba's and BLAS's threads (Dask's
@@ -85,8 +88,16 @@ class Cluster:
               options: dict | None = None) -> Cluster:
         """Start a LocalCluster of ``workers`` processes, one Dask thread each (a task's
         seeds share its process's numba threads), ``threads`` numba/BLAS threads each
-        (default: this machine's cores / workers)."""
-        threads = threads or max(1, _cores() // workers)
+        (default: this machine's cores / workers). More workers than cores, or more
+        threads each than cores, are a ClusterError before anything starts: they would
+        only share the cores, each process costs its own memory, and an absurd count
+        started processes until the machine gave out."""
+        cores = _cores()
+        if workers > cores:
+            raise ClusterError(f"cannot start {workers:,} Dask workers on this machine's "
+                               f"{cores} cores: at most one worker process per core")
+        _check_threads(threads, cores, "this machine")
+        threads = threads or max(1, cores // workers)
         env = dict.fromkeys(THREAD_VARIABLES, str(threads))
         try:
             cluster = distributed.LocalCluster(
@@ -103,11 +114,12 @@ class Cluster:
                 options: dict | None = None) -> Cluster:
         """Connect to a running scheduler by address or scheduler file (within Dask's
         ``distributed.comm.timeouts.connect``); the cluster is left running afterwards."""
-        where = address or scheduler_file
-        if scheduler_file and not os.path.isfile(scheduler_file):
-            raise ClusterError(f"no scheduler file {scheduler_file}")
+        where = address
+        if scheduler_file:
+            address = scheduler_address(scheduler_file)
+            where = f"{address} (from {scheduler_file})"
         try:
-            client = distributed.Client(address, scheduler_file=scheduler_file)
+            client = distributed.Client(address)
         except (OSError, ValueError, TypeError) as exc:  # refused, timed out, bad address
             raise ClusterError(f"cannot reach the Dask scheduler {where}: "
                                f"{' '.join(str(exc).split())}") from None
@@ -123,8 +135,13 @@ class Cluster:
 
     def describe(self) -> dict:
         """Provenance: a worker's backend description and the cluster's shape (asked of
-        a worker once; raises ClusterError when the workers cannot build the backend)."""
+        a worker once; raises ClusterError when the workers cannot build the backend, or
+        when ``threads`` exceeds the cores of a worker's host)."""
         if self._description is None:
+            if self.threads:
+                cores = self.client.run(_cores)
+                _check_threads(self.threads, min(cores.values(), default=self.threads),
+                               "a Dask worker's host")
             future = self.client.submit(_describe, self.backend, self.options, self.threads,
                                         pure=False)
             try:
@@ -230,6 +247,45 @@ class Cluster:
         seconds = self.client.run(_warm_up, small, sweep, self.backend, self.options,
                                   self.threads, on_error="return")
         return {w: s if isinstance(s, float) else None for w, s in seconds.items()}
+
+
+def scheduler_address(path: str) -> str:
+    """The scheduler's address in a Dask scheduler file (the JSON object ``dask
+    scheduler --scheduler-file`` writes), read here so that a file of anything else is
+    one ClusterError naming it (Dask's client tripped over it in an assertion)."""
+    import json
+
+    def refuse(why: str) -> ClusterError:
+        return ClusterError(f"{path} is not a Dask scheduler file ({why})")
+
+    if not os.path.isfile(path):
+        if os.path.lexists(path):
+            raise refuse("not a regular file")
+        raise ClusterError(f"no scheduler file {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(SCHEDULER_FILE_MAX + 1)
+    except OSError as exc:
+        raise refuse(f"cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise refuse("not UTF-8 text") from None
+    if len(text) > SCHEDULER_FILE_MAX:
+        raise refuse(f"more than {SCHEDULER_FILE_MAX:,} characters")
+    try:
+        info = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: [[[[... nested too deep
+        raise refuse(f"not JSON: {' '.join(str(exc).split())}") from None
+    address = info.get("address") if isinstance(info, dict) else None
+    if not isinstance(address, str) or not address.strip():
+        raise refuse('its JSON has no "address" of a scheduler')
+    return address
+
+
+def _check_threads(threads: int | None, cores: int, where: str) -> None:
+    """Refuse more numba/BLAS threads per task than ``where`` has ``cores``."""
+    if threads and threads > cores:
+        raise ClusterError(f"cannot give each Dask worker {threads:,} threads: {where} has "
+                           f"{cores} cores")
 
 
 def plan(runs: list, pending: list[int], n_tasks: int,

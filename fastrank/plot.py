@@ -208,6 +208,22 @@ def _quiet():
         yield
 
 
+def _check_layers(runs, name: str, wanted) -> None:
+    """Refuse layers that no run has (``name`` is the parameter): below 0, or past the
+    deepest run, which drew the last layer under the number asked for, or nothing."""
+    if wanted is None or not runs:
+        return
+    depths = {r.network.depth for r in runs}
+    for layer in wanted:
+        if 0 <= layer <= max(depths):
+            continue
+        text = "-".join(map(str, wanted)) if name == "average" else layer
+        why = ("layers start at 0" if layer < 0 else
+               f"{'the runs end' if len(depths) == 1 else 'the deepest run ends'} at layer "
+               f"{max(depths)}")
+        raise PlotError(f"invalid {name} {text}: {why}")
+
+
 def _constant_width(network) -> int | None:
     return network.width if isinstance(network.width, int) else None
 
@@ -422,9 +438,16 @@ def plot_width(source, measure: str = "soft_rank", *, at=None, average=None, ax=
     adds C sqrt(d) (slope 1/2, C fitted) to linear BN configurations: the rate of the
     paper's rank bound. Returns the axes."""
     with _opened(source, select) as runs:
+        _check_layers(runs, "at", at)
+        _check_layers(runs, "average", average)
         data = width_values(runs, measure, at, average)
     if not data:
         raise PlotError("no runs of constant width to plot against width")
+    if not any(np.isfinite(v).any() for group in data.values()
+               for _, v in group["curves"].values()):
+        where = (f" in layers {average[0]}-{average[1]}" if average is not None
+                 else " at or below the layers chosen" if at is not None else "")
+        raise PlotError(f"no run has {measure!r} measured{where}")
     ax = ax or _new_axes()
     lines = [(label, group["network"], name, w, v) for label, group in data.items()
              for name, (w, v) in group["curves"].items()]
@@ -475,6 +498,7 @@ def plot_spectra(source, layers=None, *, fig=None, theory_overlay: bool = False,
     networks (the Lyapunov spectrum; dashed). Returns the figure."""
     _, Figure = _mpl()
     with _opened(source, select) as runs:
+        _check_layers(runs, "layers", layers)
         groups = group_runs(runs)
         if not groups:
             raise PlotError("no runs with measured rows to plot")

@@ -255,13 +255,51 @@ CASES = [
     ("config eps 0", ["--config", "eps_zero.toml"], "eps 0.0"),
     ("config gamma nan", ["--config", "gamma_nan.toml"], "gamma nan"),
     # info and plot
-    ("info empty path", ["info", ""], "no such file"),
+    ("info empty path", ["info", ""], "no results file given (an empty path)"),
     ("info two files", ["info", "g.h5", "g.h5"], "unexpected extra argument"),
     ("plot bad --select", ["plot", "r.h5", "--select", "="], "--select"),
     ("plot --average open", ["plot", "r.h5", "--kind", "width", "--average", "5-"], "LO-HI"),
     ("plot --at negative", ["plot", "r.h5", "--kind", "width", "--at", "-1"], "at '-1'"),
     ("plot nameless figure", ["plot", "r.h5", "-o", ".png"], "format"),
     ("plot kind", ["plot", "r.h5", "--kind", "bar"], "--kind"),
+    ("plot empty path", ["plot", "", "-o", "f.png"], "no results file given (an empty path)"),
+    ("plot -o empty", ["plot", "r.h5", "-o", ""], "invalid -o '': empty"),
+    ("plot -o blank", ["plot", "r.h5", "-o", " "], "invalid -o ' ': empty"),
+    ("plot --at empty", ["plot", "r.h5", "--kind", "width", "--at", ""], "invalid at ''"),
+    ("plot --average empty", ["plot", "r.h5", "--kind", "width", "--average", ""],
+     "invalid average ''"),
+    ("plot --layers empty", ["plot", "r.h5", "--kind", "spectrum", "--layers", ""],
+     "invalid layers ''"),
+    ("plot --average fullwidth digit", ["plot", "r.h5", "--kind", "width", "--average", "１-2"],
+     "invalid average '１-2'"),
+    ("plot --at fullwidth digit", ["plot", "r.h5", "--kind", "width", "--at", "２"], "at '２'"),
+    ("plot --average beyond depth", ["plot", "r.h5", "--kind", "width", "--average", "100-200"],
+     "invalid average 100-200: the runs end at layer 5"),
+    ("plot --average past the end", ["plot", "r.h5", "--kind", "width", "--average", "3-6"],
+     "invalid average 3-6: the runs end at layer 5"),
+    ("plot --at beyond depth", ["plot", "r.h5", "--kind", "width", "--at", "2,6"],
+     "invalid at 6: the runs end at layer 5"),
+    ("plot --at 10**30", ["plot", "r.h5", "--kind", "width", "--at", str(10**30)],
+     "the runs end at layer 5"),
+    ("plot --layers beyond depth", ["plot", "r.h5", "--kind", "spectrum", "--layers", "0,6"],
+     "invalid layers 6: the runs end at layer 5"),
+    ("plot --average of depth", ["plot", "r.h5", "--average", "1-2"],
+     "--average belongs to --kind width, not --kind depth"),
+    ("plot --at of spectrum", ["plot", "r.h5", "--kind", "spectrum", "--at", "1"],
+     "--at belongs to --kind width, not --kind spectrum"),
+    ("plot --layers of width", ["plot", "r.h5", "--kind", "width", "--layers", "1"],
+     "--layers belongs to --kind spectrum, not --kind width"),
+    ("plot --layers of depth", ["plot", "r.h5", "--layers", "1"], "--layers belongs"),
+    ("plot --measure of spectrum", ["plot", "r.h5", "--kind", "spectrum", "--measure",
+                                    "soft_rank"], "--measure belongs to --kind depth or width"),
+    ("plot --at and --average", ["plot", "r.h5", "--kind", "width", "--at", "2", "--average",
+                                 "1-3"], "--at and --average exclude each other"),
+    # local Dask clusters: refused before a worker starts
+    ("workers 10**30", ["--workers", str(10**30)], "at most one worker process per core"),
+    ("workers beyond the cores", ["--workers", str((os.cpu_count() or 1) + 1)],
+     "Dask workers on this machine's"),
+    ("threads beyond the cores", ["--workers", "1", "--threads-per-worker", str(10**30)],
+     "threads: this machine has"),
 ]
 
 
@@ -426,3 +464,72 @@ def test_commit_every_0_and_inf_are_accepted(tmp_path, monkeypatch):
         assert result.exit_code == 0, result.output
         with fastrank.open(f"{i}.h5") as results:
             assert set(results.runs["status"]) == {"complete"}
+
+
+#: (id, the file's bytes, what the one line says after "... is not a Dask scheduler file (").
+SCHEDULER_FILES = [
+    ("not JSON", b"tcp://127.0.0.1:8786\n", "not JSON"),
+    ("no address", b'{"type": "Scheduler", "id": "x"}', 'its JSON has no "address"'),
+    ("address a number", b'{"address": 8786}', 'its JSON has no "address"'),
+    ("address empty", b'{"address": " "}', 'its JSON has no "address"'),
+    ("a list", b'["tcp://127.0.0.1:8786"]', 'its JSON has no "address"'),
+    ("not UTF-8", b'{"address": "\xff"}', "not UTF-8"),
+    ("nested too deep", b"[" * 100_000, "not JSON"),
+    ("huge", b" " * (1 << 20) + b"{}", "more than 1,048,576 characters"),
+]
+
+
+@pytest.mark.parametrize("content, words", [c[1:] for c in SCHEDULER_FILES],
+                         ids=[c[0] for c in SCHEDULER_FILES])
+def test_a_scheduler_file_of_anything_else_is_one_line(tmp_path, monkeypatch, content, words):
+    """Dask's client met these with an AssertionError traceback (exit 1)."""
+    monkeypatch.chdir(tmp_path)
+    Path("s.json").write_bytes(content)
+    result = CliRunner().invoke(cli, _command(["--scheduler-file", "s.json"]))
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert f"s.json is not a Dask scheduler file ({words}" in _one_line(result.stderr)
+    assert os.listdir() == ["s.json"]
+
+
+def test_a_scheduler_file_that_is_no_regular_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes here")
+    os.mkfifo("s.json")  # opening it would wait for a writer forever
+    result = CliRunner().invoke(cli, _command(["--scheduler-file", "s.json"]))
+    assert result.exit_code == 2
+    assert "s.json is not a Dask scheduler file (not a regular file)" in _one_line(result.stderr)
+
+
+def test_more_threads_per_task_than_a_workers_host_has(tmp_path, monkeypatch):
+    """A running cluster's workers are asked their cores before any file is touched."""
+    distributed = pytest.importorskip("distributed")
+    monkeypatch.chdir(tmp_path)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        result = CliRunner().invoke(cli, _command(["--scheduler", cluster.scheduler_address,
+                                                   "--threads-per-worker", str(10**6)]))
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "1,000,000 threads: a Dask worker's host has" in _one_line(result.stderr)
+    assert os.listdir() == []
+
+
+def test_layers_no_run_has_are_refused_by_the_python_api_too():
+    """plot_width and plot_spectra: past the depth, below 0, and a window without a
+    measured row (matplotlib's 'cannot be log-scaled' ValueError before)."""
+    from fastrank import plot as fp
+
+    runs = fastrank.simulate_many(fastrank.Network(width=8, depth=20), range(2),
+                                  fastrank.Schedule(every=10, log=None))
+    for call, words in [
+        (lambda: fp.plot_width(runs, at=[21]), "invalid at 21: the runs end at layer 20"),
+        (lambda: fp.plot_width(runs, at=[-1]), "invalid at -1: layers start at 0"),
+        (lambda: fp.plot_width(runs, average=(15, 25)), "invalid average 15-25"),
+        (lambda: fp.plot_spectra(runs, layers=[0, 30]), "invalid layers 30"),
+        (lambda: fp.plot_width(runs, average=(1, 9)),
+         "no run has 'soft_rank' measured in layers 1-9"),
+    ]:
+        with pytest.raises(fp.PlotError) as refused:
+            call()
+        assert words in str(refused.value)
+    assert fp.plot_width(runs, average=(1, 10)).get_lines()

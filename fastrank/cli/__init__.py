@@ -96,9 +96,11 @@ def main():
 
 
 def open_results(path: str):
-    """fastrank.open(path), with a missing or foreign file as an input error."""
+    """fastrank.open(path), with a missing or foreign file, or no path, as an input error."""
     from fastrank import store
 
+    if not path:
+        raise InputError("no results file given (an empty path)")
     try:
         return store.open(path)
     except FileNotFoundError:

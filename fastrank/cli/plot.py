@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import click
@@ -12,6 +13,11 @@ from fastrank.cli import InputError, cli, open_results
 KINDS = ("depth", "width", "spectrum")
 MEASURES = ("soft_rank", "soft_rank_excess", "numerical_rank", "effective_rank", "stable_rank",
             "orthogonality_gap", "condition_number", "rank_tau", "log_norm")
+
+
+#: Options that only some kinds of figure read: (option, its parameter, those kinds).
+KIND_OPTIONS = (("--at", "at", ("width",)), ("--average", "average", ("width",)),
+                ("--layers", "layers", ("spectrum",)), ("--measure", "measure", ("depth", "width")))
 
 
 @cli.command()
@@ -27,39 +33,57 @@ MEASURES = ("soft_rank", "soft_rank_excess", "numerical_rank", "effective_rank",
               help="Overlay fastrank.theory: collapse rate and log-norm slope of vanilla "
                    "networks, sqrt(d) for batch norm, Lyapunov spectra.")
 @click.option("--at", metavar="LIST",
-              help="Width kind: layers to read, e.g. 100,1000 (default: each run's last).")
+              help="Width kind: layers to read, e.g. 100,1000, up to the runs' depth "
+                   "(default: each run's last).")
 @click.option("--average", metavar="LO-HI",
-              help="Width kind: average each run over layers LO..HI instead, e.g. 500-2000.")
+              help="Width kind: average each run over layers LO..HI instead, e.g. 500-2000, "
+                   "up to the runs' depth.")
 @click.option("--layers", metavar="LIST",
-              help="Spectrum kind: layers to show (default: 0, the last and log-spaced ones).")
+              help="Spectrum kind: layers to show, up to the runs' depth (default: 0, the "
+                   "last and log-spaced ones).")
 @click.option("--select", "selects", metavar="FIELD=VALUES", multiple=True,
               help="Only runs whose field has one of the values, e.g. norm=bn or "
                    "width=32,64 (repeatable; fields of `fastrank info`'s run table).")
 @click.option("--title", help="Figure title.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing figure file.")
-def plot(path, output, kind, measure, theory, at, average, layers, selects, title, overwrite):
+@click.pass_context
+def plot(ctx, path, output, kind, measure, theory, at, average, layers, selects, title,
+         overwrite):
     """Draw a figure of a results file: a measure against depth (mean over seeds with a
-    16-84 % band, one line per configuration), against width, or the spectra."""
+    16-84 % band, one line per configuration), against width, or the spectra.
+
+    --at and --average belong to --kind width, --layers to --kind spectrum, --measure
+    to the depth and width kinds: given with another kind, they are refused.
+    """
     from fastrank import spec
     from fastrank.plot import FORMATS, PlotError, figure, save
 
-    out = Path(output) if output else Path(f"{Path(path).stem}-{kind}.png")
-    if out.suffix.lower() not in FORMATS:
-        raise InputError(f"unsupported figure format {out.suffix or str(out)!r}: "
-                         "use .png, .pdf or .svg")
-    if os.path.lexists(out):
-        if not (out.is_file() and not out.is_symlink()):
-            raise InputError(f"{out} exists and is not a regular file: choose another -o")
-        if not overwrite:
-            raise InputError(f"{out} exists: pass --overwrite to replace it")
+    for option, name, kinds in KIND_OPTIONS:
+        given = ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+        if given and kind not in kinds:
+            raise InputError(f"{option} belongs to --kind {' or '.join(kinds)}, "
+                             f"not --kind {kind}")
+    if at is not None and average is not None:
+        raise InputError("--at and --average exclude each other")
+    if output is not None and not output.strip():
+        raise InputError(f"invalid -o {output!r}: empty")
     try:
-        at_layers = spec.parse_ints("at", at) if at else None
-        shown = spec.parse_ints("layers", layers) if layers else None
-        window = _range("average", average) if average else None
+        at_layers = None if at is None else spec.parse_ints("at", at)
+        shown = None if layers is None else spec.parse_ints("layers", layers)
+        window = None if average is None else _range("average", average)
     except spec.SpecError as exc:
         raise InputError(str(exc)) from None
     results = open_results(path)
     with results:
+        out = Path(output) if output is not None else Path(f"{Path(path).stem}-{kind}.png")
+        if out.suffix.lower() not in FORMATS:
+            raise InputError(f"unsupported figure format {out.suffix or str(out)!r}: "
+                             "use .png, .pdf or .svg")
+        if os.path.lexists(out):
+            if not (out.is_file() and not out.is_symlink()):
+                raise InputError(f"{out} exists and is not a regular file: choose another -o")
+            if not overwrite:
+                raise InputError(f"{out} exists: pass --overwrite to replace it")
         select = _selection(results, selects)
         try:
             fig = figure(results, kind, measure, theory=theory, at=at_layers, average=window,
@@ -76,12 +100,13 @@ def plot(path, output, kind, measure, theory, at, average, layers, selects, titl
 
 
 def _range(option: str, text: str) -> tuple[int, int]:
+    """``LO-HI`` in ASCII digits (str.isdigit took full-width and other digits too)."""
     from fastrank.spec import SpecError
 
-    lo, sep, hi = text.partition("-")
-    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit() or int(hi) < int(lo):
+    found = re.fullmatch(r"\s*([0-9]+)\s*-\s*([0-9]+)\s*", text)
+    if not found or int(found[2]) < int(found[1]):
         raise SpecError(f"invalid {option} {text!r}: use LO-HI, e.g. 500-2000")
-    return int(lo), int(hi)
+    return int(found[1]), int(found[2])
 
 
 def _selection(results, selects) -> dict:

@@ -114,10 +114,11 @@ _CONFIGURABLE = (*options.GRID_PARSERS, *options.OTHER_KEYS)
     "stretch of layers; inf: only then): a kill loses at most this much work.",
 )
 @click.option("--workers", type=int, metavar="N",
-              help=f"Run on a local Dask cluster of N worker processes ({install_hint('dist')}).  "
-              "[default: none, this process]")
+              help="Run on a local Dask cluster of N worker processes, at most one per core "
+              f"({install_hint('dist')}).  [default: none, this process]")
 @click.option("--threads-per-worker", type=int, metavar="N",
-              help="numba and BLAS threads of each Dask worker.  [default: cores / workers]")
+              help="numba and BLAS threads of each Dask worker, at most its machine's cores.  "
+              "[default: cores / workers]")
 @click.option("--scheduler", metavar="ADDR",
               help="Run on a running Dask cluster, e.g. tcp://host:8786 (left running).")
 @click.option("--scheduler-file", type=click.Path(dir_okay=False), metavar="FILE",
