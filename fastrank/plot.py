@@ -436,7 +436,8 @@ def plot_width(source, measure: str = "soft_rank", *, at=None, average=None, ax=
     least-squares power-law fit in its label. ``at``: layers to read (default each run's
     last); ``average``: (lo, hi) layer range to average over instead. ``theory_overlay``
     adds C sqrt(d) (slope 1/2, C fitted) to linear BN configurations: the rate of the
-    paper's rank bound. Returns the axes."""
+    paper's rank bound. Layers past the deepest run, and a choice that leaves no measured
+    value to draw, are a PlotError. Returns the axes."""
     with _opened(source, select) as runs:
         _check_layers(runs, "at", at)
         _check_layers(runs, "average", average)
@@ -493,7 +494,8 @@ def plot_spectra(source, layers=None, *, fig=None, theory_overlay: bool = False,
     """Normalised singular values s_i / s_1 against i at chosen layers, one panel per
     configuration (geometric mean over seeds), log y. ``layers``: which (default: up to
     six log-spaced measured layers, 0 and the last included); a layer that was not
-    measured with the full spectrum is replaced by the nearest one below it.
+    measured with the full spectrum is replaced by the nearest one below it, one past
+    the deepest run is a PlotError.
     ``theory_overlay`` adds exp(l (lambda_i - lambda_1)) for vanilla Gaussian linear
     networks (the Lyapunov spectrum; dashed). Returns the figure."""
     _, Figure = _mpl()
