@@ -25,7 +25,7 @@ THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS
 _usual: int | None = None
 
 
-def _cores() -> int:
+def cores() -> int:
     """The CPUs this process may run on: OpenBLAS's own thread count without a setting."""
     try:
         return len(os.sched_getaffinity(0))
@@ -58,7 +58,24 @@ def loading_at_one_thread():
     with _one_thread_environment():
         yield
     if "numpy" in sys.modules:
-        _usual = _cores()
+        _usual = cores()
+
+
+def pool_sizes() -> tuple[int, int]:
+    """The threads of each OpenBLAS pool as it loads, and inside :func:`usual`: one and
+    the usual count where the command line loads them, else what OpenBLAS reads (a user's
+    count, or every CPU). Each thread maps a stack and a work buffer (fastrank.preflight
+    counts them)."""
+    if _usual:
+        return 1, _usual
+    for name in THREAD_VARIABLES:
+        try:
+            count = int(os.environ.get(name, ""))
+        except ValueError:
+            continue
+        if count >= 1:
+            return count, count
+    return cores(), cores()
 
 
 @functools.cache

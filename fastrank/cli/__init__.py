@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from fastrank import blas
+from fastrank import blas, preflight
 from fastrank.version import __version__
 
 
@@ -42,7 +42,7 @@ class FastrankGroup(click.Group):
         except (click.Abort, KeyboardInterrupt):
             click.echo("fastrank: interrupted", err=True)
             code = 130
-        except (OSError, RuntimeError, MemoryError, ValueError) as exc:
+        except (OSError, RuntimeError, MemoryError, ValueError, ImportError) as exc:
             if os.environ.get("FASTRANK_DEBUG") == "1":
                 raise
             code = _fail_on(exc)
@@ -61,16 +61,19 @@ def _fail(message: str, code: int) -> int:
 def _fail_on(exc: Exception) -> int:
     """One line for an exception no command turned into an InputError: exit 2 for
     fastrank's own input errors (a bad option value, a damaged results file, a refused
-    output, ...), 1 for errors of the machine; other ValueErrors are bugs: re-raised."""
+    output, ...) and for what a memory limit kept out (naming the limit), 1 for errors
+    of the machine; other ValueErrors are bugs: re-raised."""
     from fastrank.errors import one_line
     from fastrank.lock import WriterLocked
-    from fastrank.preflight import Refused
+    from fastrank.preflight import Refused, under_limit
     from fastrank.spec import SpecError
     from fastrank.store import DamagedFile, SweepMismatch, WriteFailed
 
     if isinstance(exc, (SpecError, DamagedFile, Refused, SweepMismatch, WriterLocked,
                         WriteFailed)):
         return _fail(str(exc), 2)
+    if limit := under_limit(exc):  # a library, a kernel or an array that a limit kept out
+        return _fail(f"{one_line(exc, typed=True)} under {limit}: raise it", 2)
     if isinstance(exc, ValueError):
         raise exc
     if isinstance(exc, MemoryError):
@@ -114,6 +117,10 @@ def open_results(path: str):
 #: Commands that report or benchmark the thread pools (the rest start BLAS at one thread).
 REPORTS_THREADS = ("bench", "env")
 
+try:  # under a small memory limit numpy's OpenBLAS would fail in its own words
+    preflight.check_startup()
+except preflight.Refused as exc:
+    sys.exit(_fail(str(exc), 2))
 with blas.loading_at_one_thread():  # numpy loads with the subcommands: see fastrank.blas
     from fastrank.cli import bench, env, info, plot, reproduce, sweep  # noqa: E402, F401  (subcommands register themselves)
 

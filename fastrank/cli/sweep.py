@@ -137,7 +137,7 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, commi
     1000 layers, seeds 0-3. The defaults shown below apply where neither the command
     line nor --config gives a value.
     """
-    from fastrank import store
+    from fastrank import preflight, store
     from fastrank.lock import WriterLocked
     from fastrank.runner import fill, open_writer
 
@@ -161,13 +161,16 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, commi
     # The options, then the output path, then the memory, before anything is touched.
     # Resuming with no options at all continues whatever sweep the file holds.
     wanted = None if (resume and exists and not given) else _build(given)
-    _preflight(path, wanted, force)
+    _preflight(path, wanted, force,
+               local=not (gpu or workers is not None or scheduler or scheduler_file))
     if exists and not (overwrite or resume):
         raise InputError(
             f"{path} exists: pass --overwrite to replace it or --resume to continue it"
         )
     cluster = _cluster(workers, threads_per_worker, scheduler, scheduler_file, gpu, device, quiet)
     backend = cluster or _backend(gpu, device)
+    if not (gpu or cluster):  # numba and the BLAS libraries loaded: what they mapped
+        preflight.check_limits(wanted, loaded=True)
     if resume and exists:
         _check_resumable(path, warn=not (gpu or cluster))
     try:
@@ -192,6 +195,11 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, commi
                      commit_every=commit_every)
     except store.WriteFailed as exc:  # disk full, file size limit: one line
         raise InputError(_write_failure(path, exc, kept=resume and exists)) from None
+    except MemoryError as exc:  # past fastrank.preflight's estimate of a memory limit
+        if not (limit := preflight.under_limit(exc)):
+            raise
+        raise InputError(f"out of memory under {limit}: raise it; {path} keeps the rows "
+                         "committed so far: --resume continues it") from None
     finally:
         bar.finish()  # also on Ctrl-C: the bar gives the terminal its cursor back
     if not quiet:
@@ -337,9 +345,10 @@ def _build(given: dict) -> spec.Sweep:
         raise InputError(str(exc)) from None
 
 
-def _preflight(path: Path, sweep: spec.Sweep | None, force: bool) -> None:
-    """The output path, not an input array's file, and unless ``force`` the memory
-    ``sweep`` needs (fastrank.preflight)."""
+def _preflight(path: Path, sweep: spec.Sweep | None, force: bool, local: bool) -> None:
+    """The output path, not an input array's file, unless ``force`` the memory ``sweep``
+    needs, and for a sweep in this process (``local``) NUMBA_NUM_THREADS and the memory
+    limits (fastrank.preflight)."""
     from fastrank import inputs, preflight
 
     try:
@@ -348,6 +357,9 @@ def _preflight(path: Path, sweep: spec.Sweep | None, force: bool) -> None:
             inputs.check_not_output(sweep, path)
         if sweep is not None and not force:
             preflight.check_memory(sweep)
+        if local:
+            preflight.share_arenas()
+            preflight.check_limits(sweep)
     except (preflight.Refused, spec.SpecError) as exc:
         raise InputError(str(exc)) from None
 
