@@ -145,10 +145,11 @@ def _points(sweep: Sweep, depth: int) -> int:
 
 
 #: The limits on a process's mappings, met as a failed mmap wherever one happens (SciPy's
-#: OpenBLAS then retries its work buffer forever, LLVM aborts, a library fails to load):
-#: the resource, its name in the shell, and the /proc/self/status field it bounds.
-LIMITS = ((resource.RLIMIT_AS, "address-space limit (ulimit -v)", "VmSize"),
-          (resource.RLIMIT_DATA, "data-segment limit (ulimit -d)", "VmData"))
+#: OpenBLAS then retries its work buffer forever, LLVM aborts, a library fails to load),
+#: and their names in the shell. They bound VmSize and VmData of /proc/self/status: the
+#: two figures, in that order, of every (VmSize, VmData) pair below.
+LIMITS = ((resource.RLIMIT_AS, "address-space limit (ulimit -v)"),
+          (resource.RLIMIT_DATA, "data-segment limit (ulimit -d)"))
 MIB = 1 << 20
 #: (VmSize, VmData) a CPU sweep maps beyond the command line's modules: numba, LLVM and
 #: SciPy's OpenBLAS with its first work buffer (LIBRARIES); the compiled kernels read
@@ -170,10 +171,10 @@ _arenas_shared = False
 
 
 def memory_limits() -> list[tuple[str, int, int]]:
-    """The finite limits of :data:`LIMITS`: (name, bytes, index of the field in the
-    (VmSize, VmData) pairs)."""
+    """The finite limits of :data:`LIMITS`: (name, bytes, index of the figure it bounds
+    in the (VmSize, VmData) pairs)."""
     found = []
-    for i, (which, name, _) in enumerate(LIMITS):
+    for i, (which, name) in enumerate(LIMITS):
         soft = resource.getrlimit(which)[0]
         if soft != resource.RLIM_INFINITY:
             found.append((name, soft, i))
@@ -262,15 +263,15 @@ def limits_needed(sweep: Sweep | None, loaded: bool = False,
     (:func:`memory_needed`). ``threads``: for that many numba and OpenBLAS threads."""
     from fastrank import blas
 
-    used = _status()
-    mapped = (used[0] + (0 if loaded else LIBRARIES[0]), used[1] + (0 if loaded else LIBRARIES[1]))
+    mapped = tuple(now + (0 if loaded else more)
+                   for now, more in zip(_status(), LIBRARIES, strict=True))
     parts = [("this process with numba and the BLAS libraries", mapped)]
-    if loaded and not _kernels_cached():
+    wide, wakes = _paths(sweep) if loaded and sweep is not None else (False, False)
+    if loaded and not _kernels_cached(wide):
         parts.append(("compiling the kernels (once per install)", COMPILE))
     else:
         parts.append(("the compiled kernels", KERNELS))
     count = numba_threads() if threads is None else threads
-    wide, wakes = _paths(sweep) if loaded and sweep is not None else (False, False)
     working = count if wide or sweep is None else min(count, len(sweep.seeds))
     own = (count - 1) * _thread_stack(openmp=True) + (working - 1) * BLAS_BUFFER
     arenas = 0 if _arenas_shared else (min(working, _user_arenas() or working) - 1) * ARENA
@@ -299,10 +300,18 @@ def _status() -> tuple[int, int]:
     return found.get("VmSize", 0), found.get("VmData", 0)
 
 
-def _kernels_cached() -> bool:
-    from fastrank.kernels.cpu import compiled_before
+def _kernels_cached(wide: bool) -> bool:
+    """Whether numba's cache holds the whole-depth kernel and, for a sweep with wide
+    networks, the wide one: the two whose compiling takes most (True where numba's cache
+    layout, which is not public, cannot tell)."""
+    from fastrank.kernels.cpu import depth
+    from fastrank.kernels.cpu import wide as wide_kernel
 
-    return compiled_before()
+    try:
+        return all(os.path.exists(kernel._cache._cache_file._index_path)
+                   for kernel in (depth.advance, wide_kernel.advance)[:1 + wide])
+    except AttributeError:
+        return True
 
 
 def _paths(sweep: Sweep) -> tuple[bool, bool]:

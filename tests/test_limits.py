@@ -142,10 +142,10 @@ def _fake_limit(monkeypatch, limit: int = 64 << 20) -> None:
 def test_kernels_not_yet_compiled_are_counted(monkeypatch):
     """numba's cache without the kernels: compiling them (once) is part of the need."""
     sweep = fastrank.Sweep(grid={"width": [16]}, seeds=(0, 1))
-    monkeypatch.setattr(preflight, "_kernels_cached", lambda: True)
+    monkeypatch.setattr(preflight, "_kernels_cached", lambda wide: True)
     assert dict(preflight.limits_needed(sweep, loaded=True))["the compiled kernels"] == (
         preflight.KERNELS)
-    monkeypatch.setattr(preflight, "_kernels_cached", lambda: False)
+    monkeypatch.setattr(preflight, "_kernels_cached", lambda wide: False)
     parts = dict(preflight.limits_needed(sweep, loaded=True))
     assert parts["compiling the kernels (once per install)"] == preflight.COMPILE
     assert "the compiled kernels" not in parts
