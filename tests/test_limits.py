@@ -63,7 +63,7 @@ def _outcome(proc: subprocess.CompletedProcess, folder: Path, flag: str) -> int 
 
 @pytest.mark.parametrize("flag, limits", [
     ("-v", [64 << 20, 100 << 20, 160 << 20, 256 << 20, 400 << 20, 640 << 20, 1 << 30]),
-    ("-d", [32 << 20, 64 << 20, 128 << 20, 256 << 20, 512 << 20]),
+    ("-d", [32 << 20, 96 << 20, 288 << 20, 864 << 20]),
 ], ids=["address space", "data segment"])
 def test_every_memory_limit_ends_in_a_complete_file_or_one_line(tmp_path, flag, limits):
     """From too small to start to ample, geometrically, at two numba threads whatever the
