@@ -286,6 +286,14 @@ def limits_needed(sweep: Sweep | None, loaded: bool = False,
     return parts
 
 
+def _kernels_cached(wide: bool) -> bool:
+    """kernels.cpu.compiled_before, imported only once numba has loaded (that package
+    loads numba, which the first check must come before)."""
+    from fastrank.kernels.cpu import compiled_before
+
+    return compiled_before(wide)
+
+
 def _status() -> tuple[int, int]:
     """(VmSize, VmData) of this process in bytes; zeros where /proc cannot be read."""
     found = {}
@@ -298,20 +306,6 @@ def _status() -> tuple[int, int]:
     except (OSError, ValueError, IndexError):
         pass
     return found.get("VmSize", 0), found.get("VmData", 0)
-
-
-def _kernels_cached(wide: bool) -> bool:
-    """Whether numba's cache holds the whole-depth kernel and, for a sweep with wide
-    networks, the wide one: the two whose compiling takes most (True where numba's cache
-    layout, which is not public, cannot tell)."""
-    from fastrank.kernels.cpu import depth
-    from fastrank.kernels.cpu import wide as wide_kernel
-
-    try:
-        return all(os.path.exists(kernel._cache._cache_file._index_path)
-                   for kernel in (depth.advance, wide_kernel.advance)[:1 + wide])
-    except AttributeError:
-        return True
 
 
 def _paths(sweep: Sweep) -> tuple[bool, bool]:

@@ -99,14 +99,20 @@ def start_threads() -> None:
 
 
 
-def compiled_before() -> bool:
-    """Whether numba's on-disk cache holds the whole-depth kernel for this Python: if
-    not, the first sweep compiles every kernel (about 20 s of CPU, once per machine and
-    install). A guess from numba's cache index (numba keeps it in __pycache__ beside the
-    source, or in a user cache folder where that is read-only); True when it cannot tell."""
+def compiled_before(wide: bool = False) -> bool:
+    """Whether numba's on-disk cache holds the whole-depth kernel (and, with ``wide``,
+    the wide one) for this Python: if not, the first sweep compiles them (about 20 s of
+    CPU, once per machine and install). A guess from numba's cache index (numba keeps it
+    in __pycache__ beside the source, or in a user cache folder where that is
+    read-only); True when it cannot tell."""
     try:
         from fastrank.kernels.cpu import depth
 
-        return os.path.exists(depth.advance._cache._cache_file._index_path)
+        kernels = [depth.advance]
+        if wide:  # imported only then: a module of kernels maps memory of its own
+            from fastrank.kernels.cpu import wide as wide_kernel
+
+            kernels.append(wide_kernel.advance)
+        return all(os.path.exists(k._cache._cache_file._index_path) for k in kernels)
     except Exception:  # numba's cache layout is not public: never stop a sweep over it
         return True
