@@ -79,9 +79,13 @@ class WriterLock:
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
+        try:  # naming the holder fails on a full disk: the sidecar goes, the error stays
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        except BaseException:
+            self.release()
+            raise
         for stale in staging_files(self.path):
             with contextlib.suppress(OSError):
                 os.unlink(stale)

@@ -175,10 +175,15 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, commi
         _check_resumable(path, warn=not (gpu or cluster))
     try:
         writer = open_writer(path, wanted, overwrite=overwrite, resume=resume, backend=backend)
-    except (spec.SpecError, ValueError, FileExistsError, WriterLocked) as exc:
+    except FileExistsError:  # made since the check above: the writer's words are the API's
+        raise InputError(f"{path} exists: pass --overwrite to replace it or --resume to "
+                         "continue it") from None
+    except (spec.SpecError, ValueError, WriterLocked, store.WriteFailed) as exc:
         raise InputError(str(exc)) from None
     except OSError as exc:  # no such folder, read-only, name too long, disk full, ...
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        from fastrank.errors import os_reason
+
+        raise InputError(f"cannot write {path}: {os_reason(exc)}") from None
     if not (quiet or gpu or cluster):
         from fastrank.kernels.cpu import CACHE_NOTE, compiled_before
 
@@ -194,7 +199,7 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, commi
                 fill(writer, backend, progress=bar.update, on_start=bar.start,
                      commit_every=commit_every)
     except store.WriteFailed as exc:  # disk full, file size limit: one line
-        raise InputError(_write_failure(path, exc, kept=resume and exists)) from None
+        raise InputError(_write_failure(path, exc, writer)) from None
     except MemoryError as exc:  # past fastrank.preflight's estimate of a memory limit
         if not (limit := preflight.under_limit(exc)):
             raise
@@ -319,23 +324,14 @@ def _check_resumable(path: Path, warn: bool) -> None:
                    "differ in the last bits from an uninterrupted sweep", err=True)
 
 
-def _write_failure(path: Path, exc: Exception, kept: bool) -> str:
-    """One line for a failed write. A new file without a committed row is removed rather
-    than left to fill the disk; a resumed file is always kept."""
-    from fastrank import store
+def _write_failure(path: Path, exc: OSError, writer) -> str:
+    """One line for a failed write: the system's reason, and whether the committed rows
+    are kept or (a new file without a committed row) the file was removed."""
     from fastrank.errors import os_reason
+    from fastrank.store import writer as written
 
-    why = os_reason(exc.__context__ or exc)  # the OS's or HDF5's error that WriteFailed wraps
-    try:
-        with store.open(path) as results:
-            committed = int(results.runs["rows"].sum())
-    except (OSError, ValueError):
-        committed = 0
-    if not (committed or kept):
-        path.unlink(missing_ok=True)
-        return f"writing {path} failed ({why}) before any row was committed: removed it"
-    return (f"writing {path} failed ({why}); the {committed:,} rows committed before are "
-            "kept: --resume continues it")
+    why = os_reason(exc if exc.errno else (exc.__context__ or exc))
+    return f"writing {path} failed: {why}; {written.REMOVED if writer.removed else written.KEPT}"
 
 
 def _build(given: dict) -> spec.Sweep:

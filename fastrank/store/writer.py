@@ -7,6 +7,11 @@ flushed, then each run's ``n_rows`` is raised and flushed, so readers (in other
 processes, while the file is written) and a killed file never count a row that is not
 on disk. One writer per file is enforced by fastrank.lock, taken before anything is
 checked or staged and held until :meth:`Writer.close`.
+
+A write that fails (a full disk, the file size limit) ends the writer there: the file is
+closed at once without writing anything more, so it stays as the failure left it, as
+after a kill at that write (a staged file is removed, a new file that never got a row
+too), and :class:`WriteFailed` says so in one line with the system's reason.
 """
 
 from __future__ import annotations
@@ -14,18 +19,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 from datetime import datetime, timezone
 
 import h5py
 import numpy as np
 
-from fastrank.errors import one_line
-from fastrank.lock import WriterLock
+from fastrank.errors import one_line, os_reason
+from fastrank.lock import WriterLock, WriterLocked
 from fastrank.rows import Rows
 from fastrank.spec import Sweep
 from fastrank.store import schema
-from fastrank.store.reader import DAMAGE, DamagedFile, layout_of, open_file
+from fastrank.store.reader import DAMAGE, EDITED, DamagedFile, layout_of, open_file
 from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
 
 #: Chunk cache of each row dataset the writer fills: the chunks a batch of runs is
@@ -46,17 +52,47 @@ class SweepMismatch(ValueError):
 
 
 class WriteFailed(OSError):
-    """HDF5 could not write to the file (disk full, file size limit, I/O error); every
-    row committed before is kept. The message says so, in one line."""
+    """HDF5 could not write to the file (disk full, file size limit, I/O error). The
+    message says so in one line, with the system's reason (its ``errno`` is the
+    system's error number) and what became of the file: every row committed before is
+    kept (a resume continues it), or a new file that held none is removed, or a resume
+    that failed while rebuilding the file left it as it was."""
+
+
+#: What became of the file after a failed write (the end of WriteFailed's message).
+KEPT = "every committed row is kept: --resume continues it"
+REMOVED = "no row was committed, so no file is left"
+AS_IT_WAS = "{path} is as it was"
+RESUMABLE = "{path} is as it was: --resume continues it"
+#: What h5py raises when HDF5 fails to write: an OSError from a write, a RuntimeError
+#: from a flush or a close (a metadata cache left broken by a failed flush answers
+#: anything after with KeyErrors and ValueErrors too; the writer stops at the first).
+HDF5_ERRORS = (OSError, RuntimeError)
+
+
+def _failed(path, cause: BaseException, outcome: str) -> WriteFailed:
+    """The WriteFailed of a failed write to ``path`` that raised ``cause``: one line
+    with the system's reason (from the errno in HDF5's text) and ``outcome``."""
+    exc = WriteFailed(f"writing {path} failed: {os_reason(cause)}; "
+                      f"{outcome.format(path=path)}")
+    exc.errno = _errno_of(cause)
+    return exc
+
+
+def _errno_of(error: BaseException) -> int | None:
+    """The system's error number of an OSError, or the one named in an h5py error's
+    text (``errno = 28``), or None."""
+    code = getattr(error, "errno", None)
+    if code:
+        return code
+    found = re.search(r"errno = (\d+)", str(error))
+    return int(found[1]) if found else None
 
 
 def _write_nowhere(f: h5py.File) -> None:
-    """Point an open file's descriptor at /dev/null, after a write to it failed.
-
-    HDF5 cannot close a file whose writes fail: the close flushes again, fails half-way
-    and leaves freed objects registered, which the next close or the interpreter's exit
-    dereferences (a segfault). Writing nowhere, the close succeeds and the file on disk
-    stays as the failure left it -- as after a kill, which the format survives."""
+    """Point an open file's descriptor at /dev/null, after a write to it failed: from
+    here on nothing reaches the file on disk, which stays as the failure left it -- as
+    after a kill at that write, which the format survives."""
     null = os.open(os.devnull, os.O_RDWR)
     try:
         os.dup2(null, f.id.get_vfd_handle())
@@ -66,22 +102,81 @@ def _write_nowhere(f: h5py.File) -> None:
         os.close(null)
 
 
+def _settle(f: h5py.File) -> None:
+    """Make an open file whose write failed closable, writing nothing more to disk.
+
+    A flush that fails half-way leaves HDF5's metadata cache with its list of dirty
+    entries still enabled, and every later flush and close -- a dataset's, the file's
+    -- then fails on it ("slist already enabled?") before writing anything; h5py's
+    objects fail the same way when freed (tracebacks at exit), and a file left open
+    so crashes the interpreter's exit. One more flush goes through that list and ends
+    it (its own first step fails on the flag, the rest proceeds): with the file
+    written nowhere (:func:`_write_nowhere`) it cannot fail to write, and after it
+    the file closes like any other."""
+    _write_nowhere(f)
+    for _ in range(3):
+        try:
+            f.flush()
+            return
+        except HDF5_ERRORS:
+            continue
+
+
+def _close(f: h5py.File) -> None:
+    """Close an open file: its datasets, then the file. A dataset that will not close
+    (a failed flush left the metadata cache broken) closes once the file is settled.
+    The file's own close is its last write (the superblock, saying it was closed): if
+    that fails, HDF5 has freed the file nonetheless and it must not be touched again
+    (asking for its descriptor, or flushing it, would crash)."""
+    kinds = h5py.h5f.OBJ_LOCAL | h5py.h5f.OBJ_DATASET | h5py.h5f.OBJ_GROUP | \
+        h5py.h5f.OBJ_DATATYPE | h5py.h5f.OBJ_ATTR
+    for attempt in range(2):
+        try:
+            for oid in h5py.h5f.get_obj_ids(f.id, kinds):
+                while oid.valid:
+                    h5py.h5i.dec_ref(oid)
+            break
+        except HDF5_ERRORS:
+            if attempt:
+                raise
+            _settle(f)
+    f.close()
+
+
+def _abandon(f: h5py.File) -> None:
+    """Close a file whose write failed, writing nothing more to it; never fails."""
+    with contextlib.suppress(Exception):
+        _settle(f)
+    with contextlib.suppress(Exception):
+        _close(f)
+
+
 def _staged(path: str, sweep: Sweep, attrs: dict) -> tuple[h5py.File, dict]:
     """A fresh laid-out file under a staging name next to ``path``, already in SWMR
     write mode (rows can be written; :func:`_move_in` gives it its name), and its
-    datasets by name (the row datasets with the writer's chunk cache)."""
+    datasets by name (the row datasets with the writer's chunk cache). A failed write
+    raises HDF5's error and leaves nothing behind."""
     folder, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
-    f = h5py.File(tmp, "x", libver=schema.LIBVER, locking=False)
+    try:
+        f = h5py.File(tmp, "x", libver=schema.LIBVER, locking=False)
+    except FileExistsError:
+        raise
+    except BaseException:
+        with contextlib.suppress(OSError):  # HDF5 made it, then failed to write it
+            os.unlink(tmp)
+        raise
     try:
         cached = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
         cached.set_chunk_cache(CHUNK_CACHE_SLOTS, CHUNK_CACHE_BYTES, 0.75)
         made = schema.layout(f, sweep, attrs, row_access=cached)
+        # written while every dataset is open: a dataset closed with data to write
+        # writes it as h5py frees it, where a failure is only printed (and breaks HDF5)
+        f.flush()
         # only what the writer writes stays open: HDF5 visits every open dataset on
         # each flush, and on the switch to SWMR
         datasets = {name: h5py.Dataset(made.pop(name)) for name in WRITTEN}
         del made
-        f.flush()
         f.swmr_mode = True  # nothing may be created from here on; data may be written
     except BaseException:
         _discard(f)
@@ -90,10 +185,9 @@ def _staged(path: str, sweep: Sweep, attrs: dict) -> tuple[h5py.File, dict]:
 
 
 def _discard(f: h5py.File) -> None:
+    """Close a staged file without writing and remove it."""
     tmp = f.filename
-    _write_nowhere(f)  # the staged file goes: no flush of it can matter, or fail
-    with contextlib.suppress(Exception):
-        f.close()
+    _abandon(f)
     with contextlib.suppress(OSError):
         os.unlink(tmp)
 
@@ -106,6 +200,17 @@ def _move_in(f: h5py.File, path: str) -> None:
     except BaseException:
         _discard(f)
         raise
+
+
+def _locked(path: str, outcome: str) -> WriterLock:
+    """The writer's lock of ``path`` (fastrank.lock), a failure to write its lock file
+    (a full disk) as WriteFailed saying ``outcome``."""
+    try:
+        return WriterLock(path).acquire()
+    except WriterLocked:
+        raise
+    except OSError as exc:
+        raise _failed(path, exc, outcome) from None
 
 
 def _write(ds: h5py.Dataset, start: tuple, values: np.ndarray) -> None:
@@ -140,14 +245,21 @@ class Writer:
     ``sweep.runs()``. Other processes may read the file meanwhile (fastrank.open).
     """
 
-    def __init__(self, path, staged: tuple[h5py.File, dict], lock: WriterLock, sweep: Sweep):
-        """Over a freshly laid-out file (:func:`_staged`): no rows, no failures yet."""
+    def __init__(self, path, staged: tuple[h5py.File, dict], lock: WriterLock, sweep: Sweep,
+                 fresh: bool = True):
+        """Over a freshly laid-out file (:func:`_staged`): no rows, no failures yet.
+        ``fresh``: the file is new (made by :meth:`create`), so a failed write that
+        finds no row in it removes it."""
         self.path, (self._f, datasets), self._lock = os.fspath(path), staged, lock
         self.sweep = sweep
         points = {depth: sweep.schedule.points(depth)
                   for depth in {net.depth for net, _ in sweep.runs()}}
         self._points = [points[net.depth] for net, _ in sweep.runs()]
-        self._broken = False  # a write failed: close without writing
+        self._fresh = fresh
+        self._failure: WriteFailed | None = None  # a write failed: the file is closed
+        self._touched = False  # a status write was issued: the file may hold a row
+        #: Whether a failed write removed the file (new, and no row had been committed).
+        self.removed = False
         self._rows = np.zeros(len(self._points), np.int64)
         self._failed = np.zeros(len(self._points), bool)
         self._ds = datasets
@@ -159,12 +271,14 @@ class Writer:
 
         Raises fastrank.lock.WriterLocked while another process writes ``path``. The
         layout is built under a staging name and moved into place whole, so a failure
-        never leaves a half-made file or destroys the old one.
+        never leaves a half-made file or destroys the old one (a failed write:
+        WriteFailed, one line).
         """
         path = os.fspath(path)
-        lock = WriterLock(path).acquire()
+        lock = _locked(path, AS_IT_WAS if os.path.exists(path) else REMOVED)
         try:
-            if os.path.exists(path) and not overwrite:
+            existed = os.path.exists(path)
+            if existed and not overwrite:
                 raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
             attrs = {
                 "format": FORMAT_NAME,
@@ -174,8 +288,11 @@ class Writer:
                 "sweep": json.dumps(sweep.to_dict()),
                 "provenance": json.dumps(provenance),
             }
-            staged = _staged(path, sweep, attrs)
-            _move_in(staged[0], path)
+            try:
+                staged = _staged(path, sweep, attrs)
+                _move_in(staged[0], path)
+            except HDF5_ERRORS as exc:
+                raise _failed(path, exc, AS_IT_WAS if existed else REMOVED) from None
             return cls(path, staged, lock, sweep)
         except BaseException:
             lock.release()
@@ -190,70 +307,99 @@ class Writer:
         to open the file for writing, so the file is rebuilt in the current format: its
         committed rows are read and copied into a fresh file that atomically replaces
         it. Complete and failed runs keep their rows and status; other runs, and runs
-        whose data fail their checksums, restart at 0 rows.
+        whose data fail their checksums, restart at 0 rows. A file whose layout is not
+        the format's is refused (DamagedFile, one line naming the object); a write that
+        fails while the file is rebuilt leaves it as it was (WriteFailed).
         """
         path = os.fspath(path)
-        lock = WriterLock(path).acquire()
+        lock = _locked(path, RESUMABLE)
         try:
             old = open_file(path, writing=False)
             try:
-                stored = Sweep.from_dict(json.loads(old.attrs["sweep"]))
+                try:
+                    stored = Sweep.from_dict(json.loads(old.attrs["sweep"]))
+                except (*EDITED, AttributeError) as exc:
+                    raise DamagedFile(f"{path} is damaged: its sweep attribute does not "
+                                      f"read back ({one_line(exc, typed=True)})") from None
                 if sweep is not None and stored != sweep:
                     mine = stored.to_dict()
                     differ = [k for k, v in sweep.to_dict().items() if mine.get(k) != v]
                     raise SweepMismatch(
                         f"{path} holds a different sweep (differs in: {', '.join(differ)}); "
                         "resume it without grid options or write to another file")
+                source = _source(old, path, stored)
                 attrs = {**old.attrs, "format_version": np.int64(FORMAT_VERSION)}
-                staged = _staged(path, stored, attrs)
+                try:
+                    staged = _staged(path, stored, attrs)
+                except HDF5_ERRORS as exc:
+                    raise _failed(path, exc, RESUMABLE) from None
                 new = staged[0]
                 try:
-                    writer = cls(path, staged, lock, stored)
-                    writer._carry_over(old)
+                    writer = cls(path, staged, lock, stored, fresh=False)
+                    writer._carry_over(source)
                     os.chmod(new.filename, stat.S_IMODE(os.stat(path).st_mode))
                 except BaseException:
                     _discard(new)
                     raise
             finally:
                 old.close()
-            _move_in(new, path)
+            try:
+                _move_in(new, path)
+            except HDF5_ERRORS as exc:
+                raise _failed(path, exc, RESUMABLE) from None
             return writer
         except BaseException:
             lock.release()
             raise
 
-    def _carry_over(self, old: h5py.File) -> None:
-        """Copy the complete and failed runs of ``old`` (any format version); a run whose
-        data fail their checksums is left to be computed again."""
+    def _carry_over(self, source) -> None:
+        """Copy the complete and failed runs of ``source`` (the old file's layout,
+        checked by :func:`_source`); a run whose data fail their checksums is left to
+        be computed again. A write that fails: WriteFailed (the old file as it was)."""
         try:
-            source = layout_of(old)
             rows, failed_layer, failure = source.status()
             threads = source.threads()
-        except DAMAGE as exc:
-            raise DamagedFile(f"{self.path} is damaged: {type(exc).__name__}: {exc}") from None
-        if source.n_runs != len(self._points):
-            raise DamagedFile(f"{self.path}: its runs do not match its sweep")
+        except (*EDITED, AttributeError) as exc:
+            raise DamagedFile(f"{self.path} is damaged: its run status does not read back "
+                              f"({one_line(exc, typed=True)})") from None
         expected = np.array([len(p) for p in self._points])
+        bad = np.flatnonzero((rows < 0) | (rows > expected) | (failed_layer < -1))
+        if bad.size:
+            i = int(bad[0])
+            raise DamagedFile(f"{self.path} is damaged: run {schema.run_id(i)} has n_rows "
+                              f"{rows[i]} and failed_layer {failed_layer[i]} (it has "
+                              f"{expected[i]} rows)")
         for i in np.flatnonzero((failed_layer >= 0) | (rows >= expected)):
             n = int(rows[i])
             try:
-                data = {name: source.read(i, name, n) for name in schema.ROW_DATASETS}
+                data = {name: np.asarray(source.read(i, name, n))
+                        for name in schema.ROW_DATASETS}
             except DAMAGE:  # a checksum failed: recomputed rather than copied
                 continue
-            for name, value in data.items():
-                ds = self._ds[name]
-                value = np.asarray(value)
-                if name == "spectrum":
-                    ds[i, :n, : value.shape[1]] = value
-                else:
-                    ds[i, :n] = value
-            self._ds["failure"][i] = schema.encode_failure(failure[i])
-            for name, values in threads.items():
-                self._ds[name][i] = values[i]
-            self._ds["failed_layer"][i] = failed_layer[i]
-            self._ds["n_rows"][i] = n
+            with self._staging():
+                for name, value in data.items():
+                    ds = self._ds[name]
+                    if name == "spectrum":
+                        ds[i, :n, : value.shape[1]] = value
+                    else:
+                        ds[i, :n] = value
+                self._ds["failure"][i] = schema.encode_failure(failure[i])
+                for name, values in threads.items():
+                    self._ds[name][i] = values[i]
+                self._ds["failed_layer"][i] = failed_layer[i]
+                self._ds["n_rows"][i] = n
             self._rows[i], self._failed[i] = n, failed_layer[i] >= 0
-        self._f.flush()
+        with self._staging():
+            self._f.flush()
+
+    @contextlib.contextmanager
+    def _staging(self):
+        """Writes of a resume's rebuilt file, still staged: a failed one is WriteFailed,
+        the old file as it was (the caller discards the staged file)."""
+        try:
+            yield
+        except HDF5_ERRORS as exc:
+            raise _failed(self.path, exc, RESUMABLE) from None
 
     def status(self, run: int) -> str:
         """``pending``, ``running`` (some rows), ``complete`` or ``failed``."""
@@ -287,17 +433,21 @@ class Writer:
         if not spans and not threads:
             return
         groups = _blocks(spans, key=lambda span: span)
+        self._check_open()
         with self._writing():
             for runs in _blocks(threads or {}, key=lambda run: (run,)):
                 counts = np.array([threads[run] for run in runs], np.int64)
                 for name, column in zip(schema.THREAD_DATASETS, counts.T, strict=True):
                     _write(self._ds[name], (runs[0],), column)
-            for group in groups:
-                first, start = group[0][:2]
-                arrays = self._arrays([blocks[run] for run, _, _ in group])
+        for group in groups:
+            first, start = group[0][:2]
+            arrays = self._arrays([blocks[run] for run, _, _ in group])
+            with self._writing():
                 for name, values in arrays.items():
                     _write(self._ds[name], (first, start), values)
+        with self._writing():
             self._f.flush()
+            self._touched = True
             for group in groups:
                 first, end = group[0][0], group[0][1] + group[0][2]
                 _write(self._ds["n_rows"], (first,), np.full(len(group), end, np.int64))
@@ -345,7 +495,9 @@ class Writer:
         """Mark ``run`` failed at ``layer`` (e.g. non-finite values); its rows are kept."""
         if self.status(run) == "complete":
             raise ValueError(f"run {run} is complete: it cannot fail")
+        self._check_open()
         with self._writing():
+            self._touched = True
             self._ds["failure"][run] = schema.encode_failure(reason)
             self._f.flush()
             self._ds["failed_layer"][run] = int(layer)
@@ -353,29 +505,111 @@ class Writer:
         self._failed[run] = True
 
     def close(self) -> None:
-        """Close the file and release the writer's lock."""
+        """Close the file and release the writer's lock. A write that fails on the way
+        (the last flush, the close's own write) is WriteFailed, the file as after a kill
+        at that write; after a failed write the file is already closed."""
         try:
-            if self._f.id.valid:
-                if self._broken:
-                    _write_nowhere(self._f)
+            if self._failure is None and self._f.id.valid:
                 with self._writing():
-                    self._f.close()
+                    self._f.flush()
+                try:
+                    _close(self._f)
+                except HDF5_ERRORS as exc:  # HDF5 has freed the file all the same
+                    self._failure = _failed(self.path, exc, KEPT)
+                    raise self._failure from None
         finally:
             self._lock.release()
 
+    def _check_open(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
     @contextlib.contextmanager
     def _writing(self):
-        """HDF5's write errors (OSError, or RuntimeError from its flushes) as WriteFailed;
-        after one, the file is closed without writing (:func:`_write_nowhere`)."""
+        """HDF5's errors while writing as WriteFailed (the system's reason in one line),
+        after which the file is closed at once without writing more (:func:`_abandon`:
+        on disk it stays as the failure left it) and, if it is new and never got a
+        row, removed."""
         try:
             yield
-        except (OSError, RuntimeError) as exc:
-            self._broken = True
-            raise WriteFailed(f"writing {self.path} failed ({one_line(exc)}); "
-                              "every committed row is kept: --resume continues it") from None
+        except HDF5_ERRORS as exc:
+            self._give_up(exc)
+            raise self._failure from None
+
+    def _give_up(self, cause: BaseException) -> None:
+        """After a failed write: close the file without writing, remove it if it is new
+        and holds no row (no status was ever written), and keep the WriteFailed."""
+        _abandon(self._f)
+        outcome = KEPT
+        if self._fresh and not self._touched:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+                self.removed, outcome = True, REMOVED
+        self._failure = _failed(self.path, cause, outcome)
 
     def __enter__(self) -> Writer:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if isinstance(exc, WriteFailed) and self._failure is None:
+            # a failed write that the caller met writing through this writer (a
+            # backend's own write path): the file goes as after one of ours
+            self._give_up(exc.__context__ or exc)
         self.close()
+
+
+def _source(old: h5py.File, path: str, sweep: Sweep):
+    """The layout of a file to resume (its reader, fastrank.store.reader), checked to be
+    the format's for ``sweep`` (format 3: :func:`_layout_problem`); else DamagedFile
+    naming what differs, in one line."""
+    try:
+        problem = _layout_problem(old, sweep) if int(old.attrs["format_version"]) >= 3 \
+            else None
+        source = None if problem else layout_of(old)
+        if source is not None and source.n_runs != sweep.n_runs:
+            problem = f"it holds {source.n_runs} runs, its sweep {sweep.n_runs}"
+    except (*EDITED, AttributeError) as exc:
+        problem = f"its layout does not read back ({one_line(exc, typed=True)})"
+    if problem:
+        raise DamagedFile(f"{path} is damaged: {problem}")
+    return source
+
+
+def _layout_problem(f: h5py.File, sweep: Sweep) -> str | None:
+    """What in a format-3 file differs from the layout of ``sweep`` (schema.layout, made
+    in memory to compare with): a dataset missing or of another kind (a group), rank,
+    shape or type; None if nothing does. Files from before the thread columns may lack
+    them (the reader gives -1)."""
+    for name, (shape, kind) in _layout_of(sweep).items():
+        if name in schema.THREAD_DATASETS and name not in f:
+            continue
+        obj = f.get(name)
+        if not isinstance(obj, h5py.Dataset):
+            what = "missing" if obj is None else f"a {type(obj).__name__.lower()}"
+            return f"{name} is {what}, not a dataset"
+        if obj.shape != shape:
+            return f"{name} has shape {obj.shape}, the sweep's layout {shape}"
+        if _kind(obj.dtype) != kind:
+            return f"{name} holds {obj.dtype} values, not {_KIND_NAMES[kind]}"
+    return None
+
+
+def _layout_of(sweep: Sweep) -> dict[str, tuple[tuple, str]]:
+    """(shape, kind of values) of every dataset of a format-3 file of ``sweep``: its
+    layout made in a file in memory."""
+    name = f"fastrank-layout-{os.getpid()}-{id(sweep)}.h5"
+    with h5py.File(name, "w", driver="core", backing_store=False,
+                   libver=schema.LIBVER) as f:
+        schema.layout(f, sweep, {})
+        return {k: (v.shape, _kind(v.dtype)) for k, v in f.items()
+                if isinstance(v, h5py.Dataset)}
+
+
+def _kind(dtype: np.dtype) -> str:
+    """Integers, floats or strings (fixed-size or, in early format-3 files, variable)."""
+    if dtype.kind in "SUO":
+        return "S"
+    return "i" if dtype.kind in "iu" else dtype.kind
+
+
+_KIND_NAMES = {"i": "integers", "f": "floats", "S": "strings"}
