@@ -266,13 +266,16 @@ class Stacked:
 
     def __init__(self, f: h5py.File):
         self.f = f
-        self.n_runs = int(f["run"].shape[0])
-        self.taus = f["tau"][()]
+        self.n_runs = len(self.whole("run"))
+        self.taus = self.whole("tau")
 
     def whole(self, name: str) -> np.ndarray:
         """Dataset ``name`` read whole, fresh from disk; damage as DamagedFile naming it."""
         try:
             ds = self.f[name]
+            if not isinstance(ds, h5py.Dataset):
+                raise DamagedFile(f"{self.f.filename} is damaged: {name} is a "
+                                  f"{type(ds).__name__.lower()}, not a dataset")
             ds.refresh()
             return ds[()]
         except DAMAGE as exc:
@@ -282,7 +285,12 @@ class Stacked:
     def columns(self) -> dict:
         names = ("seed", "label", *schema.NETWORK_COLUMNS, "expected_rows")
         out = {name: self.whole(name) for name in names}
-        out["network"] = self.whole("network")[self.whole("config_of_run")]
+        network, config = self.whole("network"), self.whole("config_of_run")
+        if config.shape != (self.n_runs,) or config.dtype.kind not in "iu" or \
+                ((config < 0) | (config >= len(network))).any():
+            raise DamagedFile(f"{self.f.filename} is damaged: config_of_run does not "
+                              f"index network's {len(network)} configurations, one per run")
+        out["network"] = network[config]
         return out
 
     def threads(self) -> dict:
@@ -592,7 +600,7 @@ class Results:
         """The run columns, each with one value per run and integer where counted: an
         edited or damaged file is refused here in one line, not later mid-table."""
         for name, values in columns.items():
-            if np.shape(values)[:1] != (self._n,):
+            if np.shape(values) != (self._n,):
                 raise DamagedFile(f"{self.path} is damaged: column {name} has shape "
                                   f"{np.shape(values)} for {self._n} runs")
         for name in ("seed", "expected_rows"):
@@ -612,6 +620,8 @@ class Results:
         for name, values in (("n_rows", rows), ("failed_layer", failed_layer)):
             if np.shape(values) != (self._n,) or np.asarray(values).dtype.kind not in "iu":
                 raise DamagedFile(f"{self.path} is damaged: {name} is not one count per run")
+        if len(failure) != self._n:
+            raise DamagedFile(f"{self.path} is damaged: failure is not one reason per run")
         if ((rows < 0) | (rows > expected)).any() or (failed_layer < -1).any():
             run = int(np.flatnonzero((rows < 0) | (rows > expected) | (failed_layer < -1))[0])
             raise DamagedFile(f"{self.path} is damaged: run {schema.run_id(run)} counts "
