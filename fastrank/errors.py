@@ -15,13 +15,20 @@ def one_line(error: BaseException | str, typed: bool = False) -> str:
     return " ".join(text.split())
 
 
-def os_reason(error: BaseException) -> str:
-    """What the operating system said (``File too large``), for an OSError or for an
-    h5py error, whose text names the errno among a page of HDF5 detail; else one_line."""
+def errno_of(error: BaseException) -> int | None:
+    """The system's error number of an OSError, or the one an h5py error's text names
+    among a page of HDF5 detail (``errno = 28``), or None."""
     code = getattr(error, "errno", None)
-    if not code:
-        found = re.search(r"errno = (\d+)", str(error))
-        code = int(found[1]) if found else None
+    if code:
+        return code
+    found = re.search(r"errno = (\d+)", str(error))
+    return int(found[1]) if found else None
+
+
+def os_reason(error: BaseException) -> str:
+    """What the operating system said (``File too large``), for an OSError or an h5py
+    error (:func:`errno_of`); else one_line."""
+    code = errno_of(error)
     return os.strerror(code) if code else one_line(error)
 
 

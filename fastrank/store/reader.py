@@ -21,13 +21,12 @@ import errno
 import functools
 import json
 import os
-import re
 import time
 
 import h5py
 import numpy as np
 
-from fastrank.errors import one_line, os_reason
+from fastrank.errors import errno_of, one_line, os_reason
 from fastrank.lock import writer_alive
 from fastrank.measures import SCALARS
 from fastrank.spec import Network, Sweep
@@ -168,8 +167,7 @@ def _open_error(path: str, exc: OSError, swmr: bool) -> Exception:
     if "unable to lock file" in text:
         return OSError(f"{path} is locked by another program writing it with HDF5 "
                        f"({os_reason(exc)}): read it once that program has closed it")
-    if getattr(exc, "errno", None) in _NOT_DAMAGE or re.search(
-            rf"errno = ({'|'.join(map(str, _NOT_DAMAGE))})\b", text):
+    if errno_of(exc) in _NOT_DAMAGE:
         return OSError(f"cannot read {path}: {os_reason(exc)}")
     return DamagedFile(f"{path} is damaged: {one_line(exc)}")
 
@@ -205,16 +203,16 @@ def _opened(path: str, swmr: bool, live: bool) -> h5py.File:
                 return h5py.File(h5py.h5f.open(os.fsencode(path), flags, fapl=fapl))
             except OSError as exc:
                 if not any(m in str(exc) for m in _FLAG_CLASH):
-                    if locking is None and _NO_LOCKS.search(str(exc)):
+                    if locking is None and "unable to lock file" in str(exc) and \
+                            errno_of(exc) in _NO_LOCKS:
                         continue  # a file system without locks: open without them
                     raise
                 clash = clash or exc
     raise clash
 
 
-#: HDF5's complaint when the file system does not do file locks.
-_NO_LOCKS = re.compile(rf"unable to lock file, errno = ({errno.ENOSYS}|{errno.ENOLCK}|"
-                       rf"{errno.EOPNOTSUPP})\b")
+#: What HDF5's failed lock says when the file system does not do file locks.
+_NO_LOCKS = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
 
 
 @functools.cache

@@ -19,14 +19,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import stat
 from datetime import datetime, timezone
 
 import h5py
 import numpy as np
 
-from fastrank.errors import one_line, os_reason
+from fastrank.errors import errno_of, one_line, os_reason
 from fastrank.lock import WriterLock, WriterLocked
 from fastrank.rows import Rows
 from fastrank.spec import Sweep
@@ -75,18 +74,8 @@ def _failed(path, cause: BaseException, outcome: str) -> WriteFailed:
     with the system's reason (from the errno in HDF5's text) and ``outcome``."""
     exc = WriteFailed(f"writing {path} failed: {os_reason(cause)}; "
                       f"{outcome.format(path=path)}")
-    exc.errno = _errno_of(cause)
+    exc.errno = errno_of(cause)
     return exc
-
-
-def _errno_of(error: BaseException) -> int | None:
-    """The system's error number of an OSError, or the one named in an h5py error's
-    text (``errno = 28``), or None."""
-    code = getattr(error, "errno", None)
-    if code:
-        return code
-    found = re.search(r"errno = (\d+)", str(error))
-    return int(found[1]) if found else None
 
 
 def _write_nowhere(f: h5py.File) -> None:
