@@ -27,9 +27,9 @@ STAGING_EXTRA = len("..4194304-0123abcd.tmp")
 #: schedule's points while built as a Python set).
 PER_RUN, PER_LAYER, PER_POINT = 1024, 16, 100
 #: Bytes of a new results file before its first row, its layout: measured 29 KB for 16
-#: runs, 2.1 MB for 10,000 (the run columns and status), with a margin. A write that
-#: fails while the layout is made cannot be recovered from (HDF5 crashes closing it),
-#: so a folder without that much space, or a smaller file size limit, is refused.
+#: runs, 2.1 MB for 10,000 (the run columns and status), with a margin. A folder
+#: without that much space, or a smaller file size limit, is refused up front: the
+#: sweep could not start (the writer would remove its file after the first failed write).
 LAYOUT_BYTES, LAYOUT_PER_RUN = 64 << 10, 256
 
 
