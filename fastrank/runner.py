@@ -11,11 +11,11 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fastrank import store
+from fastrank import inputs, store
 from fastrank.backends import get_backend
 from fastrank.backends.base import Backend
 from fastrank.propagate import RunFailed, iter_batch
-from fastrank.spec import Sweep
+from fastrank.spec import SpecError, Sweep
 from fastrank.version import __version__
 
 #: Seconds between commits of a running sweep: what a kill can lose at most.
@@ -42,8 +42,14 @@ def open_writer(path: str | Path, sweep: Sweep | None, *, overwrite=False, resum
                 backend: Backend) -> store.Writer:
     """A writer for ``path``: a new file, or with ``resume`` the existing one (whose sweep
     must equal ``sweep`` unless ``sweep`` is None). A missing file is started afresh.
-    ``backend`` (or a fastrank.distributed.Cluster) describes where the runs compute."""
+    ``backend`` (or a fastrank.distributed.Cluster) describes where the runs compute.
+    Refused (SpecError) before anything is touched: an empty path, and an output that
+    is the file of one of the sweep's input arrays."""
+    if not str(path).strip():
+        raise SpecError(f"invalid path {str(path)!r}: empty (name the results file)")
     path = Path(path)
+    if sweep is not None:
+        inputs.check_not_output(sweep, path)
     if resume and path.exists():
         return store.Writer.resume(path, sweep)
     if sweep is None:
@@ -107,6 +113,8 @@ def run_sweep(
     ...     print(len(results.runs), set(results.runs["status"].tolist()))
     6 {'complete'}
     """
+    if sweep is not None:
+        inputs.check_inputs(sweep)  # an input no run could start from, before any file
     if client is not None:
         from fastrank.distributed import Cluster
 

@@ -533,3 +533,23 @@ def test_layers_no_run_has_are_refused_by_the_python_api_too():
             call()
         assert words in str(refused.value)
     assert fp.plot_width(runs, average=(1, 10)).get_lines()
+
+
+def test_fastrank_sweep_refuses_before_touching_a_file(tmp_path, monkeypatch):
+    """The Python API's own checks (the command line makes them on its way too): an
+    empty path, an input array's file as the output (with overwrite: the data would be
+    replaced), an input no run could start from (NaN: every run would fail)."""
+    monkeypatch.chdir(tmp_path)
+    data = np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)
+    np.save("x.npy", data)
+    data[0, 0] = np.nan
+    np.save("nan.npy", data)
+    before, kept = sorted(os.listdir(tmp_path)), Path("x.npy").read_bytes()
+    cases = [("", "x.npy", {}, "empty"), ("x.npy", "x.npy", {"overwrite": True}, "output file"),
+             ("r.h5", "nan.npy", {}, "NaN")]
+    for path, given, options, words in cases:
+        sweep = fastrank.Sweep(grid={"width": [8], "depth": [10], "input": [given]}, seeds=(0,))
+        with pytest.raises(fastrank.SpecError, match=words):
+            fastrank.sweep(sweep, path, **options)
+        assert sorted(os.listdir(tmp_path)) == before, (path, given)
+    assert Path("x.npy").read_bytes() == kept
