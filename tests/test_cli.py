@@ -392,3 +392,21 @@ def test_readme_sample_summary_matches_a_fresh_run(runner):
     for documented, measured in zip(rows(sample), rows(fresh), strict=True):
         assert float(measured[5]) == pytest.approx(float(documented[5]), rel=0.05)
     assert sample.strip().splitlines()[-1] == fresh.strip().splitlines()[-1]  # "Results in r.h5"
+
+
+def test_the_summary_reads_the_file_while_the_sweep_still_holds_its_lock(runner, tmp_path,
+                                                                         monkeypatch):
+    """A finished sweep summarises its own file: it reads it before releasing the
+    writer's lock, so a second writer waiting for it (--overwrite) cannot replace the
+    file first (once, a sweep read the next writer's file and exited 2)."""
+    from fastrank import store
+    from fastrank.lock import writer_alive
+
+    held, read = [], store.open
+    monkeypatch.setattr(store, "open", lambda p: held.append(writer_alive(p)) or read(p))
+    path = tmp_path / "r.h5"
+    result = runner.invoke(cli, ["sweep", "--width", "8", "--depth", "20", "--seed", "0",
+                                 "-o", str(path)])
+    assert result.exit_code == 0, result.output
+    assert held == [True], "the summary read the file after the lock was released"
+    assert not writer_alive(path), "the lock outlived the command"

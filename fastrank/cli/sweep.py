@@ -192,27 +192,33 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, commi
                        f"{CACHE_NOTE})", err=True)
     bar = _Progress(quiet)
     try:
-        with writer:  # after a failed write it closes the file without writing
-            if cluster:
-                _fill_on(cluster, writer, bar, commit_every)
-            else:
-                fill(writer, backend, progress=bar.update, on_start=bar.start,
-                     commit_every=commit_every)
-    except store.WriteFailed as exc:  # disk full, file size limit: one line
-        raise InputError(_write_failure(path, exc, writer)) from None
-    except MemoryError as exc:  # past fastrank.preflight's estimate of a memory limit
-        if not (limit := preflight.under_limit(exc)):
-            raise
-        raise InputError(f"out of memory under {limit}: raise it; {path} keeps the rows "
-                         "committed so far: --resume continues it") from None
-    finally:
-        bar.finish()  # also on Ctrl-C: the bar gives the terminal its cursor back
-    if not quiet:
-        from fastrank.report import summary_table
+        try:
+            # after a failed write the writer closes the file without writing; closed, it
+            # keeps its lock until the summary has read the file (no other writer first)
+            with writer.keep_lock():
+                if cluster:
+                    _fill_on(cluster, writer, bar, commit_every)
+                else:
+                    fill(writer, backend, progress=bar.update, on_start=bar.start,
+                         commit_every=commit_every)
+        except store.WriteFailed as exc:  # disk full, file size limit: one line
+            raise InputError(_write_failure(path, exc, writer)) from None
+        except MemoryError as exc:  # past fastrank.preflight's estimate of a memory limit
+            if not (limit := preflight.under_limit(exc)):
+                raise
+            raise InputError(f"out of memory under {limit}: raise it; {path} keeps the rows "
+                             "committed so far: --resume continues it") from None
+        finally:
+            bar.finish()  # also on Ctrl-C: the bar gives the terminal its cursor back
+        if not quiet:
+            from fastrank.report import summary_table
 
-        with store.open(path) as results:
-            click.echo(summary_table(results))
-        click.echo(f"\nResults in {path}  (fastrank info {path}; fastrank.open({str(path)!r}))")
+            with store.open(path) as results:
+                click.echo(summary_table(results))
+            click.echo(f"\nResults in {path}  (fastrank info {path}; "
+                       f"fastrank.open({str(path)!r}))")
+    finally:
+        writer.release_lock()
 
 
 def _seconds(value: float) -> float:

@@ -245,6 +245,7 @@ class Writer:
                   for depth in {net.depth for net, _ in sweep.runs()}}
         self._points = [points[net.depth] for net, _ in sweep.runs()]
         self._fresh = fresh
+        self._keep_lock = False
         self._failure: WriteFailed | None = None  # a write failed: the file is closed
         self._touched = False  # a status write was issued: the file may hold a row
         #: Whether a failed write removed the file (new, and no row had been committed).
@@ -494,9 +495,10 @@ class Writer:
         self._failed[run] = True
 
     def close(self) -> None:
-        """Close the file and release the writer's lock. A write that fails on the way
-        (the last flush, the close's own write) is WriteFailed, the file as after a kill
-        at that write; after a failed write the file is already closed."""
+        """Close the file and release the writer's lock (unless :meth:`keep_lock`). A
+        write that fails on the way (the last flush, the close's own write) is
+        WriteFailed, the file as after a kill at that write; after a failed write the
+        file is already closed."""
         try:
             if self._failure is None and self._f.id.valid:
                 with self._writing():
@@ -507,7 +509,19 @@ class Writer:
                     self._failure = _failed(self.path, exc, KEPT)
                     raise self._failure from None
         finally:
-            self._lock.release()
+            if not self._keep_lock:
+                self._lock.release()
+
+    def keep_lock(self) -> Writer:
+        """Have :meth:`close` (and the end of a ``with`` block) leave the writer's lock
+        held until :meth:`release_lock`: this process may then read the finished file
+        before another writer can replace it (the command line's summary). Returns self."""
+        self._keep_lock = True
+        return self
+
+    def release_lock(self) -> None:
+        """Release the writer's lock (harmless when released already)."""
+        self._lock.release()
 
     def _check_open(self) -> None:
         if self._failure is not None:
