@@ -41,7 +41,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_store_faults import ENV, STRACE, _files_left, read_runs, sha256
+from test_store_faults import (
+    ENV,
+    STRACE,
+    _files_left,
+    attach_strace,
+    driver_reports,
+    logs_as_output,
+    read_runs,
+    sha256,
+    wait_pid,
+)
 
 THIS = Path(__file__).resolve()
 #: 4 runs (linear, with and without batch norm, 2 seeds) of 6 rows, committed in 2
@@ -68,18 +78,7 @@ def test_a_full_disk_at_every_write_ends_in_one_line_and_resume_completes_it(tmp
                                  str(w), str(WORKERS)], env={**ENV, **FORK_SAFE},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for w in range(WORKERS)]
-    reports = []
-    for w, proc in enumerate(drivers):
-        try:
-            out, err = proc.communicate(timeout=900)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            pytest.fail(f"driver {w} did not end in 900 s\n{err[-3000:]}")
-        assert proc.returncode == 0, f"driver {w}: rc {proc.returncode}\n{err[-5000:]}"
-        reports.append(json.loads((tmp_path / f"w{w}" / "report.json").read_text()))
-    if any("skip" in r for r in reports):
-        pytest.skip(next(r["skip"] for r in reports if "skip" in r))
+    reports = driver_reports(drivers, tmp_path, "driver")
     lines, failures = [], []
     for phase in ("create", "resume"):
         parts = [r[phase] for r in reports]
@@ -188,10 +187,7 @@ def _command(args: list[str], logs: Path, stopped: bool = False) -> int:
         return pid
     code = 70
     try:
-        out = os.open(f"{logs}.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        err = os.open(f"{logs}.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(out, 1)
-        os.dup2(err, 2)
+        logs_as_output(logs)
         os.urandom = lambda n: RANDOM[:n]  # the staging file's name, for strace -P
         if stopped:
             os.kill(os.getpid(), signal.SIGSTOP)
@@ -220,23 +216,6 @@ def _exit(code: int) -> None:
     ctypes.CDLL(None).exit(code)
 
 
-def _wait(pid: int, timeout: float) -> str:
-    """'exit N', 'signal N' or 'hang' (then killed)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return "hang"
-        time.sleep(0.002)
-    if os.WIFSIGNALED(status):
-        return f"signal {os.WTERMSIG(status)}"
-    return f"exit {os.WEXITSTATUS(status)}"
-
-
 def _traced(args: list[str], logs: Path, out: Path, strace: list[str]) -> str:
     """The command line in a stopped child, run on under ``strace -p`` that sees only
     the calls on ``out``, its lock file and its staging file (-P)."""
@@ -245,24 +224,8 @@ def _traced(args: list[str], logs: Path, out: Path, strace: list[str]) -> str:
     assert os.WIFSTOPPED(status), status
     paths = [out, out.parent / f".{out.name}.lock",
              out.parent / f".{out.name}.{pid}-{RANDOM.hex()}.tmp"]
-    with open(f"{logs}.strace-err", "w") as err:
-        tracer = subprocess.Popen([STRACE, "-qq", "-o", f"{logs}.strace", "-p", str(pid),
-                                   *(f"-P{p}" for p in paths), *strace],
-                                  stdout=subprocess.DEVNULL, stderr=err)
-    deadline = time.monotonic() + 10
-    while True:  # attached once the child's TracerPid is strace's
-        with open(f"/proc/{pid}/status") as f:
-            tracer_pid = next(line.split()[1] for line in f if line.startswith("TracerPid:"))
-        if tracer_pid != "0":
-            break
-        if tracer.poll() is not None or time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise RuntimeError(f"strace did not attach: "
-                               f"{Path(f'{logs}.strace-err').read_text().strip()}")
-        time.sleep(0.0005)
-    os.kill(pid, signal.SIGCONT)
-    outcome = _wait(pid, 60)
+    tracer = attach_strace(pid, logs, [*(f"-P{p}" for p in paths), *strace])
+    outcome = wait_pid(pid, 60)
     tracer.wait(timeout=30)
     return outcome
 
@@ -316,7 +279,7 @@ def _driver(folder: str, worker: str, workers: str) -> None:
     gc.collect()
     gc.freeze()  # the children's collections skip the driver's objects
     (folder / "clean").mkdir()
-    outcome = _wait(_command(SWEEP + ["-o", str(folder / "clean" / "r.h5")],
+    outcome = wait_pid(_command(SWEEP + ["-o", str(folder / "clean" / "r.h5")],
                              folder / "clean-log"), 60)
     assert outcome == "exit 0", (outcome, _lines(folder / "clean-log"))
     clean = read_runs(folder / "clean" / "r.h5")
@@ -387,7 +350,7 @@ def _driver(folder: str, worker: str, workers: str) -> None:
         if state not in verified:
             part["states"] += 1
             resume_logs = folder / f"{here.name}-resume"
-            outcome = _wait(_command(create(out, True), resume_logs), 60)
+            outcome = wait_pid(_command(create(out, True), resume_logs), 60)
             verified[state] = None
             if outcome != "exit 0":
                 verified[state] = f"--resume ended {outcome}: {_lines(resume_logs)[-2:]}"

@@ -126,6 +126,19 @@ def wait_helper(proc: subprocess.Popen, timeout: float, what: str) -> tuple[str,
     return out, err
 
 
+def driver_reports(drivers: list[subprocess.Popen], folder: Path, what: str) -> list[dict]:
+    """The report of each driver process (``folder/w{i}/report.json``), once it ended
+    well within 900 s; the test is skipped where a driver says why it must be."""
+    reports = []
+    for w, proc in enumerate(drivers):
+        _, err = wait_helper(proc, 900, f"{what} {w}")
+        assert proc.returncode == 0, f"{what} {w}: rc {proc.returncode}\n{err[-5000:]}"
+        reports.append(json.loads((folder / f"w{w}" / "report.json").read_text()))
+    if any("skip" in r for r in reports):
+        pytest.skip(next(r["skip"] for r in reports if "skip" in r))
+    return reports
+
+
 @pytest.fixture(scope="module")
 def small_file(tmp_path_factory) -> Path:
     """A finished file of the SMALL sweep (read-only for the tests: copy it)."""
@@ -252,13 +265,7 @@ def test_kill_at_every_system_call_of_creation_and_resume(tmp_path):
     fork_safe = {"NUMBA_THREADING_LAYER": "workqueue"}  # GNU OpenMP's is not
     drivers = [helper("kill", tmp_path / f"w{w}", w, KILL_WORKERS, env=fork_safe)
                for w in range(KILL_WORKERS)]
-    reports = []
-    for w, proc in enumerate(drivers):
-        out, err = wait_helper(proc, 900, f"kill driver {w}")
-        assert proc.returncode == 0, f"kill driver {w}: rc {proc.returncode}\n{err[-5000:]}"
-        reports.append(json.loads((tmp_path / f"w{w}" / "report.json").read_text()))
-    if any("skip" in r for r in reports):
-        pytest.skip(next(r["skip"] for r in reports if "skip" in r))
+    reports = driver_reports(drivers, tmp_path, "kill driver")
     lines, failures = [], []
     for phase in ("create", "resume"):
         parts = [r[phase] for r in reports]
@@ -500,6 +507,16 @@ def test_a_killed_writers_file_cut_at_every_kib_of_its_first_64_answers_within_1
     assert not problems, "\n".join(problems)
 
 
+def _flipped(data: bytes, stride: int, path: Path):
+    """``data`` with its byte at every ``stride``-th offset flipped in turn, written to
+    ``path``: yields each offset once its copy is there."""
+    for pos in range(0, len(data), stride):
+        flipped = bytearray(data)
+        flipped[pos] ^= 0xFF
+        path.write_bytes(bytes(flipped))
+        yield pos
+
+
 #: Every FLIP_STRIDE-th byte of the small file is flipped in the in-process flip test.
 FLIP_STRIDE = 41
 
@@ -516,10 +533,7 @@ def test_a_finished_file_with_a_byte_flipped_anywhere_reads_the_same_or_is_refus
     want = read_runs(small_file)
     path = tmp_path / "flipped.h5"
     broken, outcomes = [], {"refused": 0, "same": 0}
-    for pos in range(0, len(data), FLIP_STRIDE):
-        flipped = bytearray(data)
-        flipped[pos] ^= 0xFF
-        path.write_bytes(bytes(flipped))
+    for pos in _flipped(data, FLIP_STRIDE, path):
         try:
             got = read_runs(path)
         except ValueError as exc:  # DamagedFile, or not an HDF5 file at all
@@ -569,10 +583,7 @@ def test_info_check_fails_exactly_where_a_read_fails(small_file, tmp_path):
     data = small_file.read_bytes()
     path = tmp_path / "flipped.h5"
     disagree, outcomes = [], {"damaged": 0, "intact": 0}
-    for pos in range(0, len(data), CHECK_STRIDE):
-        flipped = bytearray(data)
-        flipped[pos] ^= 0xFF
-        path.write_bytes(bytes(flipped))
+    for pos in _flipped(data, CHECK_STRIDE, path):
         try:
             with fastrank.open(path) as results:
                 found = results.damaged()
@@ -779,7 +790,8 @@ def _check(original: str, out: str, *paths: str) -> None:
     Path(out).write_text(json.dumps(verdicts))
 
 
-def _wait_child(pid: int, timeout: float, result: Path) -> dict:
+def wait_pid(pid: int, timeout: float) -> str:
+    """How a forked child ended: 'exit N', 'signal N' or 'hang' (then killed)."""
     deadline = time.monotonic() + timeout
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -788,10 +800,19 @@ def _wait_child(pid: int, timeout: float, result: Path) -> dict:
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            return {"problem": f"no answer in {timeout} s (hang)"}
+            return "hang"
         time.sleep(0.002)
     if os.WIFSIGNALED(status):
-        return {"problem": f"the reading process died of signal {os.WTERMSIG(status)}"}
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit {os.WEXITSTATUS(status)}"
+
+
+def _wait_child(pid: int, timeout: float, result: Path) -> dict:
+    ended = wait_pid(pid, timeout)
+    if ended == "hang":
+        return {"problem": f"no answer in {timeout} s (hang)"}
+    if ended.startswith("signal"):
+        return {"problem": f"the reading process died of {ended}"}
     if not result.exists():
         return {"problem": "the reading process wrote no verdict"}
     return json.loads(result.read_text())
@@ -813,10 +834,7 @@ class _Child:
         if self.pid == 0:  # the child
             code = 1
             try:
-                out = os.open(f"{logs}.out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                err = os.open(f"{logs}.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                os.dup2(out, 1)
-                os.dup2(err, 2)
+                logs_as_output(logs)
                 if stopped:
                     os.kill(os.getpid(), signal.SIGSTOP)
                 from fastrank.cli import cli
@@ -869,26 +887,42 @@ class _Child:
         return Path(f"{self.logs}.err").read_text(errors="replace")
 
 
+def logs_as_output(logs) -> None:
+    """This (forked) process's stdout and stderr into ``logs``.out and ``logs``.err."""
+    for fd, suffix in ((1, "out"), (2, "err")):
+        os.dup2(os.open(f"{logs}.{suffix}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
+
+
+def attach_strace(pid: int, logs, options: list[str]) -> subprocess.Popen:
+    """strace (``options``, its log ``logs``.strace) attached to the stopped child
+    ``pid``, which then continues; where strace cannot attach, the child is killed and
+    RuntimeError says why."""
+    with open(f"{logs}.strace-err", "w") as err:
+        tracer = subprocess.Popen([STRACE, "-qq", "-o", f"{logs}.strace", "-p", str(pid),
+                                   *options], stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + 10
+    while True:  # attached once the child's TracerPid is strace's
+        with open(f"/proc/{pid}/status") as f:
+            tracer_pid = next(line.split()[1] for line in f if line.startswith("TracerPid:"))
+        if tracer_pid != "0":
+            break
+        if tracer.poll() is not None or time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise RuntimeError(f"strace did not attach: "
+                               f"{Path(f'{logs}.strace-err').read_text().strip()}")
+        time.sleep(0.0005)
+    os.kill(pid, signal.SIGCONT)
+    return tracer
+
+
 def _traced(args: list[str], logs: Path, strace_options: list[str], timeout=60.0):
     """Run the command line in a forked child under ``strace -p`` (only the child's main
     thread is traced: numba's worker thread, started after the attach, is not)."""
     child = _Child(args, logs, stopped=True)
     _, status = os.waitpid(child.pid, os.WUNTRACED)
     assert os.WIFSTOPPED(status), status
-    with open(f"{logs}.strace-err", "w") as err:
-        tracer = subprocess.Popen([STRACE, "-qq", *strace_options, "-o", f"{logs}.strace",
-                                   "-p", str(child.pid)], stdout=subprocess.DEVNULL, stderr=err)
-    deadline = time.monotonic() + 10
-    while True:  # attached once the child's TracerPid is strace's
-        with open(f"/proc/{child.pid}/status") as f:
-            tracer_pid = next(line.split()[1] for line in f if line.startswith("TracerPid:"))
-        if tracer_pid != "0":
-            break
-        if tracer.poll() is not None or time.monotonic() > deadline:
-            os.kill(child.pid, signal.SIGKILL)
-            raise RuntimeError(f"strace did not attach: {Path(f'{logs}.strace-err').read_text()}")
-        time.sleep(0.0005)
-    os.kill(child.pid, signal.SIGCONT)
+    tracer = attach_strace(child.pid, logs, strace_options)
     outcome = child.wait(timeout)
     tracer.wait(timeout=30)
     return outcome, child
