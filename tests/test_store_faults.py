@@ -467,7 +467,7 @@ def test_a_killed_writers_file_cut_anywhere_is_refused_not_read_as_zeros(killed_
     pass Fletcher32 in an uncompressed chunk. Outside the suite, a killed file of two
     complete 200,001-row runs cut 300 ways read changed spectra and measures in 108 cuts
     with the float rows uncompressed, in none once the reader looked for chunks past the
-    end of the file (reader._chunk_past_the_end); this small file's cuts are refused
+    end of the file (opening._chunk_past_the_end); this small file's cuts are refused
     either way (its chunks lie otherwise), so here the test guards the property, not
     that check."""
     want = _spectra_and_soft_ranks(killed_file)

@@ -3,7 +3,8 @@
 
 * schema.py - format version 3: names, dimensions, chunking, the layout;
 * writer.py - the one writer: creation, resume, batched commits, failures;
-* reader.py - open() -> Results -> Run, for versions 2 and 3; strict and SWMR reading.
+* opening.py - a file opened to read: strict, or SWMR while written or after a kill;
+* reader.py - open() -> Results -> Run, for versions 2 and 3.
 
 One writer per file is enforced by fastrank.lock.
 """

@@ -36,8 +36,8 @@ INT_DATASETS = {"layer", "numerical_rank", "rank_tau", "tier"}
 #: mantissas barely compress (measures 16% smaller, spectra 17%; a d = 32 file 2.5%) at
 #: ~100 MB/s, most of a small sweep's commit (1.1 of 3.5 ms for 2,000 rows at d = 32)
 #: and of its file cost at d = 64. Damage is caught without it: Fletcher32 on every
-#: chunk, and a file cut short is refused on opening (closed: reader._closed; left by a
-#: killed writer: reader._chunk_past_the_end).
+#: chunk, and a file cut short is refused on opening (closed: opening._closed; left by a
+#: killed writer: opening._chunk_past_the_end).
 DEFLATED = INT_DATASETS
 #: Oldest HDF5 format features used: files stay readable by HDF5 1.10 tools (SWMR needs
 #: 1.10). fastrank's own lock replaces HDF5's file locking (see fastrank.lock).

@@ -30,7 +30,8 @@ from fastrank.lock import WriterLock, WriterLocked
 from fastrank.rows import Rows
 from fastrank.spec import Sweep
 from fastrank.store import schema
-from fastrank.store.reader import DAMAGE, EDITED, DamagedFile, layout_of, open_file
+from fastrank.store.opening import DAMAGE, EDITED, DamagedFile, open_file
+from fastrank.store.reader import layout_of
 from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
 
 #: Chunk cache of each row dataset the writer fills: the chunks a batch of runs is
