@@ -57,7 +57,7 @@ def test_missing_scikit_learn_is_one_clear_error(monkeypatch):
     finputs._sklearn_dataset.cache_clear()
     monkeypatch.setattr(builtins, "__import__", no_sklearn)
     try:
-        with pytest.raises(SpecError, match=r"fastrank\[data\]"):
+        with pytest.raises(SpecError, match=r"pip install .fastrank-sim\[data\]."):
             Network(input="sklearn:wine")
     finally:
         monkeypatch.undo()
