@@ -29,7 +29,7 @@ from importlib import resources
 from fastrank import codes
 
 #: Kernel sources, in the order they are put together.
-SOURCES = ("rng.cu", "layer.cu", "spectrum.cu")
+SOURCES = ("rng.cu", "layer.cu", "spectrum.cu", "eigen.cu")
 #: Every kernel of the program (its ``extern "C"`` name); True for the kernels that
 #: synchronise their block (the host stand-in runs them with one thread per CUDA thread).
 KERNELS = {
@@ -47,6 +47,7 @@ KERNELS = {
     "scale_f64": False,
     "step_layer": False,
     "jacobi_eigvalsh": True,
+    "householder_eigvalsh": True,
 }
 #: NVRTC options: C++17 (hex float literals), and no FMA contraction anywhere (the
 #: Philox normals use explicit round-to-nearest intrinsics anyway).
@@ -148,18 +149,63 @@ def _nvrtc_candidates() -> list[str]:
 
 @functools.cache
 def nvrtc() -> tuple[ctypes.CDLL, str]:
-    """The NVRTC library (and where it was found); raises OSError with every place tried."""
+    """The NVRTC library (and where it was found), with its builtins library loaded from
+    the same folder (:func:`_load_builtins`); raises OSError with every place tried."""
     tried = []
     for path in _nvrtc_candidates():
+        # by its real path, so that its $ORIGIN is the folder that holds its builtins
+        real = os.path.realpath(path) if os.sep in path else path
         try:
-            lib = ctypes.CDLL(path)
+            lib = ctypes.CDLL(real)
         except OSError as exc:
             tried.append(f"{path} ({exc})")
             continue
         lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+        try:
+            _load_builtins(lib, real)
+        except OSError as exc:
+            tried.append(f"{path} ({exc})")
+            continue
         return lib, path
-    raise OSError("no NVRTC library found (pip install nvidia-cuda-nvrtc, or set FASTRANK_NVRTC"
+    raise OSError("no usable NVRTC library found (pip install nvidia-cuda-nvrtc, or set FASTRANK_NVRTC"
                   " to libnvrtc.so)" + (f"; tried: {'; '.join(tried)}" if tried else ""))
+
+
+def mapped_files(text: str | None = None) -> list[str]:
+    """The files mapped into this process, from ``/proc/self/maps`` (or ``text`` in its
+    format); paths may hold spaces. [] where there is no such file."""
+    if text is None:
+        try:
+            with open("/proc/self/maps") as maps:
+                text = maps.read()
+        except OSError:
+            return []
+    found = (line.split(maxsplit=5) for line in text.splitlines())
+    return list(dict.fromkeys(f[5] for f in found if len(f) == 6 and f[5].startswith("/")))
+
+
+def _load_builtins(lib: ctypes.CDLL, path: str) -> None:
+    """Loads ``libnvrtc-builtins.so.X.Y`` of ``lib``'s version from ``lib``'s folder by
+    absolute path. NVRTC opens it by name when it first compiles, and the dynamic loader
+    then returns any library of that name already loaded (another package's, e.g. torch's
+    CUDA wheels) before looking beside libnvrtc: the compile fails, or uses another
+    version's builtins. Raises OSError when another file of that name is loaded already."""
+    if os.sep not in path or not os.path.basename(path).startswith("libnvrtc.so"):
+        return  # a name for the loader to find, or a Windows DLL
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    if lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor)) != 0:
+        return
+    name = f"libnvrtc-builtins.so.{major.value}.{minor.value}"
+    own = os.path.join(os.path.dirname(path), name)
+    if not os.path.exists(own):
+        raise OSError(f"{name} is missing beside {path}: reinstall nvidia-cuda-nvrtc")
+
+    others = [p for p in mapped_files() if os.path.basename(p) == name
+              and os.path.realpath(p) != os.path.realpath(own)]
+    if others:
+        raise OSError(f"another {name} is loaded already ({others[0]}), which NVRTC would "
+                      f"use instead of its own ({own})")
+    ctypes.CDLL(own)
 
 
 def nvrtc_version() -> tuple[int, int]:

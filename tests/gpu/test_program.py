@@ -9,9 +9,11 @@ The kernels themselves run in test_backend.py, on the host stand-in and on a dev
 """
 
 import ctypes
+import os
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -80,6 +82,60 @@ def test_headers_compile_alone(nvrtc, header):
 def test_a_compile_error_comes_with_nvrtc_log(nvrtc):
     with pytest.raises(program.CompileError, match="undefined_thing"):
         program.compile_ptx('extern "C" __global__ void k() { undefined_thing(); }')
+
+
+PROBE = """
+import sys
+from fastrank.gpu import program
+try:
+    program.compile_ptx('extern "C" __global__ void k() {}')
+except OSError as exc:
+    sys.exit(f"OSError: {exc}")
+print("compiled")
+"""
+
+
+@pytest.fixture(scope="module")
+def other_builtins(nvrtc, tmp_path_factory):
+    """A folder holding a link to the NVRTC library found (but not its builtins), and a
+    folder holding another library with the builtins' name (as another package's CUDA
+    wheels may put on the search path, or load first)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    d = tmp_path_factory.mktemp("nvrtc")
+    name = "libnvrtc-builtins.so.%d.%d" % program.nvrtc_version()
+    (d / "link").mkdir()
+    (d / "link" / "libnvrtc.so").symlink_to(os.path.realpath(program.nvrtc()[1]))
+    (d / "other dir").mkdir()
+    (d / "probe.c").write_text("int fr_probe(void) { return 0; }\n")
+    subprocess.run([cc, "-shared", "-fPIC", f"-Wl,-soname,{name}", "-o",
+                    str(d / "other dir" / name), str(d / "probe.c")], check=True)
+    return d, d / "other dir" / name
+
+
+def _probe(env: dict, preload: str = "") -> subprocess.CompletedProcess:
+    code = (f"import ctypes; ctypes.CDLL({preload!r})\n" if preload else "") + PROBE
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=120)
+
+
+def test_nvrtc_compiles_with_the_builtins_beside_it(other_builtins):
+    """Through a link in a folder without builtins, and another library of the builtins'
+    name on LD_LIBRARY_PATH: NVRTC found that one ('failed to open' / 'is corrupted',
+    NVRTC_ERROR_BUILTIN_OPERATION_FAILURE) until its own was loaded by absolute path."""
+    d, other = other_builtins
+    proc = _probe({"FASTRANK_NVRTC": str(d / "link" / "libnvrtc.so"),
+                   "LD_LIBRARY_PATH": str(other.parent)})
+    assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr
+
+
+def test_nvrtc_refuses_another_builtins_loaded_first(other_builtins):
+    _, other = other_builtins
+    proc = _probe({}, preload=str(other))
+    assert proc.returncode == 1
+    assert f"another {other.name} is loaded already ({other})" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("arch", ["sm_75", "sm_90"])
