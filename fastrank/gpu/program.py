@@ -29,7 +29,7 @@ from importlib import resources
 from fastrank import codes
 
 #: Kernel sources, in the order they are put together.
-SOURCES = ("rng.cu", "layer.cu", "spectrum.cu")
+SOURCES = ("rng.cu", "layer.cu", "spectrum.cu", "eigen.cu")
 #: Every kernel of the program (its ``extern "C"`` name); True for the kernels that
 #: synchronise their block (the host stand-in runs them with one thread per CUDA thread).
 KERNELS = {
@@ -47,6 +47,7 @@ KERNELS = {
     "scale_f64": False,
     "step_layer": False,
     "jacobi_eigvalsh": True,
+    "householder_eigvalsh": True,
 }
 #: NVRTC options: C++17 (hex float literals), and no FMA contraction anywhere (the
 #: Philox normals use explicit round-to-nearest intrinsics anyway).
