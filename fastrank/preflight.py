@@ -105,6 +105,31 @@ def check_memory(sweep: Sweep) -> None:
                       "or seeds, or pass --force to try anyway")
 
 
+def check_device_memory(sweep: Sweep, backend) -> None:
+    """Refuse a GPU sweep one of whose networks does not fit in the device's free memory
+    even one seed at a time (fastrank.gpu.backend.batch_bytes), and one whose cap on
+    seeds per batch (``backend.batch_cap``, --gpu-batch) does not fit; bigger groups of
+    seeds are split into batches that fit (GPUBackend.max_batch)."""
+    from fastrank.gpu.backend import batch_bytes, plan_batch
+
+    dev = backend.dev
+    free = dev.free_memory()
+    if free is None:
+        return
+    seeds, cap = len(sweep.seeds), backend.batch_cap
+    where = f"device {getattr(dev, 'device_id', 0)} has {size(free)} free"
+    for net in sweep.networks():
+        if (needed := batch_bytes(net, 1)) > free:
+            raise Refused(f"the sweep needs about {size(needed)} of GPU memory for one seed "
+                          f"of {net.label()} and {where}: lower the width or the batch")
+        count = min(cap or 1, seeds)
+        if (needed := batch_bytes(net, count)) > free:
+            raise Refused(f"the sweep needs about {size(needed)} of GPU memory for {count} "
+                          f"seeds of {net.label()} at once (--gpu-batch {cap}) and {where}: "
+                          f"lower --gpu-batch (at most {plan_batch(net, free)} fit), the "
+                          "width or the batch")
+
+
 def memory_needed(sweep: Sweep) -> tuple[int, str]:
     """Bytes a sweep holds at its peak, and what they are: the largest batch of runs
     simulated together (every seed of one configuration, as the CPU backend runs them:

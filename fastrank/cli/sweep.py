@@ -103,6 +103,9 @@ _CONFIGURABLE = (*options.GRID_PARSERS, *options.OTHER_KEYS)
     help=f"Run on a CUDA device (CuPy: {GPU_INSTALL_HINT}).",
 )
 @click.option("--device", type=int, metavar="N", help="CUDA device index for --gpu.  [default: 0]")
+@click.option("--gpu-batch", "gpu_batch", type=int, metavar="N",
+              help="Most seeds of a network simulated at once on the device with --gpu.  "
+              "[default: as many as its free memory holds]")
 @click.option(
     "--commit-every",
     type=click.FloatRange(min=0),
@@ -127,8 +130,8 @@ _CONFIGURABLE = (*options.GRID_PARSERS, *options.OTHER_KEYS)
               help="Run even when the sweep needs more memory than is available.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @click.pass_context
-def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, commit_every, workers,
-          threads_per_worker, scheduler, scheduler_file, **values):
+def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, gpu_batch,
+          commit_every, workers, threads_per_worker, scheduler, scheduler_file, **values):
     """Simulate every combination of the options' values, for every seed.
 
     Every option takes a list (32,64); integer options also take ranges (0-9,
@@ -161,14 +164,23 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, commi
     # The options, then the output path, then the memory, before anything is touched.
     # Resuming with no options at all continues whatever sweep the file holds.
     wanted = None if (resume and exists and not given) else _build(given)
-    _preflight(path, wanted, force,
+    _preflight(path, wanted, force, gpu=gpu,
                local=not (gpu or workers is not None or scheduler or scheduler_file))
     if exists and not (overwrite or resume):
         raise InputError(
             f"{path} exists: pass --overwrite to replace it or --resume to continue it"
         )
-    cluster = _cluster(workers, threads_per_worker, scheduler, scheduler_file, gpu, device, quiet)
-    backend = cluster or _backend(gpu, device)
+    if gpu_batch is not None and (not gpu or gpu_batch < 1):
+        raise InputError("--gpu-batch needs --gpu" if not gpu else
+                         f"invalid --gpu-batch {gpu_batch}: must be an integer >= 1")
+    cluster = _cluster(workers, threads_per_worker, scheduler, scheduler_file, gpu, device,
+                       gpu_batch, quiet)
+    backend = cluster or _backend(gpu, device, gpu_batch)
+    if gpu and not (cluster or force) and wanted is not None:  # the device's free memory
+        try:
+            preflight.check_device_memory(wanted, backend)
+        except preflight.Refused as exc:
+            raise InputError(str(exc)) from None
     if not (gpu or cluster):  # numba and the BLAS libraries loaded: what they mapped
         preflight.check_limits(wanted, loaded=True)
     if resume and exists:
@@ -203,7 +215,10 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, commi
                          commit_every=commit_every)
         except store.WriteFailed as exc:  # disk full, file size limit: one line
             raise InputError(_write_failure(path, exc, writer)) from None
-        except MemoryError as exc:  # past fastrank.preflight's estimate of a memory limit
+        except MemoryError as exc:  # the device's, or past the estimate of a memory limit
+            if gpu and _on_device(exc):
+                raise InputError(f"{exc}: lower --gpu-batch; {path} keeps the rows committed "
+                                 "so far: --resume continues it") from None
             if not (limit := preflight.under_limit(exc)):
                 raise
             raise InputError(f"out of memory under {limit}: raise it; {path} keeps the rows "
@@ -235,7 +250,13 @@ def _defaulted(ctx: click.Context, name: str) -> bool:
                                               click.core.ParameterSource.DEFAULT_MAP)
 
 
-def _backend(gpu: bool, device: int | None):
+def _on_device(error: MemoryError) -> bool:
+    from fastrank.gpu.device import DeviceOutOfMemory
+
+    return isinstance(error, DeviceOutOfMemory)
+
+
+def _backend(gpu: bool, device: int | None, gpu_batch: int | None = None):
     """The CPU backend, or with --gpu the GPU one (an unusable device is an input error)."""
     from fastrank.backends import get_backend
 
@@ -248,12 +269,12 @@ def _backend(gpu: bool, device: int | None):
     from fastrank.gpu import GPUUnavailable
 
     try:
-        return get_backend("gpu", device=device or 0)
+        return get_backend("gpu", device=device or 0, max_batch=gpu_batch)
     except GPUUnavailable as exc:
         raise InputError(f"--gpu: {exc}") from None
 
 
-def _cluster(workers, threads, scheduler, scheduler_file, gpu, device, quiet):
+def _cluster(workers, threads, scheduler, scheduler_file, gpu, device, gpu_batch, quiet):
     """The Dask cluster of --workers, --scheduler or --scheduler-file, started or reached
     and asked to build the backend before any file is touched, and closed when the
     command ends; None without those options (Dask is then never imported)."""
@@ -278,7 +299,8 @@ def _cluster(workers, threads, scheduler, scheduler_file, gpu, device, quiet):
         raise InputError(f"--workers and --scheduler need Dask: {install_hint('dist')}")
     from fastrank import distributed
 
-    backend, backend_options = ("gpu", {"device": device or 0}) if gpu else ("cpu", {})
+    backend, backend_options = (("gpu", {"device": device or 0, "max_batch": gpu_batch}) if gpu
+                                else ("cpu", {}))
     try:
         if workers is not None:
             cluster = distributed.Cluster.local(workers, threads, backend, backend_options)
@@ -347,17 +369,19 @@ def _build(given: dict) -> spec.Sweep:
         raise InputError(str(exc)) from None
 
 
-def _preflight(path: Path, sweep: spec.Sweep | None, force: bool, local: bool) -> None:
+def _preflight(path: Path, sweep: spec.Sweep | None, force: bool, local: bool,
+               gpu: bool = False) -> None:
     """The output path, not an input array's file, unless ``force`` the memory ``sweep``
-    needs, and for a sweep in this process (``local``) NUMBA_NUM_THREADS and the memory
-    limits (fastrank.preflight)."""
+    needs (the host's; a ``gpu`` sweep's is the device's, checked once it is open), and
+    for a sweep in this process (``local``) NUMBA_NUM_THREADS and the memory limits
+    (fastrank.preflight)."""
     from fastrank import inputs, preflight
 
     try:
         preflight.check_output(path, sweep.n_runs if sweep else 0)
         if sweep is not None:
             inputs.check_not_output(sweep, path)
-        if sweep is not None and not force:
+        if sweep is not None and not (force or gpu):
             preflight.check_memory(sweep)
         if local:
             preflight.share_arenas()

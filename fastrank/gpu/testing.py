@@ -31,7 +31,7 @@ import numpy as np
 
 from fastrank.codes import LANCZOS_SEED
 from fastrank.gpu import program
-from fastrank.gpu.device import CaptureUnsupported, Device
+from fastrank.gpu.device import CaptureUnsupported, Device, DeviceOutOfMemory
 
 HOST_FLAGS = ("-std=c++17", "-O2", "-fPIC", "-shared", "-ffp-contract=off",
               "-fno-fast-math")
@@ -134,13 +134,20 @@ class HostKernels:
 class HostDevice(Device):
     """The CPU stand-in of a CUDA device (see the module docstring). ``graphs``: capture
     records tapes; ``capture_safe_gemm``: whether :meth:`gemm` may be recorded (True
-    models fastrank.gpu.cublas's private handle, False CuPy's cuBLAS wrappers)."""
+    models fastrank.gpu.cublas's private handle, False CuPy's cuBLAS wrappers);
+    ``free_memory``: the bytes it reports free (None: unknown, as a device that cannot
+    say); ``fail_allocation``: the number (from 1) of the allocation that fails with
+    DeviceOutOfMemory, as a device that runs out of memory (``allocations`` counts them)."""
 
     name = "host stand-in (CUDA kernels compiled for the CPU)"
 
     def __init__(self, block: int = 64, jacobi_block: int = 64, graphs: bool = False,
-                 capture_safe_gemm: bool = True):
+                 capture_safe_gemm: bool = True, free_memory: int | None = None,
+                 fail_allocation: int | None = None):
         super().__init__()
+        self.free = free_memory
+        self.fail_allocation = fail_allocation
+        self.allocations = 0
         self.kernels = HostKernels()
         self.block = block
         self.jacobi_block = jacobi_block
@@ -152,12 +159,23 @@ class HostDevice(Device):
         if self._tape is not None:
             raise CaptureUnsupported(f"{what} while a stream captures (CuPy refuses it)")
 
+    def _allocate(self) -> None:
+        self.allocations += 1
+        if self.allocations == self.fail_allocation:
+            raise DeviceOutOfMemory(f"device 0 ran out of memory (the stand-in's allocation "
+                                    f"{self.allocations}, injected)")
+
+    def free_memory(self):
+        return self.free
+
     def empty(self, shape, dtype):
         self._refused_in_capture("memory allocation")
+        self._allocate()
         return np.empty(shape, dtype)
 
     def asarray(self, a):
         self._refused_in_capture("a copy from the host")
+        self._allocate()
         return np.asarray(a)
 
     def to_host(self, a):
