@@ -176,15 +176,12 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, gpu_b
     cluster = _cluster(workers, threads_per_worker, scheduler, scheduler_file, gpu, device,
                        gpu_batch, quiet)
     backend = cluster or _backend(gpu, device, gpu_batch)
-    if gpu and not (cluster or force) and wanted is not None:  # the device's free memory
-        try:
-            preflight.check_device_memory(wanted, backend)
-        except preflight.Refused as exc:
-            raise InputError(str(exc)) from None
     if not (gpu or cluster):  # numba and the BLAS libraries loaded: what they mapped
         preflight.check_limits(wanted, loaded=True)
     if resume and exists:
         _check_resumable(path, warn=not (gpu or cluster))
+    if gpu and not (cluster or force):
+        _check_device(wanted, path, backend)
     try:
         writer = open_writer(path, wanted, overwrite=overwrite, resume=resume, backend=backend)
     except FileExistsError:  # made since the check above: the writer's words are the API's
@@ -248,6 +245,19 @@ def _defaulted(ctx: click.Context, name: str) -> bool:
     """Whether option ``name`` holds click's default (not given on the command line)."""
     return ctx.get_parameter_source(name) in (click.core.ParameterSource.DEFAULT,
                                               click.core.ParameterSource.DEFAULT_MAP)
+
+
+def _check_device(sweep: spec.Sweep | None, path: Path, backend) -> None:
+    """The device's free memory for ``sweep`` (None: the resumed file's own sweep)."""
+    from fastrank import preflight
+
+    if sweep is None:
+        with open_results(path) as results:
+            sweep = results.sweep
+    try:
+        preflight.check_device_memory(sweep, backend)
+    except preflight.Refused as exc:
+        raise InputError(str(exc)) from None
 
 
 def _on_device(error: MemoryError) -> bool:

@@ -24,8 +24,8 @@ NETWORKS = [
     Network(width=16, depth=4, init="orthogonal", dtype="float64"),
     Network(width=8, depth=4, batch=40, norm="ln"),
 ]
-ARGS = ["sweep", "--gpu", "--width", "8", "--depth", "12", "--norm", "none,bn", "--seed", "0-3",
-        "--every", "3", "--commit-every", "0", "-q"]
+ARGS = ["sweep", "--gpu", "--width", "8", "--depth", "12", "--activation", "relu",
+        "--norm", "none,bn", "--seed", "0-3", "--every", "3", "--commit-every", "0", "-q"]
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +126,18 @@ def test_a_sweep_the_device_cannot_hold_is_refused_in_one_line(gpu_cli, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_resumed_sweep_is_checked_against_the_device_too(gpu_cli, tmp_path):
+    """--resume with no options: the file's own sweep, the file left as it was."""
+    code, err = gpu_cli(["sweep", "--gpu", "--width", "8", "--depth", "2", "--seed", "0",
+                         "-q", "-o", "r.h5"], fail_allocation=1)
+    assert code == 2, err
+    before = (tmp_path / "r.h5").read_bytes()
+    free = batch_bytes(Network(width=8, depth=2), 1) - 1
+    code, err = gpu_cli(["sweep", "--gpu", "--resume", "-o", "r.h5"], free_memory=free)
+    assert code == 2 and len(err) == 1 and "GPU memory for one seed" in err[0], err
+    assert (tmp_path / "r.h5").read_bytes() == before
+
+
 @pytest.mark.parametrize("args, words", [
     (["--gpu-batch", "2"], "--gpu-batch needs --gpu"),
     (["--gpu", "--gpu-batch", "0"], "invalid --gpu-batch 0"),
@@ -142,7 +154,7 @@ def test_a_gpu_sweep_checks_the_devices_memory_not_the_hosts(gpu_cli, tmp_path, 
     monkeypatch.setattr(preflight, "available_memory", lambda: 1)
     code, err = gpu_cli([*ARGS, "-o", "r.h5"], free_memory=2**30)
     assert code == 0, err
-    assert [r[0] for r in _arrays(tmp_path / "r.h5")] == ["complete"] * 16
+    assert [r[0] for r in _arrays(tmp_path / "r.h5")] == ["complete"] * 8
 
 
 def test_out_of_device_memory_mid_sweep_then_resume_gives_the_uninterrupted_numbers(
