@@ -17,9 +17,9 @@ the two buffers H and Z alternate, so an even number of layers maps the graph's 
 back onto itself). The host learns the log-norms and failures once per ``advance``.
 
 Spectra: the float64 Gram matrix of the smaller side of every live seed by one batched
-DGEMM, eigenvalues by a batched Jacobi kernel (k <= 64, one block per seed) or cuSOLVER
-(larger k, one call per seed); only the eigenvalues travel to the host, for all seeds
-at the first request of a layer.
+DGEMM, eigenvalues by fastrank's Householder-bisection kernel (k <= 128, one launch
+for the stack, one block per seed) or cuSOLVER (larger k, one call per seed); only the
+eigenvalues travel to the host, for all seeds at the first request of a layer.
 
 The orchestration talks to a :class:`~fastrank.gpu.device.Device`: the real one is
 CupyDevice; fastrank.gpu.testing's stand-in runs the same code paths on a CPU.
@@ -42,58 +42,17 @@ MAX_BLOCKS_PER_SEED = 4096
 #: Sweeps after which the Jacobi kernel stops even if rotations remain (it converges
 #: quadratically: about 6-10 sweeps at k = 64).
 JACOBI_SWEEPS = 60
+#: Largest Gram matrix of fastrank's Householder-bisection kernel (kernels/cuda/eigen.cu:
+#: FR_EIGEN_MAX), and the status it gives a matrix whose bisection did not converge.
+EIGEN_MAX = 128
+EIGEN_UNCONVERGED = 3
 #: Widest constant width whose layers are captured as CUDA graphs by default (beyond it
 #: a layer's GEMM dwarfs its launch overhead).
 GRAPH_WIDTH_MAX = 1024
 
 
-#: Headroom of the memory plan over its inventory: CuPy's pool rounds every allocation
-#: up (to 512 bytes) and a freed block fits only what is no larger.
-PLAN_MARGIN = 1.125
-
-
 def _round32(n: int, cap: int) -> int:
     return max(32, min(cap, 32 * math.ceil(n / 32)))
-
-
-# ---------------------------------------------------------------------------------------
-# The memory plan
-# ---------------------------------------------------------------------------------------
-
-
-def batch_bytes(network: Network, seeds: int) -> int:
-    """Device memory a batch of ``seeds`` seeds of ``network`` holds at its peak: per
-    seed, the bookkeeping (seeds, log-norm, failure, reason, factor, the host copy's
-    packing), the sums of squares, the buffers H and Z alternate between (one per width,
-    two where consecutive layers share it), the weight stack of every (out, in) shape,
-    orthogonal weights' float64 normals, and what a measured layer adds (a gathered copy
-    of H, its float64 copy, the Gram matrix, its square or the eigensolver's copy of it,
-    the eigenvalues); once per batch, one seed's SVD, QR or Lanczos work and the pool's
-    rounding of the small arrays. Times PLAN_MARGIN."""
-    item = np.dtype(network.dtype).itemsize
-    n = network.batch
-    dims = (network.in_dim, *network.widths)
-    d = max(dims)
-    k = max(min(x, n) for x in dims)
-    doubled = {a for a, b in zip(dims, dims[1:], strict=False) if a == b}
-    buffers = sum(x * n * item * (2 if x in doubled else 1) for x in set(dims))
-    shapes = set(zip(dims[1:], dims, strict=False))
-    weights = sum(o * i * item for o, i in shapes)
-    ortho = 8 * max(o * i for o, i in shapes) if network.init == "orthogonal" else 0
-    measure = (item + 8) * d * n + 2 * 8 * k * k + 8 * k
-    per_seed = 11 * 8 + 8 * max(n, d) + buffers + weights + ortho + measure
-    once = 8 * (3 * d * max(d, n) + 4 * k * k + 32 * k) + 64 * 512  # + small arrays' rounding
-    return math.ceil(PLAN_MARGIN * (seeds * per_seed + once))
-
-
-def plan_batch(network: Network, free: int | None, cap: int | None = None) -> int:
-    """Most seeds of ``network`` per batch: those whose :func:`batch_bytes` fit in
-    ``free`` bytes (None: unknown, no bound), at most ``cap``, at least one."""
-    most = cap or 1 << 16
-    if free is not None:
-        one, two = batch_bytes(network, 1), batch_bytes(network, 2)
-        most = min(most, 1 + max(0, (free - one) // (two - one)))
-    return max(1, most)
 
 
 # ---------------------------------------------------------------------------------------
@@ -140,26 +99,20 @@ class _State:
 class GPUBackend(Backend):
     """Batches of networks on a CUDA device (or on a :class:`Device` given as ``dev``).
 
-    ``device``: CUDA device index; ``max_batch``: most seeds per batch (default: as
-    many as the device's free memory holds, :func:`plan_batch`); ``tf32``: let cuBLAS
-    round float32 GEMM inputs to TF32 (default off; env FASTRANK_TF32=1); ``graphs``:
-    capture runs of layers as CUDA graphs (default: constant widths up to
-    GRAPH_WIDTH_MAX); ``graph_layers``: layers per graph (even); ``jacobi``:
-    fastrank's batched Jacobi kernel for the eigenvalues of Gram
-    matrices up to 64 x 64, instead of one batched cuSOLVER call through CuPy (measured
-    on an H100 at 1024 matrices of 64 x 64: 23.4 ms against 9.7 ms).
+    ``device``: CUDA device index; ``tf32``: let cuBLAS round float32 GEMM inputs to TF32
+    (default off; env FASTRANK_TF32=1); ``graphs``: capture runs of layers as CUDA graphs
+    (default: constant widths up to GRAPH_WIDTH_MAX); ``graph_layers``: layers per graph
+    (even); ``jacobi``: fastrank's batched Jacobi kernel for the eigenvalues of Gram
+    matrices up to 64 x 64, instead of the Householder-bisection kernel (the Jacobi
+    kernel measured on an H100 at 1024 matrices of 64 x 64: 23.4 ms, against 9.7 ms for
+    the batched cuSOLVER call the backend used before).
     Raises :class:`GPUUnavailable` (one line) when no device can be used.
     """
 
     name = "gpu"
 
-    def __init__(self, device: int = 0, *, max_batch: int | None = None,
-                 tf32: bool | None = None, graphs: bool | None = None,
+    def __init__(self, device: int = 0, *, tf32: bool | None = None, graphs: bool | None = None,
                  graph_layers: int = 8, jacobi: bool = False, dev: Device | None = None):
-        if max_batch is not None and (isinstance(max_batch, bool) or int(max_batch) != max_batch
-                                      or max_batch < 1):
-            raise ValueError(f"max_batch {max_batch!r}: must be an integer >= 1")
-        self.batch_cap = None if max_batch is None else int(max_batch)
         self.dev = dev if dev is not None else CupyDevice(device, tf32=tf32)
         self.graphs = graphs
         if graph_layers < 2 or graph_layers % 2:
@@ -171,9 +124,13 @@ class GPUBackend(Backend):
     # -- the Backend interface -----------------------------------------------------------
 
     def max_batch(self, network: Network) -> int:
-        """Seeds per batch: what the device's free memory holds now (:func:`plan_batch`),
-        at most ``max_batch``."""
-        return plan_batch(network, self.dev.free_memory(), self.batch_cap)
+        """Seeds whose H, work buffers, weights and Gram fit in half the device memory."""
+        memory = getattr(self.dev, "memory", None)
+        if memory is None:
+            return super().max_batch(network)
+        d, n = max(network.in_dim, *network.widths), network.batch
+        per_seed = (3 * d * n + d * d) * np.dtype(network.dtype).itemsize + 8 * min(d, n) ** 2
+        return max(1, int(memory // 2 // per_seed))
 
     def start(self, network: Network, seeds) -> Batch:
         seeds = np.asarray(seeds, dtype=np.uint64)
@@ -409,11 +366,28 @@ class GPUBackend(Backend):
             w = self.dev.empty((s, k), np.float64)
             self.dev.launch("jacobi_eigvalsh", s, self.dev.jacobi_block,
                             (g, np.int32(k), np.int32(JACOBI_SWEEPS), w))
-        elif k <= codes.JACOBI_MAX:  # the whole stack in one batched cuSOLVER call
-            w = self.dev.eigvalsh(g)
-        else:  # larger matrices: one call per matrix (measured only up to 64 batched)
+        elif k <= EIGEN_MAX:
+            return self._householder_eigvalsh(g)
+        else:  # larger matrices: one cuSOLVER call per matrix, its info checked
             w = self.dev.xp.stack([self.dev.eigvalsh(g[i]) for i in range(s)])
         return self.dev.to_host(w)
+
+    def _householder_eigvalsh(self, g) -> np.ndarray:
+        """Eigenvalues of the whole stack by one launch of householder_eigvalsh (on a
+        copy: the kernel destroys its input), nothing waited for until they are copied
+        to the host. A non-finite matrix gets NaN eigenvalues (as on the CPU); one the
+        kernel reports unconverged goes to cuSOLVER (as the CPU falls back to LAPACK),
+        which raises LinAlgError should it fail too."""
+        s, k, _ = g.shape
+        work = self.dev.xp.array(g, dtype=np.float64, order="C")
+        w = self.dev.empty((s, k), np.float64)
+        status = self.dev.empty(s, np.int32)
+        self.dev.launch("householder_eigvalsh", s, _round32(k, self.dev.jacobi_block),
+                        (work, np.int32(k), w, status))
+        w, status = self.dev.to_host(w), self.dev.to_host(status)
+        for i in np.flatnonzero(status == EIGEN_UNCONVERGED):
+            w[i] = self.dev.to_host(self.dev.eigvalsh(g[i]))
+        return w
 
     def _spectra(self, batch: Batch, idx: list[int], method: str) -> np.ndarray:
         st: _State = batch.h

@@ -146,3 +146,56 @@ def test_ptxas_no_spills_and_static_shared_memory_only(tmp_path, arch):
     assert re.findall(r"(\d+) bytes spill", proc.stderr) == ["0", "0"], proc.stderr
     smem = re.search(r"(\d+) bytes smem", proc.stderr)
     assert smem and int(smem.group(1)) <= 8 * 1024, proc.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# In the GPU backend
+# ---------------------------------------------------------------------------------------
+
+
+def _measured_batch(device, width, unconverged=()):
+    """A backend on ``device`` whose launches are recorded (the matrices listed in
+    ``unconverged`` reported so by the eigensolver, their eigenvalues spoiled), and a
+    batch of 4 seeds of a width-``width`` network advanced 2 layers."""
+    from fastrank.spec import Network
+
+    backend = device.backend(graphs=False)
+    dev, launches, launch = backend.dev, [], backend.dev.launch
+
+    def recorded(name, grid, block, args):
+        launch(name, grid, block, args)
+        launches.append((name, grid))
+        if name == KERNEL and unconverged:
+            with dev.context():
+                w, status = args[2], args[3]
+                for i in unconverged:
+                    w[i] = 0.0
+                    status[i] = 3  # FR_EIGEN_UNCONVERGED
+
+    dev.launch = recorded
+    net = Network(width=width, depth=2, batch=width + 7)
+    batch = backend.start(net, np.arange(4))
+    backend.advance(batch, 2)
+    return backend, batch, launches
+
+
+@pytest.mark.parametrize("width", [24, 128])
+def test_the_backends_gram_spectra_come_from_one_launch(device, width):
+    from fastrank.backends.cpu import host_spectra
+
+    backend, batch, launches = _measured_batch(device, width)
+    spec = backend.spectra(batch, [0, 1, 2, 3], "gram")
+    assert [x for x in launches if x[0] == KERNEL] == [(KERNEL, 4)]
+    ref = host_spectra(backend.dev.to_host(batch.h.h), "gram")
+    assert np.abs(spec - ref).max() <= 1e-10 * ref[:, 0].max()
+
+
+def test_an_unconverged_matrix_is_solved_again_never_returned(device):
+    """A matrix the kernel reports unconverged gets cuSOLVER's eigenvalues (its info
+    checked), not the kernel's (spoiled here to show which are used)."""
+    from fastrank.backends.cpu import host_spectra
+
+    backend, batch, _ = _measured_batch(device, 24, unconverged=(1, 3))
+    spec = backend.spectra(batch, [0, 1, 2, 3], "gram")
+    ref = host_spectra(backend.dev.to_host(batch.h.h), "gram")
+    assert np.abs(spec - ref).max() <= 1e-10 * ref[:, 0].max()
