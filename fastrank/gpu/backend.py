@@ -189,6 +189,11 @@ class GPUBackend(Backend):
         return {"backend": self.name, **self.dev.describe(),
                 "cuda_graphs": "auto" if self.graphs is None else str(bool(self.graphs))}
 
+    def close(self) -> None:
+        """Releases the device's library handles (at exit otherwise); the backend may be
+        used again after."""
+        self.dev.close()
+
     # -- one layer -----------------------------------------------------------------------
 
     def _layer(self, st: _State, net: Network) -> None:

@@ -91,6 +91,10 @@ class Device:
     def describe(self) -> dict:
         return {"device": self.name}
 
+    def close(self) -> None:
+        """Releases what the device holds beyond memory (library handles), at a point
+        where nothing captures; the device may be used again after."""
+
 
 class CupyDevice(Device):
     """A CUDA device through CuPy (see the module docstring)."""
@@ -125,8 +129,7 @@ class CupyDevice(Device):
         self.device = cupy.cuda.Device(device)
         try:
             with self.device:
-                cupy.cuda.device.get_cublas_handle()  # loads cuBLAS (CuPy loads it lazily)
-                from cupy_backends.cuda.libs import cusolver  # noqa: F401
+                from cupy_backends.cuda.libs import cublas, cusolver  # noqa: F401
         except Exception as exc:
             raise GPUUnavailable(f"CUDA libraries missing ({one_line(exc, typed=True)}); "
                                  "install CuPy with them: pip install 'cupy-cuda13x[ctk]' "
@@ -139,8 +142,8 @@ class CupyDevice(Device):
                 self.stream = cupy.cuda.Stream(non_blocking=True)
                 module = program.raw_module(device)
                 self._kernels = {k: module.get_function(k) for k in program.KERNELS}
-                self._gemm = StreamGemm(self.stream.ptr, cupy.empty(WORKSPACE_BYTES, cupy.uint8),
-                                        self.tf32)
+                self._gemm = StreamGemm(  # its handle and workspace: at the first GEMM
+                    self.stream.ptr, lambda: cupy.empty(WORKSPACE_BYTES, cupy.uint8), self.tf32)
         except Exception as exc:
             raise GPUUnavailable(
                 f"CUDA device {device} unusable: {one_line(exc, typed=True)}") from None
@@ -161,7 +164,14 @@ class CupyDevice(Device):
     def gemm(self, a, b, out):
         if not (a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
             raise ValueError("gemm: C-contiguous stacks only")
+        if not self._gemm.ready and self.stream.is_capturing():
+            raise CaptureUnsupported("the cuBLAS handle is made at the first GEMM, which "
+                                     "must come before any capture")
         self._gemm(a, b, out)
+
+    def close(self) -> None:
+        self.synchronize()
+        self._gemm.close()
 
     def eigvalsh(self, g):
         """CuPy's eigvalsh with cuSOLVER's ``info`` checked (CuPy ignores it unless told):
@@ -193,7 +203,7 @@ class CupyDevice(Device):
         except Exception as exc:
             with contextlib.suppress(Exception):  # the capture is void either way
                 stream.end_capture()
-            if _refused_in_capture(exc):
+            if refused_in_capture(exc, self.cupy.cuda.runtime.CUDARuntimeError):
                 raise CaptureUnsupported(one_line(exc, typed=True)) from exc
             raise
         graph = stream.end_capture()
@@ -219,11 +229,19 @@ class CupyDevice(Device):
         }
 
 
-def _refused_in_capture(exc: BaseException) -> bool:
-    """CuPy's refusals of work inside a capture (its library wrappers raise
-    NotImplementedError; the runtime answers cudaErrorStreamCapture*; CuPy's own checks
-    say "capture")."""
-    return isinstance(exc, NotImplementedError) or "captur" in str(exc).lower()
+#: cudaError_t of work a stream capture cannot hold: cudaErrorStreamCaptureUnsupported
+#: (900) to cudaErrorStreamCaptureWrongThread (908), cudaErrorCapturedEvent among them.
+CAPTURE_ERRORS = range(900, 909)
+
+
+def refused_in_capture(exc: BaseException, runtime_error: type | tuple = ()) -> bool:
+    """Whether ``exc``, raised while a stream captured, is the capture's refusal: CuPy's
+    library wrappers raise NotImplementedError, the runtime ``runtime_error`` (CuPy's
+    CUDARuntimeError) with a status of CAPTURE_ERRORS. By type and status only, never by
+    the message: anything else is an error of its own and is raised as it is."""
+    if isinstance(exc, NotImplementedError):
+        return True
+    return isinstance(exc, runtime_error) and getattr(exc, "status", None) in CAPTURE_ERRORS
 
 
 def _cuda_version(v: int) -> str:

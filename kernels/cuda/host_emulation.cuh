@@ -101,10 +101,36 @@ inline void fr_emu_invoke(void (*kernel)(A...), void** args)
     fr_emu_call(kernel, args, std::index_sequence_for<A...>{});
 }
 
-// Run ``thunk(args)`` as a kernel on ``grid`` blocks of ``block`` threads. Returns 0, or
-// -1 when a kernel run serially tried to synchronise (its results are then wrong).
+// A kernel's parameters, a letter each, for the launcher's check of its arguments: 'p'
+// a pointer, 'i' / 'I' a signed / unsigned 32-bit integer, 'l' / 'L' 64-bit, 'f' float,
+// 'd' double ('?' anything else).
+template <class T>
+constexpr char fr_emu_code()
+{
+    using U = std::remove_cv_t<T>;
+    if constexpr (std::is_pointer_v<U>) return 'p';
+    else if constexpr (std::is_same_v<U, float>) return 'f';
+    else if constexpr (std::is_same_v<U, double>) return 'd';
+    else if constexpr (std::is_integral_v<U> && sizeof(U) == 4) return std::is_signed_v<U> ? 'i' : 'I';
+    else if constexpr (std::is_integral_v<U> && sizeof(U) == 8) return std::is_signed_v<U> ? 'l' : 'L';
+    else return '?';
+}
+
+template <class... A>
+inline const char* fr_emu_signature(void (*)(A...))
+{
+    static const char letters[] = {fr_emu_code<A>()..., '\0'};
+    return letters;
+}
+
+// Run ``thunk(args)`` as a kernel on ``grid`` blocks of ``block`` threads. Returns 0; -1
+// when a kernel run serially tried to synchronise (its results are then wrong); -3 for a
+// configuration CUDA refuses (no block, more than 2^31 - 1 blocks, a block of more than
+// 1024 threads or not whole warps), running nothing.
 inline int fr_emu_run(void (*thunk)(void**), long long grid, int block, void** args, int serial)
 {
+    if (grid < 1 || grid > 2147483647LL || block < 32 || block > 1024 || block % 32)
+        return -3;
     gridDim = {(unsigned)grid, 1, 1};
     blockDim = {(unsigned)block, 1, 1};
     fr_emu_error = 0;

@@ -54,10 +54,13 @@ class Target:
         return self.dev.xp
 
     def backend(self, graphs: bool | None = None, **options) -> GPUBackend:
-        """A GPUBackend on this device; ``graphs`` as GPUBackend's (None: the default)."""
-        safe_gemm = options.pop("capture_safe_gemm", True)  # the stand-in's rule only
+        """A GPUBackend on this device; ``graphs`` as GPUBackend's (None: the default);
+        on the stand-in, ``block``: its threads per block (default one warp: the
+        emulation runs a fiber per thread), ``capture_safe_gemm``: HostDevice's."""
+        safe_gemm = options.pop("capture_safe_gemm", True)  # the stand-in's rules only
+        block = options.pop("block", 32)
         if self.kind == "host":  # small blocks: the emulation runs one fiber per thread
-            dev = self._host_device(block=32, jacobi_block=32, graphs=graphs is not False,
+            dev = self._host_device(block=block, jacobi_block=32, graphs=graphs is not False,
                                     capture_safe_gemm=safe_gemm)
             options.pop("tf32", None)
             return GPUBackend(dev=dev, graphs=graphs, **options)

@@ -498,3 +498,166 @@ def test_env_reports_cuda():
     assert result.exit_code == 0
     line = [x for x in result.stdout.splitlines() if x.startswith("cuda")]
     assert len(line) == 1 and ("driver" in line[0])
+
+
+# ---------------------------------------------------------------------------------------
+# No silent paths: the stand-in's blocks and refusals, the capture fallback, cuBLAS
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", [64, 128, 256])
+@pytest.mark.parametrize("norm", ["bn", "ln"])
+def test_blocks_of_several_warps_agree_with_the_cpu(device, cpu, block, norm):
+    """The suite's stand-in runs one warp per block; here the row pass (bn: a block of
+    up to ``block`` threads over 260 columns) and ``account`` (ln: over 260 column sums)
+    run several warps, so fr_block_sum's cross-warp half is what adds them up."""
+    if device.kind != "host":
+        pytest.skip("the stand-in's block size")
+    net = Network(width=40, depth=2, batch=260, activation="relu", norm=norm)
+    worst = _per_layer(device.backend(block=block), cpu, net, [0, 7], 2)
+    assert worst["h"] < _layer_tolerance(net) and worst["log_norm"] < 1e-12, worst
+
+
+def test_the_stand_in_refuses_launches_cuda_would_misread(device):
+    """No block, a value of the wrong width or type, an argument missing: one line each,
+    and nothing runs (the output keeps its 7s)."""
+    if device.kind != "host":
+        pytest.skip("the stand-in's checks")
+    dev = device.dev
+    out, seeds = np.full((2, 8), 7, np.uint32), np.array(SEEDS[:2], np.uint64)
+
+    def args(blocks=np.int32(1)):
+        return [out, np.int64(8), seeds, blocks, np.uint32(0), None, np.int64(1), None]
+
+    refusals = [
+        (0, args(), ValueError, "fill_uint32: a grid of 0 blocks"),
+        (2, args(np.int64(1)), TypeError, "argument 3: the kernel takes int32, got int64"),
+        (2, args(1), TypeError, "argument 3: the kernel takes int32, got int"),
+        (2, args()[:-1], TypeError, "fill_uint32 takes 8 arguments, got 7"),
+        (2, [np.int64(0), *args()[1:]], TypeError, "argument 0: the kernel takes a pointer"),
+    ]
+    for grid, call, error, words in refusals:
+        with pytest.raises(error) as info:
+            dev.launch("fill_uint32", grid, 32, call)
+        assert words in str(info.value) and "\n" not in str(info.value)
+    assert (out == 7).all()
+    dev.launch("fill_uint32", 2, 32, args())
+    assert (out != 7).all()
+
+
+def test_graphs_fall_back_only_for_a_refused_capture(device, monkeypatch):
+    """Any other error in a capture is raised, whatever its message says; the device
+    tells a refusal by CuPy's NotImplementedError or a CUDA capture status, never by
+    the message."""
+    from fastrank.gpu.device import refused_in_capture
+
+    class CUDARuntimeError(RuntimeError):  # as CuPy's: the cudaError_t in .status
+        def __init__(self, status, message):
+            super().__init__(message)
+            self.status = status
+
+    assert refused_in_capture(NotImplementedError("cuBLAS"), CUDARuntimeError)
+    assert refused_in_capture(CUDARuntimeError(900, "x"), CUDARuntimeError)
+    assert refused_in_capture(CUDARuntimeError(908, "x"), CUDARuntimeError)
+    for other in (CUDARuntimeError(2, "out of memory while capturing"),
+                  RuntimeError("operation not permitted when stream is capturing"),
+                  ValueError("capture")):
+        assert not refused_in_capture(other, CUDARuntimeError)
+    if device.kind != "host":
+        return
+    net = Network(width=8, depth=24, batch=6, activation="relu", norm="bn")
+    backend = device.backend(graphs=True)
+
+    def broken(fn):
+        raise RuntimeError("cudaErrorStreamCaptureInvalidated: the stream capture failed")
+
+    monkeypatch.setattr(backend.dev, "capture", broken)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeError, match="capture failed"):
+            simulate_many(net, [0, 1], Schedule(every=12, log=0), backend=backend)
+
+
+class _FakeCublas:
+    """Stands for libcublas: every entry point succeeds and is recorded; cublasCreate
+    hands out handle 1234."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        if not name.startswith("cublas"):
+            raise AttributeError(name)
+
+        def entry(*args):
+            self.calls.append(name)
+            if name == "cublasCreate_v2":
+                args[0]._obj.value = 1234
+            return 0
+
+        setattr(self, name, entry)  # where _bind sets its argtypes
+        return entry
+
+
+def test_the_cublas_handle_is_made_at_the_first_gemm_and_never_destroyed_by_del():
+    """No handle nor workspace until a GEMM is asked for; made once; destroyed by close
+    (a device synchronisation, at a safe point) or at exit, never when collected."""
+    import gc
+    from types import SimpleNamespace
+
+    from fastrank.gpu import cublas
+
+    lib, made = _FakeCublas(), []
+    workspace = SimpleNamespace(data=SimpleNamespace(ptr=8), nbytes=cublas.WORKSPACE_BYTES)
+    a = SimpleNamespace(shape=(2, 3, 3), dtype=np.dtype(np.float32), data=SimpleNamespace(ptr=0))
+    gemm = cublas.StreamGemm(5, lambda: made.append(1) or workspace, tf32=False, library=lib)
+    assert not gemm.ready and lib.calls == [] and made == []
+    gemm(a, a, a)
+    gemm(a, a, a)
+    assert lib.calls.count("cublasCreate_v2") == 1 and made == [1]
+    assert lib.calls.index("cublasSetStream_v2") < lib.calls.index("cublasSetWorkspace_v2")
+    assert lib.calls.count("cublasGemmStridedBatchedEx") == 2
+    assert "__del__" not in vars(cublas.StreamGemm)
+    del gemm
+    gc.collect()
+    assert "cublasDestroy_v2" not in lib.calls
+    cublas._close_all()  # what atexit runs
+    assert lib.calls[-1] == "cublasDestroy_v2" and not cublas._OPEN
+    closed = cublas.StreamGemm(5, lambda: workspace, tf32=True, library=lib)
+    closed(a, a, a)
+    closed.close()
+    assert lib.calls[-1] == "cublasDestroy_v2" and not closed.ready and not cublas._OPEN
+
+
+def test_libcublas_is_the_one_cupys_module_resolves(tmp_path):
+    """Through the module that uses it (dladdr of its cublasCreate_v2), in folders with
+    spaces; else the mapped libcublas of CuPy's CUDA major version, not the first
+    mapped (torch's may come first)."""
+    import os
+    import shutil
+
+    from fastrank.gpu import cublas
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    libs, users = tmp_path / "cuda libs", tmp_path / "site packages"
+    libs.mkdir()
+    users.mkdir()
+    (tmp_path / "blas.c").write_text("int cublasCreate_v2(void** h) { *h = 0; return 0; }\n")
+    (tmp_path / "user.c").write_text("int cublasCreate_v2(void**);\n"
+                                     "int probe(void) { void* h; return cublasCreate_v2(&h); }\n")
+    subprocess.run([cc, "-shared", "-fPIC", "-Wl,-soname,libcublas.so.13", "-o",
+                    str(libs / "libcublas.so.13"), str(tmp_path / "blas.c")], check=True)
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(users / "cublas module.so"),
+                    str(tmp_path / "user.c"), "-L", str(libs), "-l:libcublas.so.13",
+                    f"-Wl,-rpath,{libs}"], check=True)
+    found = cublas.library_path(str(users / "cublas module.so"), 13, maps="")
+    assert os.path.samefile(found, libs / "libcublas.so.13")
+    maps = ("7f0 r-xp 0 08:01 1 /opt/torch/lib/libcublas.so.12\n"
+            "7f1 r-xp 0 08:01 2 /opt/my env/nvidia/cu13/lib/libcublasLt.so.13\n"
+            "7f2 r-xp 0 08:01 3 /opt/my env/nvidia/cu13/lib/libcublas.so.13\n"
+            "7f3 rw-p 0 00:00 0\n")
+    assert cublas.library_path(None, 13, maps) == "/opt/my env/nvidia/cu13/lib/libcublas.so.13"
+    assert cublas.library_path(str(tmp_path / "missing.so"), 12, maps) == \
+        "/opt/torch/lib/libcublas.so.12"
