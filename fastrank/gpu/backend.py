@@ -51,8 +51,53 @@ EIGEN_UNCONVERGED = 3
 GRAPH_WIDTH_MAX = 1024
 
 
+#: Headroom of the memory plan over its inventory: CuPy's pool rounds every allocation
+#: up (to 512 bytes) and a freed block fits only what is no larger.
+PLAN_MARGIN = 1.125
+
+
 def _round32(n: int, cap: int) -> int:
     return max(32, min(cap, 32 * math.ceil(n / 32)))
+
+
+# ---------------------------------------------------------------------------------------
+# The memory plan
+# ---------------------------------------------------------------------------------------
+
+
+def batch_bytes(network: Network, seeds: int) -> int:
+    """Device memory a batch of ``seeds`` seeds of ``network`` holds at its peak: per
+    seed, the bookkeeping (seeds, log-norm, failure, reason, factor, the host copy's
+    packing), the sums of squares, the buffers H and Z alternate between (one per width,
+    two where consecutive layers share it), the weight stack of every (out, in) shape,
+    orthogonal weights' float64 normals, and what a measured layer adds (a gathered copy
+    of H, its float64 copy, the Gram matrix, its square or the eigensolver's copy of it,
+    the eigenvalues); once per batch, one seed's SVD, QR or Lanczos work and the pool's
+    rounding of the small arrays. Times PLAN_MARGIN."""
+    item = np.dtype(network.dtype).itemsize
+    n = network.batch
+    dims = (network.in_dim, *network.widths)
+    d = max(dims)
+    k = max(min(x, n) for x in dims)
+    doubled = {a for a, b in zip(dims, dims[1:], strict=False) if a == b}
+    buffers = sum(x * n * item * (2 if x in doubled else 1) for x in set(dims))
+    shapes = set(zip(dims[1:], dims, strict=False))
+    weights = sum(o * i * item for o, i in shapes)
+    ortho = 8 * max(o * i for o, i in shapes) if network.init == "orthogonal" else 0
+    measure = (item + 8) * d * n + 2 * 8 * k * k + 8 * k
+    per_seed = 11 * 8 + 8 * max(n, d) + buffers + weights + ortho + measure
+    once = 8 * (3 * d * max(d, n) + 4 * k * k + 32 * k) + 64 * 512  # + small arrays' rounding
+    return math.ceil(PLAN_MARGIN * (seeds * per_seed + once))
+
+
+def plan_batch(network: Network, free: int | None, cap: int | None = None) -> int:
+    """Most seeds of ``network`` per batch: those whose :func:`batch_bytes` fit in
+    ``free`` bytes (None: unknown, no bound), at most ``cap``, at least one."""
+    most = cap or 1 << 16
+    if free is not None:
+        one, two = batch_bytes(network, 1), batch_bytes(network, 2)
+        most = min(most, 1 + max(0, (free - one) // (two - one)))
+    return max(1, most)
 
 
 # ---------------------------------------------------------------------------------------
@@ -99,20 +144,27 @@ class _State:
 class GPUBackend(Backend):
     """Batches of networks on a CUDA device (or on a :class:`Device` given as ``dev``).
 
-    ``device``: CUDA device index; ``tf32``: let cuBLAS round float32 GEMM inputs to TF32
-    (default off; env FASTRANK_TF32=1); ``graphs``: capture runs of layers as CUDA graphs
-    (default: constant widths up to GRAPH_WIDTH_MAX); ``graph_layers``: layers per graph
-    (even); ``jacobi``: fastrank's batched Jacobi kernel for the eigenvalues of Gram
-    matrices up to 64 x 64, instead of the Householder-bisection kernel (the Jacobi
-    kernel measured on an H100 at 1024 matrices of 64 x 64: 23.4 ms, against 9.7 ms for
-    the batched cuSOLVER call the backend used before).
+    ``device``: CUDA device index; ``max_batch``: most seeds per batch (default: as
+    many as the device's free memory holds, :func:`plan_batch`); ``tf32``: let cuBLAS
+    round float32 GEMM inputs to TF32 (default off; env FASTRANK_TF32=1); ``graphs``:
+    capture runs of layers as CUDA graphs (default: constant widths up to
+    GRAPH_WIDTH_MAX); ``graph_layers``: layers per graph (even); ``jacobi``:
+    fastrank's batched Jacobi kernel for the eigenvalues of Gram matrices up to 64 x 64,
+    instead of the Householder-bisection kernel (the Jacobi kernel measured on an H100
+    at 1024 matrices of 64 x 64: 23.4 ms, against 9.7 ms for the batched cuSOLVER call
+    the backend used before).
     Raises :class:`GPUUnavailable` (one line) when no device can be used.
     """
 
     name = "gpu"
 
-    def __init__(self, device: int = 0, *, tf32: bool | None = None, graphs: bool | None = None,
+    def __init__(self, device: int = 0, *, max_batch: int | None = None,
+                 tf32: bool | None = None, graphs: bool | None = None,
                  graph_layers: int = 8, jacobi: bool = False, dev: Device | None = None):
+        if max_batch is not None and (isinstance(max_batch, bool) or int(max_batch) != max_batch
+                                      or max_batch < 1):
+            raise ValueError(f"max_batch {max_batch!r}: must be an integer >= 1")
+        self.batch_cap = None if max_batch is None else int(max_batch)
         self.dev = dev if dev is not None else CupyDevice(device, tf32=tf32)
         self.graphs = graphs
         if graph_layers < 2 or graph_layers % 2:
@@ -124,13 +176,9 @@ class GPUBackend(Backend):
     # -- the Backend interface -----------------------------------------------------------
 
     def max_batch(self, network: Network) -> int:
-        """Seeds whose H, work buffers, weights and Gram fit in half the device memory."""
-        memory = getattr(self.dev, "memory", None)
-        if memory is None:
-            return super().max_batch(network)
-        d, n = max(network.in_dim, *network.widths), network.batch
-        per_seed = (3 * d * n + d * d) * np.dtype(network.dtype).itemsize + 8 * min(d, n) ** 2
-        return max(1, int(memory // 2 // per_seed))
+        """Seeds per batch: what the device's free memory holds now (:func:`plan_batch`),
+        at most ``max_batch``."""
+        return plan_batch(network, self.dev.free_memory(), self.batch_cap)
 
     def start(self, network: Network, seeds) -> Batch:
         seeds = np.asarray(seeds, dtype=np.uint64)

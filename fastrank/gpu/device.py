@@ -29,6 +29,10 @@ class CaptureUnsupported(RuntimeError):
     """Work that cannot be recorded into a CUDA graph was issued while capturing."""
 
 
+class DeviceOutOfMemory(MemoryError):
+    """The device could not allocate what the backend asked for (one line)."""
+
+
 class Device:
     """What the orchestration needs from a device. Subclasses set ``xp`` (a numpy-like
     array module) and implement the methods below. ``graphs_captured`` and
@@ -51,6 +55,10 @@ class Device:
     def empty(self, shape: tuple, dtype):
         """An uninitialised device array (never inside a capture)."""
         return self.xp.empty(shape, dtype)
+
+    def free_memory(self) -> int | None:
+        """Bytes the backend may still allocate on the device; None where unknown."""
+        return None
 
     def launch(self, name: str, grid: int, block: int, args) -> None:
         raise NotImplementedError
@@ -155,7 +163,18 @@ class CupyDevice(Device):
     @contextlib.contextmanager
     def context(self):
         with self.device, self.stream:
-            yield
+            try:
+                yield
+            except self.cupy.cuda.memory.OutOfMemoryError as exc:
+                raise DeviceOutOfMemory(
+                    f"device {self.device_id} ran out of memory ({one_line(exc)})") from exc
+
+    def free_memory(self) -> int:
+        """The driver's free memory plus what CuPy's pool holds unused (it hands that out
+        again before asking the driver)."""
+        with self.device:
+            free = self.cupy.cuda.runtime.memGetInfo()[0]
+            return int(free + self.cupy.get_default_memory_pool().free_bytes())
 
     def launch(self, name, grid, block, args):
         args = tuple(np.uint64(0) if a is None else a for a in args)  # null pointer
