@@ -34,6 +34,10 @@ using std::isfinite;
 #define __forceinline__ inline
 #define __restrict__
 #define __shared__ static
+// extern __shared__ T name[] (dynamic shared memory, sized by the launch): one buffer of
+// the most a block can have on any device (227 KiB), for the one block running at a time.
+alignas(16) static unsigned char fr_emu_dynamic_shared[232448];
+#define FR_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(fr_emu_dynamic_shared)
 
 struct fr_emu_uint3 { unsigned int x, y, z; };
 
