@@ -115,17 +115,23 @@ def run_sweep(
     """
     if sweep is not None:
         inputs.check_inputs(sweep)  # an input no run could start from, before any file
+    owned = None  # a backend made here is closed here (a GPU's handles)
     if client is not None:
         from fastrank.distributed import Cluster
 
         backend = Cluster(client, backend if isinstance(backend, str) else backend.name)
     elif isinstance(backend, str):
-        backend = get_backend(backend)
-    with open_writer(path, sweep, overwrite=overwrite, resume=resume, backend=backend) as writer:
-        if client is not None:
-            backend.fill(writer, progress=progress, on_start=on_start)
-        else:
-            fill(writer, backend, progress=progress, on_start=on_start)
+        backend = owned = get_backend(backend)
+    try:
+        with open_writer(path, sweep, overwrite=overwrite, resume=resume,
+                         backend=backend) as writer:
+            if client is not None:
+                backend.fill(writer, progress=progress, on_start=on_start)
+            else:
+                fill(writer, backend, progress=progress, on_start=on_start)
+    finally:
+        if owned is not None:
+            owned.close()
     return Path(path)
 
 

@@ -107,6 +107,10 @@ class Backend(ABC):
         """Most seeds of ``network`` to hold at once (the runner splits bigger groups)."""
         return 1 << 16
 
+    def close(self) -> None:  # noqa: B027 - a backend holding nothing has nothing to do
+        """Release what the backend holds between sweeps (a device's library handles);
+        it may be used again after."""
+
     @abstractmethod
     def describe(self) -> dict:
         """Provenance: device, library versions, threads."""

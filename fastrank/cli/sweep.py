@@ -279,9 +279,11 @@ def _backend(gpu: bool, device: int | None, gpu_batch: int | None = None):
     from fastrank.gpu import GPUUnavailable
 
     try:
-        return get_backend("gpu", device=device or 0, max_batch=gpu_batch)
+        backend = get_backend("gpu", device=device or 0, max_batch=gpu_batch)
     except GPUUnavailable as exc:
         raise InputError(f"--gpu: {exc}") from None
+    click.get_current_context().call_on_close(backend.close)  # its handles, synchronised
+    return backend
 
 
 def _cluster(workers, threads, scheduler, scheduler_file, gpu, device, gpu_batch, quiet):

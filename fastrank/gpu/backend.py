@@ -34,6 +34,7 @@ import numpy as np
 
 from fastrank import codes, init, rng
 from fastrank.backends.base import Backend, Batch
+from fastrank.gpu.cublas import WORKSPACE_BYTES
 from fastrank.gpu.device import CaptureUnsupported, CupyDevice, Device
 from fastrank.spec import Network
 
@@ -72,8 +73,9 @@ def batch_bytes(network: Network, seeds: int) -> int:
     two where consecutive layers share it), the weight stack of every (out, in) shape,
     orthogonal weights' float64 normals, and what a measured layer adds (a gathered copy
     of H, its float64 copy, the Gram matrix, its square or the eigensolver's copy of it,
-    the eigenvalues); once per batch, one seed's SVD, QR or Lanczos work and the pool's
-    rounding of the small arrays. Times PLAN_MARGIN."""
+    the eigenvalues); once, one seed's SVD, QR or Lanczos work, the pool's rounding of
+    the small arrays and the cuBLAS workspace (made at the first GEMM). Times
+    PLAN_MARGIN."""
     item = np.dtype(network.dtype).itemsize
     n = network.batch
     dims = (network.in_dim, *network.widths)
@@ -86,7 +88,7 @@ def batch_bytes(network: Network, seeds: int) -> int:
     ortho = 8 * max(o * i for o, i in shapes) if network.init == "orthogonal" else 0
     measure = (item + 8) * d * n + 2 * 8 * k * k + 8 * k
     per_seed = 11 * 8 + 8 * max(n, d) + buffers + weights + ortho + measure
-    once = 8 * (3 * d * max(d, n) + 4 * k * k + 32 * k) + 64 * 512  # + small arrays' rounding
+    once = 8 * (3 * d * max(d, n) + 4 * k * k + 32 * k) + 64 * 512 + WORKSPACE_BYTES
     return math.ceil(PLAN_MARGIN * (seeds * per_seed + once))
 
 

@@ -4,8 +4,9 @@ is compiled:
 * :func:`program` - the one CUDA C++ program: every ``.cu`` file with its local
   ``#include "x.cuh"`` lines replaced by the headers' text (each once), so it compiles
   from a string anywhere, with no include path;
-* :func:`raw_module` - on a GPU, ``cupy.RawModule`` of that program (compiled by NVRTC
-  for the current device, cached in memory here and on disk by CuPy);
+* :func:`raw_module` - on a GPU, ``cupy.RawModule`` of that program, loaded from a cubin
+  compiled by NVRTC for the device once and kept on disk (:func:`cached`, also the host
+  build's cache);
 * :func:`compile_ptx` - NVRTC called through ctypes, to PTX for a named architecture:
   the check that every source compiles, which needs no GPU (the NVRTC shared library of
   the ``nvidia-cuda-nvrtc`` wheels, or of a CUDA toolkit, is enough);
@@ -20,11 +21,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import glob
+import hashlib
 import os
 import re
 import sys
 import sysconfig
+import tempfile
 from importlib import resources
+from pathlib import Path
 
 from fastrank import codes
 
@@ -112,14 +116,73 @@ def program() -> str:
 
 @functools.cache
 def raw_module(device_id: int):
-    """``cupy.RawModule`` of :func:`program` for device ``device_id`` (compiled once per
-    process; CuPy also caches the binary on disk, keyed by source and options)."""
+    """``cupy.RawModule`` of :func:`program` for device ``device_id``, loaded once per
+    process from :func:`cubin_path` (compiled by the NVRTC of :func:`nvrtc` once per
+    program text, options, architecture and NVRTC version, then read from the disk by
+    every process). Where that NVRTC is missing or of another CUDA major version than
+    CuPy's runtime, CuPy compiles it (and caches it in its own folder)."""
     import cupy
 
-    with cupy.cuda.Device(device_id):
+    device = cupy.cuda.Device(device_id)
+    with device:
+        try:
+            same_major = nvrtc_version()[0] == cupy.cuda.runtime.runtimeGetVersion() // 1000
+        except OSError:
+            same_major = False
+        if same_major:
+            return cupy.RawModule(path=str(cubin_path(f"sm_{device.compute_capability}")))
         module = cupy.RawModule(code=program(), options=NVRTC_OPTIONS)
         module.compile()
     return module
+
+
+def cubin_path(arch: str) -> Path:
+    """The cubin of :func:`program` for ``arch`` (e.g. sm_90), compiled with the options
+    CuPy compiles with (NVRTC_OPTIONS and CUPY_ADDS), in the disk cache."""
+    code, options = program(), (*NVRTC_OPTIONS, *CUPY_ADDS)
+    key = (code, *options, arch, "NVRTC {}.{}".format(*nvrtc_version()))
+    return cached("kernels", key, lambda path: path.write_bytes(
+        compile_cubin(code, arch, options)), ".cubin")
+
+
+# ---------------------------------------------------------------------------------------
+# Builds kept on disk across processes
+# ---------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where builds of the kernels are kept: $FASTRANK_CACHE, else fastrank/ in the user's
+    cache folder ($XDG_CACHE_HOME or ~/.cache), else in the temporary folder where that
+    cannot be written."""
+    if os.environ.get("FASTRANK_CACHE"):
+        return Path(os.environ["FASTRANK_CACHE"])
+    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastrank"
+    try:
+        user.mkdir(parents=True, exist_ok=True)
+        if os.access(user, os.W_OK):
+            return user
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / f"fastrank-cache-{os.getuid()}"
+
+
+def cached(kind: str, key: tuple, build, suffix: str = "") -> Path:
+    """The file ``build(path)`` writes, kept in :func:`cache_dir` under ``kind`` and a
+    hash of ``key`` (every text the result depends on): built by the first process that
+    asks for that key, read by every later one. Written under a private name, then
+    renamed: a concurrent reader sees the whole file or none."""
+    digest = hashlib.sha256("\0".join(map(str, key)).encode()).hexdigest()[:20]
+    folder = cache_dir()
+    path = folder / f"{kind}-{digest}{suffix}"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"{kind}-{digest}.{os.getpid()}.tmp{suffix}"
+        try:
+            build(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,8 +231,9 @@ def nvrtc() -> tuple[ctypes.CDLL, str]:
             tried.append(f"{path} ({exc})")
             continue
         return lib, path
-    raise OSError("no usable NVRTC library found (pip install nvidia-cuda-nvrtc, or set FASTRANK_NVRTC"
-                  " to libnvrtc.so)" + (f"; tried: {'; '.join(tried)}" if tried else ""))
+    raise OSError("no usable NVRTC library found (pip install nvidia-cuda-nvrtc, or set "
+                  "FASTRANK_NVRTC to libnvrtc.so)"
+                  + (f"; tried: {'; '.join(tried)}" if tried else ""))
 
 
 def mapped_files(text: str | None = None) -> list[str]:
@@ -225,6 +289,16 @@ def compile_ptx(code: str, arch: str = "compute_75", options=NVRTC_OPTIONS,
                 name: str = "fastrank.cu") -> str:
     """PTX of ``code`` for ``arch`` (e.g. compute_75, compute_90) by NVRTC; raises
     CompileError with NVRTC's log when it does not compile."""
+    return _compile(code, arch, options, name, "PTX").rstrip(b"\0").decode()
+
+
+def compile_cubin(code: str, arch: str, options=NVRTC_OPTIONS,
+                  name: str = "fastrank.cu") -> bytes:
+    """The cubin (machine code) of ``code`` for a real ``arch`` (e.g. sm_90) by NVRTC."""
+    return _compile(code, arch, options, name, "CUBIN")
+
+
+def _compile(code: str, arch: str, options, name: str, output: str) -> bytes:
     lib, _ = nvrtc()
     prog = ctypes.c_void_p()
     _check(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), code.encode(), name.encode(),
@@ -240,9 +314,10 @@ def compile_ptx(code: str, arch: str = "compute_75", options=NVRTC_OPTIONS,
         if status != 0:
             raise CompileError(f"NVRTC ({arch}): {lib.nvrtcGetErrorString(status).decode()}\n"
                                f"{log.value.decode(errors='replace')}")
-        _check(lib, lib.nvrtcGetPTXSize(prog, ctypes.byref(size)), "nvrtcGetPTXSize")
-        ptx = ctypes.create_string_buffer(size.value)
-        _check(lib, lib.nvrtcGetPTX(prog, ptx), "nvrtcGetPTX")
-        return ptx.value.decode()
+        get_size, get = getattr(lib, f"nvrtcGet{output}Size"), getattr(lib, f"nvrtcGet{output}")
+        _check(lib, get_size(prog, ctypes.byref(size)), f"nvrtcGet{output}Size")
+        out = ctypes.create_string_buffer(size.value)
+        _check(lib, get(prog, out), f"nvrtcGet{output}")
+        return out.raw
     finally:
         lib.nvrtcDestroyProgram(ctypes.byref(prog))

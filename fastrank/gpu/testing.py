@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -67,26 +65,24 @@ def host_compiler() -> str | None:
 
 @functools.cache
 def host_library() -> Path:
-    """The host build of the kernels (a shared library), built once per source text in
-    a cache folder; raises CompileError where no C++20 compiler works."""
+    """The host build of the kernels (a shared library), built once per source text,
+    flags and compiler in the kernels' disk cache (fastrank.gpu.program.cached); raises
+    CompileError where no C++17 compiler works."""
     cxx = host_compiler()
     if cxx is None:
         raise program.CompileError("no C++ compiler (g++) for the host build of the kernels")
     text = host_source()
-    digest = hashlib.sha256((text + " ".join(HOST_FLAGS) + cxx).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("FASTRANK_CACHE", Path(tempfile.gettempdir()) / "fastrank-cache"))
-    cache.mkdir(parents=True, exist_ok=True)
-    lib = cache / f"kernels-host-{digest}.so"
-    if not lib.exists():
-        src = cache / f"kernels-host-{digest}.cpp"
+
+    def build(path: Path) -> None:
+        src = path.with_suffix(".cpp")
         src.write_text(text)
-        tmp = cache / f"kernels-host-{digest}.{os.getpid()}.so"
-        proc = subprocess.run([cxx, *HOST_FLAGS, "-o", str(tmp), str(src)],
+        proc = subprocess.run([cxx, *HOST_FLAGS, "-o", str(path), str(src)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise program.CompileError(f"{cxx} failed on {src}:\n{proc.stderr[-4000:]}")
-        os.replace(tmp, lib)
-    return lib
+        src.unlink()
+
+    return program.cached("kernels-host", (text, *HOST_FLAGS, cxx), build, ".so")
 
 
 class HostKernels:
@@ -140,7 +136,8 @@ class HostKernels:
         signature = self.signatures[name]
         if len(args) != len(signature):
             raise TypeError(f"{name} takes {len(signature)} arguments, got {len(args)}")
-        values = [self._value(name, i, c, a) for i, (c, a) in enumerate(zip(signature, args))]
+        values = [self._value(name, i, c, a)
+                  for i, (c, a) in enumerate(zip(signature, args, strict=True))]
         argv = (ctypes.c_void_p * len(values))(
             *[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v in values])
         status = self.lib.fr_launch(name.encode(), int(grid), int(block), argv,

@@ -5,7 +5,8 @@
 // Where the matrix lives: a k x k float64 matrix is 128 KiB at k = 128 (its packed
 // lower triangle 64.5 KiB), more than the 48 KiB of static shared memory every device
 // gives a block. So the matrix is reduced in place in global memory (it stays in L1/L2
-// while its block runs) and only the vectors of a step sit in shared memory (5 KiB).
+// while its block runs; each step reads and writes the trailing block once) and only
+// the vectors of the steps and the tridiagonal sit in shared memory (6.5 KiB).
 // Every thread owns whole columns of the matrix (column c belongs to thread c mod
 // blockDim): each step's product B v and rank-2 update run down the owned columns, so a
 // warp reads and writes whole rows (coalesced), and only the row a step reduces is read
@@ -56,8 +57,9 @@ __device__ __forceinline__ double fr_block_max_abs(double v)
 // ascending; ``status``: one per matrix (see the top of this file).
 extern "C" __global__ void householder_eigvalsh(double* a, int k, double* w, int* status)
 {
-    __shared__ double v[FR_EIGEN_MAX];    // the step's Householder vector (v[j+1] = 1)
-    __shared__ double u[FR_EIGEN_MAX];    // p = tau B v, then w = p - (tau/2)(p.v) v
+    // a step's Householder vector v (v[j+1] = 1) and u = p - (tau/2)(p.v) v, p = tau B v:
+    // those of the pending update and the new ones
+    __shared__ double vec[4][FR_EIGEN_MAX];
     __shared__ double diag[FR_EIGEN_MAX];
     __shared__ double off[FR_EIGEN_MAX];  // off-diagonal, then its square
     __shared__ int unconverged;
@@ -89,45 +91,61 @@ extern "C" __global__ void householder_eigvalsh(double* a, int k, double* w, int
     __syncthreads();   // the mirrored upper triangle is read by its columns' owners
 
     // Householder: step j maps row j's x = A[j, j+1:] onto beta e_1 and updates the
-    // trailing block B = A[j+1:, j+1:] to B - v w^T - w v^T
+    // trailing block B = A[j+1:, j+1:] to B - v u^T - u v^T. That update is applied
+    // lazily, in the next step's one pass over the block (which forms B' v' with the
+    // updated rows as it goes): one read and one write of the block per step, not two
+    // reads and a write. (v, u) is the update pending, (vn, un) the step's new one.
+    double* v = vec[0];
+    double* u = vec[1];
+    double* vn = vec[2];
+    double* un = vec[3];
+    for (int c = threadIdx.x; c < k; c += blockDim.x) v[c] = u[c] = 0.0;
+    __syncthreads();
     for (int j = 0; j + 2 < k; ++j) {
         const int lo = j + 1;
         double part = 0.0;
-        for (int c = threadIdx.x; c < k; c += blockDim.x)
-            if (c > lo) part += as[(fr_i64)j * k + c] * as[(fr_i64)j * k + c];
-        const double sigma = fr_block_sum(part);
-        const double alpha = as[(fr_i64)j * k + lo];
-        if (threadIdx.x == (unsigned)(j % blockDim.x)) diag[j] = as[(fr_i64)j * k + j];
-        if (sigma == 0.0) {
-            if (threadIdx.x == 0) off[j] = alpha;
-            continue;   // uniform: sigma is the block's
+        for (int c = threadIdx.x; c < k; c += blockDim.x) {   // row j, pending update
+            if (c < j) continue;
+            double* x = as + (fr_i64)j * k + c;
+            *x -= fma(v[j], u[c], u[j] * v[c]);
+            if (c > lo) part = fma(*x, *x, part);
+            if (c == j) diag[j] = *x;
         }
+        const double sigma = fr_block_sum(part);   // its barriers publish row j
+        const double alpha = as[(fr_i64)j * k + lo];
         const double norm = sqrt(alpha * alpha + sigma);
         const double beta = alpha >= 0.0 ? -norm : norm;
-        const double tau = (beta - alpha) / beta;
-        const double scale = 1.0 / (alpha - beta);
-        if (threadIdx.x == 0) off[j] = beta;
+        const double tau = sigma == 0.0 ? 0.0 : (beta - alpha) / beta;   // 0: nothing to do
+        const double scale = sigma == 0.0 ? 0.0 : 1.0 / (alpha - beta);
+        if (threadIdx.x == 0) off[j] = sigma == 0.0 ? alpha : beta;
         for (int c = threadIdx.x; c < k; c += blockDim.x)
-            v[c] = c < lo ? 0.0 : c == lo ? 1.0 : as[(fr_i64)j * k + c] * scale;
+            vn[c] = c < lo || sigma == 0.0 ? 0.0 : c == lo ? 1.0 : as[(fr_i64)j * k + c] * scale;
         __syncthreads();
-        // p = tau B v, column by column (B is symmetric)
+        // the pending update of rows lo.., and p = tau B v column by column (B symmetric)
         double pv = 0.0;
-        for (int c = lo + threadIdx.x; c < k; c += blockDim.x) {
-            double acc = 0.0;
-            for (int r = lo; r < k; ++r) acc += as[(fr_i64)r * k + c] * v[r];
-            u[c] = tau * acc;
-            pv += tau * acc * v[c];
-        }
-        const double half = -0.5 * tau * fr_block_sum(pv);   // its barriers publish u too
-        for (int c = lo + threadIdx.x; c < k; c += blockDim.x) u[c] += half * v[c];
-        __syncthreads();
-        for (int c = lo + threadIdx.x; c < k; c += blockDim.x) {
+        for (int c = threadIdx.x; c < k; c += blockDim.x) {
+            if (c < lo) continue;
             const double vc = v[c], uc = u[c];
-            for (int r = lo; r < k; ++r)
-                as[(fr_i64)r * k + c] -= v[r] * uc + u[r] * vc;
+            double acc = 0.0;
+            for (int r = lo; r < k; ++r) {
+                double* x = as + (fr_i64)r * k + c;
+                const double b = *x - fma(v[r], uc, u[r] * vc);
+                *x = b;
+                acc = fma(b, vn[r], acc);
+            }
+            un[c] = tau * acc;
+            pv = fma(tau * acc, vn[c], pv);
         }
-        __syncthreads();   // v and u are rewritten by the next step; row lo is read
+        const double half = -0.5 * tau * fr_block_sum(pv);   // all are done with v, u
+        for (int c = threadIdx.x; c < k; c += blockDim.x)
+            un[c] = c < lo ? 0.0 : fma(half, vn[c], un[c]);
+        double* t = v; v = vn; vn = t;
+        t = u; u = un; un = t;
+        __syncthreads();
     }
+    for (int c = threadIdx.x; c < k; c += blockDim.x)   // the last pending update
+        for (int r = k > 2 ? k - 2 : 0; c >= k - 2 && r < k; ++r)
+            as[(fr_i64)r * k + c] -= fma(v[r], u[c], u[r] * v[c]);
     for (int c = threadIdx.x; c < k; c += blockDim.x) {   // the last 2 x 2 (or 1 x 1)
         if (c >= k - 2) diag[c] = as[(fr_i64)c * k + c];
         if (c == k - 2) off[c] = as[(fr_i64)(c + 1) * k + c];

@@ -526,7 +526,8 @@ def test_the_stand_in_refuses_launches_cuda_would_misread(device):
     dev = device.dev
     out, seeds = np.full((2, 8), 7, np.uint32), np.array(SEEDS[:2], np.uint64)
 
-    def args(blocks=np.int32(1)):
+    def args(blocks=None):
+        blocks = np.int32(1) if blocks is None else blocks
         return [out, np.int64(8), seeds, blocks, np.uint32(0), None, np.int64(1), None]
 
     refusals = [

@@ -11,6 +11,7 @@ import pytest
 
 from fastrank import codes
 from fastrank.gpu import program
+from fastrank.gpu.backend import EIGEN_MAX, EIGEN_UNCONVERGED
 
 KERNEL = "householder_eigvalsh"
 #: Within this much of the largest |eigenvalue| of LAPACK's (a few k eps ||A||).
@@ -153,6 +154,13 @@ def test_ptxas_no_spills_and_static_shared_memory_only(tmp_path, arch):
 # ---------------------------------------------------------------------------------------
 
 
+def test_the_backend_states_the_kernels_limit_and_status_as_the_kernel():
+    text = program.source("eigen.cu")
+    assert f"#define FR_EIGEN_MAX {EIGEN_MAX}\n" in text
+    assert f"#define FR_EIGEN_UNCONVERGED {EIGEN_UNCONVERGED}\n" in text
+    assert EIGEN_UNCONVERGED not in (codes.OK, codes.NON_FINITE, codes.VANISHED)
+
+
 def _measured_batch(device, width, unconverged=()):
     """A backend on ``device`` whose launches are recorded (the matrices listed in
     ``unconverged`` reported so by the eigensolver, their eigenvalues spoiled), and a
@@ -170,7 +178,7 @@ def _measured_batch(device, width, unconverged=()):
                 w, status = args[2], args[3]
                 for i in unconverged:
                     w[i] = 0.0
-                    status[i] = 3  # FR_EIGEN_UNCONVERGED
+                    status[i] = EIGEN_UNCONVERGED
 
     dev.launch = recorded
     net = Network(width=width, depth=2, batch=width + 7)

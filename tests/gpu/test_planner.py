@@ -185,3 +185,13 @@ def test_out_of_device_memory_mid_sweep_then_resume_gives_the_uninterrupted_numb
         code, err = gpu_cli([*ARGS, "--gpu-batch", "1", "--resume", "-o", path])
         assert code == 0, err
         _assert_same(_arrays(tmp_path / path), clean)
+
+
+def test_a_gpu_sweep_closes_its_backend_when_it_ends(gpu_cli, tmp_path, monkeypatch):
+    """The device's library handles are released (GPUBackend.close, after a synchronize)
+    when the command ends, not left to the interpreter's exit."""
+    closed = []
+    monkeypatch.setattr(GPUBackend, "close", lambda self: closed.append(self))
+    code, err = gpu_cli([*ARGS, "-o", "r.h5"])
+    assert code == 0, err
+    assert len(closed) == 1

@@ -104,7 +104,7 @@ def other_builtins(nvrtc, tmp_path_factory):
     if cc is None:
         pytest.skip("no C compiler")
     d = tmp_path_factory.mktemp("nvrtc")
-    name = "libnvrtc-builtins.so.%d.%d" % program.nvrtc_version()
+    name = "libnvrtc-builtins.so.{}.{}".format(*program.nvrtc_version())
     (d / "link").mkdir()
     (d / "link" / "libnvrtc.so").symlink_to(os.path.realpath(program.nvrtc()[1]))
     (d / "other dir").mkdir()
@@ -136,6 +136,93 @@ def test_nvrtc_refuses_another_builtins_loaded_first(other_builtins):
     assert proc.returncode == 1
     assert f"another {other.name} is loaded already ({other})" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_builds_are_cached_by_every_text_they_depend_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTRANK_CACHE", str(tmp_path))
+    builds = []
+
+    def build(path):
+        builds.append(path)
+        path.write_text("built")
+
+    first = program.cached("k", ("source", "-O2"), build, ".bin")
+    assert program.cached("k", ("source", "-O2"), build, ".bin") == first and len(builds) == 1
+    others = {program.cached("k", key, build, ".bin") for key in
+              [("source", "-O3"), ("source 2", "-O2"), ("source", "-O2", "sm_80")]}
+    assert first not in others and len(others) == 3 and len(builds) == 4
+
+    def broken(path):
+        path.write_text("half")
+        raise program.CompileError("no")
+
+    with pytest.raises(program.CompileError):
+        program.cached("k", ("bad",), broken, ".bin")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in {first, *others})
+
+
+class _FakeCupy:
+    """What raw_module uses of CuPy: a device of compute capability 9.0, a runtime of
+    ``major``, and RawModule recording how it was made."""
+
+    def __init__(self, major):
+        from types import SimpleNamespace
+
+        class Device:
+            compute_capability = "90"
+
+            def __init__(self, i):
+                pass
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+        class RawModule:
+            def __init__(self, **how):
+                self.how = how
+
+            def compile(self):
+                self.how["compiled"] = True
+
+        runtime = SimpleNamespace(runtimeGetVersion=lambda: major * 1000)
+        self.cuda = SimpleNamespace(Device=Device, runtime=runtime)
+        self.RawModule = RawModule
+
+
+def test_the_device_program_is_compiled_once_then_read_from_the_disk(nvrtc, tmp_path,
+                                                                    monkeypatch):
+    """The cubin for the device's architecture, with CuPy's options, is compiled by the
+    first process and loaded from the disk by the next (here: a second process, which
+    cannot compile); another architecture or option compiles anew. Where the NVRTC found
+    is of another CUDA major version than CuPy's runtime, CuPy compiles the source."""
+    monkeypatch.setenv("FASTRANK_CACHE", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "cupy", _FakeCupy(program.nvrtc_version()[0]))
+    program.raw_module.cache_clear()
+    module = program.raw_module(0)
+    path = program.cubin_path("sm_90")
+    assert module.how == {"path": str(path)} and path.read_bytes()[:4] == b"\x7fELF"
+    later = subprocess.run(
+        [sys.executable, "-c", "from fastrank.gpu import program; program.compile_cubin = None; "
+         "print(program.cubin_path('sm_90'))"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "FASTRANK_CACHE": str(tmp_path)})
+    assert later.returncode == 0 and later.stdout.strip() == str(path), later.stderr
+
+    def compiles(*args):
+        raise AssertionError("compiled")
+
+    monkeypatch.setattr(program, "compile_cubin", compiles)
+    for arch, adds in [("sm_80", program.CUPY_ADDS), ("sm_90", ())]:
+        monkeypatch.setattr(program, "CUPY_ADDS", adds)
+        with pytest.raises(AssertionError, match="compiled"):
+            program.cubin_path(arch)
+    monkeypatch.setitem(sys.modules, "cupy", _FakeCupy(program.nvrtc_version()[0] - 1))
+    program.raw_module.cache_clear()
+    assert program.raw_module(0).how == {"code": program.program(),
+                                         "options": program.NVRTC_OPTIONS, "compiled": True}
+    program.raw_module.cache_clear()
 
 
 @pytest.mark.parametrize("arch", ["sm_75", "sm_90"])
