@@ -43,10 +43,6 @@ MAX_BLOCKS_PER_SEED = 4096
 #: Sweeps after which the Jacobi kernel stops even if rotations remain (it converges
 #: quadratically: about 6-10 sweeps at k = 64).
 JACOBI_SWEEPS = 60
-#: Largest Gram matrix of fastrank's Householder-bisection kernel (kernels/cuda/eigen.cu:
-#: FR_EIGEN_MAX), and the status it gives a matrix whose bisection did not converge.
-EIGEN_MAX = 128
-EIGEN_UNCONVERGED = 3
 #: Widest constant width whose layers are captured as CUDA graphs by default (beyond it
 #: a layer's GEMM dwarfs its launch overhead).
 GRAPH_WIDTH_MAX = 1024
@@ -421,7 +417,7 @@ class GPUBackend(Backend):
             w = self.dev.empty((s, k), np.float64)
             self.dev.launch("jacobi_eigvalsh", s, self.dev.jacobi_block,
                             (g, np.int32(k), np.int32(JACOBI_SWEEPS), w))
-        elif k <= EIGEN_MAX:
+        elif k <= codes.EIGEN_MAX:
             return self._householder_eigvalsh(g)
         else:  # larger matrices: one cuSOLVER call per matrix, its info checked
             w = self.dev.xp.stack([self.dev.eigvalsh(g[i]) for i in range(s)])
@@ -440,7 +436,7 @@ class GPUBackend(Backend):
         self.dev.launch("householder_eigvalsh", s, _round32(k, self.dev.jacobi_block),
                         (work, np.int32(k), w, status))
         w, status = self.dev.to_host(w), self.dev.to_host(status)
-        for i in np.flatnonzero(status == EIGEN_UNCONVERGED):
+        for i in np.flatnonzero(status == codes.EIGEN_UNCONVERGED):
             w[i] = self.dev.to_host(self.dev.eigvalsh(g[i]))
         return w
 

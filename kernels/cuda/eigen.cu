@@ -23,9 +23,7 @@
 // FR_EIGEN_BISECTIONS halvings (only a NaN produced on the way does that).
 #include "common.cuh"
 
-#define FR_EIGEN_MAX 128
 #define FR_EIGEN_BISECTIONS 128
-#define FR_EIGEN_UNCONVERGED 3
 #define FR_EPS 0x1p-52
 #define FR_SAFMIN 0x1p-1022
 
