@@ -8,14 +8,14 @@
 // or per column for layer norm, summing in order); then account's bookkeeping and scale's
 // rescaling. H leaves the chip only at the layers asked for and at the end.
 //
-// Shared memory (dynamic, FR_NET_SHARED bytes for the launch): H and Z, d rows of ld =
-// N | 1 floats each (an odd stride: a warp's threads reading a column each, or a row
-// each, meet no bank conflict), then FR_NET_WTILE floats of weights; and, static, the
-// per-row sums of squares and two flags.
+// Shared memory, dynamic: H and Z, d rows of ld = N | 1 floats each (an odd stride: a
+// warp's threads reading a row each, or a column each, meet no bank conflict), then, from
+// the next multiple of 4 floats, FR_NET_WTILE floats of weights: 4 (round4(2 d ld) +
+// FR_NET_WTILE) bytes for the launch; static: the per-line sums of squares and 2 flags.
 #include "common.cuh"
 
 #define FR_NET_MAX 128
-#define FR_NET_WTILE 2048
+#define FR_NET_WTILE 4096
 
 // extern __shared__ memory; host_emulation.cuh defines its own for the CPU.
 #ifndef FR_DYNAMIC_SHARED
@@ -26,35 +26,63 @@
 // tile starts at a Philox block (4 numbers) of the stream.
 __device__ __forceinline__ int fr_net_tile_rows(int d) { return (FR_NET_WTILE / d) & ~3; }
 
-// Z rows r0 .. r0 + rows - 1 of layer ``layer``'s W H: the tile of W (numbers r0 d ...
-// of the stream, w = x mul for normals, u mul - sub for uniforms), then the products.
+// Four weights of a column of the tile, one 16-byte shared load.
+struct alignas(16) fr_net_f4 { float w[4]; };
+
+// Z rows r0 .. r0 + rows - 1 of layer ``layer``'s W H. The tile of W (numbers r0 d ... of
+// the stream, w = x mul for normals, u mul - sub for uniforms) is kept column-major with
+// a column stride rs = rows rounded up to 4. Each warp makes 4 rows of Z at a time, each
+// lane the columns lane, lane + 32, ... of them: per term k, one broadcast 16-byte load
+// of W and a conflict-free load of H per column serve 4 products each.
 __device__ __forceinline__ void fr_net_product(float* zs, const float* hs, float* ws, int d,
                                                int n, int ld, int r0, int rows, fr_u64 seed,
                                                fr_u32 stream, fr_u32 layer, int uniform,
                                                float mul, float sub)
 {
     const int count = rows * d;
+    const int rs = (rows + 3) & ~3;
     const fr_u64 first = (fr_u64)r0 * d / 4;
     for (int b = threadIdx.x; 4 * b < count; b += blockDim.x) {
         const fr_words w = fr_stream_block(seed, stream, layer, first + b);
         float x[4];
         if (uniform) {
-            for (int t = 0; t < 4; ++t) x[t] = FR_FSUB(FR_FMUL(fr_uniform_f32(w.x[t]), mul), sub);
+            for (int t = 0; t < 4; ++t)
+                x[t] = FR_FSUB(FR_FMUL(fr_uniform_f32(w.x[t]), mul), sub);
         } else {
             fr_normals4_f32(w, x);
             for (int t = 0; t < 4; ++t) x[t] = FR_FMUL(x[t], mul);
         }
-        for (int t = 0; t < 4; ++t)
-            if (4 * b + t < count) ws[4 * b + t] = x[t];
+        for (int t = 0; t < 4; ++t) {
+            const int e = 4 * b + t, i = e / d;
+            if (e < count) ws[(e - i * d) * rs + i] = x[t];
+        }
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < rows * n; e += blockDim.x) {
-        const int i = e / n, j = e - i * n;
-        const float* wr = ws + i * d;
-        const float* hc = hs + j;
-        float acc = 0.0f;
-        for (int k = 0; k < d; ++k) acc = FR_FADD(acc, FR_FMUL(wr[k], hc[k * ld]));
-        zs[(r0 + i) * ld + j] = acc;
+    const int lane = threadIdx.x & 31;
+    const int chunks = (n + 31) / 32;
+    for (int g = threadIdx.x >> 5; 4 * g < rows; g += blockDim.x >> 5) {
+        float acc[4][FR_NET_MAX / 32];
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+            for (int c = 0; c < FR_NET_MAX / 32; ++c) acc[r][c] = 0.0f;
+        for (int k = 0; k < d; ++k) {
+            const fr_net_f4 w = *reinterpret_cast<const fr_net_f4*>(ws + k * rs + 4 * g);
+            const float* hk = hs + k * ld + lane;
+#pragma unroll
+            for (int c = 0; c < FR_NET_MAX / 32; ++c) {
+                if (c >= chunks) break;
+                const float x = lane + 32 * c < n ? hk[32 * c] : 0.0f;
+#pragma unroll
+                for (int r = 0; r < 4; ++r) acc[r][c] = FR_FADD(acc[r][c], FR_FMUL(w.w[r], x));
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+            for (int c = 0; c < FR_NET_MAX / 32; ++c)
+                if (4 * g + r < rows && lane + 32 * c < n)
+                    zs[(r0 + 4 * g + r) * ld + lane + 32 * c] = acc[r][c];
     }
     __syncthreads();   // the tile of weights is overwritten next
 }
@@ -119,7 +147,7 @@ extern "C" __global__ void network_f32(float* h, int d, int n, int layers, fr_i6
     const int ld = n | 1;
     float* hs = fr_net_shared;
     float* zs = hs + d * ld;
-    float* ws = zs + d * ld;
+    float* ws = hs + ((2 * d * ld + 3) & ~3);   // 16-byte aligned
     const fr_i64 size = (fr_i64)d * n;
     float* hg = h + s * size;
     for (int e = threadIdx.x; e < d * n; e += blockDim.x) hs[e / n * ld + e % n] = hg[e];
@@ -130,8 +158,8 @@ extern "C" __global__ void network_f32(float* h, int d, int n, int layers, fr_i6
         const fr_i64 layer = first_layer + l;
         __syncthreads();   // H complete
         for (int r0 = 0; r0 < d; r0 += tile)
-            fr_net_product(zs, hs, ws, d, n, ld, r0, d - r0 < tile ? d - r0 : tile, seeds[s], stream,
-                           (fr_u32)layer, uniform, mul, sub);
+            fr_net_product(zs, hs, ws, d, n, ld, r0, d - r0 < tile ? d - r0 : tile, seeds[s],
+                           stream, (fr_u32)layer, uniform, mul, sub);
         for (int r = threadIdx.x; r < lines; r += blockDim.x)
             part[r] = ln ? fr_net_line(zs + r, hs + r, d, ld, gamma, residual, norm, act,
                                        act_first, eps)

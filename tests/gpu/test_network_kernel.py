@@ -16,7 +16,7 @@ from fastrank.gpu import GPUBackend, program
 from fastrank.spec import Network
 
 U = 2.0**-24  # float32 unit roundoff (half an ulp of 1)
-WTILE = 2048  # network.cu: FR_NET_WTILE
+WTILE = 4096  # network.cu: FR_NET_WTILE
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,9 @@ def kernels():
 
 
 def shared_bytes(d: int, n: int) -> int:
-    """The launch's dynamic shared memory: H and Z (d rows of n | 1 floats) and a tile
-    of weights."""
-    return 4 * (2 * d * (n | 1) + WTILE)
+    """The launch's dynamic shared memory: H and Z (d rows of n | 1 floats), then from a
+    16-byte boundary a tile of weights."""
+    return 4 * ((2 * d * (n | 1) + 3) // 4 * 4 + WTILE)
 
 
 class Books:
@@ -78,10 +78,10 @@ def weights(kernels, net: Network, seeds, layer: int) -> np.ndarray:
     return w
 
 
-@pytest.mark.parametrize("d, init_", [(64, "gaussian"), (33, "uniform")])
+@pytest.mark.parametrize("d, init_", [(128, "gaussian"), (33, "uniform")])
 def test_the_weights_are_the_fill_kernels_bitwise(kernels, d, init_):
     """H = I, no norm, linear, no rescaling: the layer's output is its W, which must be
-    the fill kernel's bit for bit (d = 64: two tiles of 32 rows)."""
+    the fill kernel's bit for bit (d = 128: four tiles of 32 rows; d = 33: one of 33)."""
     net = Network(width=d, batch=d, depth=4, activation="linear", init=init_)
     seeds = [7, 2**40 + 3]
     h = np.stack([np.eye(d, dtype=np.float32)] * 2)
