@@ -2,7 +2,8 @@
 // of constant width d and batch N (both at most FR_NET_MAX), one block per network, in
 // one launch. Per layer, in the block: the weights drawn from the same Philox stream and
 // conversions as rng.cu's fills (bitwise theirs), a tile of rows of W at a time; Z = W H
-// with one float32 multiply and one add per term, the terms in column order (no FMA); the
+// by one explicit float32 FMA per term (fmaf: --fmad=false only stops the compiler from
+// fusing on its own), acc = fma(W[i,k], H[k,j], acc) for k = 0, 1, ... in order; the
 // residual update, normalisation and activation in the network's order and the float64
 // sums of squares, as layer.cu's rows_pass / cols_pass compute them (one thread per row,
 // or per column for layer norm, summing in order); then account's bookkeeping and scale's
@@ -74,7 +75,7 @@ __device__ __forceinline__ void fr_net_product(float* zs, const float* hs, float
                 if (c >= chunks) break;
                 const float x = lane + 32 * c < n ? hk[32 * c] : 0.0f;
 #pragma unroll
-                for (int r = 0; r < 4; ++r) acc[r][c] = FR_FADD(acc[r][c], FR_FMUL(w.w[r], x));
+                for (int r = 0; r < 4; ++r) acc[r][c] = fmaf(w.w[r], x, acc[r][c]);
             }
         }
 #pragma unroll

@@ -1,6 +1,6 @@
 """kernels/cuda/network.cu's network_f32 (small float32 networks, a stretch of layers in
 one launch, one block per network) on the host stand-in: its weights bitwise the fill
-kernels', its product bitwise the in-order float32 sum, each layer against the GPU
+kernels', its product bitwise the in-order chain of float32 FMAs, each layer against the GPU
 backend's layer path and the CPU kernels from the same H within a bound derived below,
 a stretch bitwise the same layers launched one by one, the failure codes, and NVRTC.
 """
@@ -139,12 +139,27 @@ def layer_bound(net: Network, w, h, out) -> tuple:
     return bound, bound * np.sqrt(d * n) / norm + 1e-12
 
 
+def fma32(a, b, c) -> np.ndarray:
+    """float32 a b + c rounded once, as fmaf. The product is exact in float64 (48 bits);
+    TwoSum gives the float64 sum's error, which makes it the round-to-odd of the exact
+    value, from which rounding to float32 is correct (53 >= 24 + 2 bits)."""
+    p = a.astype(np.float64) * b.astype(np.float64)
+    c = np.broadcast_to(c, p.shape).astype(np.float64)
+    s = p + c
+    v = s - p
+    err = (p - (s - v)) + (c - v)  # s + err == p + c exactly
+    bits = s.view(np.int64)
+    bits = np.where((err != 0) & ((err > 0) != (s > 0)), bits - 1, bits)  # toward zero
+    bits = np.where(err != 0, bits | 1, bits)  # odd when inexact
+    return bits.view(np.float64).astype(np.float32)
+
+
 def in_order_product(w, h) -> np.ndarray:
-    """W H as network_f32 forms it: the d terms added in column order, every product and
-    sum rounded to float32 (numpy's float32 operations round each once)."""
+    """W H as network_f32 forms it: acc = fma(W[i,k], H[k,j], acc) for k = 0, 1, ...,
+    from acc = 0."""
     z = np.zeros((*w.shape[:2], h.shape[2]), np.float32)
     for k in range(w.shape[2]):
-        z += w[:, :, k, None] * h[:, None, k, :]
+        z = fma32(w[:, :, k, None], h[:, None, k, :], z)
     return z
 
 
@@ -172,8 +187,8 @@ def layer_kernels(kernels, net: Network, z, h, layer: int, books: Books) -> None
                                             books.failed))
 
 
-def test_the_product_is_the_in_order_float32_sum_bitwise(kernels):
-    """Z[i, j] = (((W[i,0] H[0,j]) + W[i,1] H[1,j]) + ...), every operation rounded."""
+def test_the_product_is_the_in_order_chain_of_fmas_bitwise(kernels):
+    """Z[i, j] = fma(W[i,d-1], H[d-1,j], ... fma(W[i,1], H[1,j], W[i,0] H[0,j]) ...)."""
     net = Network(width=33, batch=20, depth=2, activation="linear")
     seeds = [11, 12]
     h = np.random.default_rng(0).standard_normal((2, 33, 20)).astype(np.float32)
