@@ -46,6 +46,14 @@ JACOBI_SWEEPS = 60
 #: Widest constant width whose layers are captured as CUDA graphs by default (beyond it
 #: a layer's GEMM dwarfs its launch overhead).
 GRAPH_WIDTH_MAX = 1024
+#: Threads per network of the kernel that runs networks whole on the chip (network.cu).
+FUSED_BLOCK = 256
+
+
+def fused_shared(d: int, n: int) -> int:
+    """Dynamic shared memory of network_f32 for width d and batch n: H and Z (d rows of
+    n | 1 floats), then from a 16-byte boundary the tile of weights."""
+    return 4 * ((2 * d * (n | 1) + 3) // 4 * 4 + codes.NET_WTILE)
 
 
 #: Headroom of the memory plan over its inventory: CuPy's pool rounds every allocation
@@ -146,11 +154,14 @@ class GPUBackend(Backend):
     many as the device's free memory holds, :func:`plan_batch`); ``tf32``: let cuBLAS
     round float32 GEMM inputs to TF32 (default off; env FASTRANK_TF32=1); ``graphs``:
     capture runs of layers as CUDA graphs (default: constant widths up to
-    GRAPH_WIDTH_MAX); ``graph_layers``: layers per graph (even); ``jacobi``:
-    fastrank's batched Jacobi kernel for the eigenvalues of Gram matrices up to 64 x 64,
-    instead of the Householder-bisection kernel (the Jacobi kernel measured on an H100
-    at 1024 matrices of 64 x 64: 23.4 ms, against 9.7 ms for the batched cuSOLVER call
-    the backend used before).
+    GRAPH_WIDTH_MAX); ``fused``: run float32 networks of constant width and batch up to
+    128 with Gaussian or uniform weights whole on the chip, all the layers of an
+    ``advance`` in one launch (kernels/cuda/network.cu), where the device's shared
+    memory holds them (off by default until timed on a device); ``graph_layers``:
+    layers per graph (even); ``jacobi``: fastrank's batched Jacobi kernel for the
+    eigenvalues of Gram matrices up to 64 x 64, instead of the Householder-bisection
+    kernel (the Jacobi kernel measured on an H100 at 1024 matrices of 64 x 64: 23.4 ms,
+    against 9.7 ms for the batched cuSOLVER call the backend used before).
     Raises :class:`GPUUnavailable` (one line) when no device can be used.
     """
 
@@ -158,7 +169,8 @@ class GPUBackend(Backend):
 
     def __init__(self, device: int = 0, *, max_batch: int | None = None,
                  tf32: bool | None = None, graphs: bool | None = None,
-                 graph_layers: int = 8, jacobi: bool = False, dev: Device | None = None):
+                 graph_layers: int = 8, jacobi: bool = False, fused: bool = False,
+                 dev: Device | None = None):
         if max_batch is not None and (isinstance(max_batch, bool) or int(max_batch) != max_batch
                                       or max_batch < 1):
             raise ValueError(f"max_batch {max_batch!r}: must be an integer >= 1")
@@ -169,6 +181,7 @@ class GPUBackend(Backend):
             raise ValueError(f"graph_layers {graph_layers}: must be even and >= 2")
         self.graph_layers = graph_layers
         self.jacobi = jacobi
+        self.fused = fused
         self._graphs_failed = False
 
     # -- the Backend interface -----------------------------------------------------------
@@ -207,7 +220,10 @@ class GPUBackend(Backend):
         with self.dev.context():
             remaining = stop - batch.layer
             if batch.alive():
-                if self._use_graphs(net):
+                if self._use_fused(net):
+                    self._advance_fused(st, net, remaining)
+                    remaining = 0
+                elif self._use_graphs(net):
                     remaining = self._advance_graphs(st, net, remaining)
                 for _ in range(remaining):
                     self._layer(st, net)
@@ -345,6 +361,37 @@ class GPUBackend(Backend):
         batch.log_norm[:] = packed[:s]
         batch.failed_layer[:] = packed[s:2 * s]
         batch.reason[:] = packed[2 * s:]
+
+    # -- whole networks on the chip ------------------------------------------------------
+
+    def _use_fused(self, net: Network) -> bool:
+        if not self.fused:
+            return False
+        constant = isinstance(net.width, int) and net.in_dim == net.width
+        return (constant and net.dtype == "float32" and net.init != "orthogonal"
+                and net.width <= codes.NET_MAX and net.batch <= codes.NET_MAX
+                and fused_shared(net.width, net.batch) <= self.dev.shared_max)
+
+    def _advance_fused(self, st: _State, net: Network, layers: int) -> None:
+        """``layers`` layers of every live seed in one launch of network_f32, H in place;
+        nothing waited for."""
+        if layers <= 0:
+            return
+        dev = self.dev
+        s, d, n = st.h.shape
+        mul, sub = init.weight_affine(net, d)
+        residual = net.residual
+        slots = dev.asarray(np.full(layers, -1, np.int32))  # H leaves only at the end
+        dev.launch("network_f32", s, FUSED_BLOCK, (
+            st.h, np.int32(d), np.int32(n), np.int32(layers), np.int64(st.host_layer + 1),
+            slots, None, st.seeds, np.uint32(rng.WEIGHTS), np.int32(net.init == "uniform"),
+            np.float32(mul), np.float32(sub), np.int32(codes.NORMS[net.norm]),
+            np.int32(codes.ACTIVATIONS[net.activation]), np.int32(net.order == "act-norm"),
+            np.int32(residual), np.float32(net.gamma if residual else 0.0),
+            np.float64(net.eps), np.int32(net.rescaled), st.log_norm, st.failed, st.reason,
+            st.factor), shared=fused_shared(d, n))
+        st.host_layer += layers
+        st.layer[...] = st.host_layer
 
     # -- CUDA graphs ---------------------------------------------------------------------
 

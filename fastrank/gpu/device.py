@@ -43,6 +43,8 @@ class Device:
     block = 256  # threads per block, a multiple of 32
     jacobi_block = 128
     supports_graphs = False
+    #: Most dynamic shared memory a block may have (bytes, with the opt-in beyond 48 KiB).
+    shared_max = 48 * 1024
 
     def __init__(self):
         self.graphs_captured = 0
@@ -60,7 +62,9 @@ class Device:
         """Bytes the backend may still allocate on the device; None where unknown."""
         return None
 
-    def launch(self, name: str, grid: int, block: int, args) -> None:
+    def launch(self, name: str, grid: int, block: int, args, shared: int = 0) -> None:
+        """Kernel ``name`` on ``grid`` blocks of ``block`` threads, with ``shared`` bytes
+        of dynamic shared memory per block (at most :attr:`shared_max`)."""
         raise NotImplementedError
 
     def gemm(self, a, b, out) -> None:
@@ -159,6 +163,7 @@ class CupyDevice(Device):
         self.name = name.decode() if isinstance(name, bytes) else str(name)
         self.capability = f"{props['major']}.{props['minor']}"
         self.memory = int(props["totalGlobalMem"])
+        self.shared_max = int(props["sharedMemPerBlockOptin"])
 
     @contextlib.contextmanager
     def context(self):
@@ -176,9 +181,12 @@ class CupyDevice(Device):
             free = self.cupy.cuda.runtime.memGetInfo()[0]
             return int(free + self.cupy.get_default_memory_pool().free_bytes())
 
-    def launch(self, name, grid, block, args):
+    def launch(self, name, grid, block, args, shared=0):
         args = tuple(np.uint64(0) if a is None else a for a in args)  # null pointer
-        self._kernels[name]((int(grid),), (int(block),), args)
+        kernel = self._kernels[name]
+        if shared > 48 * 1024 and kernel.max_dynamic_shared_size_bytes < shared:  # opt in
+            kernel.max_dynamic_shared_size_bytes = shared
+        kernel((int(grid),), (int(block),), args, shared_mem=int(shared))
 
     def gemm(self, a, b, out):
         if not (a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):

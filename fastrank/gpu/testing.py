@@ -152,13 +152,14 @@ class HostDevice(Device):
     models fastrank.gpu.cublas's private handle, False CuPy's cuBLAS wrappers);
     ``free_memory``: the bytes it reports free (None: unknown, as a device that cannot
     say); ``fail_allocation``: the number (from 1) of the allocation that fails with
-    DeviceOutOfMemory, as a device that runs out of memory (``allocations`` counts them)."""
+    DeviceOutOfMemory, as a device that runs out of memory (``allocations`` counts them);
+    ``shared_max``: the most dynamic shared memory a block may have (default an H100's)."""
 
     name = "host stand-in (CUDA kernels compiled for the CPU)"
 
     def __init__(self, block: int = 64, jacobi_block: int = 64, graphs: bool = False,
                  capture_safe_gemm: bool = True, free_memory: int | None = None,
-                 fail_allocation: int | None = None):
+                 fail_allocation: int | None = None, shared_max: int = 232448):
         super().__init__()
         self.free = free_memory
         self.fail_allocation = fail_allocation
@@ -166,6 +167,7 @@ class HostDevice(Device):
         self.kernels = HostKernels()
         self.block = block
         self.jacobi_block = jacobi_block
+        self.shared_max = shared_max
         self.supports_graphs = graphs
         self.capture_safe_gemm = capture_safe_gemm
         self._tape: list | None = None
@@ -212,7 +214,10 @@ class HostDevice(Device):
         self._refused_in_capture("cuSOLVER")
         return np.linalg.qr(a)
 
-    def launch(self, name, grid, block, args):
+    def launch(self, name, grid, block, args, shared=0):
+        if shared > self.shared_max:
+            raise ValueError(f"{name}: {shared} bytes of shared memory per block (this "
+                             f"device gives at most {self.shared_max})")
         if self._tape is not None:
             self._tape.append((self.kernels.launch, (name, grid, block, args)))
             return

@@ -15,8 +15,6 @@
 // FR_NET_WTILE) bytes for the launch; static: the per-line sums of squares and 2 flags.
 #include "common.cuh"
 
-#define FR_NET_MAX 128
-#define FR_NET_WTILE 4096
 
 // extern __shared__ memory; host_emulation.cuh defines its own for the CPU.
 #ifndef FR_DYNAMIC_SHARED

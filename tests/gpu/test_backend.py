@@ -297,6 +297,39 @@ def test_every_layer_kind_agrees_with_the_cpu_layer_by_layer(device, cpu, activa
 
 
 @pytest.mark.parametrize("net", [
+    Network(width=24, depth=12, batch=20, activation="relu", norm="bn"),
+    Network(width=24, depth=12, batch=20, activation="tanh", norm="ln", order="act-norm"),
+    Network(width=24, depth=12, batch=20, activation="linear", norm="none"),
+    Network(width=24, depth=12, batch=20, activation="relu", norm="bn-rms", gamma=0.5),
+    Network(width=33, depth=12, batch=17, activation="relu", norm="bn", init="uniform"),
+], ids=lambda net: net.label())
+def test_networks_whole_on_the_chip_agree_with_the_cpu_layer_by_layer(device, cpu, net):
+    """GPUBackend(fused=True): every layer of an advance in one launch of network_f32
+    (asserted), each layer against the CPU's from the same H."""
+    backend = device.backend(fused=True)
+    launched = []
+    launch = backend.dev.launch
+    backend.dev.launch = lambda name, *a, **k: launched.append(name) or launch(name, *a, **k)
+    worst = _per_layer(backend, cpu, net, [0, 2**64 - 1], net.depth)
+    tol = _layer_tolerance(net)
+    assert worst["h"] < tol and worst["log_norm"] < tol and worst["spectrum"] < 1e-6, worst
+    # every layer one launch of network_f32; the weights' fill and the row pass only once,
+    # for the input (layer 0)
+    assert launched.count("network_f32") == net.depth, launched
+    assert launched.count("fill_normal_f32") + launched.count("fill_uniform_f32") <= 1, launched
+
+
+def test_the_fused_path_is_only_for_what_it_can_run(device):
+    backend = device.backend(fused=True)
+    assert backend._use_fused(Network(width=64, batch=64))
+    for net in (Network(width=64, dtype="float64"), Network(width=64, init="orthogonal"),
+                Network(width=129, batch=64), Network(width=(64, 32), depth=2),
+                Network(width=64, batch=129)):
+        assert not backend._use_fused(net), net.label()
+    assert not device.backend()._use_fused(Network(width=64, batch=64))  # off by default
+
+
+@pytest.mark.parametrize("net", [
     Network(width=24, depth=8, batch=20, activation="relu", norm="bn", dtype="float64"),
     Network(width=24, depth=8, batch=20, activation="tanh", norm="ln", gamma=0.5),
     Network(width=24, depth=8, batch=20, activation="relu", norm="bn", init="uniform"),

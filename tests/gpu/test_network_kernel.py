@@ -16,7 +16,6 @@ from fastrank.gpu import GPUBackend, program
 from fastrank.spec import Network
 
 U = 2.0**-24  # float32 unit roundoff (half an ulp of 1)
-WTILE = 4096  # network.cu: FR_NET_WTILE
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +31,7 @@ def kernels():
 def shared_bytes(d: int, n: int) -> int:
     """The launch's dynamic shared memory: H and Z (d rows of n | 1 floats), then from a
     16-byte boundary a tile of weights."""
-    return 4 * ((2 * d * (n | 1) + 3) // 4 * 4 + WTILE)
+    return 4 * ((2 * d * (n | 1) + 3) // 4 * 4 + codes.NET_WTILE)
 
 
 class Books:
