@@ -82,6 +82,20 @@ def device(request) -> Target:
 
 
 @pytest.fixture(scope="session")
+def nvrtc():
+    """fastrank's NVRTC library (tests that compile the CUDA sources are skipped where it
+    is unavailable)."""
+    from fastrank.gpu import program
+
+    try:
+        lib, path = program.nvrtc()
+    except OSError as exc:
+        pytest.skip(f"NVRTC unavailable, CUDA sources not compiled: {exc}")
+    print(f"NVRTC {program.nvrtc_version()} from {path}")
+    return lib
+
+
+@pytest.fixture(scope="session")
 def cuda(device) -> Target:
     """The real device only (tests of what only CUDA has: TF32, CuPy's refusals, ...)."""
     if device.kind != "cuda":

@@ -121,11 +121,7 @@ def _eigen_unit() -> str:
 
 
 @pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
-def test_nvrtc_compiles_the_kernel(arch):
-    try:
-        program.nvrtc()
-    except OSError as exc:
-        pytest.skip(f"NVRTC unavailable: {exc}")
+def test_nvrtc_compiles_the_kernel(nvrtc, arch):
     ptx = program.compile_ptx(_eigen_unit(), arch, program.NVRTC_OPTIONS + program.CUPY_ADDS)
     assert re.findall(r"\.entry\s+(\w+)", ptx) == [KERNEL]
 

@@ -294,11 +294,7 @@ def test_failures_stop_a_network_at_its_layer_with_the_accounts_reason(kernels):
 
 
 @pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
-def test_nvrtc_compiles_the_kernel(arch):
-    try:
-        program.nvrtc()
-    except OSError as exc:
-        pytest.skip(f"NVRTC unavailable: {exc}")
+def test_nvrtc_compiles_the_kernel(nvrtc, arch):
     ptx = program.compile_ptx(program.translation_unit("network.cu"), arch,
                               options=program.NVRTC_OPTIONS)
     assert ".entry network_f32" in ptx and ".extern .shared" in ptx

@@ -26,16 +26,6 @@ from fastrank.gpu import program
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def nvrtc():
-    try:
-        lib, path = program.nvrtc()
-    except OSError as exc:
-        pytest.skip(f"NVRTC unavailable, CUDA sources not compiled: {exc}")
-    print(f"NVRTC {program.nvrtc_version()} from {path}")
-    return lib
-
-
 def _kernel_names(text: str) -> set:
     return set(re.findall(r'extern\s+"C"\s+__global__\s+void\s+(\w+)', text))
 
