@@ -30,6 +30,8 @@ from fastrank.version import install_hint
 
 #: What installs xarray, h5netcdf and pandas for to_xarray / to_pandas (pyproject.toml).
 ANALYSIS_EXTRA = install_hint("analysis")
+
+
 class _Damage(DamagedFile):
     """What :meth:`Results.damaged` found, one line per damaged object (``lines``)."""
 
@@ -43,26 +45,27 @@ class Stacked:
 
     def __init__(self, f: h5py.File):
         self.f = f
-        self.n_runs = len(self.whole("run"))
-        self.taus = self.whole("tau")
+        self.n_runs = len(self.values("run"))
+        self.taus = self.values("tau")
 
-    def whole(self, name: str) -> np.ndarray:
-        """Dataset ``name`` read whole, fresh from disk; damage as DamagedFile naming it."""
+    def values(self, name: str, where=()) -> np.ndarray:
+        """Dataset ``name`` (whole, or the selection ``where``), fresh from disk; damage as
+        DamagedFile naming it."""
         try:
             ds = self.f[name]
             if not isinstance(ds, h5py.Dataset):
                 raise DamagedFile(f"{self.f.filename} is damaged: {name} is a "
                                   f"{type(ds).__name__.lower()}, not a dataset")
             ds.refresh()
-            return ds[()]
+            return ds[where]
         except DAMAGE as exc:
             raise DamagedFile(f"{self.f.filename} is damaged: {name} does not read back as "
                               f"written ({one_line(exc)})") from None
 
     def columns(self) -> dict:
         names = ("seed", "label", *schema.NETWORK_COLUMNS, "expected_rows")
-        out = {name: self.whole(name) for name in names}
-        network, config = self.whole("network"), self.whole("config_of_run")
+        out = {name: self.values(name) for name in names}
+        network, config = self.values("network"), self.values("config_of_run")
         if config.shape != (self.n_runs,) or config.dtype.kind not in "iu" or \
                 ((config < 0) | (config >= len(network))).any():
             raise DamagedFile(f"{self.f.filename} is damaged: config_of_run does not "
@@ -73,12 +76,12 @@ class Stacked:
     def threads(self) -> dict:
         """schema.THREAD_DATASETS by name, fresh from disk (all -1 in files written
         before they existed)."""
-        return {name: self.whole(name) if name in self.f else np.full(self.n_runs, -1, np.int64)
+        return {name: self.values(name) if name in self.f else np.full(self.n_runs, -1, np.int64)
                 for name in schema.THREAD_DATASETS}
 
     def status(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(n_rows, failed_layer, failure) of every run, fresh from disk."""
-        rows, failed_layer, failure = map(self.whole, schema.STATUS_DATASETS)
+        rows, failed_layer, failure = map(self.values, schema.STATUS_DATASETS)
         return rows, failed_layer, [schema.text(x) for x in failure]
 
     def read(self, i: int, name: str, rows: int) -> np.ndarray:
@@ -86,7 +89,7 @@ class Stacked:
         ds.refresh()
         out = ds[i, :rows]
         if name == "spectrum":
-            out = out[:, : int(self.whole("n_sv")[i])]  # n_sv's damage named as its own
+            out = out[:, : int(self.values("n_sv", i))]  # n_sv's damage named as its own
         return out
 
     def damaged_objects(self) -> dict[str, str]:
@@ -226,6 +229,18 @@ class Grouped:
         for i, p in enumerate(parts):
             out[(i, slice(0, len(p)), *(slice(0, s) for s in p.shape[1:]))] = p
         return out
+
+
+def check_counts(path, rows: np.ndarray, failed_layer: np.ndarray,
+                 expected: np.ndarray) -> None:
+    """Refuse (DamagedFile, one line) the status no writer writes: committed rows outside
+    0..``expected``, a failure layer below -1."""
+    bad = np.flatnonzero((rows < 0) | (rows > expected) | (failed_layer < -1))
+    if bad.size:
+        run = int(bad[0])
+        raise DamagedFile(f"{path} is damaged: run {schema.run_id(run)} counts "
+                          f"{int(rows[run])} of {int(expected[run])} rows, failed layer "
+                          f"{int(failed_layer[run])}")
 
 
 @contextlib.contextmanager
@@ -399,11 +414,7 @@ class Results:
                 raise DamagedFile(f"{self.path} is damaged: {name} is not one count per run")
         if len(failure) != self._n:
             raise DamagedFile(f"{self.path} is damaged: failure is not one reason per run")
-        if ((rows < 0) | (rows > expected)).any() or (failed_layer < -1).any():
-            run = int(np.flatnonzero((rows < 0) | (rows > expected) | (failed_layer < -1))[0])
-            raise DamagedFile(f"{self.path} is damaged: run {schema.run_id(run)} counts "
-                              f"{int(rows[run])} of {int(expected[run])} rows, failed layer "
-                              f"{int(failed_layer[run])}")
+        check_counts(self.path, rows, failed_layer, expected)
         self._rows, self._failed_layer, self._failure = rows, failed_layer, failure
 
     def __len__(self) -> int:

@@ -31,7 +31,7 @@ from fastrank.rows import Rows
 from fastrank.spec import Sweep
 from fastrank.store import schema
 from fastrank.store.opening import DAMAGE, EDITED, DamagedFile, open_file
-from fastrank.store.reader import layout_of
+from fastrank.store.reader import check_counts, layout_of
 from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
 
 #: Chunk cache of each row dataset the writer fills: the chunks a batch of runs is
@@ -249,8 +249,6 @@ class Writer:
         self._keep_lock = False
         self._failure: WriteFailed | None = None  # a write failed: the file is closed
         self._touched = False  # a status write was issued: the file may hold a row
-        #: Whether a failed write removed the file (new, and no row had been committed).
-        self.removed = False
         self._rows = np.zeros(len(self._points), np.int64)
         self._failed = np.zeros(len(self._points), bool)
         self._ds = datasets
@@ -354,12 +352,7 @@ class Writer:
             raise DamagedFile(f"{self.path} is damaged: its run status does not read back "
                               f"({one_line(exc, typed=True)})") from None
         expected = np.array([len(p) for p in self._points])
-        bad = np.flatnonzero((rows < 0) | (rows > expected) | (failed_layer < -1))
-        if bad.size:
-            i = int(bad[0])
-            raise DamagedFile(f"{self.path} is damaged: run {schema.run_id(i)} has n_rows "
-                              f"{rows[i]} and failed_layer {failed_layer[i]} (it has "
-                              f"{expected[i]} rows)")
+        check_counts(self.path, rows, failed_layer, expected)
         for i in np.flatnonzero((failed_layer >= 0) | (rows >= expected)):
             n = int(rows[i])
             try:
@@ -524,6 +517,12 @@ class Writer:
         """Release the writer's lock (harmless when released already)."""
         self._lock.release()
 
+    @property
+    def failure(self) -> WriteFailed | None:
+        """The failed write that ended this writer (its message says what became of the
+        file), or None."""
+        return self._failure
+
     def _check_open(self) -> None:
         if self._failure is not None:
             raise self._failure
@@ -548,7 +547,7 @@ class Writer:
         if self._fresh and not self._touched:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
-                self.removed, outcome = True, REMOVED
+                outcome = REMOVED
         self._failure = _failed(self.path, cause, outcome)
 
     def __enter__(self) -> Writer:
