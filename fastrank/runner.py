@@ -42,14 +42,8 @@ def open_writer(path: str | Path, sweep: Sweep | None, *, overwrite=False, resum
                 backend: Backend) -> store.Writer:
     """A writer for ``path``: a new file, or with ``resume`` the existing one (whose sweep
     must equal ``sweep`` unless ``sweep`` is None). A missing file is started afresh.
-    ``backend`` (or a fastrank.distributed.Cluster) describes where the runs compute.
-    Refused (SpecError) before anything is touched: an empty path, and an output that
-    is the file of one of the sweep's input arrays."""
-    if not str(path).strip():
-        raise SpecError(f"invalid path {str(path)!r}: empty (name the results file)")
+    ``backend`` (or a fastrank.distributed.Cluster) describes where the runs compute."""
     path = Path(path)
-    if sweep is not None:
-        inputs.check_not_output(sweep, path)
     if resume and path.exists():
         return store.Writer.resume(path, sweep)
     if sweep is None:
@@ -113,8 +107,13 @@ def run_sweep(
     ...     print(len(results.runs), set(results.runs["status"].tolist()))
     6 {'complete'}
     """
+    # what the command line refuses on its way to open_writer, refused before any file:
+    # an empty path, the file of an input array as the output, an input no run can use
+    if not str(path).strip():
+        raise SpecError(f"invalid path {str(path)!r}: empty (name the results file)")
     if sweep is not None:
-        inputs.check_inputs(sweep)  # an input no run could start from, before any file
+        inputs.check_not_output(sweep, path)
+        inputs.check_inputs(sweep)
     owned = None  # a backend made here is closed here (a GPU's handles)
     if client is not None:
         from fastrank.distributed import Cluster

@@ -211,7 +211,7 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, gpu_b
                     fill(writer, backend, progress=bar.update, on_start=bar.start,
                          commit_every=commit_every)
         except store.WriteFailed as exc:  # disk full, file size limit: one line
-            raise InputError(_write_failure(path, exc, writer)) from None
+            raise InputError(str(writer.failure or exc)) from None
         except MemoryError as exc:  # the device's, or past the estimate of a memory limit
             if gpu and _on_device(exc):
                 raise InputError(f"{exc}: lower --gpu-batch; {path} keeps the rows committed "
@@ -362,16 +362,6 @@ def _check_resumable(path: Path, warn: bool) -> None:
         click.echo(f"fastrank: warning: {path} was started on {before} threads, resumed on "
                    f"{now}: its runs of {per_layer[0].label()}{others} (split among threads) may "
                    "differ in the last bits from an uninterrupted sweep", err=True)
-
-
-def _write_failure(path: Path, exc: OSError, writer) -> str:
-    """One line for a failed write: the system's reason, and whether the committed rows
-    are kept or (a new file without a committed row) the file was removed."""
-    from fastrank.errors import os_reason
-    from fastrank.store import writer as written
-
-    why = os_reason(exc if exc.errno else (exc.__context__ or exc))
-    return f"writing {path} failed: {why}; {written.REMOVED if writer.removed else written.KEPT}"
 
 
 def _build(given: dict) -> spec.Sweep:
