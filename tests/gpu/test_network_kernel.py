@@ -13,6 +13,7 @@ import pytest
 from fastrank import codes, init, rng
 from fastrank.backends.cpu import CPUBackend
 from fastrank.gpu import GPUBackend, program
+from fastrank.gpu.backend import fused_shared
 from fastrank.spec import Network
 
 U = 2.0**-24  # float32 unit roundoff (half an ulp of 1)
@@ -26,12 +27,6 @@ def kernels():
         return HostKernels()
     except program.CompileError as exc:
         pytest.skip(f"no host build of the CUDA kernels: {exc}")
-
-
-def shared_bytes(d: int, n: int) -> int:
-    """The launch's dynamic shared memory: H and Z (d rows of n | 1 floats), then from a
-    16-byte boundary a tile of weights."""
-    return 4 * ((2 * d * (n | 1) + 3) // 4 * 4 + codes.NET_WTILE)
 
 
 class Books:
@@ -52,7 +47,7 @@ def run(kernels, net: Network, h, seeds, first: int, layers: int, books: Books,
     slots = np.arange(layers, dtype=np.int32) if slots is None else np.asarray(slots, np.int32)
     measured = np.full((max(1, slots.max() + 1), s, d, n), np.nan, np.float32)
     mul, sub = init.weight_affine(net, d) if affine is None else affine
-    assert shared_bytes(d, n) <= 232448  # the most any device gives a block
+    assert fused_shared(d, n) <= 232448  # the most any device gives a block
     kernels.launch("network_f32", s, block, (
         h, np.int32(d), np.int32(n), np.int32(layers), np.int64(first), slots, measured,
         np.asarray(seeds, np.uint64), np.uint32(rng.WEIGHTS), np.int32(net.init == "uniform"),
