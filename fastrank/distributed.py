@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 import distributed
 
-from fastrank import store
+from fastrank import blas, store
 from fastrank.backends import get_backend
 from fastrank.propagate import RunFailed, iter_batch
 from fastrank.rows import Rows
@@ -92,7 +92,7 @@ class Cluster:
         threads each than cores, are a ClusterError before anything starts: they would
         only share the cores, each process costs its own memory, and an absurd count
         started processes until the machine gave out."""
-        cores = _cores()
+        cores = blas.cores()
         if workers > cores:
             raise ClusterError(f"cannot start {workers:,} Dask workers on this machine's "
                                f"{cores} cores: at most one worker process per core")
@@ -139,7 +139,7 @@ class Cluster:
         when ``threads`` exceeds the cores of a worker's host)."""
         if self._description is None:
             if self.threads:
-                cores = self.client.run(_cores)
+                cores = self.client.run(blas.cores)
                 _check_threads(self.threads, min(cores.values(), default=self.threads),
                                "a Dask worker's host")
             future = self.client.submit(_describe, self.backend, self.options, self.threads,
@@ -490,11 +490,4 @@ def _threads(threads: int | None, worker) -> int:
     host = get_address_host(worker.address)
     here = sum(n for address, n in worker.client.nthreads().items()
                if get_address_host(address) == host)
-    return max(1, _cores() // max(here, 1))
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+    return max(1, blas.cores() // max(here, 1))
