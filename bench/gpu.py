@@ -6,8 +6,9 @@
   (strided-batched SGEMM, TF32 off), in the same process. Also with TF32 on, for both.
 * ``small``: 1024 networks of d = N = 64, 2000 layers of BN + ReLU at once (one stack,
   batched GEMMs, CUDA graphs), against 2000 batched SGEMMs of the stack; then the same
-  run with graphs off, and with the default measurement schedule (spectra of all 1024
-  networks at every 10th and 50 log-spaced layers). Also against plain torch on the
+  run with graphs off, whole on the chip (``fused=True``: kernels/cuda/network.cu), and
+  with the default measurement schedule (spectra of all 1024 networks at every 10th and
+  50 log-spaced layers) on the default path and whole on the chip. Also against plain torch on the
   same device in the same process, TF32 off as in fastrank: ``torch_batched``, the stack
   with one ``torch.bmm`` per layer (the strongest loop a torch user writes), and
   ``torch_per_network``, one network after the other with ``torch.mm``, timed on a few
@@ -140,7 +141,8 @@ def _small(make_backend, size: dict, repeats: int, torch_device: str) -> dict:
     net = Network(width=d, depth=depth, activation="relu", norm="bn")
     out = {"workload": f"{seeds} networks BN+ReLU d=N={d}, {depth} layers, float32",
            "width": d, "seeds": seeds, "depth": depth}
-    for label, options in (("graphs", {"graphs": True}), ("no_graphs", {"graphs": False})):
+    for label, options in (("graphs", {"graphs": True}), ("no_graphs", {"graphs": False}),
+                           ("fused", {"fused": True})):
         backend = make_backend(**options)
 
         def advance(backend=backend):
@@ -148,13 +150,14 @@ def _small(make_backend, size: dict, repeats: int, torch_device: str) -> dict:
             backend.advance(batch, depth)
 
         out[f"fastrank_{label}"] = _measure(advance, repeats)
-    backend = make_backend()
+    for label, options in (("default_schedule", {}), ("default_schedule_fused", {"fused": True})):
+        backend = make_backend(**options)
 
-    def measured():
-        for _ in iter_batch(net, range(seeds), Schedule(), backend=backend):
-            pass
+        def measured(backend=backend):
+            for _ in iter_batch(net, range(seeds), Schedule(), backend=backend):
+                pass
 
-    out["fastrank_default_schedule"] = _measure(measured, max(1, min(repeats, 2)))
+        out[f"fastrank_{label}"] = _measure(measured, max(1, min(repeats, 2)))
     out["measured_layers"] = int(len(Schedule().points(depth)))
     xp = backend.dev.xp
     with backend.dev.context():
@@ -166,6 +169,9 @@ def _small(make_backend, size: dict, repeats: int, torch_device: str) -> dict:
     best = out["fastrank_graphs"]["median_s"]
     out["ratio_to_floor"] = best / floor["median_s"]
     out["graph_speedup"] = out["fastrank_no_graphs"]["median_s"] / best
+    out["fused_speedup"] = best / out["fastrank_fused"]["median_s"]
+    out["fused_measurement_overhead"] = (out["fastrank_default_schedule_fused"]["median_s"]
+                                         / out["fastrank_fused"]["median_s"])
     out["layers_per_s"] = seeds * depth / best
     out["per_layer_us"] = 1e6 * best / depth
     out["measurement_overhead"] = out["fastrank_default_schedule"]["median_s"] / best
@@ -398,8 +404,13 @@ def markdown(doc: dict) -> str:
     lines.append(f"| {s['workload']} (graphs; without: {s['graph_speedup']:.2f}x slower) | "
                  f"{s['fastrank_graphs']['median_s']:.3f} s | "
                  f"{s['batched_sgemm_floor']['median_s']:.3f} s | {s['ratio_to_floor']:.2f} |")
+    lines.append(f"| same, whole on the chip (`fused=True`: {s['fused_speedup']:.2f}x the "
+                 f"graphs) | {s['fastrank_fused']['median_s']:.3f} s | | |")
     lines.append(f"| same, default schedule ({s['measured_layers']} measured layers) | "
                  f"{s['fastrank_default_schedule']['median_s']:.3f} s | | |")
+    lines.append(f"| same, default schedule, whole on the chip | "
+                 f"{s['fastrank_default_schedule_fused']['median_s']:.3f} s "
+                 f"({s['fused_measurement_overhead']:.2f}x unmeasured) | | |")
     lines += ["", f"| torch on the same device, {s['workload']}, TF32 off | time | "
               "fastrank is faster by |", "|---|---|---|"]
     batched, single = s["torch_batched"], s["torch_per_network"]

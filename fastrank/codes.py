@@ -18,18 +18,19 @@ NORM_NONE, NORM_BN, NORM_BN_RMS, NORM_LN = (NORMS[k] for k in ("none", "bn", "bn
 ACT_LINEAR, ACT_RELU, ACT_TANH = (ACTIVATIONS[k] for k in ("linear", "relu", "tanh"))
 
 #: Why a network stopped (a Batch's ``reason``), and the words stored in results files.
-OK, NON_FINITE, VANISHED = 0, 1, 2
+#: EIGEN_UNCONVERGED is also the status of a matrix whose eigenvalues a solver did not
+#: converge on (the GPU's kernels and cuSOLVER): the run stops there rather than store
+#: an unconverged value.
+OK, NON_FINITE, VANISHED, EIGEN_UNCONVERGED = 0, 1, 2, 3
 REASONS = {
     NON_FINITE: "non-finite values (overflow or NaN) in the representation",
     VANISHED: "the representation vanished (all entries zero)",
+    EIGEN_UNCONVERGED: "the eigensolver did not converge on this layer's spectrum",
 }
 
-#: The largest Gram matrix the CUDA Jacobi eigensolver takes (its shared-memory tile).
-JACOBI_MAX = 64
 #: The largest Gram matrix of the CUDA Householder-bisection eigensolver
-#: (kernels/cuda/eigen.cu), and the status it gives a matrix whose bisection did not
-#: converge (a solver status, apart from the reasons a run stops).
-EIGEN_MAX, EIGEN_UNCONVERGED = 128, 3
+#: (kernels/cuda/eigen.cu).
+EIGEN_MAX = 128
 #: The widest network (width and batch) run whole on the chip (kernels/cuda/network.cu),
 #: and the floats of its tile of weights in shared memory.
 NET_MAX, NET_WTILE = 128, 4096
@@ -58,7 +59,6 @@ def cuda_defines() -> str:
         **{f"NORM_{k.upper().replace('-', '_')}": v for k, v in NORMS.items()},
         **{f"ACT_{k.upper()}": v for k, v in ACTIVATIONS.items()},
         "OK": OK, "NON_FINITE": NON_FINITE, "VANISHED": VANISHED,
-        "JACOBI_MAX": JACOBI_MAX,
         "EIGEN_MAX": EIGEN_MAX, "EIGEN_UNCONVERGED": EIGEN_UNCONVERGED,
         "NET_MAX": NET_MAX, "NET_WTILE": NET_WTILE,
     }

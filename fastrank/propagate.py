@@ -12,7 +12,7 @@ import numpy as np
 
 from fastrank import config, measures
 from fastrank.backends import get_backend
-from fastrank.backends.base import Backend
+from fastrank.backends.base import Backend, Stretch
 from fastrank.codes import REASONS, VANISHED
 from fastrank.rows import Row, Rows
 from fastrank.spec import Network, Schedule
@@ -79,12 +79,15 @@ def iter_batch(
 ) -> Iterator[tuple[int, Rows | RunFailed]]:
     """Run several seeds of one network together; yield (seed index, Rows) for each
     stretch of scheduled layers, seed by seed, and (seed index, RunFailed) once for a
-    seed whose H turned non-finite or zero, after its last rows (nothing after that).
+    seed that stopped, after its last rows (nothing after that).
 
     A stretch is as many measured layers as take about config.STRETCH_S (one at first,
     with the input's row, doubling while they take less): the backend runs a whole
     stretch in one call where it can, and the rows of a stretch are measured in one
-    compiled pass. Memory is that of two layers per seed whatever the depth.
+    compiled pass (on a GPU, on the device, the stretch's rows copied to the host while
+    the next stretch runs: one stretch is in flight while the previous one is handed
+    out). A seed whose H turned non-finite or zero, or whose spectrum's eigensolver did
+    not converge, stops there. Memory is that of two layers per seed whatever the depth.
     Unnormalised linear/ReLU networks are rescaled to unit Frobenius norm after every
     layer (and the input), the log of each factor summed in float64, so any depth
     neither overflows nor underflows.
@@ -95,27 +98,43 @@ def iter_batch(
     reported = np.zeros(len(batch.seeds), bool)
     points, tiers = schedule.points(network.depth), schedule.tiers(network.depth)
     size, at = 1, 0
-    while at < len(points):
-        end = at + 1
-        if tiers[at]:
+    pending = None  # the stretch measuring while the next one is started
+    while at < len(points) or pending is not None:
+        started = None
+        if at < len(points) and tiers[at]:
+            end = at + 1
             # the input's row rides along with the first stretch: it runs no layer
             last = at + size + int(points[at] == 0)
             while end < min(len(points), last) and tiers[end]:
                 end += 1
-            started = time.perf_counter()
-            spectra, log_norms = backend.measure_points(batch, points[at:end], method)
-            blocks = _full_tier(network, points[at:end], spectra, log_norms, taus)
-            size = _next_size(size, time.perf_counter() - started, spectra[0].nbytes)
-        else:
+            started = (points[at:end], time.perf_counter(),
+                       backend.measure_stretch(batch, points[at:end], method, taus))
+            at = end
+        if pending is not None:
+            stretch_points, began, collect = pending
+            stretch = collect()
+            size = _next_size(size, time.perf_counter() - began, stretch.spectra[0].nbytes)
+            blocks = _full_tier(network, stretch_points, stretch, taus)
+            yield from _with_failures(network, blocks, stretch.failed_layer, stretch.reason,
+                                      reported)
+        pending = started
+        if started is None and at < len(points):  # a Gram-tier point, once nothing is pending
             blocks = _gram_tier(network, batch, backend, int(points[at]), len(taus))
-        at = end
-        for i, block in enumerate(blocks):
-            if block is not None:
-                yield i, block
-            if batch.failed_layer[i] >= 0 and not reported[i]:
-                reported[i] = True
-                yield i, RunFailed(int(batch.failed_layer[i]),
-                                   failure_reason(int(batch.reason[i]), network))
+            at += 1
+            yield from _with_failures(network, blocks, batch.failed_layer, batch.reason,
+                                      reported)
+
+
+def _with_failures(network: Network, blocks, failed_layer, reason, reported):
+    """(seed index, Rows) for each seed's block, then (seed index, RunFailed) once for a
+    seed that has stopped and was not reported before."""
+    for i, block in enumerate(blocks):
+        if block is not None:
+            yield i, block
+        if failed_layer[i] >= 0 and not reported[i]:
+            reported[i] = True
+            yield i, RunFailed(int(failed_layer[i]),
+                               failure_reason(int(reason[i]), network))
 
 
 def _next_size(size: int, seconds: float, point_bytes: int) -> int:
@@ -129,24 +148,17 @@ def _next_size(size: int, seconds: float, point_bytes: int) -> int:
     return max(1, min(size, config.STRETCH_BYTES // max(point_bytes, 1)))
 
 
-def _full_tier(network: Network, points, spectra, log_norms, taus) -> list[Rows | None]:
+def _full_tier(network: Network, points, stretch: Stretch, taus) -> list[Rows | None]:
     """Per seed, the Rows of a stretch (None where a seed has none): a seed has a row at
-    each point its log-norm was recorded (NaN after it stopped). The measures of every
-    row come from one compiled pass per shape of H."""
+    each point its log-norm was recorded (NaN after it stopped). The measures are the
+    backend's, or come from one compiled pass per shape of H."""
+    spectra, log_norms = stretch.spectra, stretch.log_norms
     n_points, n_seeds, k = spectra.shape
-    shapes = [(network.features(int(p)), network.batch) for p in points]
-    flat = spectra.reshape(n_points * n_seeds, k)
-    table = {name: np.full(n_points * n_seeds, np.nan) for name in measures.SCALARS}
-    table["numerical_rank"] = np.full(n_points * n_seeds, -1, np.int64)
-    table["rank_tau"] = np.full((n_points * n_seeds, len(taus)), -1, np.int64)
-    for shape in set(shapes):
-        at = np.repeat([s == shape for s in shapes], n_seeds)
-        at &= ~np.isnan(log_norms.reshape(-1))
-        if at.any():
-            kk = min(shape)
-            for name, values in measures.all_measures(flat[at, :kk], shape, network.dtype,
-                                                      taus).items():
-                table[name][at] = values
+    if stretch.measures is not None:
+        table = {name: values.reshape(n_points * n_seeds, *values.shape[2:])
+                 for name, values in stretch.measures.items()}
+    else:
+        table = _host_measures(network, points, spectra, log_norms, taus)
     # seed-major copies, so that a seed's rows are one slice of each (a view, not a
     # gather per measure and seed: a GPU batch has a thousand seeds)
     per_seed = {name: np.ascontiguousarray(
@@ -161,15 +173,35 @@ def _full_tier(network: Network, points, spectra, log_norms, taus) -> list[Rows 
             if m else None for i, m in enumerate(rows.tolist())]
 
 
+def _host_measures(network: Network, points, spectra, log_norms, taus) -> dict:
+    """Every measure of a stretch's spectra, (points * seeds) values each (NaN, or -1
+    for the counts, where a seed has no row), by one compiled pass per shape of H."""
+    n_points, n_seeds, k = spectra.shape
+    shapes = [(network.features(int(p)), network.batch) for p in points]
+    flat = spectra.reshape(n_points * n_seeds, k)
+    table = {name: np.full(n_points * n_seeds, np.nan) for name in measures.SCALARS}
+    table["numerical_rank"] = np.full(n_points * n_seeds, -1, np.int64)
+    table["rank_tau"] = np.full((n_points * n_seeds, len(taus)), -1, np.int64)
+    for shape in set(shapes):
+        at = np.repeat([s == shape for s in shapes], n_seeds)
+        at &= ~np.isnan(log_norms.reshape(-1))
+        if at.any():
+            kk = min(shape)
+            for name, values in measures.all_measures(flat[at, :kk], shape, network.dtype,
+                                                      taus).items():
+                table[name][at] = values
+    return table
+
+
 def _gram_tier(network: Network, batch, backend: Backend, point: int,
                n_taus: int) -> list[Rows | None]:
     """Per seed, the one Gram-tier row at ``point`` (None for a seed stopped by then)."""
     if point:
         backend.advance(batch, point)
     blocks: list[Rows | None] = [None] * len(batch.seeds)
-    for i in batch.alive():
-        stats = backend.gram_stats(batch, i)
-        values = measures.gram_measures(*stats, network.batch, n_taus)
+    stats = {i: backend.gram_stats(batch, i) for i in batch.alive()}
+    for i in batch.alive():  # without a seed whose eigensolve did not converge here
+        values = measures.gram_measures(*stats[i], network.batch, n_taus)
         blocks[i] = Rows.of([Row(point, np.empty(0), float(batch.log_norm[i]), values, 0)])
     return blocks
 

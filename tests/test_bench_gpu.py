@@ -57,9 +57,9 @@ def kernels():
 
 
 def test_the_benchmark_reports_torch_and_the_targets_on_the_stand_in(kernels):
-    def make_backend(tf32=False, graphs=None):
-        return GPUBackend(dev=HostDevice(block=32, jacobi_block=32, graphs=bool(graphs)),
-                          graphs=graphs, graph_layers=4)
+    def make_backend(tf32=False, graphs=None, fused=False):
+        return GPUBackend(dev=HostDevice(block=32, eigen_block=32, graphs=bool(graphs)),
+                          graphs=graphs, graph_layers=4, fused=fused)
 
     doc = bench_gpu.run(quick=True, repeats=1, sizes=TOY, make_backend=make_backend)
     assert doc["status"] == "ok"
@@ -75,6 +75,7 @@ def test_the_benchmark_reports_torch_and_the_targets_on_the_stand_in(kernels):
         assert per["networks_timed"] == 3 and per["basis"] == "extrapolated from 3 networks"
         assert per["extrapolated_s"] == pytest.approx(per["subset"]["median_s"])
 
+    assert small["fused_speedup"] > 0 and small["fused_measurement_overhead"] > 0
     targets = doc["targets"]
     assert set(targets) == {"large_vs_sgemm", "small_vs_torch", "graphs_vs_eager"}
     assert targets["large_vs_sgemm"]["met"] is None  # d = 4096 was not run

@@ -131,7 +131,7 @@ def test_host_work_per_layer_does_not_grow_with_depth(path):
         from fastrank.gpu.program import CompileError
 
         try:
-            backend = GPUBackend(dev=gpu_testing.HostDevice(block=32, jacobi_block=32))
+            backend = GPUBackend(dev=gpu_testing.HostDevice(block=32, eigen_block=32))
         except CompileError as exc:
             pytest.skip(f"no host build of the CUDA kernels: {exc}")
 

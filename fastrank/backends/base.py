@@ -52,6 +52,22 @@ class Batch:
         return [i for i in range(len(self.seeds)) if self.failed_layer[i] < 0]
 
 
+@dataclass
+class Stretch:
+    """The measurements of a stretch of measured layers of a batch (what
+    :meth:`Backend.measure_stretch` hands back): ``spectra`` (points, seeds, k) and
+    ``log_norms`` (points, seeds) as :meth:`Backend.measure_points` gives them;
+    ``measures``: each measure's (points, seeds) values (rank_tau (points, seeds,
+    taus)), or None where the host computes them from the spectra; the batch's failure
+    layers and reasons as of the stretch's end."""
+
+    spectra: np.ndarray
+    log_norms: np.ndarray
+    measures: dict | None
+    failed_layer: np.ndarray
+    reason: np.ndarray
+
+
 class Backend(ABC):
     """Per-device operations on batches of networks."""
 
@@ -84,6 +100,17 @@ class Backend(ABC):
                 spectra[j, live, : got.shape[1]] = got
                 log_norms[j, live] = batch.log_norm[live]
         return spectra, log_norms
+
+    def measure_stretch(self, batch: Batch, points, method: str, taus):
+        """Start measuring the stretch ``points`` (as :meth:`measure_points`, the
+        measures with thresholds ``taus`` too where the backend computes them); returns a
+        function that waits for it and returns its :class:`Stretch`. A backend that works
+        asynchronously runs the next stretch while this one's rows travel to the host;
+        here the stretch is measured before returning."""
+        spectra, log_norms = self.measure_points(batch, points, method)
+        done = Stretch(spectra, log_norms, None, batch.failed_layer.copy(),
+                       batch.reason.copy())
+        return lambda: done
 
     @abstractmethod
     def spectrum(self, batch: Batch, i: int, method: str) -> np.ndarray:

@@ -2,24 +2,30 @@
 
 Per layer, for the whole stack of seeds at once (S matrices d x N in one array):
 
-1. ``step_layer``: the layer counter kept on the device moves on by one;
-2. the weights of every seed, drawn on the device from the same Philox stream as the
+1. the weights of every seed, drawn on the device from the same Philox stream as the
    CPU (kernels/cuda/rng.cu; float32 Gaussian and uniform weights are bitwise the CPU's);
-3. one strided-batched cuBLAS GEMM ``Z[s] = W[s] @ H[s]`` (TF32 only when asked);
-4. one fused pass per row (batch norm, bn-rms, none) or per column (layer norm): residual
-   update, normalisation and activation in the network's order, float64 sum of squares;
-5. ``account``: the bookkeeping of :meth:`Batch.account` (log-norm, rescaling factor,
-   failure at this layer) on the device, and ``scale`` for rescaled networks.
+2. one strided-batched cuBLAS GEMM ``Z[s] = W[s] @ H[s]`` (TF32 only when asked);
+3. one fused pass per row (a warp each: batch norm, bn-rms, none) or per column (layer
+   norm): residual update, normalisation and activation in the network's order, float64
+   sum of squares;
+4. ``account``: the bookkeeping of :meth:`Batch.account` (log-norm, rescaling factor,
+   failure at this layer) on the device, which also moves the device's layer counter on
+   (its last block), and ``scale`` for rescaled networks.
 
 Nothing in a layer waits for the host, so for constant-width networks a run of layers is
 captured once as a CUDA graph and replayed (the layer counter lives on the device, and
 the two buffers H and Z alternate, so an even number of layers maps the graph's state
 back onto itself). The host learns the log-norms and failures once per ``advance``.
 
-Spectra: the float64 Gram matrix of the smaller side of every live seed by one batched
-DGEMM, eigenvalues by fastrank's Householder-bisection kernel (k <= 128, one launch
-for the stack, one block per seed) or cuSOLVER (larger k, one call per seed); only the
-eigenvalues travel to the host, for all seeds at the first request of a layer.
+Measured layers (:meth:`GPUBackend.measure_stretch`): method gram, the float64 Gram
+matrix of the smaller side of every seed by one batched DGEMM, eigenvalues by fastrank's
+Householder-bisection kernel; method svd, singular values of H in float64 by fastrank's
+bidiagonalisation-bisection kernel (both for k <= 128, one launch for the stack, one
+block per seed; cuSOLVER for larger k, one call per seed, its ``info`` checked); then the
+row on the device
+(measures.cu: singular values, log-norm, every measure); a solver that did not converge
+stops its seed there. A stretch of measured layers goes to the host as one copy on a
+second stream while the next stretch runs.
 
 The orchestration talks to a :class:`~fastrank.gpu.device.Device`: the real one is
 CupyDevice; fastrank.gpu.testing's stand-in runs the same code paths on a CPU.
@@ -32,17 +38,14 @@ import warnings
 
 import numpy as np
 
-from fastrank import codes, init, rng
-from fastrank.backends.base import Backend, Batch
+from fastrank import codes, config, init, measures, rng
+from fastrank.backends.base import Backend, Batch, Stretch
 from fastrank.gpu.cublas import WORKSPACE_BYTES
 from fastrank.gpu.device import CaptureUnsupported, CupyDevice, Device
 from fastrank.spec import Network
 
 #: Most blocks one seed gets in the element-wise kernels (grid-stride loops beyond).
 MAX_BLOCKS_PER_SEED = 4096
-#: Sweeps after which the Jacobi kernel stops even if rotations remain (it converges
-#: quadratically: about 6-10 sweeps at k = 64).
-JACOBI_SWEEPS = 60
 #: Widest constant width whose layers are captured as CUDA graphs by default (beyond it
 #: a layer's GEMM dwarfs its launch overhead).
 GRAPH_WIDTH_MAX = 1024
@@ -55,6 +58,9 @@ def fused_shared(d: int, n: int) -> int:
     n | 1 floats), then from a 16-byte boundary the tile of weights."""
     return 4 * ((2 * d * (n | 1) + 3) // 4 * 4 + codes.NET_WTILE)
 
+
+#: Thresholds of rank_tau the memory plan allows for in a measured stretch's buffer.
+PLANNED_TAUS = 16
 
 #: Headroom of the memory plan over its inventory: CuPy's pool rounds every allocation
 #: up (to 512 bytes) and a freed block fits only what is no larger.
@@ -77,9 +83,11 @@ def batch_bytes(network: Network, seeds: int) -> int:
     two where consecutive layers share it), the weight stack of every (out, in) shape,
     orthogonal weights' float64 normals, and what a measured layer adds (a gathered copy
     of H, its float64 copy, the Gram matrix, its square or the eigensolver's copy of it,
-    the eigenvalues); once, one seed's SVD, QR or Lanczos work, the pool's rounding of
-    the small arrays and the cuBLAS workspace (made at the first GEMM). Times
-    PLAN_MARGIN."""
+    the eigenvalues and solver status); the buffers of two measured stretches (one being
+    copied to the host while the next one fills: at most config.STRETCH_BYTES of spectra
+    each, with their log-norms, measures and up to PLANNED_TAUS counts, and at least one
+    layer's); once, one seed's SVD, QR or Lanczos work, the pool's rounding of the small
+    arrays and the cuBLAS workspace (made at the first GEMM). Times PLAN_MARGIN."""
     item = np.dtype(network.dtype).itemsize
     n = network.batch
     dims = (network.in_dim, *network.widths)
@@ -90,20 +98,27 @@ def batch_bytes(network: Network, seeds: int) -> int:
     shapes = set(zip(dims[1:], dims, strict=False))
     weights = sum(o * i * item for o, i in shapes)
     ortho = 8 * max(o * i for o, i in shapes) if network.init == "orthogonal" else 0
-    measure = (item + 8) * d * n + 2 * 8 * k * k + 8 * k
+    measure = (item + 8) * d * n + 2 * 8 * k * k + 8 * k + 4
     per_seed = 11 * 8 + 8 * max(n, d) + buffers + weights + ortho + measure
     once = 8 * (3 * d * max(d, n) + 4 * k * k + 32 * k) + 64 * 512 + WORKSPACE_BYTES
-    return math.ceil(PLAN_MARGIN * (seeds * per_seed + once))
+    # a stretch: its spectra capped as propagate caps them, plus the input's layer
+    row = k + 1 + len(measures.SCALARS) + PLANNED_TAUS  # a seed's floats per layer
+    spectra = min(config.STRETCH_BYTES, 8 * k * seeds * (network.depth + 1))
+    stretch = spectra * row // k + 2 * 8 * row * seeds + 24 * seeds
+    return math.ceil(PLAN_MARGIN * (seeds * per_seed + once + 2 * stretch))
 
 
 def plan_batch(network: Network, free: int | None, cap: int | None = None) -> int:
     """Most seeds of ``network`` per batch: those whose :func:`batch_bytes` fit in
     ``free`` bytes (None: unknown, no bound), at most ``cap``, at least one."""
     most = cap or 1 << 16
-    if free is not None:
-        one, two = batch_bytes(network, 1), batch_bytes(network, 2)
-        most = min(most, 1 + max(0, (free - one) // (two - one)))
-    return max(1, most)
+    if free is None or batch_bytes(network, most) <= free:
+        return most
+    lo, hi = 1, most  # batch_bytes grows with the seeds: the last that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if batch_bytes(network, mid) <= free else (lo, mid - 1)
+    return lo
 
 
 # ---------------------------------------------------------------------------------------
@@ -124,6 +139,7 @@ class _State:
         self.reason = xp.zeros(s, np.int64)
         self.factor = xp.ones(s, np.float64)
         self.layer = xp.zeros(1, np.int64)  # the device's layer counter
+        self.done = xp.zeros(1, np.uint32)  # account's count of finished blocks
         self.dims = (network.in_dim, *network.widths)  # rows of H_0..H_depth, built once
         k = max(network.batch, *set(self.dims))
         self.part = xp.zeros(s * k, np.float64)  # per-row / per-column sums of squares
@@ -158,10 +174,7 @@ class GPUBackend(Backend):
     128 with Gaussian or uniform weights whole on the chip, all the layers of an
     ``advance`` in one launch (kernels/cuda/network.cu), where the device's shared
     memory holds them (off by default until timed on a device); ``graph_layers``:
-    layers per graph (even); ``jacobi``: fastrank's batched Jacobi kernel for the
-    eigenvalues of Gram matrices up to 64 x 64, instead of the Householder-bisection
-    kernel (the Jacobi kernel measured on an H100 at 1024 matrices of 64 x 64: 23.4 ms,
-    against 9.7 ms for the batched cuSOLVER call the backend used before).
+    layers per graph (even).
     Raises :class:`GPUUnavailable` (one line) when no device can be used.
     """
 
@@ -169,7 +182,7 @@ class GPUBackend(Backend):
 
     def __init__(self, device: int = 0, *, max_batch: int | None = None,
                  tf32: bool | None = None, graphs: bool | None = None,
-                 graph_layers: int = 8, jacobi: bool = False, fused: bool = False,
+                 graph_layers: int = 8, fused: bool = False,
                  dev: Device | None = None):
         if max_batch is not None and (isinstance(max_batch, bool) or int(max_batch) != max_batch
                                       or max_batch < 1):
@@ -180,7 +193,6 @@ class GPUBackend(Backend):
         if graph_layers < 2 or graph_layers % 2:
             raise ValueError(f"graph_layers {graph_layers}: must be even and >= 2")
         self.graph_layers = graph_layers
-        self.jacobi = jacobi
         self.fused = fused
         self._graphs_failed = False
 
@@ -208,42 +220,93 @@ class GPUBackend(Backend):
             st.h = h
             st.pool[shape] = [h]
             self._norm_pass(st, network, h, None, identity=True)
-            self._account(st, network, h)
+            self._account(st, network, h, layer=False)
             batch = Batch(network, seeds, st, 0, np.zeros(s), np.full(s, -1, np.int64),
                           np.zeros(s, np.int64))
             self._pull(batch)
         return batch
 
     def advance(self, batch: Batch, stop: int) -> None:
+        with self.dev.context():
+            self._advance(batch, stop)
+            self._pull(batch)
+
+    def _advance(self, batch: Batch, stop: int) -> None:
+        """Every seed on to layer ``stop``, nothing waited for (seeds the device knows
+        stopped are skipped by every kernel; when the host knows them all stopped, only
+        the counters move)."""
         st: _State = batch.h
         net = batch.network
-        with self.dev.context():
-            remaining = stop - batch.layer
-            if batch.alive():
-                if self._use_fused(net):
-                    self._advance_fused(st, net, remaining)
-                    remaining = 0
-                elif self._use_graphs(net):
-                    remaining = self._advance_graphs(st, net, remaining)
-                for _ in range(remaining):
-                    self._layer(st, net)
-                    st.eager_layers += 1
-            else:  # nobody left to run: only the counters move
-                st.host_layer += remaining
-                st.layer[...] = st.host_layer
-            batch.layer = stop
-            self._pull(batch)
+        remaining = stop - batch.layer
+        if batch.alive():
+            if self._use_fused(net):
+                self._advance_fused(st, net, remaining)
+                remaining = 0
+            elif self._use_graphs(net):
+                remaining = self._advance_graphs(st, net, remaining)
+            for _ in range(remaining):
+                self._layer(st, net)
+                st.eager_layers += 1
+        else:
+            st.host_layer += remaining
+            st.layer[...] = st.host_layer
+        batch.layer = stop
+
+    def measure_stretch(self, batch: Batch, points, method: str, taus):
+        """The stretch on the device: per point, advance, the spectra of every seed, the
+        row (measures.cu); then one copy of the whole stretch (spectra, log-norms,
+        measures, and the seeds' state after it) to the host, on a second stream; nothing
+        waited for until the returned function is called."""
+        st: _State = batch.h
+        net = batch.network
+        dev = self.dev
+        s, n, t = len(batch.seeds), net.batch, len(taus)
+        p = len(points)
+        k = min(max(net.features(int(x)) for x in points), n)
+        with dev.context():
+            pack = dev.empty(p * s * (k + 1 + len(measures.SCALARS) + t) + 3 * s, np.float64)
+            spectra, log_norms, scalars, counts, state = _unpack(pack, p, s, k, t)
+            taus_dev = dev.asarray(np.asarray(taus, np.float64))
+            eps = np.float64(np.finfo(st.dtype).eps)
+            grid = math.ceil(s / dev.block)
+            for j, point in enumerate(int(x) for x in points):
+                if point > batch.layer:
+                    self._advance(batch, point)
+                self._rows(st, method, spectra[j], log_norms[j])
+                d = net.features(point)
+                dev.launch("measure_rows", grid, dev.block, (
+                    spectra[j], np.int32(s), np.int32(min(d, n)), np.int32(k), np.int32(d),
+                    np.int32(n), eps, taus_dev, np.int32(t), log_norms[j], scalars[j],
+                    counts[j]))
+            state[0], state[1], state[2] = st.log_norm, st.failed, st.reason
+            wait = dev.copy_to_host_async(pack)
+
+        def collect() -> Stretch:
+            host = _unpack(wait(), p, s, k, t)
+            spectra, log_norms, scalars, counts, state = (np.array(a) for a in host)
+            table = {name: scalars[..., c] for c, name in enumerate(measures.SCALARS)}
+            table["numerical_rank"] = table["numerical_rank"].astype(np.int64)
+            table["rank_tau"] = counts.astype(np.int64)
+            batch.log_norm[:] = state[0]
+            batch.failed_layer[:] = state[1]
+            batch.reason[:] = state[2]
+            return Stretch(spectra, log_norms, table, batch.failed_layer.copy(),
+                           batch.reason.copy())
+
+        return collect
 
     def spectrum(self, batch: Batch, i: int, method: str) -> np.ndarray:
         return self.spectra(batch, [i], method)[0]
 
     def spectra(self, batch: Batch, idx: list[int], method: str) -> np.ndarray:
-        values = self._cached(batch, ("spectrum", method),
-                              lambda alive: self._spectra(batch, alive, method))
+        """Spectra at the batch's layer (a one-point stretch: a seed whose eigensolve does
+        not converge stops here, its spectrum NaN)."""
+        values = self._cached(batch, ("spectrum", method), lambda: self.measure_stretch(
+            batch, [batch.layer], method, ())().spectra[0])
         return values[idx]
 
     def gram_stats(self, batch: Batch, i: int) -> tuple[float, float, float]:
-        stats = self._cached(batch, ("gram",), lambda idx: self._gram_stats(batch, idx))
+        stats = self._cached(batch, ("gram",), lambda: self._gram_stats(batch))
         trace, frob2, top = stats[i]
         return float(trace), float(frob2), float(top)
 
@@ -263,7 +326,6 @@ class GPUBackend(Backend):
         dev = self.dev
         layer = st.host_layer + 1
         s = len(st.failed)
-        dev.launch("step_layer", 1, 32, (st.layer,))
         d_out, d_in = st.dims[layer], st.dims[layer - 1]
         w = st.weights.get((d_out, d_in))
         if w is None:
@@ -280,12 +342,12 @@ class GPUBackend(Backend):
         if net.init != "orthogonal":
             mul, sub = init.weight_affine(net, d_in)
             kind = "normal" if net.init == "gaussian" else "uniform"
-            self._fill(w, st, kind, rng.WEIGHTS, st.layer, 0, mul, sub)
+            self._fill(w, st, kind, rng.WEIGHTS, st.layer, 1, mul, sub)
         else:  # orthogonal: QR of float64 normals, R's diagonal made positive (as the CPU)
             xp = self.dev.xp
             d_out = w.shape[1]
             tall = xp.empty((len(st.failed), max(d_out, d_in), min(d_out, d_in)), np.float64)
-            self._fill(tall, st, "normal", rng.WEIGHTS, st.layer, 0, 1.0, 0.0)
+            self._fill(tall, st, "normal", rng.WEIGHTS, st.layer, 1, 1.0, 0.0)
             for i in range(len(st.failed)):
                 q, r = self.dev.qr(tall[i])
                 q = q * xp.sign(xp.diagonal(r))
@@ -331,18 +393,21 @@ class GPUBackend(Backend):
                         st.failed))
             st.partials = n
         else:
-            dev.launch(f"rows_pass_{sfx}", s * d, _round32(n, dev.block),
-                       (z, h, gamma, np.int32(residual), np.int32(d), np.int32(n),
-                        np.int32(norm), np.int32(act), np.int32(act_first), eps, st.part,
-                        st.failed))
+            dev.launch(f"rows_pass_{sfx}", math.ceil(s * d * 32 / dev.block), dev.block,
+                       (z, h, gamma, np.int32(residual), np.int32(s * d), np.int32(d),
+                        np.int32(n), np.int32(norm), np.int32(act), np.int32(act_first), eps,
+                        st.part, st.failed))
             st.partials = d
 
-    def _account(self, st: _State, net: Network, z) -> None:
+    def _account(self, st: _State, net: Network, z, layer: bool = True) -> None:
+        """Book a layer (the device's counter moved on to it), or with ``layer`` False the
+        input, layer 0."""
         dev = self.dev
         s = z.shape[0]
         k = st.partials
+        counter = (st.layer, np.int64(1), st.done) if layer else (None, np.int64(0), None)
         dev.launch("account", s, _round32(k, dev.block),
-                   (st.part, np.int32(k), st.layer, np.int64(0), np.int32(net.rescaled),
+                   (st.part, np.int32(k), *counter, np.int32(net.rescaled),
                     st.log_norm, st.failed, st.reason, st.factor))
         if net.rescaled:
             n = z.size // s
@@ -439,82 +504,118 @@ class GPUBackend(Backend):
     # -- measurements --------------------------------------------------------------------
 
     def _cached(self, batch: Batch, kind: tuple, compute):
-        """Per-seed results of ``kind`` at the batch's layer, computed for every live seed
-        at the first request (one batched computation, one copy to the host)."""
+        """Per-seed results of ``kind`` at the batch's layer, computed for every seed at
+        the first request (one batched computation, one copy to the host)."""
         st: _State = batch.h
         key = (batch.layer, *kind)
         if st.cache is None or st.cache[0] != key:
             with self.dev.context():
-                st.cache = (key, compute(batch.alive()))
+                st.cache = (key, compute())
         return st.cache[1]
 
-    def _grams(self, batch: Batch, idx: list[int]):
-        st: _State = batch.h
+    def _grams(self, st: _State):
+        """The float64 Gram matrices of the smaller side of every seed's H (one batched
+        product)."""
         xp = self.dev.xp
-        h = st.h if len(idx) == len(st.failed) else st.h[xp.asarray(np.array(idx))]
-        h64 = h.astype(np.float64)
+        h64 = st.h.astype(np.float64)
         ht = h64.transpose(0, 2, 1)
         return xp.matmul(h64, ht) if h64.shape[1] <= h64.shape[2] else xp.matmul(ht, h64)
 
-    def _eigvalsh_stack(self, g) -> np.ndarray:
-        """Eigenvalues (unsorted) of a stack of symmetric matrices, on the host."""
+    def _eigvalsh_stack(self, g):
+        """Eigenvalues (ascending) of a stack of symmetric float64 matrices and a status
+        per matrix (codes.OK, NON_FINITE, EIGEN_UNCONVERGED), on the device: k <= EIGEN_MAX
+        by one launch of householder_eigvalsh (on a copy: it destroys its input),
+        nothing waited for; larger k by cuSOLVER, a call per matrix, its info checked."""
+        dev = self.dev
         s, k, _ = g.shape
-        if self.jacobi and k <= codes.JACOBI_MAX:
-            g = self.dev.xp.ascontiguousarray(g)
-            w = self.dev.empty((s, k), np.float64)
-            self.dev.launch("jacobi_eigvalsh", s, self.dev.jacobi_block,
-                            (g, np.int32(k), np.int32(JACOBI_SWEEPS), w))
-        elif k <= codes.EIGEN_MAX:
-            return self._householder_eigvalsh(g)
-        else:  # larger matrices: one cuSOLVER call per matrix, its info checked
-            w = self.dev.xp.stack([self.dev.eigvalsh(g[i]) for i in range(s)])
-        return self.dev.to_host(w)
+        if k <= codes.EIGEN_MAX:
+            work = dev.xp.array(g, dtype=np.float64, order="C")
+            w = dev.empty((s, k), np.float64)
+            status = dev.empty(s, np.int32)
+            dev.launch("householder_eigvalsh", s, _round32(k, dev.eigen_block),
+                       (work, np.int32(k), w, status))
+            return w, status
+        return self._each(g, dev.eigvalsh)
 
-    def _householder_eigvalsh(self, g) -> np.ndarray:
-        """Eigenvalues of the whole stack by one launch of householder_eigvalsh (on a
-        copy: the kernel destroys its input), nothing waited for until they are copied
-        to the host. A non-finite matrix gets NaN eigenvalues (as on the CPU); one the
-        kernel reports unconverged goes to cuSOLVER (as the CPU falls back to LAPACK),
-        which raises LinAlgError should it fail too."""
-        s, k, _ = g.shape
-        work = self.dev.xp.array(g, dtype=np.float64, order="C")
-        w = self.dev.empty((s, k), np.float64)
-        status = self.dev.empty(s, np.int32)
-        self.dev.launch("householder_eigvalsh", s, _round32(k, self.dev.jacobi_block),
-                        (work, np.int32(k), w, status))
-        w, status = self.dev.to_host(w), self.dev.to_host(status)
-        for i in np.flatnonzero(status == codes.EIGEN_UNCONVERGED):
-            w[i] = self.dev.to_host(self.dev.eigvalsh(g[i]))
-        return w
+    def _each(self, stack, solve):
+        """``solve`` (a cuSOLVER call) on each matrix of ``stack``, stacked, with a status
+        per matrix: EIGEN_UNCONVERGED (and NaN values) where it reported no convergence."""
+        dev = self.dev
+        rows, status = [], np.zeros(len(stack), np.int32)
+        for i in range(len(stack)):
+            try:
+                rows.append(solve(stack[i]))
+            except np.linalg.LinAlgError:
+                status[i] = codes.EIGEN_UNCONVERGED
+                rows.append(dev.xp.full(min(stack.shape[1:]), np.nan))
+        return dev.xp.stack(rows), dev.asarray(status)
 
-    def _spectra(self, batch: Batch, idx: list[int], method: str) -> np.ndarray:
-        st: _State = batch.h
-        d, n = st.h.shape[1:]
-        out = np.full((len(st.failed), min(d, n)), np.nan)
-        if not idx:
-            return out
+    def _svdvals_stack(self, h):
+        """Singular values (descending, float64) of every seed's H and a status per seed:
+        for k = min(d, N) <= EIGEN_MAX by one launch of bidiagonal_svdvals (on a float64
+        copy of H, or of its transpose: k rows, the kernel destroys it), nothing waited
+        for; larger k by cuSOLVER, a call per seed, its info checked."""
+        dev = self.dev
+        s, d, n = h.shape
+        if min(d, n) > codes.EIGEN_MAX:
+            return self._each(h.astype(np.float64), dev.svdvals)
+        a = dev.xp.array(h if d <= n else h.transpose(0, 2, 1), dtype=np.float64, order="C")
+        k, m = a.shape[1:]
+        w = dev.empty((s, k), np.float64)
+        status = dev.empty(s, np.int32)
+        dev.launch("bidiagonal_svdvals", s, dev.eigen_block,
+                   (a, np.int32(k), np.int32(m), w, status))
+        return w, status
+
+    def _rows(self, st: _State, method: str, out, log_out) -> None:
+        """The spectra of every seed's current H into ``out`` (seeds, k) and their
+        log-norms into ``log_out`` (NaN for a seed that stopped; a seed whose solver did
+        not converge stops at this layer: spectrum_rows)."""
+        dev = self.dev
+        s, kmax = out.shape
         if method == "svd":
-            xp = self.dev.xp
-            sv = xp.stack([self.dev.svdvals(st.h[i].astype(np.float64)) for i in idx])
-            out[idx] = np.sort(self.dev.to_host(sv), axis=1)[:, ::-1]
-            return out
-        eig = np.sort(self._eigvalsh_stack(self._grams(batch, idx)), axis=1)[:, ::-1]
-        out[idx] = np.sqrt(np.clip(eig, 0.0, None))
-        return out
+            values, status = self._svdvals_stack(st.h)
+            squared = 0
+        else:
+            values, status = self._eigvalsh_stack(self._grams(st))
+            squared = 1
+        dev.launch("spectrum_rows", math.ceil(s / dev.block), dev.block, (
+            values, status, np.int32(s), np.int32(values.shape[1]), np.int32(squared),
+            np.int64(st.host_layer), out, np.int32(kmax), st.log_norm, log_out, st.failed,
+            st.reason))
 
-    def _gram_stats(self, batch: Batch, idx: list[int]) -> np.ndarray:
+    def _gram_stats(self, batch: Batch) -> np.ndarray:
+        """(trace, ||G||_F^2, top eigenvalue) of every seed's Gram matrix, NaN for a seed
+        that stopped (here too if its eigensolve does not converge)."""
         st: _State = batch.h
         xp = self.dev.xp
-        out = np.full((len(st.failed), 3), np.nan)
-        if not idx:
-            return out
-        g = self._grams(batch, idx)
-        trace = self.dev.to_host(xp.trace(g, axis1=1, axis2=2))
-        frob2 = self.dev.to_host((g * g).sum(axis=(1, 2)))
+        s = len(batch.seeds)
+        g = self._grams(st)
         k = g.shape[1]
         if k <= codes.DENSE_TOP_EIGEN_MAX:
-            top = self._eigvalsh_stack(g).max(axis=1)
+            w, status = self._eigvalsh_stack(g)
+            top = w.max(axis=1)
+            scratch = self.dev.empty((s, k), np.float64)
+            log_norm = self.dev.empty(s, np.float64)
+            self.dev.launch("spectrum_rows", math.ceil(s / self.dev.block), self.dev.block, (
+                w, status, np.int32(s), np.int32(k), np.int32(1), np.int64(st.host_layer),
+                scratch, np.int32(k), st.log_norm, log_norm, st.failed, st.reason))
+            self._pull(batch)
         else:
-            top = np.array([self.dev.top_eigenvalue(g[i]) for i in range(len(idx))])
-        out[idx] = np.stack([trace, frob2, top], axis=1)
-        return out
+            top = xp.asarray([self.dev.top_eigenvalue(g[i]) if batch.failed_layer[i] < 0
+                              else np.nan for i in range(s)])
+        stats = self.dev.to_host(xp.stack([xp.trace(g, axis1=1, axis2=2),
+                                           (g * g).sum(axis=(1, 2)), top], axis=1))
+        stats[batch.failed_layer >= 0] = np.nan
+        return stats
+
+
+def _unpack(pack, p: int, s: int, k: int, t: int) -> tuple:
+    """The parts of a stretch's one buffer (device or host): spectra (p, s, k), log-norms
+    (p, s), scalars (p, s, 6), rank_tau counts (p, s, t), and the seeds' state after the
+    stretch (3, s): log-norm, failure layer, reason."""
+    sizes = (p * s * k, p * s, p * s * len(measures.SCALARS), p * s * t, 3 * s)
+    shapes = ((p, s, k), (p, s), (p, s, len(measures.SCALARS)), (p, s, t), (3, s))
+    ends = np.cumsum(sizes)
+    return tuple(pack[e - n:e].reshape(shape)
+                 for e, n, shape in zip(ends.tolist(), sizes, shapes, strict=True))

@@ -4,7 +4,7 @@
 graph capture); :class:`CupyDevice` implements it with the program of kernels/cuda
 compiled by NVRTC, GEMMs through the capture-safe handle of fastrank.gpu.cublas,
 eigensolvers by cuSOLVER, and one non-blocking stream for all work, which is also the
-capture stream of the CUDA graphs. fastrank.gpu.testing holds the CPU stand-in.
+capture stream of the CUDA graphs (a second one copies measured rows to the host). fastrank.gpu.testing holds the CPU stand-in.
 CuPy is imported only when a CupyDevice is built.
 """
 
@@ -41,7 +41,7 @@ class Device:
     xp = np
     name = "device"
     block = 256  # threads per block, a multiple of 32
-    jacobi_block = 128
+    eigen_block = 128  # threads per matrix of the eigensolver kernel
     supports_graphs = False
     #: Most dynamic shared memory a block may have (bytes, with the opt-in beyond 48 KiB).
     shared_max = 48 * 1024
@@ -87,6 +87,13 @@ class Device:
 
     def to_host(self, a) -> np.ndarray:
         return np.asarray(a)
+
+    def copy_to_host_async(self, a):
+        """Start copying ``a`` to the host once the work issued so far has made it,
+        without waiting; returns a function that waits for the copy and returns the
+        host array. (Here at once; a CUDA device copies on a second stream.)"""
+        host = self.to_host(a)
+        return lambda: host
 
     def synchronize(self) -> None:
         """Wait for all work issued so far (for timing)."""
@@ -152,6 +159,7 @@ class CupyDevice(Device):
 
                 props = cupy.cuda.runtime.getDeviceProperties(device)
                 self.stream = cupy.cuda.Stream(non_blocking=True)
+                self._copier = None  # the stream of copies to the host, made when first used
                 module = program.raw_module(device)
                 self._kernels = {k: module.get_function(k) for k in program.KERNELS}
                 self._gemm = StreamGemm(  # its handle and workspace: at the first GEMM
@@ -208,6 +216,13 @@ class CupyDevice(Device):
         with cupyx.errstate(linalg="raise"):
             return self.cupy.linalg.eigvalsh(g)
 
+    def svdvals(self, a):
+        """Singular values by cuSOLVER, its ``info`` checked (LinAlgError as numpy's)."""
+        import cupyx
+
+        with cupyx.errstate(linalg="raise"):
+            return self.cupy.linalg.svd(a, compute_uv=False)
+
     def top_eigenvalue(self, g) -> float:
         from cupyx.scipy.sparse.linalg import eigsh
 
@@ -218,6 +233,27 @@ class CupyDevice(Device):
 
     def to_host(self, a) -> np.ndarray:
         return self.cupy.asnumpy(a, stream=self.stream)
+
+    def copy_to_host_async(self, a):
+        """The copy runs on a second stream, after an event recorded on the work stream,
+        into pinned host memory, so the work stream goes on meanwhile; ``a`` is held until
+        the copy is waited for."""
+        import cupyx
+
+        cupy = self.cupy
+        if self._copier is None:
+            self._copier = cupy.cuda.Stream(non_blocking=True)
+        self._copier.wait_event(self.stream.record())
+        out = cupyx.empty_pinned(a.shape, a.dtype)
+        cupy.cuda.runtime.memcpyAsync(out.ctypes.data, a.data.ptr, a.nbytes,
+                                      cupy.cuda.runtime.memcpyDeviceToHost, self._copier.ptr)
+        done = self._copier.record()
+
+        def wait(source=a):  # the device array lives until the copy is done
+            done.synchronize()
+            return out
+
+        return wait
 
     def synchronize(self) -> None:
         self.stream.synchronize()

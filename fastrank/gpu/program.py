@@ -33,7 +33,7 @@ from pathlib import Path
 from fastrank import codes
 
 #: Kernel sources, in the order they are put together.
-SOURCES = ("rng.cu", "layer.cu", "spectrum.cu", "eigen.cu", "network.cu")
+SOURCES = ("rng.cu", "layer.cu", "eigen.cu", "measures.cu", "network.cu")
 #: Every kernel of the program (its ``extern "C"`` name); True for the kernels that
 #: synchronise their block (the host stand-in runs them with one thread per CUDA thread).
 KERNELS = {
@@ -49,9 +49,10 @@ KERNELS = {
     "account": True,
     "scale_f32": False,
     "scale_f64": False,
-    "step_layer": False,
-    "jacobi_eigvalsh": True,
     "householder_eigvalsh": True,
+    "bidiagonal_svdvals": True,
+    "spectrum_rows": False,
+    "measure_rows": False,
     "network_f32": True,
 }
 #: NVRTC options: C++17 (hex float literals), and no FMA contraction anywhere (the

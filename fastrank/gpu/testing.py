@@ -153,11 +153,13 @@ class HostDevice(Device):
     ``free_memory``: the bytes it reports free (None: unknown, as a device that cannot
     say); ``fail_allocation``: the number (from 1) of the allocation that fails with
     DeviceOutOfMemory, as a device that runs out of memory (``allocations`` counts them);
-    ``shared_max``: the most dynamic shared memory a block may have (default an H100's)."""
+    ``shared_max``: the most dynamic shared memory a block may have (default an H100's).
+    ``host_copies`` and ``async_copies`` count the copies to the host that waited and
+    those that did not."""
 
     name = "host stand-in (CUDA kernels compiled for the CPU)"
 
-    def __init__(self, block: int = 64, jacobi_block: int = 64, graphs: bool = False,
+    def __init__(self, block: int = 64, eigen_block: int = 64, graphs: bool = False,
                  capture_safe_gemm: bool = True, free_memory: int | None = None,
                  fail_allocation: int | None = None, shared_max: int = 232448):
         super().__init__()
@@ -166,7 +168,9 @@ class HostDevice(Device):
         self.allocations = 0
         self.kernels = HostKernels()
         self.block = block
-        self.jacobi_block = jacobi_block
+        self.eigen_block = eigen_block
+        self.host_copies = 0  # copies to the host that waited (to_host)
+        self.async_copies = 0  # copies to the host that did not (copy_to_host_async)
         self.shared_max = shared_max
         self.supports_graphs = graphs
         self.capture_safe_gemm = capture_safe_gemm
@@ -197,7 +201,14 @@ class HostDevice(Device):
 
     def to_host(self, a):
         self._refused_in_capture("a copy to the host")
+        self.host_copies += 1
         return np.asarray(a)
+
+    def copy_to_host_async(self, a):
+        self._refused_in_capture("a copy to the host")
+        self.async_copies += 1
+        host = np.array(a)
+        return lambda: host
 
     def synchronize(self):
         self._refused_in_capture("stream synchronisation")

@@ -11,9 +11,16 @@
 #include "philox.cuh"
 
 #define FR_FULL_MASK 0xffffffffu
+#if defined(__CUDA_ARCH__)
+#define FR_NAN __longlong_as_double(0x7ff8000000000000LL)
+#define FR_INF __longlong_as_double(0x7ff0000000000000LL)
+#else
+#define FR_NAN NAN
+#define FR_INF HUGE_VAL
+#endif
 
 // The norm and activation codes (FR_NORM_*, FR_ACT_*), the failure reasons
-// (FR_NON_FINITE, FR_VANISHED) and FR_JACOBI_MAX are defined in front of the program by
+// (FR_NON_FINITE, FR_VANISHED, FR_EIGEN_UNCONVERGED) and the limits are defined in front of the program by
 // fastrank.gpu.program, generated from fastrank/codes.py.
 
 __device__ __forceinline__ float fr_add(float a, float b) { return FR_FADD(a, b); }
@@ -32,6 +39,15 @@ __device__ __forceinline__ T fr_activate(T x, int act)
     if (act == FR_ACT_RELU) return x > T(0) ? x : fr_mul(x, T(0));
     if (act == FR_ACT_TANH) return fr_tanh(x);
     return x;
+}
+
+// Sum of v over the warp, returned to every lane (a butterfly: every lane adds the same
+// pairs in the same order, so all get the same bits). Every lane of the warp must call it.
+__device__ __forceinline__ double fr_warp_sum(double v)
+{
+    for (unsigned mask = 16; mask > 0; mask >>= 1)
+        v = FR_DADD(v, __shfl_xor_sync(FR_FULL_MASK, v, mask));
+    return v;
 }
 
 // Sum of v over the block, returned to every thread. Every thread must call it.

@@ -69,10 +69,11 @@ inline void __syncthreads()
     swapcontext(&fr_emu_fibers[fr_emu_current].context, &fr_emu_scheduler);
 }
 
-// __shfl_down_sync over the whole block: every thread writes its value, all meet at a
-// barrier, each reads lane + delta of its own warp (its own value past the warp's end).
-template <class T>
-inline T __shfl_down_sync(unsigned /*mask*/, T v, unsigned delta)
+// A warp shuffle over the whole block: every thread writes its value, all meet at a
+// barrier, each reads that of lane from(lane) of its own warp (its own value where that
+// lane is past the warp's or the block's end).
+template <class T, class From>
+inline T fr_emu_shuffle(T v, From from)
 {
     static T exchange[2][1024];
     if (fr_emu_current < 0) {
@@ -83,9 +84,32 @@ inline T __shfl_down_sync(unsigned /*mask*/, T v, unsigned delta)
     const unsigned me = threadIdx.x;
     exchange[slot][me] = v;
     __syncthreads();
-    const unsigned lane = me & 31u;
-    return lane + delta < 32u && me + delta < blockDim.x ? exchange[slot][me + delta] : v;
+    const unsigned lane = from(me & 31u);
+    const unsigned other = (me & ~31u) | lane;
+    return lane < 32u && other < blockDim.x ? exchange[slot][other] : v;
 }
+
+template <class T>
+inline T __shfl_down_sync(unsigned /*mask*/, T v, unsigned delta)
+{
+    return fr_emu_shuffle(v, [delta](unsigned lane) { return lane + delta; });
+}
+
+template <class T>
+inline T __shfl_xor_sync(unsigned /*mask*/, T v, unsigned lane_mask)
+{
+    return fr_emu_shuffle(v, [lane_mask](unsigned lane) { return lane ^ lane_mask; });
+}
+
+// Blocks run one after another: atomics are plain updates, fences nothing.
+inline unsigned atomicAdd(unsigned* address, unsigned value)
+{
+    const unsigned old = *address;
+    *address = old + value;
+    return old;
+}
+
+inline void __threadfence() {}
 
 static void fr_emu_fiber_main()
 {

@@ -9,25 +9,27 @@
 // Seeds whose failed[s] >= 0 are left alone by every kernel.
 #include "common.cuh"
 
-// rows_pass: one block per row (feature) of every matrix: grid = S * d blocks.
-// z <- h + gamma z when residual; then act-first or not; batch norm of the row
-// (norm 1: centred, biased variance; norm 2: mean square only), or none (norm 0).
-// part[s * d + row] = sum of squares of the finished row.
+// rows_pass: one warp per row (feature) of every matrix, blockDim / 32 rows per block:
+// rows = S * d rows in all, grid = ceil(rows / (blockDim / 32)) blocks; the row sums are
+// warp shuffles, no barrier. z <- h + gamma z when residual; then act-first or not;
+// batch norm of the row (norm 1: centred, biased variance; norm 2: mean square only), or
+// none (norm 0). part[s * d + row] = sum of squares of the finished row.
 template <class T>
-__device__ __forceinline__ void fr_rows_pass(T* z, const T* h, T gamma, int residual, int d,
-                                             int n, int norm, int act, int act_first,
+__device__ __forceinline__ void fr_rows_pass(T* z, const T* h, T gamma, int residual, int rows,
+                                             int d, int n, int norm, int act, int act_first,
                                              double eps, double* part, const fr_i64* failed)
 {
-    const fr_i64 s = (fr_i64)blockIdx.x / d;
-    const int row = (int)((fr_i64)blockIdx.x % d);
-    if (failed && failed[s] >= 0) return;   // uniform over the block
-    T* zr = z + ((fr_i64)s * d + row) * n;
-    const T* hr = residual ? h + ((fr_i64)s * d + row) * n : zr;
+    const unsigned r = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (r >= (unsigned)rows) return;                       // uniform over the warp
+    if (failed && failed[r / (unsigned)d] >= 0) return;    // uniform over the warp
+    const int lane = threadIdx.x & 31;
+    T* zr = z + (fr_i64)r * n;
+    const T* hr = residual ? h + (fr_i64)r * n : zr;
     const bool stats = norm == FR_NORM_BN || norm == FR_NORM_BN_RMS;
 
     double sum = 0.0;
     const bool first_pass = residual || act_first || norm == FR_NORM_BN;   // uniform
-    for (int j = threadIdx.x; first_pass && j < n; j += blockDim.x) {
+    for (int j = lane; first_pass && j < n; j += 32) {
         T x = zr[j];
         if (residual) x = fr_add(hr[j], fr_mul(x, gamma));
         if (act_first) x = fr_activate(x, act);
@@ -36,17 +38,17 @@ __device__ __forceinline__ void fr_rows_pass(T* z, const T* h, T gamma, int resi
     }
     double mean = 0.0, inv = 1.0;
     if (stats) {
-        if (norm == FR_NORM_BN) mean = fr_block_sum(sum) / n;
+        if (norm == FR_NORM_BN) mean = fr_warp_sum(sum) / n;
         double var = 0.0;
-        for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        for (int j = lane; j < n; j += 32) {
             const double c = FR_DSUB((double)zr[j], mean);
             var = FR_DADD(var, FR_DMUL(c, c));
         }
-        var = fr_block_sum(var);
+        var = fr_warp_sum(var);
         inv = 1.0 / sqrt(var / n + eps);
     }
     double sq = 0.0;
-    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+    for (int j = lane; j < n; j += 32) {
         T x = zr[j];
         if (stats) x = (T)FR_DMUL(FR_DSUB((double)x, mean), inv);
         if (!act_first) x = fr_activate(x, act);
@@ -54,22 +56,26 @@ __device__ __forceinline__ void fr_rows_pass(T* z, const T* h, T gamma, int resi
         const double x64 = (double)x;
         sq = FR_DADD(sq, FR_DMUL(x64, x64));
     }
-    sq = fr_block_sum(sq);
-    if (threadIdx.x == 0) part[s * d + row] = sq;
+    sq = fr_warp_sum(sq);
+    if (lane == 0) part[r] = sq;
 }
 
 extern "C" __global__ void rows_pass_f32(float* z, const float* h, float gamma, int residual,
-                                         int d, int n, int norm, int act, int act_first,
-                                         double eps, double* part, const fr_i64* failed)
+                                         int rows, int d, int n, int norm, int act,
+                                         int act_first, double eps, double* part,
+                                         const fr_i64* failed)
 {
-    fr_rows_pass<float>(z, h, gamma, residual, d, n, norm, act, act_first, eps, part, failed);
+    fr_rows_pass<float>(z, h, gamma, residual, rows, d, n, norm, act, act_first, eps, part,
+                        failed);
 }
 
 extern "C" __global__ void rows_pass_f64(double* z, const double* h, double gamma, int residual,
-                                         int d, int n, int norm, int act, int act_first,
-                                         double eps, double* part, const fr_i64* failed)
+                                         int rows, int d, int n, int norm, int act,
+                                         int act_first, double eps, double* part,
+                                         const fr_i64* failed)
 {
-    fr_rows_pass<double>(z, h, gamma, residual, d, n, norm, act, act_first, eps, part, failed);
+    fr_rows_pass<double>(z, h, gamma, residual, rows, d, n, norm, act, act_first, eps, part,
+                         failed);
 }
 
 // cols_pass: layer norm, one thread per column (sample) of every matrix, columns of one
@@ -131,28 +137,36 @@ extern "C" __global__ void cols_pass_f64(double* z, const double* h, double gamm
 // account: one block per seed. sumsq = sum of the seed's k partial sums; then, as
 // Batch.account: a non-finite or zero sumsq stops the seed at this layer (failed,
 // reason); a rescaled network adds 0.5 log(sumsq) to its log-norm and gets the factor
-// 1/sqrt(sumsq); any other sets its log-norm to 0.5 log(sumsq), factor 1.
-extern "C" __global__ void account(const double* part, int k, const fr_i64* layer_ptr,
-                                   fr_i64 layer_value, int rescale, double* log_norm,
-                                   fr_i64* failed, fr_i64* reason, double* factor)
+// 1/sqrt(sumsq); any other sets its log-norm to 0.5 log(sumsq), factor 1. The layer is
+// *layer_ptr + layer_value (layer_value without a counter); with ``done`` (a zeroed
+// counter of blocks) the last block to finish moves the layer counter on by layer_value
+// once every block has read it, so a layer needs no launch of its own for that.
+extern "C" __global__ void account(const double* part, int k, fr_i64* layer_ptr,
+                                   fr_i64 layer_value, unsigned* done, int rescale,
+                                   double* log_norm, fr_i64* failed, fr_i64* reason,
+                                   double* factor)
 {
     const fr_i64 s = blockIdx.x;
-    if (failed[s] >= 0) return;   // read by every thread before thread 0 may write it
+    const fr_i64 layer = layer_ptr ? *layer_ptr + layer_value : layer_value;
+    const bool live = failed[s] < 0;   // read by every thread before thread 0 may write it
     double v = 0.0;
-    for (int t = threadIdx.x; t < k; t += blockDim.x) v = FR_DADD(v, part[s * k + t]);
-    v = fr_block_sum(v);
+    for (int t = threadIdx.x; live && t < k; t += blockDim.x) v = FR_DADD(v, part[s * k + t]);
+    if (live) v = fr_block_sum(v);     // uniform over the block
     if (threadIdx.x != 0) return;
-    const fr_i64 layer = layer_ptr ? *layer_ptr : layer_value;
-    if (!isfinite(v) || v == 0.0) {
+    if (live && (!isfinite(v) || v == 0.0)) {
         failed[s] = layer;
         reason[s] = isfinite(v) ? FR_VANISHED : FR_NON_FINITE;
         factor[s] = 1.0;
-    } else if (rescale) {
-        log_norm[s] += 0.5 * log(v);
-        factor[s] = 1.0 / sqrt(v);
-    } else {
-        log_norm[s] = 0.5 * log(v);
-        factor[s] = 1.0;
+    } else if (live) {
+        log_norm[s] = rescale ? log_norm[s] + 0.5 * log(v) : 0.5 * log(v);
+        factor[s] = rescale ? 1.0 / sqrt(v) : 1.0;
+    }
+    if (done) {
+        __threadfence();   // this block's read of the counter precedes its ticket
+        if (atomicAdd(done, 1u) == gridDim.x - 1) {
+            *layer_ptr = layer;
+            *done = 0;
+        }
     }
 }
 
@@ -162,14 +176,14 @@ template <class T>
 __device__ __forceinline__ void fr_scale(T* z, fr_i64 n, int blocks_per_seed,
                                          const double* factor, const fr_i64* failed)
 {
-    const fr_i64 s = (fr_i64)blockIdx.x / blocks_per_seed;
+    const unsigned s = blockIdx.x / (unsigned)blocks_per_seed;
     if (failed[s] >= 0) return;
     const double f = factor[s];
     if (f == 1.0) return;
-    T* zs = z + s * n;
+    T* zs = z + (fr_i64)s * n;
     const fr_i64 step = (fr_i64)blocks_per_seed * blockDim.x;
-    for (fr_i64 i = ((fr_i64)blockIdx.x % blocks_per_seed) * blockDim.x + threadIdx.x; i < n;
-         i += step)
+    for (fr_i64 i = (fr_i64)(blockIdx.x - s * (unsigned)blocks_per_seed) * blockDim.x
+                    + threadIdx.x; i < n; i += step)
         zs[i] = (T)FR_DMUL((double)zs[i], f);
 }
 
@@ -183,10 +197,4 @@ extern "C" __global__ void scale_f64(double* z, fr_i64 n, int blocks_per_seed,
                                      const double* factor, const fr_i64* failed)
 {
     fr_scale<double>(z, n, blocks_per_seed, factor, failed);
-}
-
-// step: the device's layer counter moves on by one (first work of every layer).
-extern "C" __global__ void step_layer(fr_i64* layer)
-{
-    if (blockIdx.x == 0 && threadIdx.x == 0) *layer += 1;
 }

@@ -4,19 +4,21 @@
 //
 // Grid: 1-D, blocks_per_seed blocks for each seed (seed s owns blocks
 // s * blocks_per_seed ...); each thread makes whole Philox blocks (grid-stride within
-// its seed). The layer comes from *layer_ptr when that is not null (a counter kept on
-// the device, so a captured CUDA graph can be replayed for layer after layer), else
-// from layer_value. Seeds whose failed[s] >= 0 are skipped (failed may be null).
+// its seed). The layer is *layer_ptr + layer_value when layer_ptr is not null (a counter
+// kept on the device, so a captured CUDA graph can be replayed for layer after layer),
+// else layer_value. Seeds whose failed[s] >= 0 are skipped (failed may be null). The
+// seed of a block is a 32-bit division (a grid has fewer than 2^31 blocks).
 #include "common.cuh"
 
 __device__ __forceinline__ fr_u32 fr_layer_of(const fr_i64* layer_ptr, fr_i64 layer_value)
 {
-    return (fr_u32)(layer_ptr ? *layer_ptr : layer_value);
+    return (fr_u32)(layer_ptr ? *layer_ptr + layer_value : layer_value);
 }
 
 #define FR_FILL_PROLOGUE                                                                  \
-    const fr_i64 s = (fr_i64)blockIdx.x / blocks_per_seed;                                \
-    const fr_i64 first = ((fr_i64)blockIdx.x % blocks_per_seed) * blockDim.x + threadIdx.x; \
+    const unsigned s = blockIdx.x / (unsigned)blocks_per_seed;                            \
+    const fr_i64 first = (fr_i64)(blockIdx.x - s * (unsigned)blocks_per_seed) * blockDim.x \
+                         + threadIdx.x;                                                   \
     const fr_i64 step = (fr_i64)blocks_per_seed * blockDim.x;                             \
     if (failed && failed[s] >= 0) return;                                                 \
     const fr_u64 seed = seeds[s];                                                         \
@@ -29,7 +31,7 @@ extern "C" __global__ void fill_normal_f32(float* out, fr_i64 n, const fr_u64* s
                                            float mul, const fr_i64* failed)
 {
     FR_FILL_PROLOGUE
-    float* o = out + s * n;
+    float* o = out + (fr_i64)s * n;
     const fr_i64 nblocks = (n + 3) / 4;
     for (fr_i64 b = first; b < nblocks; b += step) {
         float z[4];
@@ -47,7 +49,7 @@ extern "C" __global__ void fill_normal_f64(double* out, fr_i64 n, const fr_u64* 
                                            double mul, const fr_i64* failed)
 {
     FR_FILL_PROLOGUE
-    double* o = out + s * n;
+    double* o = out + (fr_i64)s * n;
     const fr_i64 nblocks = (n + 1) / 2;
     for (fr_i64 b = first; b < nblocks; b += step) {
         double z[2];
@@ -65,7 +67,7 @@ extern "C" __global__ void fill_uniform_f32(float* out, fr_i64 n, const fr_u64* 
                                             float mul, float sub, const fr_i64* failed)
 {
     FR_FILL_PROLOGUE
-    float* o = out + s * n;
+    float* o = out + (fr_i64)s * n;
     const fr_i64 nblocks = (n + 3) / 4;
     for (fr_i64 b = first; b < nblocks; b += step) {
         const fr_words w = fr_stream_block(seed, stream, layer, (fr_u64)b);
@@ -82,7 +84,7 @@ extern "C" __global__ void fill_uniform_f64(double* out, fr_i64 n, const fr_u64*
                                             double mul, double sub, const fr_i64* failed)
 {
     FR_FILL_PROLOGUE
-    double* o = out + s * n;
+    double* o = out + (fr_i64)s * n;
     const fr_i64 nblocks = (n + 1) / 2;
     for (fr_i64 b = first; b < nblocks; b += step) {
         const fr_words w = fr_stream_block(seed, stream, layer, (fr_u64)b);
@@ -99,7 +101,7 @@ extern "C" __global__ void fill_uint32(fr_u32* out, fr_i64 n, const fr_u64* seed
                                        const fr_i64* failed)
 {
     FR_FILL_PROLOGUE
-    fr_u32* o = out + s * n;
+    fr_u32* o = out + (fr_i64)s * n;
     const fr_i64 nblocks = (n + 3) / 4;
     for (fr_i64 b = first; b < nblocks; b += step) {
         const fr_words w = fr_stream_block(seed, stream, layer, (fr_u64)b);

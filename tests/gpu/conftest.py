@@ -60,7 +60,7 @@ class Target:
         safe_gemm = options.pop("capture_safe_gemm", True)  # the stand-in's rules only
         block = options.pop("block", 32)
         if self.kind == "host":  # small blocks: the emulation runs one fiber per thread
-            dev = self._host_device(block=block, jacobi_block=32, graphs=graphs is not False,
+            dev = self._host_device(block=block, eigen_block=32, graphs=graphs is not False,
                                     capture_safe_gemm=safe_gemm)
             options.pop("tf32", None)
             return GPUBackend(dev=dev, graphs=graphs, **options)

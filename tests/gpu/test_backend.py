@@ -66,7 +66,7 @@ def _fill(dev, name, shape, stream, layer, *scalars, blocks=3, failed=None):
 
 
 # ---------------------------------------------------------------------------------------
-# Kernels: the random stream, the layer pass, the Jacobi eigensolver
+# Kernels: the random stream, the layer pass
 # ---------------------------------------------------------------------------------------
 
 
@@ -117,22 +117,6 @@ def test_fill_skips_failed_seeds(device):
     assert np.all(z[[1, 3]] == 7) and not np.any(z[[0, 2]] == 7)
 
 
-@pytest.mark.parametrize("k", [1, 2, 3, 17, 32, 33, 64])
-def test_the_jacobi_kernel_matches_lapack(device, k):
-    gen = np.random.default_rng(k)
-    rank = max(1, k // 2)
-    x = gen.standard_normal((5, k, rank)) * np.logspace(0, -6, rank)
-    g = np.ascontiguousarray(x @ x.transpose(0, 2, 1))  # PSD, half of them rank-deficient
-    g[0] = np.diag(np.arange(k, 0, -1.0))  # already diagonal
-    dev = device.dev
-    with dev.context():
-        gd, w = dev.asarray(g), dev.empty((5, k), np.float64)
-        dev.launch("jacobi_eigvalsh", 5, dev.jacobi_block, (gd, np.int32(k), np.int32(60), w))
-        w = dev.to_host(w)
-    ref = np.linalg.eigvalsh(g)
-    np.testing.assert_allclose(np.sort(w, axis=1), ref, rtol=0, atol=1e-13 * ref.max())
-
-
 @pytest.mark.parametrize("norm, act, act_first, residual", [
     (1, 1, 0, 0), (2, 0, 1, 0), (0, 2, 0, 1), (1, 1, 1, 1)])
 def test_the_device_layer_kernels_equal_their_host_build(cuda, norm, act, act_first, residual):
@@ -147,21 +131,44 @@ def test_the_device_layer_kernels_equal_their_host_build(cuda, norm, act, act_fi
     s, d, n = 3, 40, 300
     z = gen.standard_normal((s, d, n)).astype(np.float32)
     h = gen.standard_normal((s, d, n)).astype(np.float32)
-    block = min(cuda.dev.block, 32 * -(-n // 32))
+    block = cuda.dev.block
     outs = []
     for dev in (host, cuda.dev):
         with dev.context():
             zz, hh = dev.asarray(z.copy()), dev.asarray(h)
             part = dev.asarray(np.zeros(s * d))
             failed = dev.asarray(np.full(s, -1, np.int64))
-            dev.launch("rows_pass_f32", s * d, block,
+            dev.launch("rows_pass_f32", -(-s * d * 32 // block), block,
                        (zz, hh if residual else None, np.float32(0.5), np.int32(residual),
-                        np.int32(d), np.int32(n), np.int32(norm), np.int32(act),
+                        np.int32(s * d), np.int32(d), np.int32(n), np.int32(norm), np.int32(act),
                         np.int32(act_first), np.float64(1e-5), part, failed))
             outs.append((dev.to_host(zz), dev.to_host(part)))
     ulps = 4 if act == 2 else 1  # tanhf: 2 ulp each way
     np.testing.assert_allclose(outs[1][0], outs[0][0], rtol=ulps * F32, atol=ulps * F32)
     np.testing.assert_allclose(outs[1][1], outs[0][1], rtol=ulps * 2 * F32)
+
+
+def test_account_moves_the_layer_counter_on_once_all_blocks_read_it(device):
+    """The layer is the counter + 1 for every seed (a failure is booked there), and the
+    counter moves on exactly once per launch, ready for the next (its block count
+    reset), whatever the grid."""
+    dev = device.dev
+    for s in (1, 5, 67):
+        part = np.ones(s * 3)
+        part[1::3][::2] = np.nan  # every other seed fails at this layer
+        with dev.context():
+            layer, done = dev.asarray(np.array([41], np.int64)), dev.asarray(np.zeros(1, np.uint32))
+            failed = dev.asarray(np.full(s, -1, np.int64))
+            reason = dev.asarray(np.zeros(s, np.int64))
+            log_norm, factor = dev.asarray(np.zeros(s)), dev.asarray(np.ones(s))
+            for _ in range(2):
+                dev.launch("account", s, 64, (dev.asarray(part), np.int32(3), layer, np.int64(1),
+                                              done, np.int32(0), log_norm, failed, reason,
+                                              factor))
+            got = [dev.to_host(x) for x in (layer, done, failed, log_norm)]
+        assert got[0].tolist() == [43] and got[1].tolist() == [0]
+        assert got[2].tolist() == [42 if i % 2 == 0 else -1 for i in range(s)]
+        np.testing.assert_allclose(got[3][1::2], 0.5 * np.log(3.0), rtol=1e-15)
 
 
 # ---------------------------------------------------------------------------------------
@@ -384,7 +391,7 @@ def _compare(device, cpu, net, seeds=(0, 1, 5), schedule=None, method="auto"):
      Schedule(every=2, log=0), "auto"),
     (Network(width=80, depth=4, batch=67, activation="tanh", norm="bn-rms"),  # odd k = 67
      Schedule(every=2, log=0), "auto"),
-    (Network(width=33, depth=4, batch=65, activation="tanh", norm="ln"),  # odd k = 33 (Jacobi)
+    (Network(width=33, depth=4, batch=65, activation="tanh", norm="ln"),  # odd k = 33
      Schedule(every=2, log=0), "auto"),
     (Network(width=300, depth=2, batch=270, activation="relu", norm="bn"),  # Lanczos (k > 256)
      Schedule(every=2, log=0, cheap_every=1), "auto"),
@@ -420,7 +427,7 @@ def test_deep_chaotic_ensembles_agree_with_the_cpu(device, cpu):
 
 def test_many_seeds_at_once_agree_layer_by_layer(device, cpu):
     """A thousand seeds (70,000 on a device: more than a grid's y/z limit of 65,535) in
-    one stack: cuBLAS's batch, the kernels' grids and the Jacobi grid all index them."""
+    one stack: cuBLAS's batch, the kernels' grids and the eigensolver's grid all index them."""
     seeds = list(range(70_000 if device.kind == "cuda" else 64))
     net = Network(width=16, depth=2, activation="relu", norm="bn")
     worst = _per_layer(device.backend(), cpu, net, seeds, 2)

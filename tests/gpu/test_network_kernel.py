@@ -166,16 +166,17 @@ def layer_kernels(kernels, net: Network, z, h, layer: int, books: Books) -> None
               np.float64(net.eps))
     part = np.zeros(s * max(d, n))
     head = (z, h if residual else None, np.float32(net.gamma if residual else 0.0),
-            np.int32(residual), np.int32(d), np.int32(n))
+            np.int32(residual))
     if net.norm == "ln":
-        kernels.launch("cols_pass_f32", s, 128, (*head, np.int32(1), *common, part,
-                                                 books.failed))
+        kernels.launch("cols_pass_f32", s, 128, (*head, np.int32(d), np.int32(n), np.int32(1),
+                                                 *common, part, books.failed))
     else:
-        kernels.launch("rows_pass_f32", s * d, 32, (*head, np.int32(codes.NORMS[net.norm]),
+        kernels.launch("rows_pass_f32", s * d, 32, (*head, np.int32(s * d), np.int32(d),
+                                                    np.int32(n), np.int32(codes.NORMS[net.norm]),
                                                     *common, part, books.failed))
     kernels.launch("account", s, 32, (part, np.int32(n if net.norm == "ln" else d), None,
-                                      np.int64(layer), np.int32(net.rescaled), books.log_norm,
-                                      books.failed, books.reason, books.factor))
+                                      np.int64(layer), None, np.int32(net.rescaled),
+                                      books.log_norm, books.failed, books.reason, books.factor))
     if net.rescaled:
         kernels.launch("scale_f32", s, 32, (z, np.int64(d * n), np.int32(1), books.factor,
                                             books.failed))

@@ -38,7 +38,7 @@ def stand_in():
         HostKernels()
     except CompileError as exc:
         pytest.skip(f"no host build of the CUDA kernels: {exc}")
-    return lambda **options: HostDevice(block=32, jacobi_block=32, graphs=True, **options)
+    return lambda **options: HostDevice(block=32, eigen_block=32, graphs=True, **options)
 
 
 @pytest.fixture

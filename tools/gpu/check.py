@@ -81,7 +81,7 @@ def backend(**kw):
         graphs = kw.pop("graphs", None)
         kw.pop("tf32", None)
         cls = OtherRounding if ROUND else HostDevice
-        return GPUBackend(dev=cls(block=32, jacobi_block=32, graphs=graphs is not False),
+        return GPUBackend(dev=cls(block=32, eigen_block=32, graphs=graphs is not False),
                           graphs=graphs, **kw)
     return GPUBackend(**kw)
 
