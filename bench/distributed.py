@@ -1,7 +1,7 @@
 """The distributed case of ``fastrank bench``: one sweep in one process
 (1 process x T threads) and on a Dask LocalCluster (T workers x 1 thread), the ratio of
 their times, the scheduler's cost per task and each worker's numba warm-up with an empty
-and with a warm on-disk cache. Registers itself with the suite (:func:`register`)."""
+and with a warm on-disk cache."""
 
 from __future__ import annotations
 
@@ -11,31 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from fastrank.bench import competitors
+from fastrank.bench.formatting import fmt_repeats, fmt_time
+from fastrank.bench.grading import blocker, ratio_text, status_of, target
+from fastrank.bench.implementations import implementation, task
 from fastrank.bench.timing import measure_side_by_side
-from fastrank.bench.workloads import _blocked, _ratio_text, _status, fmt_time, target, task
 
-NAME = "distributed"
-#: Sizes per preset: 64 runs of d = 64, depth 2000, BN + ReLU, every 10 layers (full).
-SIZES = {
-    "full": {"d": 64, "depth": 2000, "every": 10, "seeds": 64, "repeats": 3, "noop_tasks": 400},
-    "quick": {"d": 64, "depth": 500, "every": 10, "seeds": 32, "repeats": 2, "noop_tasks": 200},
-    "smoke": {"enabled": False},  # starts worker processes: not in the test suite's run
-}
 #: distributed / local on a running cluster: the goal of a case with enough work per task.
 GOAL = 1.2
 
 
-def register(presets: dict, workloads: dict, names: tuple) -> tuple:
-    """Add this case to the suite's presets and workloads; the names, this one last."""
-    for preset, sizes in SIZES.items():
-        presets[preset][NAME] = dict(sizes)
-    workloads[NAME] = Distributed()
-    return (*names, NAME)
-
-
 class Distributed:
-    name = NAME
+    name = "distributed"
     title = "a sweep on a Dask LocalCluster against the same sweep in one process"
 
     def plan(self, cfg, ctx):
@@ -58,14 +44,14 @@ class Distributed:
         if not c.get("enabled", True):
             return {"targets": [], "rows": [], "notes": ["not measured in this preset"]}
         r = results.get("fastrank")
-        ok = _status(r) == "ok"
+        ok = status_of(r) == "ok"
         ratios = self.ratios(r)
         case = (f"{c['seeds']} runs, d=N={c['d']}, depth {c['depth']}, BN + ReLU, every "
                 f"{c['every']}")
         targets = [target(self.name, case, "T workers x 1 thread (running LocalCluster) / 1 "
                           "process x T threads, median time of the sweep",
                           ratios["cluster/local"]["value"], GOAL, op="<=",
-                          blocked=_blocked(("fastrank", r)),
+                          blocked=blocker(("fastrank", r)),
                           detail={"goal": f"within {GOAL - 1:.0%} of one process",
                                   "ratios": ratios})]
         if not ok:
@@ -76,7 +62,7 @@ class Distributed:
                  "median": fmt_time(timings[key]["median_s"]),
                  "vs one process": f"{timings[key]['median_s'] / local:.2f}x",
                  "first call": fmt_time(timings[key]["first_call_s"]),
-                 "repeats (s)": ", ".join(f"{x:.4g}" for x in timings[key]["times_s"])}
+                 "repeats (s)": fmt_repeats(timings[key])}
                 for key, what in self.PATHS.items()]
         soft = r["final_soft_rank_mean"]
         sanity = {case: {
@@ -92,7 +78,7 @@ class Distributed:
             f"{c['every']}, log=None); {r['tasks']} tasks per sweep (one network, "
             f"{c['seeds'] // r['tasks']} seeds each).",
             "Ratios of medians (paired: median over rounds of the per-round ratio): "
-            + "; ".join(_ratio_text(k, ratios[k], 2) for k in ratios) + f". Target: "
+            + "; ".join(ratio_text(k, ratios[k], 2) for k in ratios) + f". Target: "
             f"cluster / local <= {GOAL:g}x.",
             "Scheduler overhead per task: a worker waited "
             f"{fmt_time(gap['median'])} (median; at most {fmt_time(gap['max'])}) between the "
@@ -114,13 +100,13 @@ class Distributed:
 
     @staticmethod
     def ratios(result) -> dict:
-        ok = _status(result) == "ok"
+        ok = status_of(result) == "ok"
         timings = (result or {}).get("timings") or {} if ok else {}
         out = {}
         for a in ("cluster", "end_to_end"):
             ta, tb = timings.get(a), timings.get("local")
             entry = {"value": None, "paired_median": None, "reason": None if ok else
-                     _status(result)}
+                     status_of(result)}
             if ta and tb:
                 entry["value"] = ta["median_s"] / tb["median_s"]
                 entry["paired_median"] = float(np.median(
@@ -129,7 +115,7 @@ class Distributed:
         return out
 
 
-@competitors.impl("distributed", "fastrank")
+@implementation("distributed", "fastrank")
 def distributed_fastrank(p, repeats):
     """The sweep locally and on LocalClusters, side by side (round-robin, one warm-up
     each); the first cluster meets an empty numba cache and compiles."""

@@ -39,8 +39,8 @@ import numpy as np
 SIZES = {
     "full": {"large": {"widths": [4096, 8192], "depth": 100},
              "small": {"width": 64, "seeds": 1024, "depth": 2000, "torch_networks": 8},
-             # the torch script's float64 svdvals take ~0.37 s per measured layer of 256
-             # networks on an H100: 1024 networks x 2000 layers would be ~6 min a run
+             # fewer networks and layers than small's: at 1024 networks x 2000 layers the
+             # torch script's float64 svdvals at every measured layer take minutes a run
              "sweep": {"width": 64, "seeds": 256, "depth": 1000, "every": 10}},
     "quick": {"large": {"widths": [2048, 4096], "depth": 20},
               "small": {"width": 64, "seeds": 256, "depth": 500, "torch_networks": 4},
@@ -189,7 +189,13 @@ def sweep_processes(size: dict, repeats: int, device: int | None) -> dict:
     import os
     import tempfile
 
-    from fastrank.bench import competitors
+    from fastrank.bench import implementations
+    from fastrank.bench.commands import (
+        file_runs,
+        run_command,
+        sweep_file_command,
+        torch_script_command,
+    )
     from fastrank.bench.timing import measure_side_by_side
     from fastrank.spec import Schedule
 
@@ -203,17 +209,16 @@ def sweep_processes(size: dict, repeats: int, device: int | None) -> dict:
         paths = {"fastrank": os.path.join(tmp, "sweep.h5"),
                  "torch": os.path.join(tmp, "torch.npz")}
         on = [] if device is None else ["--gpu", "--device", str(device)]
-        commands = {"fastrank": competitors.sweep_file_command(p, paths["fastrank"]) + on}
-        if competitors.installed("torch"):
-            commands["torch"] = competitors.torch_script_command(p, layers, paths["torch"]) + [
+        commands = {"fastrank": sweep_file_command(p, paths["fastrank"]) + on}
+        if implementations.installed("torch"):
+            commands["torch"] = torch_script_command(p, layers, paths["torch"]) + [
                 "--device", "cpu" if device is None else f"cuda:{device}"]
         else:
             out["torch"] = {"status": "skipped", "reason": "torch is not installed"}
-        fns = {name: functools.partial(competitors.run_command, name, command,
-                                       dict(os.environ), tmp)
+        fns = {name: functools.partial(run_command, name, command, dict(os.environ), tmp)
                for name, command in commands.items()}
         timings, _ = measure_side_by_side(fns, repeats)
-        runs = competitors.file_runs(paths["fastrank"])
+        runs = file_runs(paths["fastrank"])
         finals = {"fastrank": runs["final_soft_rank"]}
         out["fastrank"] = {"status": "ok", **timings["fastrank"],
                            "command": " ".join(["fastrank", *commands["fastrank"][3:]]).replace(
@@ -222,7 +227,7 @@ def sweep_processes(size: dict, repeats: int, device: int | None) -> dict:
                            "measured_layers": runs["measured_layers"]}
         if "torch" in commands:
             with np.load(paths["torch"]) as saved:
-                finals["torch"] = [competitors.soft_rank(s) for s in saved["spectrum"][-1]]
+                finals["torch"] = [implementations.soft_rank(s) for s in saved["spectrum"][-1]]
                 out["torch"] = {"status": "ok", **timings["torch"],
                                 "measured_layers": int(len(saved["layer"]))}
             out["speedup_vs_torch_script"] = (timings["torch"]["median_s"]
@@ -277,10 +282,9 @@ def torch_per_network(networks: int, d: int, n: int, depth: int, gain: float, ep
 
 def _bn_relu(z, eps: float):
     """ReLU of the batch norm of every row of ``z`` (..., d, n) over its n samples (mean,
-    biased variance, eps inside the square root). ``var_mean`` and elementwise ops: in
-    torch_batched at 1024 x 64 x 64 (H100) the fastest way found, 0.9x the layer time
-    with ``F.layer_norm`` over the last axis and 0.3x with ``F.batch_norm`` (rows as
-    channels)."""
+    biased variance, eps inside the square root). ``var_mean`` and elementwise ops, not
+    ``F.layer_norm`` over the last axis or ``F.batch_norm`` (rows as channels): the
+    fastest of the three in torch_batched on a GPU, so that torch is timed at its best."""
     import torch
 
     var, mean = torch.var_mean(z, dim=-1, correction=0, keepdim=True)

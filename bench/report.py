@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastrank.bench.workloads import fmt_time
+from fastrank.bench.formatting import fmt_time
 
 GiB = 2.0**30
 

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fastrank.bench import competitors, machine, report, workloads
+from fastrank.bench import implementations, machine, report, workloads
+from fastrank.bench.formatting import fmt_time
 
 SCHEMA = "fastrank-bench"
 SCHEMA_VERSION = 1
@@ -46,9 +47,9 @@ def max_threads() -> int:
 
 def run_task(task: dict, isolate: bool, tmpdir: str) -> dict:
     """One task in a fresh ``python -m fastrank.bench.worker`` (or here)."""
-    library = competitors.LIBRARY[task["impl"]]
-    if not competitors.installed(library):
-        return {"status": competitors.SKIPPED, "library": library}
+    library = implementations.LIBRARY[task["impl"]]
+    if not implementations.installed(library):
+        return {"status": implementations.SKIPPED, "library": library}
     if not (isolate or task.get("isolate")):
         # imported here: `python -m fastrank.bench.worker` must find it not yet imported
         from fastrank.bench import worker
@@ -166,13 +167,13 @@ def _describe_result(result: dict) -> str:
     timings = result.get("timings") or {  # several things timed side by side
         k: r["timing"] for k, r in (result.get("impls") or {}).items() if r.get("timing")}
     if timings:
-        return "; ".join(f"{name} median {workloads.fmt_time(t['median_s'])} of {t['repeats']}"
+        return "; ".join(f"{name} median {fmt_time(t['median_s'])} of {t['repeats']}"
                          for name, t in timings.items())
     timing = result.get("timing")
     if timing:
-        return (f"median {workloads.fmt_time(timing['median_s'])} of {timing['repeats']}, "
-                f"first call {workloads.fmt_time(timing['first_call_s'])}")
-    return f"done in {workloads.fmt_time(result.get('wall_s'))}"
+        return (f"median {fmt_time(timing['median_s'])} of {timing['repeats']}, "
+                f"first call {fmt_time(timing['first_call_s'])}")
+    return f"done in {fmt_time(result.get('wall_s'))}"
 
 
 def _threads_summary(sections: dict, requested: int) -> dict:

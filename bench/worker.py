@@ -2,7 +2,7 @@
 TASK.json RESULT.json`` in a fresh one (the default: no library's thread pools, caches
 or spinning threads leak into another's timing, and peak memory is the task's own).
 
-A task is a dict: ``kind`` and ``impl`` (a key of competitors.IMPLS), ``params``,
+A task is a dict: ``kind`` and ``impl`` (a key of implementations.IMPLS), ``params``,
 ``repeats``, ``threads`` and optionally ``imports`` (further libraries the task times
 side by side, imported before the thread counts are fixed, where installed). The
 result is the implementation's dict plus ``status`` (``ok``, ``skipped (not
@@ -18,16 +18,20 @@ import sys
 import time
 import traceback
 
-from fastrank.bench import competitors, machine
+from fastrank.bench import (
+    implementations,
+    machine,
+    workloads,  # noqa: F401  (their modules register the implementations)
+)
 
-SKIPPED = competitors.SKIPPED
+SKIPPED = implementations.SKIPPED
 
 
 def execute(task: dict, isolated: bool = False) -> dict:
     """Run ``task`` here; ``isolated`` (a fresh worker process) also pins the CPUs."""
     impl = task["impl"]
-    library = competitors.LIBRARY[impl]
-    if not competitors.installed(library):
+    library = implementations.LIBRARY[impl]
+    if not implementations.installed(library):
         return {"status": SKIPPED, "library": library}
     n = int(task["threads"])
     undone = {}
@@ -41,12 +45,12 @@ def execute(task: dict, isolated: bool = False) -> dict:
     if impl == "fastrank":
         importlib.import_module("fastrank")
     for extra in task.get("imports", ()):  # libraries timed side by side in this task:
-        if competitors.installed(extra):  # loaded now, so that their pools get `threads`
+        if implementations.installed(extra):  # loaded now, so that their pools get `threads`
             importlib.import_module(extra)
     threads = machine.Threads(n, numba=impl == "fastrank").apply()
     t0 = time.perf_counter()
     try:
-        result = competitors.IMPLS[(task["kind"], impl)](task["params"], int(task["repeats"]))
+        result = implementations.IMPLS[(task["kind"], impl)](task["params"], int(task["repeats"]))
         result["status"] = "ok"
     except Exception as exc:  # reported in the results; the suite goes on
         result = {"status": "error", "error": f"{type(exc).__name__}: {exc}",

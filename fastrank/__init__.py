@@ -19,7 +19,7 @@ from fastrank.version import FORMAT_VERSION, __version__
 #: Public name -> (module, attribute).
 _PUBLIC = {
     "Network": ("fastrank.spec", "Network"),
-    "Schedule": ("fastrank.spec", "Schedule"),
+    "Schedule": ("fastrank.schedule", "Schedule"),
     "Sweep": ("fastrank.spec", "Sweep"),
     "SpecError": ("fastrank.errors", "SpecError"),
     "simulate": ("fastrank.propagate", "simulate"),
@@ -36,9 +36,9 @@ __all__ = [*_PUBLIC, "FORMAT_VERSION", "__version__"]
 
 
 #: Submodules reachable as attributes of the package (``fastrank.store.Writer``).
-_SUBMODULES = {"backends", "codes", "config", "distributed", "errors", "gpu", "init", "inputs",
-               "lock", "measures", "options", "plot", "propagate", "report", "reproduce",
-               "rng", "runner", "spec", "store", "theory"}
+_SUBMODULES = {"backends", "codes", "distributed", "errors", "gpu", "init", "inputs", "lock",
+               "measures", "options", "plot", "propagate", "reproduce", "rng", "runner", "spec",
+               "store", "theory", "tuning"}
 
 
 def __getattr__(name: str):

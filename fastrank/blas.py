@@ -94,8 +94,8 @@ def libraries() -> list:
 def _load_cython_blas() -> None:
     """SciPy's BLAS and LAPACK for Cython (all that numba's kernels call of SciPy) loaded
     as modules of their own, without running scipy.linalg's __init__: that imports all of
-    scipy.linalg and SciPy's array API layer (~0.18 s of a ~0.9 s trivial sweep) for two
-    modules that need none of it. A later ``import scipy.linalg`` finds them loaded (only
+    scipy.linalg and SciPy's array API layer, a good part of a small sweep's start, for
+    two modules that need none of it. A later ``import scipy.linalg`` finds them loaded (only
     the package attribute ``scipy.linalg.cython_blas`` is then missing), so this runs in
     the command line's processes only; anything unexpected falls back to the import."""
     import importlib.machinery
@@ -128,8 +128,8 @@ def _load_cython_blas() -> None:
 def threads(n: int, libs: list | None = None):
     """Every BLAS library (or those of ``libs``) at ``n`` threads inside the block, put
     back after it. Through the libraries' own setters: a threadpoolctl limit re-inspects
-    every library on each entry (~0.1 ms), which a sweep measuring thousands of small
-    layers would pay each time."""
+    every library on each entry, which a sweep measuring thousands of small layers would
+    pay each time."""
     libs = libraries() if libs is None else libs
     before = [lib.num_threads for lib in libs]
     for lib, count in zip(libs, before, strict=True):

@@ -10,8 +10,8 @@ keeps a bounded number of tasks in flight, so its memory does not grow with the 
 A task rerun after its worker died sends its runs' rows again from layer 0; counter-based
 random streams make them equal to the first copy, and the writer keeps the rows it has.
 
-One module (~430 lines) for one concern: the cluster handle, the task plan, the writer's
-receiving side and the worker's sending side are one protocol, read together.
+One module for one concern: the cluster handle, the task plan, the writer's receiving
+side and the worker's sending side are one protocol, read together.
 
 Imported only for a distributed sweep: the single-process path never imports Dask.
 """
@@ -35,9 +35,9 @@ import distributed
 
 from fastrank import blas, store
 from fastrank.backends import get_backend
+from fastrank.filling import COMMIT_EVERY_S, Commits
 from fastrank.propagate import RunFailed, iter_batch
 from fastrank.rows import Rows
-from fastrank.runner import COMMIT_EVERY_S, Commits
 from fastrank.spec import Network, Sweep
 
 #: Bytes of rows a task holds before it sends them on as a piece (a task with fewer sends
@@ -162,7 +162,7 @@ class Cluster:
              on_start: Callable[[int], None] | None = None,
              commit_every: float = COMMIT_EVERY_S, piece_bytes: int | None = None) -> dict:
         """Simulate every pending run of an open results file on the cluster: what
-        :func:`fastrank.runner.fill` does in one process, with the same callbacks and the
+        :func:`fastrank.filling.fill` does in one process, with the same callbacks and the
         same numbers. ``piece_bytes``: see PIECE_BYTES. Returns figures of the run:
         tasks, seconds of task work, wall time, each worker's warm-up (numba compile or
         cache load), pieces streamed and rows sent twice (by reruns)."""
@@ -306,16 +306,16 @@ def plan(runs: list, pending: list[int], n_tasks: int,
 
 def warm_up_networks(networks: list[Network]) -> list[Network]:
     """One depth-2 stand-in per dtype, weight distribution and width class (up to
-    fastrank.config.SMALL_WIDTH_MAX, up to SEEDED_WIDTH_MAX, wider: each class has
+    fastrank.tuning.SMALL_WIDTH_MAX, up to SEEDED_WIDTH_MAX, wider: each class has
     kernels of its own) of ``networks``: the narrowest of each, so that warming up costs
     little yet compiles the kernels those networks call."""
-    from fastrank import config
+    from fastrank import tuning
 
     smallest: dict = {}
     for net in networks:
         widest = max(net.widths)
         key = (net.dtype, net.init,
-               (widest > config.SMALL_WIDTH_MAX) + (widest > config.SEEDED_WIDTH_MAX))
+               (widest > tuning.SMALL_WIDTH_MAX) + (widest > tuning.SEEDED_WIDTH_MAX))
         if key not in smallest or widest < max(smallest[key].widths):
             smallest[key] = net
     return [Network(**{**net.to_dict(), "depth": 2,

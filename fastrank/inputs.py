@@ -37,6 +37,9 @@ def input_path(spec: str) -> tuple[Path, str | None]:
     return Path(spec[:split.end() - 1]), (spec[split.end():] or None)
 
 
+#: Inputs drawn from the run's own random stream rather than read from data.
+RANDOM_INPUTS = ("gaussian", "orthogonal")
+
 #: Real data sets that ship inside scikit-learn (no download), usable as the input
 #: ``sklearn:NAME`` (needs the ``data`` extra); standardised per feature, see
 #: fastrank.init.load_input_array. digits: 1797 8x8 images, 64 features.
@@ -96,12 +99,10 @@ def input_batch(network: Network) -> np.ndarray:
 def check_inputs(sweep) -> None:
     """Read the batch of every input array a Sweep uses, once per (input, batch, dtype),
     and refuse one that no run could start from (check_input)."""
-    from fastrank.spec import INPUTS
-
     seen = set()
     for net in sweep.networks():
         key = (net.input, net.batch, net.dtype)
-        if net.input not in INPUTS and key not in seen:
+        if net.input not in RANDOM_INPUTS and key not in seen:
             seen.add(key)
             check_input(net)
 
@@ -109,13 +110,11 @@ def check_inputs(sweep) -> None:
 def check_not_output(sweep, output) -> None:
     """Refuse to write a sweep's results over the file of one of its input arrays: the
     writer would replace the data its runs read (and they would then fail to read it)."""
-    from fastrank.spec import INPUTS
-
     if not os.path.exists(output):
         return
     for spec in sweep.grid.get("input", ()):
         path, _ = input_path(spec)
-        if spec in INPUTS or named_input(spec) is not None:
+        if spec in RANDOM_INPUTS or named_input(spec) is not None:
             continue
         if path.exists() and os.path.samefile(path, output):
             raise _bad_input(spec, f"it is the output file {output}: write the results to "

@@ -1,7 +1,7 @@
 """Figures from a results file (or from in-memory trajectories): a measure against
 depth, a measure against width at chosen depths, and spectra at chosen layers, each
-with optional theory overlays from :mod:`fastrank.theory`. (~590 lines: the three kinds
-share their grouping of runs, bands over seeds, styling and overlays, kept together.)
+with optional theory overlays from :mod:`fastrank.theory`. The curves themselves (runs
+grouped, bands over seeds, values against width) come from fastrank.curves.
 
 matplotlib is the ``plot`` extra (``pip install 'fastrank-sim[plot]'``); it is imported only
 when a figure is made. Figures are built on ``matplotlib.figure.Figure`` objects, never
@@ -22,20 +22,14 @@ the groups drawn.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterable
 
 import numpy as np
 
-from fastrank import theory
-from fastrank.measures import SCALARS
+from fastrank import curves, theory
+from fastrank.curves import MEASURES, PlotError, group_runs, width_values
 from fastrank.version import install_hint
 
-#: Measures that exist only on full-spectrum rows (tier 1); the others also on Gram rows.
-SPECTRUM_ONLY = ("numerical_rank", "effective_rank", "condition_number", "rank_tau")
-#: Everything plot_depth and plot_width accept.
-MEASURES = (*SCALARS, "rank_tau", "log_norm", "soft_rank_excess")
 KINDS = ("depth", "width", "spectrum")
 FORMATS = (".png", ".pdf", ".svg")
 LABELS = {
@@ -49,13 +43,8 @@ LABELS = {
     "rank_tau": "rank$_\\tau$",
     "log_norm": "log $\\|H_\\ell\\|_F$ (un-rescaled)",
 }
-BAND = (16, 84)
 #: Measures spanning many decades: their line is the geometric mean over seeds.
 GEOMETRIC = ("soft_rank_excess", "condition_number")
-
-
-class PlotError(ValueError):
-    """Nothing (sensible) to draw: the message says why."""
 
 
 def _mpl():
@@ -67,176 +56,6 @@ def _mpl():
     from matplotlib.figure import Figure
 
     return matplotlib, Figure
-
-
-# Sources and grouping ------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _opened(source, select: dict | None = None):
-    """Yield the list of runs of ``source`` (a path, Results, or iterable of runs)."""
-    from fastrank import store
-
-    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
-        with store.open(source) as results:
-            yield _runs_of(results, select)
-        return
-    yield _runs_of(source, select)
-
-
-def _runs_of(source, select: dict | None) -> list:
-    from fastrank.store import Results
-
-    if isinstance(source, Results):
-        runs = source.select(**select) if select else list(source)
-    else:
-        runs = list(source) if isinstance(source, Iterable) else [source]
-        if select:
-            runs = [r for r in runs if all(_matches(getattr(r.network, k, None), v)
-                                            for k, v in select.items())]
-    return [r for r in runs if len(r.layer)]
-
-
-def _matches(value, wanted) -> bool:
-    if isinstance(wanted, (list, tuple, set, frozenset)):
-        return value in wanted
-    return value == wanted
-
-
-def _key(network, drop=()) -> tuple:
-    d = network.to_dict()
-    for name in drop:
-        d.pop(name, None)
-    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items())
-
-
-def group_runs(runs, drop: tuple[str, ...] = ()) -> dict:
-    """Runs grouped by configuration (Network fields except ``drop``), in file order:
-    {label: [runs]}, labels naming only the options that differ between groups."""
-    groups: dict[tuple, list] = {}
-    for run in runs:
-        groups.setdefault(_key(run.network, drop), []).append(run)
-    keys = list(groups)
-    return {label: groups[k] for label, k in zip(_labels(keys, drop), keys, strict=True)}
-
-
-_SHORT = {"width": "d", "batch": "N", "depth": "L", "activation": "", "norm": ""}
-
-
-def _labels(keys: list[tuple], drop=()) -> list[str]:
-    """Short names: the activation/norm pair, then every other option that varies."""
-    if not keys:
-        return []
-    dicts = [dict(k) for k in keys]
-    varying = [name for name in dicts[0] if len({repr(d[name]) for d in dicts}) > 1]
-    if all(d.get("batch") == d.get("width") for d in dicts):  # N = d: say d only
-        varying = [name for name in varying if name != "batch"]
-    labels = []
-    for d in dicts:
-        parts = []
-        if "activation" in d and "norm" in d and (
-            "activation" in varying or "norm" in varying or len(dicts) == 1
-        ):
-            parts.append(f"{d['activation']}/{d['norm']}")
-        for name in varying:
-            if name in ("activation", "norm") or name in drop:
-                continue
-            parts.append(_option_text(name, d[name]))
-        if len(dicts) == 1 and "width" in d and "width" not in drop:
-            parts.append(_option_text("width", d["width"]))
-        labels.append(" ".join(parts) or "all runs")
-    return labels
-
-
-def _option_text(name: str, value) -> str:
-    if isinstance(value, tuple):
-        value = "var"
-    if isinstance(value, float):
-        value = "inf" if math.isinf(value) else f"{value:g}"
-    short = _SHORT.get(name, name)
-    return f"{short}={value}" if short else str(value)
-
-
-def _series(run, measure: str) -> tuple[np.ndarray, np.ndarray]:
-    """(layers, values) of a run's measure on the rows that carry it."""
-    layer = np.asarray(run.layer)
-    tier = np.asarray(getattr(run, "tier", np.ones_like(layer)))
-    if measure == "soft_rank_excess":
-        values = np.asarray(run.soft_rank, dtype=float) - 1.0
-    elif measure == "rank_tau":
-        values = np.asarray(run.rank_tau, dtype=float)[:, 0]
-    elif measure == "log_norm":
-        values = np.asarray(run.log_norm, dtype=float)
-    elif measure in SCALARS:
-        values = np.asarray(getattr(run, measure), dtype=float)
-    else:
-        raise PlotError(f"unknown measure {measure!r}: choose one of {', '.join(MEASURES)}")
-    ok = np.isfinite(values)
-    if measure in SPECTRUM_ONLY:
-        ok &= tier == 1
-    return layer[ok], values[ok]
-
-
-def _stack(runs, measure: str) -> tuple[np.ndarray, np.ndarray]:
-    """(layers, values) with values (seeds x layers), NaN where a seed has no row."""
-    series = [_series(r, measure) for r in runs]
-    layers = np.unique(np.concatenate([s[0] for s in series])) if series else np.array([])
-    values = np.full((len(series), layers.size), np.nan)
-    for i, (lay, val) in enumerate(series):
-        values[i, np.searchsorted(layers, lay)] = val
-    return layers, values
-
-
-def _summary(values: np.ndarray, geometric: bool = False):
-    """Mean (geometric: of the logs, for log-scale measures) and the 16-84 percentile
-    band over seeds (axis 0), ignoring NaN."""
-    with np.errstate(all="ignore"), _quiet():
-        if geometric:
-            mean = np.exp(np.nanmean(np.log(np.where(values > 0, values, np.nan)), axis=0))
-        else:
-            mean = np.nanmean(values, axis=0)
-        lo, hi = np.nanpercentile(values, BAND, axis=0)
-    return mean, lo, hi
-
-
-@contextlib.contextmanager
-def _quiet():
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
-
-
-def _check_layers(runs, name: str, wanted) -> None:
-    """Refuse layers that no run has (``name`` is the parameter): below 0, or past the
-    deepest run, which drew the last layer under the number asked for, or nothing."""
-    if wanted is None or not runs:
-        return
-    depths = {r.network.depth for r in runs}
-    for layer in wanted:
-        if 0 <= layer <= max(depths):
-            continue
-        text = "-".join(map(str, wanted)) if name == "average" else layer
-        why = ("layers start at 0" if layer < 0 else
-               f"{'the runs end' if len(depths) == 1 else 'the deepest run ends'} at layer "
-               f"{max(depths)}")
-        raise PlotError(f"invalid {name} {text}: {why}")
-
-
-def _constant_width(network) -> int | None:
-    return network.width if isinstance(network.width, int) else None
-
-
-def _is_vanilla_linear(network) -> bool:
-    return (network.activation == "linear" and network.norm == "none"
-            and math.isinf(network.gamma) and network.init in ("gaussian", "orthogonal")
-            and _constant_width(network) is not None)
-
-
-def _is_bn_linear(network) -> bool:
-    return (network.activation == "linear" and network.norm in ("bn", "bn-rms")
-            and _constant_width(network) is not None)
 
 
 # Measure against depth -----------------------------------------------------------------
@@ -252,7 +71,7 @@ def plot_depth(source, measure: str = "soft_rank", *, ax=None, theory_overlay: b
     linear networks (soft rank, soft rank - 1), their log-norm slope lambda_1 (and ReLU's),
     sqrt(d) for the BN soft rank and the (1 - tau)^2 bound for the BN rank_tau.
     Returns the axes."""
-    with _opened(source, select) as runs:
+    with curves.opened(source, select) as runs:
         if not runs:
             raise PlotError("no runs with measured rows to plot")
         groups = group_runs(runs)
@@ -260,10 +79,10 @@ def plot_depth(source, measure: str = "soft_rank", *, ax=None, theory_overlay: b
         colors = _colors(len(groups))
         all_layers, all_values = [], []
         for (label, members), color in zip(groups.items(), colors, strict=True):
-            layers, values = _stack(members, measure)
+            layers, values = curves.stacked(members, measure)
             if not layers.size:
                 continue
-            mean, lo, hi = _summary(values, geometric=measure in GEOMETRIC)
+            mean, lo, hi = curves.mean_band(values, geometric=measure in GEOMETRIC)
             n = len(members)
             ax.plot(layers, mean, color=color, lw=1.4,
                     label=f"{label} ({n} seed{'s' if n > 1 else ''})")
@@ -304,12 +123,12 @@ def _legend(ax):
 def _depth_theory(ax, members, measure, layers, values, color):
     """Overlay the predictions of fastrank.theory for one configuration (dashed)."""
     net = members[0].network
-    d = _constant_width(net)
+    d = curves.constant_width(net)
     kw = dict(color=color, ls="--", lw=1.0)
-    if measure in ("soft_rank", "soft_rank_excess") and _is_vanilla_linear(net) \
+    if measure in ("soft_rank", "soft_rank_excess") and curves.is_vanilla_linear(net) \
             and net.init == "gaussian" and d and d >= 2:
         excess = values - 1.0 if measure == "soft_rank" else values
-        with _quiet(), np.errstate(all="ignore"):
+        with curves.quiet(), np.errstate(all="ignore"):
             geo = np.nanmean(np.log(np.where(excess > 0, excess, np.nan)), axis=0)
         window = theory.collapse_window(np.exp(geo) + 1.0)
         if window.sum() < 2:
@@ -329,19 +148,19 @@ def _depth_theory(ax, members, measure, layers, values, color):
             slope, name = theory.relu_log_norm_growth(d, net.weight_gain), "ReLU exponent"
         else:
             return
-        with _quiet():
+        with curves.quiet():
             mean = np.nanmean(values, axis=0)
         late = layers >= min(2 * d, layers[-1] // 2)
         offset = float(np.mean(mean[late] - slope * layers[late]))
         x = layers[late]
         ax.plot(x, offset + slope * x,
                 label=f"theory: slope {name} = {slope:.4g}", **kw)
-    elif measure == "soft_rank" and _is_bn_linear(net):
+    elif measure == "soft_rank" and curves.is_bn_linear(net):
         ax.axhline(math.sqrt(d), label=f"$\\sqrt{{d}}$ = {math.sqrt(d):.3g} (BN bound's rate)",
                    color=color, ls=":", lw=1.0)
-    elif measure == "rank_tau" and _is_bn_linear(net) and hasattr(members[0], "taus"):
+    elif measure == "rank_tau" and curves.is_bn_linear(net) and hasattr(members[0], "taus"):
         tau = float(members[0].taus[0])
-        soft = [np.mean(_series(r, "soft_rank")[1][1:]) for r in members if len(r.layer) > 1]
+        soft = [np.mean(curves.series(r, "soft_rank")[1][1:]) for r in members if len(r.layer) > 1]
         if soft:
             bound = theory.rank_tau_lower_bound(float(np.mean(soft)), tau)
             ax.axhline(bound, color=color, ls=":", lw=1.0,
@@ -381,51 +200,6 @@ def _new_axes():
 # Measure against width -----------------------------------------------------------------
 
 
-def width_values(runs, measure: str = "soft_rank", at=None, average=None) -> dict:
-    """Per configuration without width: {label: {"network": one of its networks,
-    "curves": {layer label: (widths, per-seed values (seeds x widths))}}}.
-
-    ``at``: layers (None: each run's last layer; a run without that layer measured
-    contributes its nearest measured layer below it); ``average``: (lo, hi) to average
-    each run over its rows with lo <= layer <= hi instead."""
-    runs = [r for r in runs if _constant_width(r.network) is not None]
-    drop = ("width", "batch", "input_dim") if all(
-        r.network.batch == r.network.width for r in runs) else ("width",)
-    out = {}
-    for label, members in group_runs(runs, drop=drop).items():
-        network = members[0].network
-        by_width: dict[int, list] = {}
-        for r in members:
-            by_width.setdefault(r.network.width, []).append(r)
-        widths = np.array(sorted(by_width))
-        points = [None] if at is None or average is not None else list(at)
-        curves = {}
-        for point in points:
-            cols = []
-            for w in widths:
-                cols.append([_value_at(r, measure, point, average) for r in by_width[w]])
-            seeds = max(len(c) for c in cols)
-            vals = np.full((seeds, widths.size), np.nan)
-            for j, c in enumerate(cols):
-                vals[: len(c), j] = c
-            name = (f"layers {average[0]}-{average[1]}" if average is not None
-                    else "last layer" if point is None else f"layer {point}")
-            curves[name] = (widths, vals)
-        out[label] = {"network": network, "curves": curves}
-    return out
-
-
-def _value_at(run, measure, point, average) -> float:
-    layers, values = _series(run, measure)
-    if not layers.size:
-        return float("nan")
-    if average is not None:
-        sel = (layers >= average[0]) & (layers <= average[1])
-        return float(values[sel].mean()) if sel.any() else float("nan")
-    if point is None:
-        return float(values[-1])
-    i = np.searchsorted(layers, point, side="right") - 1
-    return float(values[i]) if i >= 0 else float("nan")
 
 
 def plot_width(source, measure: str = "soft_rank", *, at=None, average=None, ax=None,
@@ -438,9 +212,9 @@ def plot_width(source, measure: str = "soft_rank", *, at=None, average=None, ax=
     adds C sqrt(d) (slope 1/2, C fitted) to linear BN configurations: the rate of the
     paper's rank bound. Layers past the deepest run, and a choice that leaves no measured
     value to draw, are a PlotError. Returns the axes."""
-    with _opened(source, select) as runs:
-        _check_layers(runs, "at", at)
-        _check_layers(runs, "average", average)
+    with curves.opened(source, select) as runs:
+        curves.check_layers(runs, "at", at)
+        curves.check_layers(runs, "average", average)
         data = width_values(runs, measure, at, average)
     if not data:
         raise PlotError("no runs of constant width to plot against width")
@@ -455,7 +229,7 @@ def plot_width(source, measure: str = "soft_rank", *, at=None, average=None, ax=
     colors = _colors(len(lines))
     positive = True
     for (label, net, name, widths, vals), color in zip(lines, colors, strict=True):
-        with _quiet():
+        with curves.quiet():
             mean = np.nanmean(vals, axis=0)
             sd = np.nanstd(vals, axis=0, ddof=1) if vals.shape[0] > 1 else np.zeros_like(mean)
         ok = np.isfinite(mean)
@@ -466,7 +240,7 @@ def plot_width(source, measure: str = "soft_rank", *, at=None, average=None, ax=
             text += f": slope {slope:.3f}" + (f" $\\pm$ {se:.3f}" if np.isfinite(se) else "")
         ax.errorbar(widths[ok], mean[ok], yerr=np.nan_to_num(sd[ok]), color=color, marker="o",
                     ms=4, lw=1.4, capsize=2, label=text)
-        if theory_overlay and _is_bn_linear(net) and measure == "soft_rank" \
+        if theory_overlay and curves.is_bn_linear(net) and measure == "soft_rank" \
                 and ok.sum() >= 1 and np.all(mean[ok] > 0):
             c = float(np.exp(np.mean(np.log(mean[ok]) - 0.5 * np.log(widths[ok]))))
             xs = np.geomspace(widths[ok].min(), widths[ok].max(), 50)
@@ -499,8 +273,8 @@ def plot_spectra(source, layers=None, *, fig=None, theory_overlay: bool = False,
     ``theory_overlay`` adds exp(l (lambda_i - lambda_1)) for vanilla Gaussian linear
     networks (the Lyapunov spectrum; dashed). Returns the figure."""
     _, Figure = _mpl()
-    with _opened(source, select) as runs:
-        _check_layers(runs, "layers", layers)
+    with curves.opened(source, select) as runs:
+        curves.check_layers(runs, "layers", layers)
         groups = group_runs(runs)
         if not groups:
             raise PlotError("no runs with measured rows to plot")
@@ -548,7 +322,7 @@ def _spectrum_panel(ax, label, members, layers, theory_overlay):
         if not spectra:
             continue
         k = min(s.size for s in spectra)
-        with np.errstate(divide="ignore"), _quiet():
+        with np.errstate(divide="ignore"), curves.quiet():
             logs = np.log(np.array([s[:k] for s in spectra]))
             logs[~np.isfinite(logs)] = np.nan
             geo = np.exp(np.nanmean(logs, axis=0))
@@ -556,8 +330,9 @@ def _spectrum_panel(ax, label, members, layers, theory_overlay):
         idx = np.arange(1, k + 1)
         ax.plot(idx, geo, color=color, marker=".", ms=3, lw=1.2, label=f"layer {layer}")
         net = run.network
-        d = _constant_width(net)
-        if theory_overlay and layer > 0 and _is_vanilla_linear(net) and net.init == "gaussian":
+        d = curves.constant_width(net)
+        if (theory_overlay and layer > 0 and curves.is_vanilla_linear(net)
+                and net.init == "gaussian"):
             lam = theory.lyapunov_exponents(d, net.weight_gain)[:k]
             pred = np.exp(layer * (lam - lam[0]))
             keep = pred > 1e-12
@@ -566,7 +341,7 @@ def _spectrum_panel(ax, label, members, layers, theory_overlay):
     ax.set_xlabel("index $i$")
     ax.set_ylabel("$s_i / s_1$")
     note = " (dashed: $e^{\\ell(\\lambda_i-\\lambda_1)}$, asymptotic)"
-    shown = theory_overlay and _is_vanilla_linear(run.network)
+    shown = theory_overlay and curves.is_vanilla_linear(run.network)
     ax.set_title(label + (note if shown else ""), fontsize="medium")
     ax.legend(fontsize="x-small")
     ax.grid(True, which="major", alpha=0.3)
@@ -583,7 +358,7 @@ def figure(source, kind: str = "depth", measure: str = "soft_rank", *, theory: b
         raise PlotError(f"unknown kind {kind!r}: choose one of {', '.join(KINDS)}")
     if measure not in MEASURES:
         raise PlotError(f"unknown measure {measure!r}: choose one of {', '.join(MEASURES)}")
-    with _opened(source, select) as runs:
+    with curves.opened(source, select) as runs:
         if not runs:
             raise PlotError("no runs with measured rows"
                             + (" match the selection" if select else ""))
@@ -612,3 +387,4 @@ def save(fig, path) -> None:
 
 __all__ = ["figure", "save", "plot_depth", "plot_width", "plot_spectra", "group_runs",
            "width_values", "PlotError", "MEASURES", "KINDS"]
+

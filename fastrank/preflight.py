@@ -107,10 +107,10 @@ def check_memory(sweep: Sweep) -> None:
 
 def check_device_memory(sweep: Sweep, backend) -> None:
     """Refuse a GPU sweep one of whose networks does not fit in the device's free memory
-    even one seed at a time (fastrank.gpu.backend.batch_bytes), and one whose cap on
+    even one seed at a time (fastrank.gpu.plan.batch_bytes), and one whose cap on
     seeds per batch (``backend.batch_cap``, --gpu-batch) does not fit; bigger groups of
     seeds are split into batches that fit (GPUBackend.max_batch)."""
-    from fastrank.gpu.backend import batch_bytes, plan_batch
+    from fastrank.gpu.plan import batch_bytes, plan_batch
 
     dev = backend.dev
     free = dev.free_memory()
@@ -336,9 +336,9 @@ def _status() -> tuple[int, int]:
 def _paths(sweep: Sweep) -> tuple[bool, bool]:
     """Whether any network of ``sweep`` runs in the wide kernel (every numba thread calls
     BLAS), and whether any wakes OpenBLAS's pools (fastrank.blas.usual): networks run
-    layer by layer, spectra above config.SMALL_EIGEN_MAX, the Gram tier outside the wide
+    layer by layer, spectra above tuning.SMALL_EIGEN_MAX, the Gram tier outside the wide
     kernel."""
-    from fastrank import config
+    from fastrank import tuning
     from fastrank.backends.cpu import uses_depth_kernel, uses_wide_kernel
 
     wide = wakes = False
@@ -346,7 +346,7 @@ def _paths(sweep: Sweep) -> tuple[bool, bool]:
         in_wide = uses_wide_kernel(net)
         wide |= in_wide
         wakes |= ((not in_wide and not uses_depth_kernel(net, len(sweep.seeds)))
-                  or min(_widest(net), net.batch) > config.SMALL_EIGEN_MAX
+                  or min(_widest(net), net.batch) > tuning.SMALL_EIGEN_MAX
                   or bool(sweep.schedule.cheap_every and not in_wide))
     return wide, wakes
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastrank import config, measures
+from fastrank import measures, tuning
 from fastrank.backends import get_backend
 from fastrank.backends.base import Backend, Stretch
 from fastrank.codes import REASONS, VANISHED
@@ -22,7 +22,8 @@ DEFAULT_SCHEDULE = Schedule()
 
 
 class RunFailed(Exception):
-    """A run whose representation stopped being usable (non-finite or all zero).
+    """A run whose representation stopped being usable (non-finite or all zero), or whose
+    spectrum an eigensolver did not converge on (the GPU's).
 
     Raised by :func:`iter_rows`, kept in :attr:`Trajectory.failure` by :func:`simulate`,
     and recorded as a failed run (with the reason) by a sweep, which goes on.
@@ -30,7 +31,7 @@ class RunFailed(Exception):
     Parameters
     ----------
     layer : int
-        The first layer at which H was non-finite or zero.
+        The first layer at which H was non-finite or zero (or could not be measured).
     reason : str
         Why, in words (fastrank.codes.REASONS).
 
@@ -81,7 +82,7 @@ def iter_batch(
     stretch of scheduled layers, seed by seed, and (seed index, RunFailed) once for a
     seed that stopped, after its last rows (nothing after that).
 
-    A stretch is as many measured layers as take about config.STRETCH_S (one at first,
+    A stretch is as many measured layers as take about tuning.STRETCH_S (one at first,
     with the input's row, doubling while they take less): the backend runs a whole
     stretch in one call where it can, and the rows of a stretch are measured in one
     compiled pass (on a GPU, on the device, the stretch's rows copied to the host while
@@ -139,13 +140,13 @@ def _with_failures(network: Network, blocks, failed_layer, reason, reported):
 
 def _next_size(size: int, seconds: float, point_bytes: int) -> int:
     """Measured layers in the next stretch: doubled while a stretch takes under half of
-    config.STRETCH_S, halved when it takes over twice that, and never holding more than
-    config.STRETCH_BYTES of spectra."""
-    if seconds < config.STRETCH_S / 2:
+    tuning.STRETCH_S, halved when it takes over twice that, and never holding more than
+    tuning.STRETCH_BYTES of spectra."""
+    if seconds < tuning.STRETCH_S / 2:
         size *= 2
-    elif seconds > 2 * config.STRETCH_S:
+    elif seconds > 2 * tuning.STRETCH_S:
         size //= 2
-    return max(1, min(size, config.STRETCH_BYTES // max(point_bytes, 1)))
+    return max(1, min(size, tuning.STRETCH_BYTES // max(point_bytes, 1)))
 
 
 def _full_tier(network: Network, points, stretch: Stretch, taus) -> list[Rows | None]:

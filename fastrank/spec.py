@@ -1,12 +1,10 @@
-"""What to simulate: validated, frozen descriptions of a network, a measurement
-schedule and a sweep, and the parsing of option values written on the command line
-or in a TOML file.
+"""What to simulate: validated, frozen descriptions of a network and of a sweep, whose
+measurement schedule is a :class:`Schedule` (fastrank.schedule, re-exported here).
+Option text is parsed into their values by fastrank.options.
 
 Every invalid value raises :class:`SpecError` with one line that names the option
-and what it accepts, so the CLI can print it as it is.
-
-About half of its ~590 lines are the public reference docstrings of Network, Schedule
-and Sweep (docs/api.md is generated from them); the code is one concern, what a sweep is.
+and what it accepts, so the CLI can print it as it is. The docstrings of Network and
+Sweep are the public reference (docs/api.md is generated from them).
 """
 
 from __future__ import annotations
@@ -18,57 +16,27 @@ import functools
 import itertools
 import math
 import os
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from fastrank import codes, inputs
 from fastrank.errors import SpecError
+from fastrank.schedule import Schedule
+from fastrank.validate import choice, listed, number, positive_int
 
 ACTIVATIONS = tuple(codes.ACTIVATIONS)
 NORMS = tuple(codes.NORMS)
 ORDERS = ("norm-act", "act-norm")
 INITS = ("gaussian", "uniform", "orthogonal")
 DTYPES = ("float32", "float64")
-INPUTS = ("gaussian", "orthogonal")
 METHODS = ("auto", "gram", "svd")
 
 #: Activations f with f(a x) = a f(x) for a > 0: their networks can be rescaled freely.
 HOMOGENEOUS = ("linear", "relu")
 #: Default weight variance in units of 1/d_in, chosen to preserve the signal's scale.
 DEFAULT_GAIN = {"linear": 1.0, "relu": 2.0, "tanh": 1.0}
-
-
-def _choice(option: str, value, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise SpecError(f"invalid {option} {value!r}: choose one of {', '.join(allowed)}")
-    return value
-
-
-def _positive_int(option: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise SpecError(f"invalid {option} {value!r}: must be an integer >= {minimum}")
-    return int(value)
-
-
-def _listed(option: str, values) -> tuple:
-    """``values`` as a tuple, where a list is asked for; SpecError for one value or a text."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise SpecError(f"invalid {option} {values!r}: give a list of values")
-    return tuple(values)
-
-
-def _number(option: str, value, *, positive: bool = False, allow_inf: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        raise SpecError(f"invalid {option} {value!r}: must be a number")
-    value = float(value)
-    if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        raise SpecError(f"invalid {option} {value!r}: must be a finite number")
-    if positive and value <= 0:
-        raise SpecError(f"invalid {option} {value!r}: must be > 0")
-    return value
 
 
 @dataclass(frozen=True)
@@ -162,9 +130,9 @@ class Network:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        set_(self, "depth", _positive_int("depth", self.depth))
+        set_(self, "depth", positive_int("depth", self.depth))
         if isinstance(self.width, (list, tuple)):
-            widths = tuple(_positive_int("width", w) for w in self.width)
+            widths = tuple(positive_int("width", w) for w in self.width)
             if len(widths) != self.depth:
                 raise SpecError(
                     f"invalid width: a per-layer list needs depth={self.depth} entries, "
@@ -172,21 +140,21 @@ class Network:
                 )
             set_(self, "width", widths if len(set(widths)) > 1 else widths[0])
         else:
-            set_(self, "width", _positive_int("width", self.width))
-        _choice("activation", self.activation, ACTIVATIONS)
-        _choice("norm", self.norm, NORMS)
-        _choice("order", self.order, ORDERS)
-        _choice("init", self.init, INITS)
-        _choice("dtype", self.dtype, DTYPES)
-        set_(self, "gamma", _number("gamma", self.gamma, positive=True, allow_inf=True))
+            set_(self, "width", positive_int("width", self.width))
+        choice("activation", self.activation, ACTIVATIONS)
+        choice("norm", self.norm, NORMS)
+        choice("order", self.order, ORDERS)
+        choice("init", self.init, INITS)
+        choice("dtype", self.dtype, DTYPES)
+        set_(self, "gamma", number("gamma", self.gamma, positive=True, allow_inf=True))
         if self.gain is not None:
-            set_(self, "gain", _number("gain", self.gain, positive=True))
-        set_(self, "eps", _number("eps", self.eps, positive=True))  # 0: BN of equal values is 0/0
+            set_(self, "gain", number("gain", self.gain, positive=True))
+        set_(self, "eps", number("eps", self.eps, positive=True))  # 0: BN of equal values is 0/0
         if isinstance(self.input, os.PathLike):
             set_(self, "input", os.fspath(self.input))
         if not isinstance(self.input, str) or not self.input:
             raise SpecError(f"invalid input {self.input!r}: choose gaussian, orthogonal or a file")
-        if self.input not in INPUTS:
+        if self.input not in inputs.RANDOM_INPUTS:
             path, _ = inputs.input_path(self.input)
             if (inputs.named_input(self.input) is None
                     and path.suffix not in (".npy", ".h5", ".hdf5")):
@@ -197,7 +165,7 @@ class Network:
             if self.input_dim is not None:
                 raise SpecError("invalid input_dim: it is set by the input array's features")
         if self.input_dim is not None:
-            set_(self, "input_dim", _positive_int("input_dim", self.input_dim))
+            set_(self, "input_dim", positive_int("input_dim", self.input_dim))
         in_dim = None
         if self.batch is None or self.residual:
             try:
@@ -207,7 +175,7 @@ class Network:
                     raise
         batch = in_dim if self.batch is None else self.batch
         if batch is not None:
-            set_(self, "batch", _positive_int("batch", batch))
+            set_(self, "batch", positive_int("batch", batch))
         # each layer's input width against its output width
         if self.residual and in_dim is not None and any(
             a != b for a, b in zip((in_dim, *self.widths), self.widths, strict=False)
@@ -229,7 +197,7 @@ class Network:
         features, else the first width."""
         if self.input_dim is not None:
             return self.input_dim
-        if self.input in INPUTS:
+        if self.input in inputs.RANDOM_INPUTS:
             return self.width if isinstance(self.width, int) else self.width[0]
         return inputs.input_array_shape(self.input)[1]
 
@@ -319,122 +287,11 @@ class Network:
         return text
 
 
-@functools.lru_cache(maxsize=64)
-def _full_points(schedule: Schedule, depth: int) -> np.ndarray:
-    bad = [x for x in schedule.layers if x > depth]
-    if bad:
-        raise SpecError(f"invalid layers {bad}: beyond depth {depth}")
-    pts = {0, depth, *schedule.layers}
-    if schedule.every:
-        pts.update(range(0, depth + 1, schedule.every))
-    if schedule.log:
-        pts.update(np.rint(np.geomspace(1, depth, schedule.log)).astype(int).tolist())
-    return _read_only(np.array(sorted(pts), dtype=np.int64))
-
-
-@functools.lru_cache(maxsize=64)
-def _points(schedule: Schedule, depth: int) -> np.ndarray:
-    full = _full_points(schedule, depth)
-    if not schedule.cheap_every:
-        return full
-    return _read_only(np.union1d(full, np.arange(0, depth + 1, schedule.cheap_every,
-                                                 dtype=np.int64)))
-
-
-def _read_only(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Which layers of a run are measured, and how fully.
-
-    Every ``every`` layers, ``log`` log-spaced layers, and ``layers`` get the full
-    spectrum and every measure; every ``cheap_every`` layers (between those) get the Gram
-    tier only: soft rank, stable rank, orthogonality gap and log-norm, for the price of
-    one Gram product. Layer 0 (the input) and the last layer always get the full
-    spectrum. Log-spaced layers measure a deep run densely near the input, where the
-    rank changes fastest, and sparsely after: the defaults give 139 rows at depth 1000.
-    Frozen and validated when built.
-
-    Parameters
-    ----------
-    every : int or None
-        Measure every ``every`` layers (0, every, 2 every, ...); None for none.
-    log : int or None
-        Also measure ``log`` layers spaced evenly in log(layer) between 1 and the depth
-        (rounded; duplicates merge); None or 0 for none.
-    layers : tuple of int
-        Also measure these layers (each at most the depth).
-    cheap_every : int or None
-        Also record the Gram tier every ``cheap_every`` layers; None (default) for none.
-
-    Examples
-    --------
-    >>> import fastrank
-    >>> fastrank.Schedule(every=25, log=None).points(100)
-    array([  0,  25,  50,  75, 100])
-    >>> s = fastrank.Schedule(every=None, log=5, layers=(7,), cheap_every=20)
-    >>> s.points(100)
-    array([  0,   1,   3,   7,  10,  20,  32,  40,  60,  80, 100])
-    >>> s.tiers(100)  # 0: Gram tier only
-    array([1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 1])
-    >>> len(fastrank.Schedule().points(1000))  # the default schedule
-    139
-    """
-
-    every: int | None = 10
-    log: int | None = 50
-    layers: tuple[int, ...] = ()
-    cheap_every: int | None = None
-
-    def __post_init__(self):
-        if self.every is not None:
-            object.__setattr__(self, "every", _positive_int("every", self.every))
-        if self.log is not None:
-            object.__setattr__(self, "log", _positive_int("log", self.log, minimum=0))
-        layers = _listed("layers", self.layers)
-        object.__setattr__(self, "layers", tuple(_positive_int("layers", x, minimum=0)
-                                                 for x in layers))
-        if self.cheap_every is not None:
-            object.__setattr__(self, "cheap_every", _positive_int("cheap_every", self.cheap_every))
-
-    def full_points(self, depth: int) -> np.ndarray:
-        """Sorted layers (int64) of a network of ``depth`` layers that get the full
-        spectrum; SpecError for ``layers`` beyond the depth. Read-only: made once per
-        (schedule, depth), as a sweep asks for them in several places."""
-        return _full_points(self, int(depth))
-
-    def points(self, depth: int) -> np.ndarray:
-        """Sorted distinct layers measured at all (either tier): the rows of a run
-        (read-only, made once per (schedule, depth))."""
-        return _points(self, int(depth))
-
-    def tiers(self, depth: int) -> np.ndarray:
-        """Per row of points(depth): 1 for the full spectrum, 0 for the Gram tier only."""
-        return np.isin(self.points(depth), self.full_points(depth)).astype(np.int64)
-
-    def to_dict(self) -> dict:
-        """The fields as a JSON-ready dict, as results files store them (:meth:`from_dict`
-        inverts it)."""
-        d = dataclasses.asdict(self)
-        d["layers"] = list(self.layers)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Schedule:
-        """The Schedule of a dict written by :meth:`to_dict` (missing keys: None)."""
-        return cls(d.get("every"), d.get("log"), tuple(d.get("layers", ())), d.get("cheap_every"))
-
-
 #: Options of a Network that a sweep may vary, in the order runs are laid out.
 GRID_OPTIONS = tuple(f.name for f in dataclasses.fields(Network))
 #: Options that Network.label shows only when asked to (when they vary).
 LABEL_EXTRAS = ("order", "dtype", "gain", "input", "input_dim", "eps")
-#: Most values one option may list, and most runs one sweep may hold: beyond these the
-#: lists alone would not fit in memory (a range is refused before it is expanded).
-MAX_VALUES = 1_000_000
+#: Most runs one sweep may hold: beyond it the list of runs alone would not fit in memory.
 MAX_RUNS = 10_000_000
 
 
@@ -504,20 +361,20 @@ class Sweep:
         for name, values in self.grid.items():
             if name not in GRID_OPTIONS:
                 raise SpecError(f"unknown option {name!r}: choose one of {', '.join(GRID_OPTIONS)}")
-            listed = values if isinstance(values, (list, tuple)) else (values,)
-            values = tuple(os.fspath(v) if isinstance(v, os.PathLike) else v for v in listed)
+            given = values if isinstance(values, (list, tuple)) else (values,)
+            values = tuple(os.fspath(v) if isinstance(v, os.PathLike) else v for v in given)
             if not values:
                 raise SpecError(f"invalid {name}: the list of values is empty")
             grid[name] = values
         object.__setattr__(self, "grid", grid)
-        seeds = tuple(_positive_int("seed", s, minimum=0) for s in _listed("seed", self.seeds))
+        seeds = tuple(positive_int("seed", s, minimum=0) for s in listed("seed", self.seeds))
         if not seeds:
             raise SpecError("invalid seed: the list of seeds is empty")
         if any(s >= 2**64 for s in seeds):
             raise SpecError("invalid seed: seeds must be below 2**64")
         object.__setattr__(self, "seeds", seeds)
-        _choice("method", self.method, METHODS)
-        taus = tuple(_number("tau", t) for t in _listed("tau", self.taus))
+        choice("method", self.method, METHODS)
+        taus = tuple(number("tau", t) for t in listed("tau", self.taus))
         if not taus:
             raise SpecError("invalid tau: the list of thresholds is empty")
         if any(not 0 < t < 1 for t in taus):
@@ -630,68 +487,3 @@ def _refuse_same_networks(grid: dict, networks: list[Network]) -> None:
                     raise _listed_twice(name, values[a])
                 raise SpecError(f"invalid {name} {values[a]!r} and {values[b]!r}: the same "
                                 f"network ({net.label()}); list it once")
-
-
-# Parsing of option values -------------------------------------------------------------
-
-_INT = re.compile(r"[0-9]+")  # ASCII digits only: int() refuses most other digits
-_INT_RANGE = re.compile(r"([0-9]+)-([0-9]+)(?::(x?)([0-9]+))?")
-
-
-def parse_ints(option: str, text: str) -> list[int]:
-    """``"32,64"``, ``"0-9"`` (inclusive), ``"0-100:10"`` (step) or ``"8-256:x2"`` (factor);
-    at most MAX_VALUES values (counted before a range is expanded)."""
-    values: list[int] = []
-    for part in _split(option, text):
-        if _INT.fullmatch(part):
-            values.append(int(part))
-            continue
-        m = _INT_RANGE.fullmatch(part)
-        if not m:
-            raise SpecError(
-                f"invalid {option} {part!r}: use integers, lists (32,64) or ranges (0-9, 8-256:x2)"
-            )
-        lo, hi, geometric, step = int(m[1]), int(m[2]), m[3] == "x", int(m[4] or 1)
-        if hi < lo or step < 1 or (geometric and (step < 2 or lo < 1)):
-            raise SpecError(f"invalid {option} range {part!r}: empty or non-increasing")
-        if geometric:
-            v = lo
-            while v <= hi:
-                values.append(v)
-                v *= step
-        else:
-            count = (hi - lo) // step + 1
-            if len(values) + count > MAX_VALUES:
-                raise SpecError(f"invalid {option} {part!r}: {count:,} values; at most "
-                                f"{MAX_VALUES:,} in one list")
-            values.extend(range(lo, hi + 1, step))
-    return values
-
-
-def parse_floats(option: str, text: str) -> list[float]:
-    """Comma-separated numbers; ``inf`` allowed. No ranges: a ``-`` belongs to a number
-    (``1e-5``, ``-1``), so ``0.5-2`` is refused rather than read as a range."""
-    out = []
-    for part in _split(option, text):
-        try:
-            out.append(float(part))
-        except ValueError:
-            raise SpecError(f"invalid {option} {part!r}: must be a number (float options take "
-                            "lists such as 0.5,1,2, not ranges)") from None
-    return out
-
-
-def parse_words(option: str, text: str, allowed: Iterable[str] | None = None) -> list[str]:
-    """Comma-separated names, each checked against ``allowed`` when given."""
-    words = _split(option, text)
-    if allowed is not None:
-        for w in words:
-            _choice(option, w, tuple(allowed))
-    return words
-
-
-def _split(option: str, text: str) -> list[str]:
-    parts = [p.strip() for p in str(text).split(",")]
-    if not text or any(not p for p in parts):
-        raise SpecError(f"invalid {option} {text!r}: empty value in the list")
-    return parts

@@ -9,7 +9,8 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from fastrank.bench import competitors, suite
+from fastrank.bench import implementations, stack, startup, suite
+from fastrank.bench.implementations import SKIPPED
 from fastrank.cli import cli
 
 MARKS = {"met", "NOT met", "not available yet"}
@@ -22,9 +23,10 @@ def _strict_json(text):
     return json.loads(text, parse_constant=reject)
 
 
+@pytest.mark.slow
 def test_bench_runs_end_to_end_and_marks_every_target(tmp_path, monkeypatch):
-    real = competitors.installed
-    monkeypatch.setattr(competitors, "installed", lambda lib: lib != "jax" and real(lib))
+    real = implementations.installed
+    monkeypatch.setattr(implementations, "installed", lambda lib: lib != "jax" and real(lib))
     out_json, out_md = tmp_path / "r.json", tmp_path / "r.md"
     result = CliRunner().invoke(cli, ["bench", "--preset", "smoke", "--in-process", "-q",
                                       "--repeats", "1", "--json", str(out_json),
@@ -83,8 +85,8 @@ def test_the_layer_check_fails_a_competitor_that_leaves_out_a_step():
         z = (z - z.mean(1, keepdims=True)) / np.sqrt(z.var(1, ddof=1, keepdims=True) + 1e-5)
         return np.maximum(z, 0)
 
-    layers = {k: competitors.STACKS[k][1] for k in ("fastrank", "numpy")}
-    check = competitors.layer_check({**layers, "no relu": without_relu, "ddof=1": unbiased})
+    layers = {k: stack.STACKS[k][1] for k in ("fastrank", "numpy")}
+    check = stack.layer_check({**layers, "no relu": without_relu, "ddof=1": unbiased})
     assert check["fastrank"]["ok"] and check["numpy"]["ok"], check
     assert not check["no relu"]["ok"] and not check["ddof=1"]["ok"], check
     assert check["fastrank"]["max_relative_error"] < 1e-5
@@ -100,13 +102,14 @@ def test_bench_jax_competitor_computes_the_same_network():
 
 
 @pytest.mark.parametrize("hide_torch", [False, True], ids=["torch-as-installed", "no-torch"])
+@pytest.mark.slow
 def test_bench_sweep_file_case_alone_at_toy_size(tmp_path, monkeypatch, hide_torch):
     """--only sweep_file at the smoke size (d = 32, depth 20, 2 seeds, one repeat): the
     document's fields, both results files equal to the in-memory runs, finite ratios."""
-    real = competitors.installed
+    real = implementations.installed
     if hide_torch:
-        monkeypatch.setattr(competitors, "installed", lambda lib: lib != "torch" and real(lib))
-    with_torch = competitors.installed("torch")
+        monkeypatch.setattr(implementations, "installed", lambda lib: lib != "torch" and real(lib))
+    with_torch = implementations.installed("torch")
     out_json = tmp_path / "r.json"
     doc = suite.run_suite(preset="smoke", only="sweep_file", isolate=False, repeats=1,
                           json_path=out_json)
@@ -122,7 +125,7 @@ def test_bench_sweep_file_case_alone_at_toy_size(tmp_path, monkeypatch, hide_tor
     for timing in r["timings"].values():
         assert len(timing["times_s"]) == 1 and timing["median_s"] > 0
         assert timing["first_call_s"] is not None and timing["first_call_s"] > 0
-    assert r["skipped"] == ({} if with_torch else dict.fromkeys(torch_paths, competitors.SKIPPED))
+    assert r["skipped"] == ({} if with_torch else dict.fromkeys(torch_paths, SKIPPED))
     assert r["work"] == {"networks": 2, "layers": 20}
     assert not r["read_errors"], r["read_errors"]
     assert r["file_matches_memory"] == {"file": True, "command": True}
@@ -183,6 +186,7 @@ def test_bench_input_errors_exit_2_with_one_line(args, words):
     assert len(message.splitlines()) == 1 and all(w in message for w in words), message
 
 
+@pytest.mark.slow
 def test_bench_depth_scaling_case_alone_at_toy_size(tmp_path):
     """--only depth_scaling at the smoke size (d = 32, 8 seeds, depths 100 and 400 and the
     depth-10 fixed-cost reference, one repeat): the document's fields, complete results
@@ -271,12 +275,13 @@ def test_targets_of_a_busy_workload_are_not_graded():
     assert quiet["targets"][0] == {"met": False, "status": "NOT met"}
 
 
+@pytest.mark.slow
 def test_start_up_commands_are_timed_and_graded_against_their_limits():
-    from fastrank.bench.workloads import Compile
+    from fastrank.bench.startup import Compile
 
-    result = competitors.startup_fastrank({}, 1)
+    result = startup.startup_fastrank({}, 1)
     commands = result["commands"]
-    assert set(commands) == set(competitors.STARTUP_COMMANDS)
+    assert set(commands) == set(startup.STARTUP_COMMANDS)
     for entry in commands.values():
         assert entry["median_wall_s"] > 0 and entry["median_cpu_s"] > 0
     assert commands["shell completion"]["command"].startswith("_FASTRANK_COMPLETE=")

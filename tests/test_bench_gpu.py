@@ -56,6 +56,7 @@ def kernels():
         pytest.skip(f"no host build of the kernels: {exc}")
 
 
+@pytest.mark.slow
 def test_the_benchmark_reports_torch_and_the_targets_on_the_stand_in(kernels):
     def make_backend(tf32=False, graphs=None, fused=False):
         return GPUBackend(dev=HostDevice(block=32, eigen_block=32, graphs=bool(graphs)),
@@ -90,6 +91,7 @@ def test_the_benchmark_reports_torch_and_the_targets_on_the_stand_in(kernels):
     assert "not measured: d = 4096 is not among the widths run" in text
 
 
+@pytest.mark.slow
 def test_the_whole_process_case_runs_the_command_and_the_torch_script_on_the_cpu():
     """sweep_processes with device None: the same plumbing as on a GPU (commands, files
     read back, the torch script's spectra at the same layers), on the CPU."""

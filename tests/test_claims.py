@@ -1,4 +1,4 @@
-"""The paper's claims 1, 2, 3 and 5 (PAPER.md) at small scale: d = N = 32, 1000 layers,
+"""The paper's claims 1, 2, 3 and 5 (docs/reproduction.md) at small scale: d = N = 32, 1000 layers,
 four fixed seeds. Thresholds are set from the theory and from the spread measured over
 eight seeds (numbers in each comment), with several standard deviations to spare."""
 
@@ -14,7 +14,8 @@ SCHEDULE = Schedule(every=50, log=None)
 def _runs(**options):
     runs = [simulate(Network(width=D, depth=DEPTH, **options), s, SCHEDULE) for s in SEEDS]
     assert all(r.failure is None for r in runs)
-    return np.array([r.soft_rank for r in runs]), np.array([r.numerical_rank for r in runs]), runs[0].layer
+    soft = np.array([r.soft_rank for r in runs])
+    return soft, np.array([r.numerical_rank for r in runs]), runs[0].layer
 
 
 def test_claim1_linear_networks_collapse_to_rank_one():

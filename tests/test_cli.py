@@ -38,7 +38,8 @@ def test_sweep_writes_the_product_of_the_options(runner):
 
 
 def test_sweep_prints_a_summary_and_info_lists_runs(runner):
-    result = _ok(runner.invoke(cli, ["sweep", "--width", "8", "--depth", "30", "--seed", "0", "-o", "r.h5"]))
+    result = _ok(runner.invoke(cli, ["sweep", "--width", "8", "--depth", "30", "--seed", "0",
+                                     "-o", "r.h5"]))
     assert "soft rank" in result.stdout and "relu/bn d=8" in result.stdout
     info = _ok(runner.invoke(cli, ["info", "r.h5"]))
     assert info.stdout.count("complete") >= 4 and "4 runs: 4 complete" in info.stdout
@@ -122,6 +123,7 @@ def test_env_reports_versions(runner):
         assert word in result.stdout
 
 
+@pytest.mark.slow
 def test_real_subprocess_bad_input_and_version(tmp_path):
     cmd = [sys.executable, "-m", "fastrank", "sweep", "--norm", "foo", "-o", str(tmp_path / "x.h5")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -130,7 +132,8 @@ def test_real_subprocess_bad_input_and_version(tmp_path):
         "fastrank: error: invalid norm 'foo': choose one of none, bn, bn-rms, ln"
     ]
     assert not (tmp_path / "x.h5").exists()
-    version = subprocess.run([sys.executable, "-m", "fastrank", "--version"], capture_output=True, text=True)
+    version = subprocess.run([sys.executable, "-m", "fastrank", "--version"],
+                             capture_output=True, text=True)
     assert version.returncode == 0 and fastrank.__version__ in version.stdout
 
 
@@ -149,6 +152,7 @@ def _without_thread_settings() -> dict:
     return {k: v for k, v in os.environ.items() if k not in blas.THREAD_VARIABLES}
 
 
+@pytest.mark.slow
 def test_the_command_line_loads_blas_at_one_thread_and_raises_it_for_numpy_products():
     """The CLI loads numpy's and SciPy's OpenBLAS with one thread (each pool's threads
     would spin ~0.1 s of CPU at load), SciPy's through its Cython modules alone (not all
@@ -194,9 +198,10 @@ def test_usual_raises_only_the_openblas_that_loaded_at_one_thread(monkeypatch):
     assert [lib.num_threads for lib in libs] == [1, 3]
 
 
+@pytest.mark.slow
 def test_blas_started_at_one_thread_gives_the_numbers_of_the_usual_count(tmp_path):
     """numpy's own products (the per-layer path's GEMM, orthogonal weights' QR, spectra
-    above config.SMALL_EIGEN_MAX) run at the usual thread count whether the process
+    above tuning.SMALL_EIGEN_MAX) run at the usual thread count whether the process
     started BLAS at one thread (the CLI) or at that count (a user's setting): the same
     bits, and the same count recorded. (At one thread their last bits differ.)"""
     cores = len(os.sched_getaffinity(0))

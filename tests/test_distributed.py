@@ -67,6 +67,7 @@ def local_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_a_client_sweep_streams_pieces_and_equals_the_local_file(client, local_file, tmp_path):
     steps = []
     cluster = Cluster(client)
@@ -81,6 +82,7 @@ def test_a_client_sweep_streams_pieces_and_equals_the_local_file(client, local_f
     _assert_same_datasets(local_file, tmp_path / "d.h5")
 
 
+@pytest.mark.slow
 def test_fastrank_sweep_takes_a_client(client, local_file, tmp_path):
     path = fastrank.sweep(SWEEP, tmp_path / "d.h5", client=client)
     _assert_same_datasets(local_file, path)
@@ -88,6 +90,7 @@ def test_fastrank_sweep_takes_a_client(client, local_file, tmp_path):
         assert set(results.runs["numba_threads"]) == set(results.runs["blas_threads"]) == {1}
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_sweep_is_replaced_and_the_file_is_the_same(client, local_file,
                                                                         tmp_path):
     pids = client.run(os.getpid)
@@ -109,11 +112,12 @@ def test_a_worker_killed_mid_sweep_is_replaced_and_the_file_is_the_same(client, 
 
 # -- the command line -----------------------------------------------------------------
 
-#: The sweep of issue 13's check: 2 widths x 2 norms x 2 activations (the default
-#: linear,relu) x 16 seeds = 128 runs.
+#: The sweep of docs/distributed.md's --workers example: 2 widths x 2 norms x 2
+#: activations (the default linear,relu) x 16 seeds = 128 runs.
 CLI_GRID = ["--width", "32,64", "--depth", "1000", "--norm", "none,bn", "--seed", "0-15", "-q"]
 
 
+@pytest.mark.slow
 def test_workers_2_gives_every_dataset_of_the_local_sweep(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
@@ -126,6 +130,7 @@ def test_workers_2_gives_every_dataset_of_the_local_sweep(tmp_path, monkeypatch)
     _assert_same_datasets("local.h5", "d.h5")
 
 
+@pytest.mark.slow
 def test_a_killed_writer_resumes_with_the_same_workers(tmp_path):
     # deep enough that runs complete over ~1 s, not all in one poll: at depth 400 every
     # task of the sweep finished within ~0.1 s of the first, and the kill could miss it
@@ -157,6 +162,7 @@ def test_a_killed_writer_resumes_with_the_same_workers(tmp_path):
 
 
 @pytest.mark.parametrize("how", ["--scheduler", "--scheduler-file"])
+@pytest.mark.slow
 def test_a_running_cluster_runs_the_sweep_and_is_left_up(client, tmp_path, monkeypatch, how):
     monkeypatch.chdir(tmp_path)
     where = client.scheduler.address
@@ -180,6 +186,7 @@ def _rows(path):
         return None
 
 
+@pytest.mark.slow
 def test_an_unreachable_scheduler_exits_2_with_one_line_and_writes_nothing(tmp_path):
     env = {**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"}
     proc = subprocess.run([sys.executable, "-m", "fastrank", "sweep", "--width", "8",
@@ -210,6 +217,7 @@ def test_bad_cluster_options_exit_2_with_one_line(tmp_path, monkeypatch, args, w
     assert not (tmp_path / "d.h5").exists()
 
 
+@pytest.mark.slow
 def test_without_workers_or_scheduler_dask_is_never_imported(tmp_path):
     code = ("import sys; from fastrank.cli import cli; "
             "code = cli.main(['sweep', '--width', '8', '--depth', '10', '-q', '-o', 'r.h5'], "

@@ -13,6 +13,8 @@ import pytest
 import fastrank
 from fastrank import store
 
+pytestmark = pytest.mark.slow  # whole processes, killed mid-sweep
+
 # Every layer measured so that rows stream steadily for a few seconds (4 x 60000 rows:
 # about a second per network at ~10 us a row).
 ARGS = ["--width", "8", "--depth", "60000", "--activation", "linear", "--norm", "none,bn",
@@ -43,7 +45,8 @@ def _wait_until(proc, path, condition, timeout=120.0) -> list[int]:
         if rows and condition(rows):
             return rows
         if proc.poll() is not None:
-            pytest.fail(f"sweep ended (rc {proc.returncode}) before the condition: {rows}\n{proc.stderr.read()}")
+            pytest.fail(f"sweep ended (rc {proc.returncode}) before the condition: {rows}\n"
+                        f"{proc.stderr.read()}")
         time.sleep(0.02)
     proc.kill()
     pytest.fail(f"condition not reached in {timeout} s: {_committed(path)}")
@@ -51,7 +54,8 @@ def _wait_until(proc, path, condition, timeout=120.0) -> list[int]:
 
 def _arrays(path):
     with fastrank.open(path) as results:
-        return [(run.status, run.layer, run.spectrum, run.log_norm, run.soft_rank) for run in results]
+        return [(run.status, run.layer, run.spectrum, run.log_norm, run.soft_rank)
+                for run in results]
 
 
 @pytest.fixture(scope="module")
@@ -79,16 +83,17 @@ def test_sigkill_then_resume_gives_the_uninterrupted_numbers(tmp_path, uninterru
     assert killed[0][0] == "complete"
     rows_after_kill = len(killed[2][1])
     assert rows_after_kill >= seen[2]
-    for got, want in zip(killed[2][1:], uninterrupted[2][1:]):
+    for got, want in zip(killed[2][1:], uninterrupted[2][1:], strict=True):
         np.testing.assert_array_equal(got, want[:rows_after_kill])
 
-    resume = subprocess.run([sys.executable, "-m", "fastrank", "sweep", *ARGS, "--resume", "-o", str(path)],
+    resume = subprocess.run([sys.executable, "-m", "fastrank", "sweep", *ARGS, "--resume", "-o",
+                             str(path)],
                             capture_output=True, text=True, timeout=300)
     assert resume.returncode == 0, resume.stderr
     resumed = _arrays(path)
     assert [r[0] for r in resumed] == ["complete"] * 4
-    for run_resumed, run_clean in zip(resumed, uninterrupted):
-        for got, want in zip(run_resumed[1:], run_clean[1:]):
+    for run_resumed, run_clean in zip(resumed, uninterrupted, strict=True):
+        for got, want in zip(run_resumed[1:], run_clean[1:], strict=True):
             np.testing.assert_array_equal(got, want)
 
 

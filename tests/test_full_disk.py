@@ -41,17 +41,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_store_faults import (
+from fault_harness import (
     ENV,
     STRACE,
-    _files_left,
     attach_strace,
     driver_reports,
+    files_left,
     logs_as_output,
     read_runs,
     sha256,
     wait_pid,
 )
+
+pytestmark = pytest.mark.slow  # a full disk at every write: minutes under strace
 
 THIS = Path(__file__).resolve()
 #: 4 runs (linear, with and without batch norm, 2 seeds) of 6 rows, committed in 2
@@ -346,7 +348,7 @@ def _driver(folder: str, worker: str, workers: str) -> None:
             part["failures"].append(f"{tag}: {p}")
         # --resume, once there is space, completes it to the uninterrupted numbers; the
         # files a point left decide what the resume does: the same files, checked once.
-        state = _files_left(here)
+        state = files_left(here)
         if state not in verified:
             part["states"] += 1
             resume_logs = folder / f"{here.name}-resume"

@@ -1,4 +1,4 @@
-"""Bad input and faults of the environment, as a tester tries them (issue 14).
+"""Bad input and faults of the environment, as a tester tries them.
 
 One table of cases, each a ``fastrank`` command line run in a folder of prepared files
 (malformed option values, input arrays that no run could start from, unusable output
@@ -260,7 +260,7 @@ def prepared(tmp_path_factory):
     return folder
 
 
-def test_the_table_has_every_case_of_the_issue():
+def test_the_table_holds_60_cases_or_more_each_named_once():
     assert len(CASES) >= 60 and len({case[0] for case in CASES}) == len(CASES)
 
 
@@ -288,6 +288,7 @@ def test_bad_input_exits_2_in_one_line_and_touches_nothing(prepared, tmp_path, m
     assert _snapshot(folder) == before, "a file was created or changed"
 
 
+@pytest.mark.slow
 def test_sizes_are_refused_within_a_second_with_the_memory_they_need(tmp_path):
     for option, value in (("--width", "1000000000"), ("--depth", "1000000000000")):
         proc = subprocess.run([sys.executable, "-m", "fastrank", "sweep", option, value, "-o",
@@ -307,6 +308,7 @@ def _limited(kib: int, command: list[str]) -> list[str]:
     return ["bash", "-c", f'ulimit -f {kib} && exec "$@"', "limited", *command]
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_mid_sweep_keeps_the_rows_and_resumes(tmp_path):
     """A real ``ulimit -f`` in a subprocess: the write fails with EFBIG (Python ignores
     SIGXFSZ); one line, exit 2, no segfault at exit (HDF5 closing a file after a failed
@@ -336,7 +338,7 @@ def test_errors_of_the_machine_exit_1_in_one_line(tmp_path, monkeypatch):
     def no_memory(*args, **kwargs):
         raise MemoryError()
 
-    monkeypatch.setattr("fastrank.runner.fill", no_memory)
+    monkeypatch.setattr("fastrank.filling.fill", no_memory)
     result = CliRunner().invoke(cli, ["sweep", *SMALL, "-o", "r.h5"])
     assert result.exit_code == 1 and result.stderr.splitlines() == [
         "fastrank: error: out of memory (MemoryError); --debug shows where"]

@@ -21,10 +21,12 @@ def _z(shape=(12, 9), dtype=np.float64, seed=0):
     return (rng.standard_normal(shape) * 3 + 0.5).astype(dtype)
 
 
-@pytest.mark.parametrize("norm, act, act_first", list(itertools.product(NORMS, ACTS, (False, True))))
+@pytest.mark.parametrize("norm, act, act_first",
+                         list(itertools.product(NORMS, ACTS, (False, True))))
 def test_normalize_activate_float64(norm, act, act_first):
     z = _z()
-    expected = norm_ref(act_ref(z, act), norm, 1e-5) if act_first else act_ref(norm_ref(z, norm, 1e-5), act)
+    expected = (norm_ref(act_ref(z, act), norm, 1e-5) if act_first
+                else act_ref(norm_ref(z, norm, 1e-5), act))
     got = z.copy()
     sumsq = kernels.normalize_activate(
         got, codes.NORMS[norm], codes.ACTIVATIONS[act], act_first, 1e-5
@@ -33,7 +35,8 @@ def test_normalize_activate_float64(norm, act, act_first):
     assert sumsq == pytest.approx(np.sum(expected**2), rel=1e-12)
 
 
-@pytest.mark.parametrize("norm, act, act_first", list(itertools.product(NORMS, ACTS, (False, True))))
+@pytest.mark.parametrize("norm, act, act_first",
+                         list(itertools.product(NORMS, ACTS, (False, True))))
 def test_parallel_build_equals_serial_bitwise(norm, act, act_first):
     z = _z((300, 70), np.float32)
     a, b = z.copy(), z.copy()
@@ -122,7 +125,8 @@ def test_whole_depth_kernel_layer_by_layer_against_reference(network):
             if network.rescaled:
                 expected = expected / norm
             # float32 GEMM of 16 terms and float32 storage: ~1e-6 relative to the scale.
-            np.testing.assert_allclose(batch.h[i], expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+            np.testing.assert_allclose(batch.h[i], expected, rtol=0,
+                                       atol=2e-5 * np.abs(expected).max())
             assert batch.log_norm[i] == pytest.approx(log_norm, abs=1e-5)
 
 
@@ -145,14 +149,14 @@ def test_whole_depth_kernel_is_independent_of_the_thread_count():
 
 
 def test_whole_depth_kernel_and_blas_path_agree(monkeypatch):
-    from fastrank import Schedule, config, simulate_many
+    from fastrank import Schedule, simulate_many, tuning
 
     net = Network(width=16, depth=20, activation="relu", norm="bn")
     kernel = simulate_many(net, [0, 1], Schedule(every=1, log=None))
-    monkeypatch.setattr(config, "SMALL_WIDTH_MAX", 0)
+    monkeypatch.setattr(tuning, "SMALL_WIDTH_MAX", 0)
     assert not uses_depth_kernel(net)
     blas = simulate_many(net, [0, 1], Schedule(every=1, log=None))
-    for a, b in zip(kernel, blas):
+    for a, b in zip(kernel, blas, strict=True):
         # Same weights, different float32 summation order: agreement to float32 rounding
         # amplified over 20 layers of BN (well-conditioned): 1e-4 relative.
         np.testing.assert_allclose(a.spectrum, b.spectrum, rtol=1e-4, atol=1e-4)
@@ -165,14 +169,14 @@ def test_above_128_the_two_paths_give_the_same_bits(monkeypatch, kind):
     """Between SMALL_WIDTH_MAX and SEEDED_WIDTH_MAX the path depends on the seeds per
     thread, which can change between a sweep and its resume: both paths must then give
     the same bits (they do: same BLAS GEMM per seed, same fused pass)."""
-    from fastrank import Schedule, config, simulate_many
+    from fastrank import Schedule, simulate_many, tuning
 
     net = Network(width=160, depth=8, batch=96, **kind)
-    monkeypatch.setattr(config, "SMALL_WIDTH_MAX", 1024)
+    monkeypatch.setattr(tuning, "SMALL_WIDTH_MAX", 1024)
     assert uses_depth_kernel(net)
     kernel = simulate_many(net, [0, 1], Schedule(every=4, log=None), backend=CPUBackend())
-    monkeypatch.setattr(config, "SMALL_WIDTH_MAX", 128)
-    monkeypatch.setattr(config, "SEEDED_WIDTH_MAX", 0)
+    monkeypatch.setattr(tuning, "SMALL_WIDTH_MAX", 128)
+    monkeypatch.setattr(tuning, "SEEDED_WIDTH_MAX", 0)
     # with fewer seeds than threads, such a width goes layer by layer (the wide kernel
     # starts above SEEDED_WIDTH_MAX, which is lowered here only to reach this path)
     from fastrank.backends import cpu
@@ -198,11 +202,11 @@ def test_wide_kernel_agrees_with_the_layer_by_layer_path(monkeypatch, network):
     """The wide kernel (rows shared among threads; forced here on small widths) gives
     the BLAS path's numbers to float32 rounding, the same failures, and per seed the
     same bits whatever else is in the batch."""
-    from fastrank import Schedule, config, simulate_many
+    from fastrank import Schedule, simulate_many, tuning
     from fastrank.backends import cpu
 
-    monkeypatch.setattr(config, "SMALL_WIDTH_MAX", 0)
-    monkeypatch.setattr(config, "SEEDED_WIDTH_MAX", 0)
+    monkeypatch.setattr(tuning, "SMALL_WIDTH_MAX", 0)
+    monkeypatch.setattr(tuning, "SEEDED_WIDTH_MAX", 0)
     assert cpu.uses_wide_kernel(network)
     schedule = Schedule(every=max(1, network.depth // 6), log=None)
     wide = simulate_many(network, [0, 1, 2], schedule)

@@ -65,6 +65,7 @@ def _outcome(proc: subprocess.CompletedProcess, folder: Path, flag: str) -> int 
     ("-v", [64 << 20, 100 << 20, 160 << 20, 256 << 20, 400 << 20, 640 << 20, 1 << 30]),
     ("-d", [32 << 20, 96 << 20, 288 << 20, 864 << 20]),
 ], ids=["address space", "data segment"])
+@pytest.mark.slow
 def test_every_memory_limit_ends_in_a_complete_file_or_one_line(tmp_path, flag, limits):
     """From too small to start to ample, geometrically, at two numba threads whatever the
     machine: a complete file or one line and nothing written, within the timeout; both
@@ -78,6 +79,7 @@ def test_every_memory_limit_ends_in_a_complete_file_or_one_line(tmp_path, flag, 
     assert outcomes[0] is not None and outcomes[-1] is None, outcomes
 
 
+@pytest.mark.slow
 def test_the_need_a_refusal_names_is_enough(tmp_path):
     """Width 256 with a second numba thread (whose BLAS work buffer is what SciPy's
     OpenBLAS retried forever at a limit just short of it): rerun at the need each refusal
@@ -98,6 +100,7 @@ def test_the_need_a_refusal_names_is_enough(tmp_path):
     assert needed is None and 1 <= len(needs) <= 3, needs
 
 
+@pytest.mark.slow
 def test_threads_beyond_the_cpus_run(tmp_path):
     """numba allows more threads than CPUs: so does the sweep (exit 0, complete file)."""
     from fastrank import blas
@@ -108,6 +111,7 @@ def test_threads_beyond_the_cpus_run(tmp_path):
     assert _outcome(proc, tmp_path, "-v") is None
 
 
+@pytest.mark.slow
 def test_threads_a_limit_cannot_hold_are_refused_naming_both(tmp_path):
     """64 threads' stacks under 700 MiB: libgomp failed to create them (exit 1 in its
     words, an empty file and its lock left); now one line naming the limit and the thread
@@ -128,6 +132,7 @@ def test_a_thread_count_that_is_not_one_is_refused(tmp_path, monkeypatch, value)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_limit_too_small_to_start_is_one_line():
     proc = _under("-v", 64 << 20, [sys.executable, "-m", "fastrank", "--version"])
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
@@ -193,22 +198,22 @@ def test_running_out_of_memory_under_a_limit_mid_sweep_keeps_a_resumable_file(
         tmp_path, monkeypatch):
     """Past the estimate: one line naming the limit, exit 2, and a file --resume
     completes."""
-    import fastrank.runner
+    import fastrank.filling
 
     monkeypatch.chdir(tmp_path)
     args = ["sweep", "--width", "8", "--depth", "5", "--seed", "0-1", "-q", "-o", "r.h5"]
-    real_fill = fastrank.runner.fill
+    real_fill = fastrank.filling.fill
 
     def fill_then_fail(writer, backend, **kwargs):
         _fake_limit(monkeypatch)
         raise MemoryError
 
-    monkeypatch.setattr(fastrank.runner, "fill", fill_then_fail)
+    monkeypatch.setattr(fastrank.filling, "fill", fill_then_fail)
     result = CliRunner().invoke(cli, args)
     lines = result.stderr.splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "ulimit -v" in lines[0] and "--resume continues it" in lines[0], lines
-    monkeypatch.setattr(fastrank.runner, "fill", real_fill)
+    monkeypatch.setattr(fastrank.filling, "fill", real_fill)
     monkeypatch.setattr(preflight, "memory_limits", lambda: [])
     assert CliRunner().invoke(cli, [*args, "--resume"]).exit_code == 0
     with fastrank.open(tmp_path / "r.h5") as results:

@@ -102,6 +102,7 @@ def _read(path, i: int) -> int:
         return rows
 
 
+@pytest.mark.slow
 def test_reads_while_a_sweep_writes_are_never_called_damage(tmp_path):
     """Reads of the file as fast as they go while a sweep commits every 20 ms, from the
     moment the file appears to the end: every one succeeds (zero false reports), the

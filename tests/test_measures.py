@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from fastrank import measures
-from fastrank import config
+from fastrank import measures, tuning
 from fastrank.backends.cpu import host_spectra, host_spectrum
 
 
@@ -39,7 +38,7 @@ def test_spectra_gram_and_svd_agree(h):
 def test_a_stack_of_spectra_against_numpy(shape, small_eigen_max, monkeypatch):
     """host_spectra of a stack: each matrix's singular values as numpy's float64
     eigensolver gives them for its Gram matrix, and as host_spectrum gives them alone."""
-    monkeypatch.setattr(config, "SMALL_EIGEN_MAX", small_eigen_max)
+    monkeypatch.setattr(tuning, "SMALL_EIGEN_MAX", small_eigen_max)
     rng = np.random.default_rng(3)
     hs = rng.standard_normal(shape).astype(np.float32)
     hs[1] *= np.logspace(0, -6, shape[2]).astype(np.float32)  # a decaying spectrum
@@ -111,3 +110,23 @@ def test_a_stack_of_spectra_gives_each_row_its_own_values():
                 assert np.array_equal(subset[name][j - 5], value, equal_nan=True), (name, j)
     assert together["soft_rank"][7] == 0 and together["condition_number"][7] == np.inf
     assert together["soft_rank"][9] == pytest.approx(12) and together["numerical_rank"][3] == 5
+
+
+def test_rank_tau_counts_eigenvalues_above_tau_times_their_mean_over_all_d():
+    """H H^T of a (6, 4) H with singular values 3, 2, 1, 0.5 has eigenvalues 9, 4, 1,
+    0.25 and two zeros: mean 14.25 / 6 = 2.375 (over all d = 6, not the 4 nonzero ones).
+    "Above" is strict: 4 equal eigenvalues are not above 1.0 times their mean."""
+    s = np.array([3.0, 2.0, 1.0, 0.5])
+    taus = (0.1, 0.5, 1.0, 2.0)  # thresholds 0.2375, 1.1875, 2.375, 4.75
+    single = measures.rank_tau(s, (6, 4), taus)
+    assert single.shape == (4,) and single.dtype == np.int64
+    assert single.tolist() == [4, 2, 2, 1]
+    eig = np.concatenate([s**2, np.zeros(2)])
+    assert single.tolist() == [int(np.sum(eig > t * eig.mean())) for t in taus]
+    assert measures.rank_tau(np.ones(4), (4, 4), (1.0, 0.999)).tolist() == [0, 4]
+    stack = np.stack([s, np.ones(4), np.zeros(4)])
+    stacked = measures.rank_tau(stack, (6, 4), taus)
+    assert stacked.shape == (3, 4)
+    assert stacked.tolist() == [[4, 2, 2, 1], [4, 4, 4, 0], [0, 0, 0, 0]]
+    for row, counts in zip(stack, stacked, strict=True):
+        np.testing.assert_array_equal(measures.rank_tau(row, (6, 4), taus), counts)

@@ -187,3 +187,32 @@ def test_missing_matplotlib_is_one_clear_error(results_file, tmp_path, monkeypat
         fp._mpl()
     result = CliRunner().invoke(cli, ["plot", str(results_file), "-o", str(tmp_path / "f.png")])
     assert result.exit_code == 1 and "pip install 'fastrank-sim[plot]'" in result.output
+
+
+def test_select_picks_the_same_runs_from_a_list_as_from_the_file(results_file):
+    """``select=`` on a list of runs (or trajectories) filters by their networks' options,
+    a list or tuple meaning any of its values, as the file's own selection does; the
+    figure drawn from either is the same."""
+    from fastrank import curves
+
+    criteria = ({"norm": "bn"}, {"width": 16, "activation": ("relu",)},
+                {"width": [8, 16], "norm": ["none"], "activation": "linear"})
+    with fastrank.open(results_file) as r:
+        runs = list(r)
+        for select in criteria:
+            with curves.opened(runs, select) as chosen:
+                ids = [run.id for run in chosen]
+            assert ids == [run.id for run in r.select(**select)] and 0 < len(ids) < len(runs)
+        with curves.opened(runs, {"norm": "ln"}) as chosen:
+            assert chosen == []
+        from_list = fp.plot_depth(runs, "soft_rank", select={"norm": "bn"})
+    from_file = fp.plot_depth(results_file, "soft_rank", select={"norm": "bn"})
+    assert len(from_list.get_lines()) == len(from_file.get_lines()) == 4
+    for a, b in zip(from_list.get_lines(), from_file.get_lines(), strict=True):
+        np.testing.assert_array_equal(a.get_ydata(), b.get_ydata())
+    trajs = fastrank.simulate_many(fastrank.Network(width=8, depth=20, norm="bn"), range(2),
+                                   fastrank.Schedule(every=10, log=None))
+    with curves.opened(trajs, {"norm": ["bn"]}) as chosen:
+        assert len(chosen) == 2 and all(a is b for a, b in zip(chosen, trajs, strict=True))
+    with curves.opened(trajs, {"norm": "none"}) as chosen:
+        assert chosen == []

@@ -27,7 +27,8 @@ EVERY_LAYER = Schedule(every=1, log=None)
 )
 def test_simulation_equals_reference_network(network):
     traj = simulate(network, seed=5, schedule=EVERY_LAYER)
-    ref = network_ref(network, 5, lambda layer: weights(network, 5, layer), input_matrix(network, 5))
+    ref = network_ref(network, 5, lambda layer: weights(network, 5, layer),
+                      input_matrix(network, 5))
     assert traj.layer.tolist() == list(range(network.depth + 1))
     for i, (h, log_norm) in enumerate(ref):
         s = np.linalg.svd(h, compute_uv=False)
@@ -56,7 +57,8 @@ def test_weights_have_the_documented_distributions():
     assert np.abs(u).max() <= a and np.var(u) * d / 2.0 == pytest.approx(1.0, rel=0.03)
     o = weights(Network(width=d, depth=2, init="orthogonal", dtype="float64"), 0, 1)
     np.testing.assert_allclose(o @ o.T, np.eye(d), atol=1e-12)
-    rect = weights(Network(width=(8, 8), input_dim=20, depth=2, init="orthogonal", dtype="float64"), 0, 1)
+    rect = weights(Network(width=(8, 8), input_dim=20, depth=2, init="orthogonal",
+                           dtype="float64"), 0, 1)
     np.testing.assert_allclose(rect @ rect.T, np.eye(8), atol=1e-12)
 
 
@@ -164,10 +166,10 @@ def test_stretches_give_the_rows_of_one_layer_at_a_time(monkeypatch, network, sc
     """A stretch of one measured layer at a time, and stretches as long as the spectra
     allow, give the same rows bit for bit, the same failures, and rows up to (not
     including) the layer where a seed stopped."""
-    from fastrank import config, simulate_many
+    from fastrank import simulate_many, tuning
 
     def runs(stretch_s):
-        monkeypatch.setattr(config, "STRETCH_S", stretch_s)
+        monkeypatch.setattr(tuning, "STRETCH_S", stretch_s)
         return simulate_many(network, [0, 1, 2], schedule)
 
     one, long = runs(0.0), runs(1e9)  # 0: never doubles; 1e9: doubles every stretch
@@ -188,3 +190,17 @@ def test_stretches_give_the_rows_of_one_layer_at_a_time(monkeypatch, network, sc
             assert a.layer.tolist() == points[points < a.failure.layer].tolist()
     if network.activation == "tanh":  # the case is what it says: some seeds stop
         assert any(t.failure is not None for t in one)
+
+
+def test_a_trajectory_has_its_measures_as_attributes_and_no_others():
+    """Every scalar measure is an attribute (the measures dict's array itself); any other
+    name is an AttributeError naming it, so hasattr and getattr's default work."""
+    from fastrank.measures import SCALARS
+
+    traj = simulate(Network(width=8, depth=20), 0, Schedule(every=10, log=None))
+    for name in SCALARS:
+        assert getattr(traj, name) is traj.measures[name] and len(traj.measures[name]) == 3
+    with pytest.raises(AttributeError, match="no_such_measure"):
+        traj.no_such_measure  # noqa: B018
+    assert not hasattr(traj, "rank_of_nothing")
+    assert getattr(traj, "rank_of_nothing", "default") == "default"

@@ -1,6 +1,6 @@
 """Real data as input: ``sklearn:digits`` (and the other data sets scikit-learn ships),
 standardised per feature; input dimension different from the width; and claim 6 of
-PAPER.md at small scale: on the digits, the rank of the hidden layers falls with depth
+docs/reproduction.md at small scale: on the digits, the rank of the hidden layers falls with depth
 without BN and stays near the width with BN."""
 
 import numpy as np
@@ -110,7 +110,7 @@ def test_sweep_command_takes_the_digits(tmp_path, monkeypatch):
 
 
 def test_claim6_digits_rank_falls_without_bn_and_stays_near_width_with_it():
-    """Claim 6 (PAPER.md) at small scale: width 64, the first 64 digits, 4 seeds, 800
+    """Claim 6 (docs/reproduction.md) at small scale: width 64, the first 64 digits, 4 seeds, 800
     layers. Measured (16 seeds, examples/claim6_digits.toml): ReLU without BN, mean
     numerical rank 64 at layer 1, ~20 at 100, 1 from ~1000 on (3.3 at 300); with BN 64 at
     every layer of every run. Linear without BN: 52 -> 11.5 at 100 -> 2 at 1000."""

@@ -51,6 +51,7 @@ def tiny(monkeypatch):
     )
 
 
+@pytest.mark.slow
 def test_reproduce_writes_the_report_and_figures(tiny, tmp_path):
     doc = tmp_path / "docs" / "reproduction.md"
     lines = []

@@ -6,6 +6,9 @@ entry short along its first axis, one dimension more, values of another kind) an
 ``fastrank sweep --resume`` must exit 2 with one line naming the file as damaged and
 the dataset, leaving the file byte for byte as it was (and no staging or lock file).
 The Python API (:meth:`fastrank.store.Writer.resume`) refuses them the same way.
+It also refuses, in one line, metadata that does not read back (the sweep attribute,
+the runs' status, a format-2 file's runs), and computes again the committed rows that
+fail their checksums.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_store_faults import sha256
+from fault_harness import sha256
 
 import fastrank
 from fastrank.cli import cli
@@ -68,6 +71,7 @@ def _datasets(path: Path) -> list[str]:
         return sorted(name for name, obj in f.items() if isinstance(obj, h5py.Dataset))
 
 
+@pytest.mark.slow
 def test_a_resume_refuses_every_edited_dataset_in_one_line(finished, tmp_path):
     names = _datasets(finished)
     from fastrank.store import schema
@@ -152,3 +156,94 @@ def test_a_file_that_appears_before_the_writer_is_refused_in_the_command_lines_w
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.h5"]
     with pytest.raises(FileExistsError, match="overwrite=True"):
         fastrank.sweep(fastrank.Sweep(grid={"width": (8,), "depth": (5,)}), path)
+
+
+def _flip(path: Path, name: str, at: int = 3) -> None:
+    """Flip a byte of the first chunk of dataset ``name`` (its checksum then fails)."""
+    with h5py.File(path, "r") as f:
+        offset = f[name].id.get_chunk_info(0).byte_offset
+    data = bytearray(path.read_bytes())
+    data[offset + at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_committed_rows_that_fail_their_checksum_are_computed_again(finished, tmp_path):
+    """A byte flipped in the first row of run 0's soft_rank chunk: the resume copies no
+    run of that chunk but lays them out again as pending, and the sweep resumed from
+    there ends with the numbers of the uninterrupted sweep, every run complete."""
+    from fault_harness import assert_same_runs, read_runs
+
+    from fastrank.store import schema
+
+    path = tmp_path / "r.h5"
+    shutil.copyfile(finished, path)
+    _flip(path, "soft_rank")
+    with h5py.File(path, "r") as f:
+        runs = len(f["run"])
+        hit = list(range(min(f["soft_rank"].chunks[0], runs)))
+    with fastrank.open(path) as results:
+        assert results.damaged() == [
+            f"soft_rank: runs {', '.join(map(schema.run_id, hit))} do not read back as written"]
+    with Writer.resume(path) as w:
+        assert w.pending() == hit
+    with fastrank.open(path) as results:
+        assert results.damaged() == []
+        assert [str(s) for s in results.runs["status"]] == \
+            ["pending" if i in hit else "complete" for i in range(runs)]
+    result = CliRunner().invoke(cli, ["sweep", "--resume", "-o", str(path)])
+    assert result.exit_code == 0, result.output
+    assert_same_runs(read_runs(path), read_runs(finished), "resumed after the flip")
+    with fastrank.open(path) as results:
+        assert results.damaged() == []
+
+
+def _bad_sweep_json(f: h5py.File) -> None:
+    f.attrs["sweep"] = "not json {"
+
+
+def _sweep_not_a_dict(f: h5py.File) -> None:
+    f.attrs["sweep"] = "[1, 2]"
+
+
+def _failure_not_utf8(f: h5py.File) -> None:
+    f["failure"][0] = b"\xff\xfe not UTF-8"
+
+
+def _run_group_gone(f: h5py.File) -> None:
+    del f["runs/00007"]
+
+
+def _run_attribute_gone(f: h5py.File) -> None:
+    del f["runs/00003"].attrs["expected_rows"]
+
+
+FORMAT2 = Path(__file__).parent / "data" / "format2.h5"
+
+
+@pytest.mark.parametrize("source, edit, words", [
+    ("finished", _bad_sweep_json, "its sweep attribute does not read back (JSONDecodeError: "),
+    ("finished", _sweep_not_a_dict, "its sweep attribute does not read back (TypeError: "),
+    ("finished", _failure_not_utf8, "its run status does not read back (UnicodeDecodeError: "),
+    ("format2", _run_group_gone, "it holds 7 runs, its sweep 8"),
+    ("format2", _run_attribute_gone, "its layout does not read back (KeyError: "),
+])
+def test_a_resume_refuses_damaged_metadata_in_one_line(finished, tmp_path, source, edit,
+                                                        words):
+    """What the layout check cannot see, the resume refuses as it reads it: a sweep
+    attribute that is not a sweep's JSON, run status that does not decode, a format-2
+    file whose runs are not its sweep's. One line naming the file as damaged; the file
+    byte for byte as it was, no staging or lock file left, and the lock free again."""
+    from fastrank.lock import writer_alive
+
+    path = tmp_path / "r.h5"
+    shutil.copyfile(finished if source == "finished" else FORMAT2, path)
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    before = sha256(path)
+    with pytest.raises(DamagedFile) as refused:
+        Writer.resume(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path} is damaged: {words}") and "\n" not in message, message
+    assert sha256(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.h5"]
+    assert not writer_alive(path)

@@ -51,13 +51,16 @@ def test_seeds_are_split_into_batches_the_backend_can_hold(tmp_path, monkeypatch
     sizes = []
     real_start = CPUBackend.start
     monkeypatch.setattr(CPUBackend, "max_batch", lambda self, net: 2)
-    monkeypatch.setattr(CPUBackend, "start", lambda self, net, seeds: sizes.append(len(seeds)) or real_start(self, net, seeds))
-    sweep = Sweep(grid={"width": (8,), "depth": (10,)}, seeds=(0, 1, 2, 3, 4), schedule=SWEEP.schedule)
+    monkeypatch.setattr(CPUBackend, "start", lambda self, net, seeds:
+                        sizes.append(len(seeds)) or real_start(self, net, seeds))
+    sweep = Sweep(grid={"width": (8,), "depth": (10,)}, seeds=(0, 1, 2, 3, 4),
+                  schedule=SWEEP.schedule)
     fastrank.sweep(sweep, tmp_path / "b.h5")
     assert sizes == [2, 2, 1]
     with fastrank.open(tmp_path / "b.h5") as results:
         assert set(results.runs["status"]) == {"complete"}
-        np.testing.assert_array_equal(results[4].soft_rank, simulate(results[4].network, 4, SWEEP.schedule).soft_rank)
+        alone = simulate(results[4].network, 4, SWEEP.schedule)
+        np.testing.assert_array_equal(results[4].soft_rank, alone.soft_rank)
 
 
 def test_each_run_records_the_threads_that_computed_it(tmp_path, monkeypatch):

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from fastrank.spec import Network, Schedule, SpecError, Sweep, parse_floats, parse_ints, parse_words
+from fastrank.options import parse_floats, parse_ints, parse_words
+from fastrank.spec import Network, Schedule, SpecError, Sweep
 
 
 def test_defaults_and_derived_properties():
@@ -13,7 +14,8 @@ def test_defaults_and_derived_properties():
     assert net.batch == net.width == 32  # batch defaults to the input dimension
     assert net.widths == (32,) * net.depth
     assert net.weight_gain == 1.0 and Network(activation="relu").weight_gain == 2.0
-    assert net.rescaled and not Network(norm="bn").rescaled and not Network(activation="tanh").rescaled
+    assert net.rescaled and not Network(norm="bn").rescaled
+    assert not Network(activation="tanh").rescaled
     assert not net.residual and Network(gamma=0.1).residual
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -253,6 +254,7 @@ report()
 """
 
 
+@pytest.mark.slow
 def test_swmr_reader_in_another_process(tmp_path):
     path = tmp_path / "r.h5"
     with Writer.create(path, small_sweep(), {}) as w:
@@ -415,6 +417,7 @@ def test_the_layout_does_not_grow_with_the_runs(tmp_path):
         assert len(r.runs) == 10_000 and set(r.runs["status"]) == {"pending"}
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_while_the_first_holds_the_file(tmp_path):
     from fastrank.lock import WriterLocked
 
@@ -472,3 +475,81 @@ def test_layout_types_keep_their_string_encoding_whatever_came_first():
         schema._h5type(first)
         assert schema._h5type(utf8).get_cset() == h5py.h5t.CSET_UTF8
         assert schema._h5type(plain).get_cset() == h5py.h5t.CSET_ASCII
+
+
+def test_a_run_sees_rows_committed_since_it_was_read_after_refresh(tmp_path):
+    """A Run keeps its status and arrays until :meth:`Run.refresh`, which reads the rows
+    the writer committed meanwhile; an unknown measure is a KeyError naming the choices
+    and a closed file a ValueError saying so."""
+    path = tmp_path / "r.h5"
+    with Writer.create(path, small_sweep(), {}) as w:
+        fill(w, 0, 0, 2)
+        with store.open(path) as r:
+            run = r[0]
+            check_rows(run, 2)
+            assert run.status == "running"
+            fill(w, 0, 2, 5)
+            w.fail(1, 5, "diverged")
+            assert run.rows == 2 and run.layer.tolist() == [0, 5]  # as last read
+            run.refresh()
+            check_rows(run, 5)
+            assert run.status == "complete"
+            assert r.runs["status"].tolist() == ["complete", "failed"]  # the Results' too
+            with pytest.raises(KeyError, match="unknown measure 'soft_ranks': choose from "
+                                               "layer, spectrum"):
+                run.measure("soft_ranks")
+            soft = run.soft_rank
+            other = r[1]
+        assert run.soft_rank is soft  # read before closing: kept
+        with pytest.raises(ValueError, match=f"{path} is closed: run 00001 cannot read layer"):
+            other.layer  # noqa: B018
+
+
+def test_the_writer_lock_as_a_context_manager_holds_the_file_inside_only(tmp_path, monkeypatch):
+    from fastrank import lock
+
+    monkeypatch.setattr(lock, "RETRY_S", 0.0)  # a held lock is refused at once
+    path = tmp_path / "r.h5"
+    sidecar = Path(lock.sidecar(path))
+    with lock.WriterLock(path) as held:
+        assert held.held and lock.writer_alive(path)
+        assert sidecar.read_text().split()[0] == str(os.getpid())
+        with pytest.raises(lock.WriterLocked, match=f"{path} is being written by pid"):
+            lock.WriterLock(path).acquire()
+        with pytest.raises(lock.WriterLocked):
+            Writer.create(path, small_sweep(), {})
+    assert not held.held and not lock.writer_alive(path) and not sidecar.exists()
+    assert not path.exists()
+    with pytest.raises(RuntimeError, match="inside"), lock.WriterLock(path) as inner:
+        raise RuntimeError("inside")
+    assert not inner.held and not lock.writer_alive(path)
+    with lock.WriterLock(path) as again:  # free again
+        assert again.held
+    held.release()  # releasing twice is harmless
+    assert not held.held
+
+
+def test_a_format_2_file_with_an_unreadable_run_is_named_by_the_check(tmp_path):
+    """Format 2 has no checksums: ``damaged()`` (``fastrank info --check``) finds nothing
+    in an intact file, and names the run whose rows do not read (a dataset gone)."""
+    from click.testing import CliRunner
+
+    from fastrank.cli import cli
+
+    old = TESTS / "data" / "format2.h5"
+    with store.open(old) as r:
+        assert r.attrs["format_version"] == 2 and r.damaged() == []
+    copy = tmp_path / "old.h5"
+    copy.write_bytes(old.read_bytes())
+    with h5py.File(copy, "r+") as f:
+        del f["runs/00003/orthogonality_gap"]
+    with store.open(copy) as r:
+        assert r.damaged() == ["orthogonality_gap: runs 00003 do not read back as written"]
+        with pytest.raises(store.DamagedFile, match="run 00003: orthogonality_gap does not"):
+            r[3].orthogonality_gap  # noqa: B018
+        assert len(r[2].orthogonality_gap) == r[2].rows > 0  # the other runs still read
+    result = CliRunner().invoke(cli, ["info", "--check", str(copy)])
+    lines = result.stderr.splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0] == (f"fastrank: error: {copy} is damaged: orthogonality_gap: runs 00003 do "
+                        "not read back as written")

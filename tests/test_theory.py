@@ -1,6 +1,6 @@
 """fastrank.theory: the formulas themselves, then their predictions against simulations
 (vanilla log-norm growth, collapse rate, ReLU growth, orthogonal weights) and claim 4 of
-PAPER.md (the BN soft rank grows like sqrt(d)).
+docs/reproduction.md (the BN soft rank grows like sqrt(d)).
 
 Simulation tolerances come from the theory's own variances and the number of layers
 the seeds contribute: each estimator is a pooled random-walk slope with standard error
@@ -148,6 +148,7 @@ def test_orthogonal_linear_network_keeps_its_norm_and_rank():
         np.testing.assert_allclose(r.soft_rank, r.soft_rank[0], rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_claim4_batch_norm_soft_rank_grows_like_sqrt_width():
     """Claim 4: log soft rank against log d over widths 8..128 has slope about 1/2.
 

@@ -33,10 +33,10 @@ def test_wide_kernel_gram_statistics_equal_the_host_ones(monkeypatch, batch):
     """The wide kernel's networks get their Gram-tier statistics on numba's threads
     (CPUBackend.gram_stats): the host computation's to float32 GEMM rounding (the
     products are summed in blocks of rows instead of at once), both sides smaller."""
-    from fastrank import config
+    from fastrank import tuning
     from fastrank.backends import cpu
 
-    monkeypatch.setattr(config, "SEEDED_WIDTH_MAX", 16)
+    monkeypatch.setattr(tuning, "SEEDED_WIDTH_MAX", 16)
     net = Network(width=32, batch=batch, depth=4, activation="relu", norm="bn")
     assert cpu.uses_wide_kernel(net)
     backend = cpu.CPUBackend()
@@ -68,7 +68,8 @@ def test_cheap_rows_match_a_full_run_of_the_same_network():
 def test_tiers_are_stored_and_old_files_read_as_full(tmp_path):
     import h5py
 
-    sweep = Sweep(grid={"width": (8,), "depth": (12,)}, schedule=Schedule(every=4, log=None, cheap_every=1))
+    sweep = Sweep(grid={"width": (8,), "depth": (12,)},
+                  schedule=Schedule(every=4, log=None, cheap_every=1))
     path = fastrank.sweep(sweep, tmp_path / "t.h5")
     with fastrank.open(path) as results:
         assert results[0].tier.tolist() == [1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1]
@@ -92,7 +93,8 @@ def test_tiers_are_stored_and_old_files_read_as_full(tmp_path):
 def test_cli_cheap_every(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["sweep", "--width", "8", "--depth", "20", "--seed", "0",
-                                      "--every", "10", "--log", "0", "--cheap-every", "1", "-q", "-o", "c.h5"])
+                                      "--every", "10", "--log", "0", "--cheap-every", "1", "-q",
+                                      "-o", "c.h5"])
     assert result.exit_code == 0, result.output
     with fastrank.open("c.h5") as results:
         assert len(results[0].layer) == 21 and int(results[0].tier.sum()) == 3

@@ -1,5 +1,8 @@
-"""Compute backends: one module per device, all implementing fastrank.backends.base.Backend,
-and :func:`get_backend`, the one place that lists them."""
+"""Compute backends, all implementing fastrank.backends.base.Backend, and
+:func:`get_backend`, the one place that lists them: the CPU backend is in
+fastrank.backends.cpu; the GPU backend is in the package fastrank.gpu (GPUBackend in
+fastrank/gpu/backend.py, with the device, CUDA programs and cuBLAS calls it runs on),
+imported only when a GPU is asked for."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import platform
 
 import numpy as np
 
-from fastrank import blas, codes, config, init, rng
+from fastrank import blas, codes, init, rng, tuning
 from fastrank.backends.base import Backend, Batch
 from fastrank.kernels.cpu import depth, spectrum, start_threads, wide
 from fastrank.kernels.cpu import layer as kernels
@@ -26,25 +26,25 @@ def _compiled(network: Network) -> bool:
 
 def uses_depth_kernel(network: Network, seeds: int = 1) -> bool:
     """Networks for kernels/cpu/depth.py (one seed per thread): narrow ones
-    (config.SMALL_WIDTH_MAX), or up to config.SEEDED_WIDTH_MAX wide when every numba
+    (tuning.SMALL_WIDTH_MAX), or up to tuning.SEEDED_WIDTH_MAX wide when every numba
     thread has a seed of its own."""
     if not _compiled(network):
         return False
-    if network.width <= config.SMALL_WIDTH_MAX:
+    if network.width <= tuning.SMALL_WIDTH_MAX:
         return True
     import numba
 
-    return network.width <= config.SEEDED_WIDTH_MAX and seeds >= numba.get_num_threads()
+    return network.width <= tuning.SEEDED_WIDTH_MAX and seeds >= numba.get_num_threads()
 
 
 def uses_wide_kernel(network: Network) -> bool:
     """Networks for kernels/cpu/wide.py (a network at a time, its rows shared among the
-    threads): wider than config.SEEDED_WIDTH_MAX, but not layer norm (its statistics
+    threads): wider than tuning.SEEDED_WIDTH_MAX, but not layer norm (its statistics
     span every row). By width alone, never by the seeds in a batch: a run then takes
     the same path in a sweep and in its resume (splitting the GEMM by rows can change
     its last bits, so the two kernels do not give the same bits at one width)."""
     return (_compiled(network) and network.norm != "ln"
-            and network.width > config.SEEDED_WIDTH_MAX)
+            and network.width > tuning.SEEDED_WIDTH_MAX)
 
 
 def _kernel_layer(network: Network) -> tuple:
@@ -158,7 +158,7 @@ class CPUBackend(Backend):
             if network.residual:
                 z *= z.dtype.type(network.gamma)
                 z += h
-        fused = kernels.normalize_activate_parallel if z.size >= config.PARALLEL_MIN_SIZE else (
+        fused = kernels.normalize_activate_parallel if z.size >= tuning.PARALLEL_MIN_SIZE else (
             kernels.normalize_activate)
         sumsq = fused(
             z,
@@ -187,7 +187,7 @@ class CPUBackend(Backend):
         # BLAS threads, once woken here, would spin through the next layer
         a = h if h.shape[0] <= h.shape[1] else np.ascontiguousarray(h.T)
         g = self._buffer("gram", (a.shape[0], a.shape[0]))
-        with blas.one_thread():  # Lanczos's matrix-vector products: 2 ms at one thread
+        with blas.one_thread():  # Lanczos's matrix-vector products are small: one thread
             wide.rows_product(a, a.T, g, numba.get_num_threads())
             return gram_statistics(g)
 
@@ -195,6 +195,12 @@ class CPUBackend(Backend):
         import numba
 
         return numba.get_num_threads(), blas.usual_threads()
+
+    def thread_invariant(self, network: Network, seeds: int) -> bool:
+        """Only in the whole-depth kernel (one seed per thread): layer by layer and in the
+        wide kernel, products and parallel reductions are split among the threads, which
+        can change their last bits."""
+        return uses_depth_kernel(network, seeds)
 
     def describe(self) -> dict:
         import numba
@@ -210,10 +216,10 @@ class CPUBackend(Backend):
 
 
 def _blas_threads_for(k: int):
-    """One BLAS thread for the eigensolvers of matrices up to config.SMALL_EIGEN_MAX (a
+    """One BLAS thread for the eigensolvers of matrices up to tuning.SMALL_EIGEN_MAX (a
     second thread gains little there and costs several times over on a busy machine);
     the usual count above."""
-    return blas.one_thread() if k <= config.SMALL_EIGEN_MAX else blas.usual()
+    return blas.one_thread() if k <= tuning.SMALL_EIGEN_MAX else blas.usual()
 
 
 def host_spectrum(h: np.ndarray, method: str) -> np.ndarray:
@@ -236,7 +242,7 @@ def host_spectra(hs: np.ndarray, method: str) -> np.ndarray:
         if method == "svd":
             return np.linalg.svd(hs.astype(np.float64), compute_uv=False)
         out = np.empty((m, k))
-        if k <= config.SMALL_EIGEN_MAX:
+        if k <= tuning.SMALL_EIGEN_MAX:
             spectrum.gram_singular_values(hs, out)
             return out
         for i in range(m):
@@ -254,9 +260,9 @@ def host_gram_stats(h: np.ndarray) -> tuple[float, float, float]:
 
     Every BLAS call here goes through numpy's BLAS, like the per-layer path's GEMM:
     alternating with SciPy's separate copy of OpenBLAS leaves one library's threads
-    spinning while the other works (measured 3x slower per layer at d = 1024 on 2
-    cores). The wide kernel's networks, whose layers run on numba's threads, compute
-    the Gram matrix there too (CPUBackend.gram_stats).
+    spinning while the other works, which costs several times a layer's work on few
+    cores. The wide kernel's networks, whose layers run on numba's threads, compute the
+    Gram matrix there too (CPUBackend.gram_stats).
     """
     with blas.usual():
         return gram_statistics(h @ h.T if h.shape[0] <= h.shape[1] else h.T @ h)

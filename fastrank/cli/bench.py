@@ -1,5 +1,5 @@
 """``fastrank bench``: fastrank against torch, JAX and numpy on this machine; the workloads
-and their targets: README.md, "Performance"."""
+and their targets: docs/performance.md."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fastrank.cli import InputError, cli
+from fastrank.cli.group import InputError, cli
 
 WORKLOADS = ("small, large, rng, spectra, measure_every_layer, memory, scaling, sweep_file, "
              "depth_scaling, compile, distributed")
@@ -45,7 +45,7 @@ def _writable(path: str | None, option: str) -> Path | None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 def bench(quick, json_path, markdown_path, plot_path, only, repeats, threads, gpu, preset,
           in_process, quiet):
-    """Time fastrank against torch, JAX and numpy on the workloads of the README's table.
+    """Time fastrank against torch, JAX and numpy on the workloads of docs/performance.md.
 
     Prints a markdown table with one line per target (met / NOT met) and the raw times
     of every implementation; competitors that are not installed are reported as

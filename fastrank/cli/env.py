@@ -9,7 +9,7 @@ from importlib import metadata
 
 import click
 
-from fastrank.cli import cli
+from fastrank.cli.group import cli
 from fastrank.errors import one_line
 from fastrank.version import GPU_INSTALL_HINT
 

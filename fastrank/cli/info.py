@@ -7,7 +7,7 @@ import math
 
 import click
 
-from fastrank.cli import InputError, cli, open_results
+from fastrank.cli.group import InputError, cli, open_results
 
 
 @cli.command()
@@ -54,7 +54,7 @@ def info(path, summary, check, as_json):
 
 def _document(path, results, summary: bool) -> dict:
     """What ``info`` prints, as one JSON-ready dict."""
-    from fastrank.report import run_records, summary_records
+    from fastrank.cli.tables import run_records, summary_records
 
     attrs = results.attrs
     statuses = [str(s) for s in results.runs["status"]]
@@ -91,7 +91,7 @@ def _strict(value):
 
 def _describe(path, results, summary: bool) -> None:
     """The header, the runs table (unless ``summary``) and the summary table."""
-    from fastrank.report import runs_table, summary_table
+    from fastrank.cli.tables import runs_table, summary_table
 
     attrs = results.attrs
     statuses = [str(s) for s in results.runs["status"]]

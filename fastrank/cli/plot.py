@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from fastrank.cli import InputError, cli, open_results
+from fastrank.cli.group import InputError, cli, open_results
 
 KINDS = ("depth", "width", "spectrum")
 MEASURES = ("soft_rank", "soft_rank_excess", "numerical_rank", "effective_rank", "stable_rank",
@@ -55,7 +55,7 @@ def plot(ctx, path, output, kind, measure, theory, at, average, layers, selects,
     --at and --average belong to --kind width, --layers to --kind spectrum, --measure
     to the depth and width kinds: given with another kind, they are refused.
     """
-    from fastrank import spec
+    from fastrank import options, spec
     from fastrank.plot import FORMATS, PlotError, figure, save
 
     for option, name, kinds in KIND_OPTIONS:
@@ -68,8 +68,8 @@ def plot(ctx, path, output, kind, measure, theory, at, average, layers, selects,
     if output is not None and not output.strip():
         raise InputError(f"invalid -o {output!r}: empty")
     try:
-        at_layers = None if at is None else spec.parse_ints("at", at)
-        shown = None if layers is None else spec.parse_ints("layers", layers)
+        at_layers = None if at is None else options.parse_ints("at", at)
+        shown = None if layers is None else options.parse_ints("layers", layers)
         window = None if average is None else _range("average", average)
     except spec.SpecError as exc:
         raise InputError(str(exc)) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fastrank.cli import InputError, cli
+from fastrank.cli.group import InputError, cli
 
 
 @cli.command()
@@ -22,11 +22,11 @@ from fastrank.cli import InputError, cli
 def reproduce(scale, claims, doc, results_dir, examples, overwrite):
     """Reproduce the claims of the paper: run their sweeps, measure each claim with its
     theory, and write a Markdown report with a summary table and figures."""
-    from fastrank import spec
+    from fastrank import options, spec
     from fastrank.reproduce import reproduce as run
 
     try:
-        numbers = spec.parse_ints("claims", claims) if claims else None
+        numbers = options.parse_ints("claims", claims) if claims else None
     except spec.SpecError as exc:
         raise InputError(str(exc)) from None
     try:

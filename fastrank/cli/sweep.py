@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from fastrank import options, spec
-from fastrank.cli import InputError, cli, open_results
+from fastrank.cli.group import InputError, cli, open_results
 from fastrank.version import GPU_INSTALL_HINT, install_hint
 
 DEFAULT_OUTPUT = "fastrank-sweep.h5"
@@ -141,8 +141,9 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, gpu_b
     line nor --config gives a value.
     """
     from fastrank import preflight, store
+    from fastrank.filling import fill
     from fastrank.lock import WriterLocked
-    from fastrank.runner import fill, open_writer
+    from fastrank.runner import open_writer
 
     for option, value in (("-o", output), ("--config", config_path),
                           ("--scheduler", scheduler), ("--scheduler-file", scheduler_file)):
@@ -179,7 +180,7 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, gpu_b
     if not (gpu or cluster):  # numba and the BLAS libraries loaded: what they mapped
         preflight.check_limits(wanted, loaded=True)
     if resume and exists:
-        _check_resumable(path, warn=not (gpu or cluster))
+        _check_resumable(path, None if cluster else backend)
     if gpu and not (cluster or force):
         _check_device(wanted, path, backend)
     try:
@@ -223,7 +224,7 @@ def sweep(ctx, config_path, output, overwrite, resume, quiet, gpu, device, gpu_b
         finally:
             bar.finish()  # also on Ctrl-C: the bar gives the terminal its cursor back
         if not quiet:
-            from fastrank.report import summary_table
+            from fastrank.cli.tables import summary_table
 
             with store.open(path) as results:
                 click.echo(summary_table(results))
@@ -338,26 +339,27 @@ def _fill_on(cluster, writer, bar, commit_every) -> None:
         raise click.ClickException(str(exc)) from None
 
 
-def _check_resumable(path: Path, warn: bool) -> None:
+def _check_resumable(path: Path, backend) -> None:
     """Refuse to resume a file that does not read as a results file, in the reader's one
-    line; with ``warn``, one line when it was started on another numba thread count and
-    some of its runs left to compute go layer by layer or through the wide kernel, whose
-    products and parallel reductions depend on the threads: those may then differ in the
-    last bits from an uninterrupted sweep (docs/format.md, "Reproducibility")."""
-    import numba
-
-    from fastrank.backends.cpu import uses_depth_kernel
-
+    line; and one line when it was started on another numba thread count than this
+    process's and ``backend`` (None for a Dask cluster: its tasks' threads are their own)
+    says some of its runs left to compute depend on the thread count
+    (Backend.thread_invariant): those may then differ in the last bits from an
+    uninterrupted sweep (docs/format.md, "Reproducibility")."""
     with open_results(path) as results:
         before = results.attrs["provenance"].get("numba_threads")
         runs, seeds = results.sweep.runs(), len(results.sweep.seeds)
         pending = {runs[run.index][0] for run in results
                    if run.status not in ("complete", "failed")}
-    if not warn:
+    if backend is None:
         return
-    per_layer = [net for net in pending if not uses_depth_kernel(net, seeds)]
+    per_layer = [net for net in pending if not backend.thread_invariant(net, seeds)]
+    if not per_layer:
+        return
+    import numba
+
     now = numba.get_num_threads()
-    if per_layer and before is not None and before != now:
+    if before is not None and before != now:
         others = f" and {len(per_layer) - 1} more" if len(per_layer) > 1 else ""
         click.echo(f"fastrank: warning: {path} was started on {before} threads, resumed on "
                    f"{now}: its runs of {per_layer[0].label()}{others} (split among threads) may "

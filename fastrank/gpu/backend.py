@@ -38,10 +38,10 @@ import warnings
 
 import numpy as np
 
-from fastrank import codes, config, init, measures, rng
+from fastrank import codes, init, measures, rng
 from fastrank.backends.base import Backend, Batch, Stretch
-from fastrank.gpu.cublas import WORKSPACE_BYTES
 from fastrank.gpu.device import CaptureUnsupported, CupyDevice, Device
+from fastrank.gpu.plan import plan_batch
 from fastrank.spec import Network
 
 #: Most blocks one seed gets in the element-wise kernels (grid-stride loops beyond).
@@ -59,66 +59,9 @@ def fused_shared(d: int, n: int) -> int:
     return 4 * ((2 * d * (n | 1) + 3) // 4 * 4 + codes.NET_WTILE)
 
 
-#: Thresholds of rank_tau the memory plan allows for in a measured stretch's buffer.
-PLANNED_TAUS = 16
-
-#: Headroom of the memory plan over its inventory: CuPy's pool rounds every allocation
-#: up (to 512 bytes) and a freed block fits only what is no larger.
-PLAN_MARGIN = 1.125
-
-
 def _round32(n: int, cap: int) -> int:
     return max(32, min(cap, 32 * math.ceil(n / 32)))
 
-
-# ---------------------------------------------------------------------------------------
-# The memory plan
-# ---------------------------------------------------------------------------------------
-
-
-def batch_bytes(network: Network, seeds: int) -> int:
-    """Device memory a batch of ``seeds`` seeds of ``network`` holds at its peak: per
-    seed, the bookkeeping (seeds, log-norm, failure, reason, factor, the host copy's
-    packing), the sums of squares, the buffers H and Z alternate between (one per width,
-    two where consecutive layers share it), the weight stack of every (out, in) shape,
-    orthogonal weights' float64 normals, and what a measured layer adds (a gathered copy
-    of H, its float64 copy, the Gram matrix, its square or the eigensolver's copy of it,
-    the eigenvalues and solver status); the buffers of two measured stretches (one being
-    copied to the host while the next one fills: at most config.STRETCH_BYTES of spectra
-    each, with their log-norms, measures and up to PLANNED_TAUS counts, and at least one
-    layer's); once, one seed's SVD, QR or Lanczos work, the pool's rounding of the small
-    arrays and the cuBLAS workspace (made at the first GEMM). Times PLAN_MARGIN."""
-    item = np.dtype(network.dtype).itemsize
-    n = network.batch
-    dims = (network.in_dim, *network.widths)
-    d = max(dims)
-    k = max(min(x, n) for x in dims)
-    doubled = {a for a, b in zip(dims, dims[1:], strict=False) if a == b}
-    buffers = sum(x * n * item * (2 if x in doubled else 1) for x in set(dims))
-    shapes = set(zip(dims[1:], dims, strict=False))
-    weights = sum(o * i * item for o, i in shapes)
-    ortho = 8 * max(o * i for o, i in shapes) if network.init == "orthogonal" else 0
-    measure = (item + 8) * d * n + 2 * 8 * k * k + 8 * k + 4
-    per_seed = 11 * 8 + 8 * max(n, d) + buffers + weights + ortho + measure
-    once = 8 * (3 * d * max(d, n) + 4 * k * k + 32 * k) + 64 * 512 + WORKSPACE_BYTES
-    # a stretch: its spectra capped as propagate caps them, plus the input's layer
-    row = k + 1 + len(measures.SCALARS) + PLANNED_TAUS  # a seed's floats per layer
-    spectra = min(config.STRETCH_BYTES, 8 * k * seeds * (network.depth + 1))
-    stretch = spectra * row // k + 2 * 8 * row * seeds + 24 * seeds
-    return math.ceil(PLAN_MARGIN * (seeds * per_seed + once + 2 * stretch))
-
-
-def plan_batch(network: Network, free: int | None, cap: int | None = None) -> int:
-    """Most seeds of ``network`` per batch: those whose :func:`batch_bytes` fit in
-    ``free`` bytes (None: unknown, no bound), at most ``cap``, at least one."""
-    most = cap or 1 << 16
-    if free is None or batch_bytes(network, most) <= free:
-        return most
-    lo, hi = 1, most  # batch_bytes grows with the seeds: the last that fits
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if batch_bytes(network, mid) <= free else (lo, mid - 1)
-    return lo
 
 
 # ---------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@
 graph capture); :class:`CupyDevice` implements it with the program of kernels/cuda
 compiled by NVRTC, GEMMs through the capture-safe handle of fastrank.gpu.cublas,
 eigensolvers by cuSOLVER, and one non-blocking stream for all work, which is also the
-capture stream of the CUDA graphs (a second one copies measured rows to the host). fastrank.gpu.testing holds the CPU stand-in.
-CuPy is imported only when a CupyDevice is built.
+capture stream of the CUDA graphs (a second one copies measured rows to the host).
+fastrank.gpu.testing holds the CPU stand-in. CuPy is imported only when a CupyDevice is
+built.
 """
 
 from __future__ import annotations

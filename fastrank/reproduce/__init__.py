@@ -40,11 +40,11 @@ from fastrank.reproduce import (
     claim5_orthogonal,
     claim6_digits,
 )
-from fastrank.reproduce.common import Claim, Outcome, Row, Z
+from fastrank.reproduce.common import Claim, Outcome, SummaryRow, Z
 from fastrank.reproduce.markdown import render
 from fastrank.reproduce.sweeps import SCALES, check_scale, claim_sweep, examples_dir, run_claim
 
-__all__ = ["CLAIMS", "SCALES", "Z", "Claim", "Outcome", "Row", "claim_sweep", "examples_dir",
+__all__ = ["CLAIMS", "SCALES", "Z", "Claim", "Outcome", "SummaryRow", "claim_sweep", "examples_dir",
            "render", "reproduce", "run_claim"]
 
 CLAIMS: tuple[Claim, ...] = (

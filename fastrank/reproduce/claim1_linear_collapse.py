@@ -14,7 +14,7 @@ from fastrank import theory
 from fastrank.reproduce.common import (
     Claim,
     Outcome,
-    Row,
+    SummaryRow,
     Z,
     config_text,
     estimate,
@@ -114,7 +114,7 @@ def analyse(results, outcome: Outcome, fig_dir: Path) -> None:
     outcome.reproduced = collapsed and ordered and z_rate < Z and z_growth < Z
     nums = np.concatenate([m.numerical for m in ms])
     outcome.rows += [
-        Row(1, config_text(outcome.sweep),
+        SummaryRow(1, config_text(outcome.sweep),
             f"soft rank < {lim.collapsed:g} after "
             + ", ".join(f"{num(m.collapse_mean, 3)} (d={m.d})" for m in ms)
             + " layers (mean over seeds); at L soft rank - 1 <= "
@@ -124,12 +124,12 @@ def analyse(results, outcome: Outcome, fig_dir: Path) -> None:
             f"{int(np.sum(nums == 2))}, more in {int(np.sum(nums > 2))}",
             "rank 1: the top Lyapunov exponent is simple (lambda_1 > lambda_2)",
             verdict(collapsed and ordered)),
-        Row(1, "same runs: collapse rate, d = " + range_text(widths),
+        SummaryRow(1, "same runs: collapse rate, d = " + range_text(widths),
             "rate of log(soft rank - 1): " + ", ".join(
                 f"{m.rate[0]:.3g} ± {m.rate[1]:.1g}" for m in ms),
             "2(lambda_1 - lambda_2): " + ", ".join(f"{m.rate[2]:.3g}" for m in ms),
             verdict(z_rate < Z, f"max abs z = {z_rate:.1f}")),
-        Row(1, "same runs: log-norm slope, d = " + range_text(widths),
+        SummaryRow(1, "same runs: log-norm slope, d = " + range_text(widths),
             "slope of log ||H_l||_F: " + ", ".join(
                 f"{m.growth[0]:.4g} ± {m.growth[1]:.1g}" for m in ms),
             "lambda_1: " + ", ".join(f"{m.growth[2]:.4g}" for m in ms),

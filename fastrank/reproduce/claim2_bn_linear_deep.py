@@ -14,7 +14,7 @@ from fastrank import theory
 from fastrank.reproduce.common import (
     Claim,
     Outcome,
-    Row,
+    SummaryRow,
     md_table,
     mean_sd,
     new_figure,
@@ -82,7 +82,7 @@ def analyse(results, outcome: Outcome, fig_dir: Path) -> None:
         table.append([norm, d, depth, mean_sd(at_layer), mean_sd(last), mean_sd(avg),
                       num(low), f"{drift:+.1%}", mean_sd(rank_tau), mean_sd(bounds),
                       mean_sd(num_rank)])
-        outcome.rows.append(Row(
+        outcome.rows.append(SummaryRow(
             2, f"linear, norm {norm}, d = N = {d}, L = {depth}, {seeds_text(runs)}",
             f"soft rank at layer {at:,}: {mean_sd(at_layer)}; "
             + (f"at {depth:,}: {mean_sd(last)}; " if depth > at else "")

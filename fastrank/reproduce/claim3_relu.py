@@ -13,7 +13,7 @@ from fastrank import theory
 from fastrank.reproduce.common import (
     Claim,
     Outcome,
-    Row,
+    SummaryRow,
     Z,
     estimate,
     md_table,
@@ -98,14 +98,14 @@ def analyse(results, outcome: Outcome, fig_dir: Path) -> None:
         return ", ".join(f"{t[column]} (d={t[0]})" for t in rows)
 
     outcome.rows += [
-        Row(3, config.format("none"),
+        SummaryRow(3, config.format("none"),
             f"final soft rank {by_width(none_rows, 2)}; below {lim.collapsed:g} after "
             f"{by_width(none_rows, 3)} layers" + (f"; {len(failed)} runs vanished"
                                                    if failed else ""),
             "collapse; log-norm slope 1/2[log(2 gain/d) + E psi(K/2)], K ~ Bin(d, 1/2): "
             + ", ".join(t[7] for t in none_rows),
             verdict(ok_none and ok_theory)),
-        Row(3, config.format("bn"),
+        SummaryRow(3, config.format("bn"),
             f"average soft rank (l >= {lim.after}) {by_width(bn_rows, 4)}; numerical rank "
             f"at L {by_width(bn_rows, 6)}",
             "high rank (no bound proven for ReLU)", verdict(ok_bn)),

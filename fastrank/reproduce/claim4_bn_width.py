@@ -14,7 +14,7 @@ from fastrank import theory
 from fastrank.reproduce.common import (
     Claim,
     Outcome,
-    Row,
+    SummaryRow,
     md_table,
     new_figure,
     num,
@@ -67,7 +67,7 @@ def analyse(results, outcome: Outcome, fig_dir: Path) -> None:
         table.append([label, num(slope, 3) + (f" ± {se:.1g}" if np.isfinite(se) else ""),
                       num(prefactor), ", ".join(f"{m:.3g}" for m in mean),
                       f"{lim.slope:g}" if linear else "- (not covered)"])
-        outcome.rows.append(Row(
+        outcome.rows.append(SummaryRow(
             4, f"{net.activation}, norm {net.norm}, d = {range_text(widths)}, N = d, "
                f"L = {depth}, {vals.shape[0]} seeds, soft rank averaged over layers "
                f"{window[0]}..{window[1]}",

@@ -12,7 +12,7 @@ import numpy as np
 from fastrank.reproduce.common import (
     Claim,
     Outcome,
-    Row,
+    SummaryRow,
     md_table,
     new_figure,
     num,
@@ -55,7 +55,7 @@ def analyse(results, outcome: Outcome, fig_dir: Path) -> None:
         good = dev < tol and lowest == d
         outcome.reproduced &= good
         table.append([dtype, d, depth, num(dev), lowest, num(norm_dev)])
-        outcome.rows.append(Row(
+        outcome.rows.append(SummaryRow(
             5, f"linear, orthogonal weights, {dtype}, d = N = {d}, L = {depth:,}, "
                f"{seeds_text(runs)}",
             f"largest relative change of the soft rank {num(dev)}; lowest numerical rank "

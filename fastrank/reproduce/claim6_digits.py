@@ -12,7 +12,7 @@ import numpy as np
 from fastrank.reproduce.common import (
     Claim,
     Outcome,
-    Row,
+    SummaryRow,
     md_table,
     new_figure,
     num,
@@ -86,7 +86,7 @@ def analyse(results, outcome: Outcome, fig_dir: Path) -> None:
     seeds = len(outcome.sweep.seeds)
     data = f"scikit-learn digits (first {net0.batch} images, 64 standardised pixels)"
     outcome.rows += [
-        Row(6, f"{data}, width {d}, relu, norm none/bn, L = {depth}, {seeds} seeds",
+        SummaryRow(6, f"{data}, width {d}, relu, norm none/bn, L = {depth}, {seeds} seeds",
             "mean numerical rank of layer l (the last hidden layer of the depth-l network): "
             f"relu/none {num_text.get(('relu', 'none'))}; "
             f"relu/bn {num_text.get(('relu', 'bn'))}",
@@ -94,7 +94,7 @@ def analyse(results, outcome: Outcome, fig_dir: Path) -> None:
             verdict(relu_ok, f"without BN {num(final_num['relu', 'none'].mean())} on average "
                     f"at l = {depth}; with BN at least {hidden_min.get(('relu', 'bn'))} of "
                     f"{d} at every layer in every run")),
-        Row(6, f"same data, linear, norm none/bn, {seeds} seeds",
+        SummaryRow(6, f"same data, linear, norm none/bn, {seeds} seeds",
             f"linear/none {num_text.get(('linear', 'none'))}; "
             f"linear/bn {num_text.get(('linear', 'bn'))}",
             "as claims 1-2: collapse to 1 without BN; with BN a rank of order sqrt(d)",

@@ -39,7 +39,7 @@ class Claim:
 
 
 @dataclass
-class Row:
+class SummaryRow:
     """One line of the summary table."""
 
     claim: int
@@ -57,7 +57,7 @@ class Outcome:
     sweep: Sweep
     results: Path
     seconds: float
-    rows: list[Row] = field(default_factory=list)
+    rows: list[SummaryRow] = field(default_factory=list)
     details: list[str] = field(default_factory=list)  # Markdown blocks
     figures: list[tuple[str, str]] = field(default_factory=list)  # (file name, caption)
     reproduced: bool = True

@@ -2,16 +2,22 @@
 (format: docs/format.md).
 
 * schema.py - format version 3: names, dimensions, chunking, the layout;
-* writer.py - the one writer: creation, resume, batched commits, failures;
+* writer.py - the one writer: creation, resume, batched commits;
+* write_failure.py - a failed write: WriteFailed, and the file closed writing no more;
 * opening.py - a file opened to read: strict, or SWMR while written or after a kill;
-* reader.py - open() -> Results -> Run, for versions 2 and 3.
+* layout.py - the on-disk layouts of versions 2 and 3 read alike, and the status rules;
+* reader.py - open() -> Results, for versions 2 and 3;
+* run.py - Run, one run's status and arrays.
 
 One writer per file is enforced by fastrank.lock.
 """
 
-from fastrank.store.reader import DamagedFile, Results, Run, open
+from fastrank.store.opening import DamagedFile
+from fastrank.store.reader import Results, open
+from fastrank.store.run import Run
 from fastrank.store.schema import ROW_DATASETS, run_id
-from fastrank.store.writer import SweepMismatch, WriteFailed, Writer
+from fastrank.store.write_failure import WriteFailed
+from fastrank.store.writer import SweepMismatch, Writer
 
 __all__ = ["DamagedFile", "ROW_DATASETS", "Results", "Run", "SweepMismatch", "WriteFailed",
            "Writer", "open", "run_id"]

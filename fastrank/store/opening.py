@@ -2,11 +2,14 @@
 when a writer holds it or a killed writer left it, as h5py and h5netcdf open files (so
 the same file may be open through them in this process), never hanging on a file cut
 short and never calling a live file's passing states damage (docs/format.md, Reading).
+What damage raises when the file is read is named here too (:data:`DAMAGE`,
+:data:`EDITED`, :func:`damage_as`).
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import ctypes
 import errno
 import functools
@@ -113,6 +116,19 @@ def retried(read, live: bool):
             if not live or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def damage_as(message: str):
+    """A checksum mismatch or an unreadable or edited object met inside, as one
+    DamagedFile line: ``message`` and the error; a DamagedFile (already naming what
+    failed) passes as it is."""
+    try:
+        yield
+    except DamagedFile:
+        raise
+    except EDITED as exc:
+        raise DamagedFile(f"{message} ({one_line(exc, typed=True)})") from None
 
 
 def _checked_open(path: str, swmr: bool, live: bool) -> h5py.File:

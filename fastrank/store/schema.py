@@ -32,12 +32,11 @@ FAILURE_BYTES = 1024
 #: Integer row datasets; -1 marks "no value" (padding, and Gram-tier rows' ranks).
 INT_DATASETS = {"layer", "numerical_rank", "rank_tau", "tier"}
 #: Row datasets stored with deflate (level 1, with shuffle): the integer ones, which
-#: shrink ~35x at ~25 us per 15 KB chunk. Float rows are stored as they are: float64
-#: mantissas barely compress (measures 16% smaller, spectra 17%; a d = 32 file 2.5%) at
-#: ~100 MB/s, most of a small sweep's commit (1.1 of 3.5 ms for 2,000 rows at d = 32)
-#: and of its file cost at d = 64. Damage is caught without it: Fletcher32 on every
-#: chunk, and a file cut short is refused on opening (closed: opening._closed; left by a
-#: killed writer: opening._chunk_past_the_end).
+#: shrink many times over, cheaply. Float rows are stored as they are: float64 mantissas
+#: barely compress, and deflating them would take most of a small sweep's commit time.
+#: Damage is caught without it: Fletcher32 on every chunk, and a file cut short is
+#: refused on opening (closed: opening._closed; left by a killed writer:
+#: opening._chunk_past_the_end).
 DEFLATED = INT_DATASETS
 #: Oldest HDF5 format features used: files stay readable by HDF5 1.10 tools (SWMR needs
 #: 1.10). fastrank's own lock replaces HDF5's file locking (see fastrank.lock).
@@ -75,6 +74,14 @@ def encode_failure(reason: str) -> bytes:
 
 def text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def missing_as_nan(name: str, values: np.ndarray) -> np.ndarray:
+    """Integer measures as float64 with NaN for -1 (no value: padding, Gram-tier rows),
+    so that means and plots over xarray see missing values, not -1."""
+    if name not in INT_DATASETS:
+        return values
+    return np.where(values < 0, np.nan, values.astype(np.float64))
 
 
 def network_values(net: Network) -> dict:
@@ -119,9 +126,9 @@ _VLEN_STR = h5py.string_dtype()
 
 
 def _h5type(dtype: np.dtype, logical: bool = True) -> h5py.h5t.TypeID:
-    """h5py's HDF5 type of ``dtype`` (``logical``: as stored), made once: making one
-    costs about half of a small attribute's creation. A string's encoding is part of
-    the key: numpy finds h5py's UTF-8 ``S1024`` equal to a plain (ASCII) one."""
+    """h5py's HDF5 type of ``dtype`` (``logical``: as stored), made once: making one is
+    much of a small attribute's creation. A string's encoding is part of the key: numpy
+    finds h5py's UTF-8 ``S1024`` equal to a plain (ASCII) one."""
     if dtype.kind in "iuf":  # no string: its encoding need not be looked up
         return _h5type_of(dtype, None, logical)
     string = h5py.check_string_dtype(dtype)
@@ -145,8 +152,7 @@ def _creation(chunks: tuple, dtype: np.dtype, fill: bytes | None,
               deflate: bool) -> h5py.h5p.PropDCID:
     """A dataset creation property list with Fletcher32 checksums (every dataset has
     them), made once per kind of dataset (``fill``: the fill value's bytes; HDF5 copies
-    a list into each dataset it creates, so one list serves them all): ~20 us each, ~40
-    in a layout."""
+    a list into each dataset it creates, so one list serves every dataset of its kind)."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_chunk(chunks)
     dcpl.set_obj_track_times(False)  # as h5py does: no timestamps, same bytes every run
@@ -163,7 +169,7 @@ def _dataset(f: h5py.File, name: str, shape: tuple, dtype, chunks: tuple, *, fil
              data: np.ndarray | None = None, deflate: bool = False,
              access: h5py.h5p.PropDAID | None = None) -> h5py.h5d.DatasetID:
     """A chunked dataset made through h5py's low-level calls: the same object as
-    ``create_dataset`` gives, at a quarter of its Python cost (a layout makes ~40), as
+    ``create_dataset`` gives, without most of its Python work (a layout makes ~40), as
     its HDF5 identifier (h5py.Dataset wraps one; most of a layout's are never read)."""
     dtype = np.dtype(dtype)
     fill = None if fill is None else np.array(fill, dtype).tobytes()

@@ -11,7 +11,8 @@ checked or staged and held until :meth:`Writer.close`.
 A write that fails (a full disk, the file size limit) ends the writer there: the file is
 closed at once without writing anything more, so it stays as the failure left it, as
 after a kill at that write (a staged file is removed, a new file that never got a row
-too), and :class:`WriteFailed` says so in one line with the system's reason.
+too), and :class:`WriteFailed` says so in one line with the system's reason
+(fastrank.store.write_failure).
 """
 
 from __future__ import annotations
@@ -25,13 +26,24 @@ from datetime import datetime, timezone
 import h5py
 import numpy as np
 
-from fastrank.errors import errno_of, one_line, os_reason
+from fastrank.errors import one_line
 from fastrank.lock import WriterLock, WriterLocked
 from fastrank.rows import Rows
 from fastrank.spec import Sweep
 from fastrank.store import schema
+from fastrank.store.layout import check_counts, layout_of, run_status
 from fastrank.store.opening import DAMAGE, EDITED, DamagedFile, open_file
-from fastrank.store.reader import check_counts, layout_of
+from fastrank.store.write_failure import (
+    AS_IT_WAS,
+    HDF5_ERRORS,
+    KEPT,
+    REMOVED,
+    RESUMABLE,
+    WriteFailed,
+    abandon,
+    close_file,
+    write_failed,
+)
 from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
 
 #: Chunk cache of each row dataset the writer fills: the chunks a batch of runs is
@@ -49,96 +61,6 @@ _ROWS_FIELDS = ("layer", "log_norm", "tier")
 
 class SweepMismatch(ValueError):
     """A resume asked for a sweep other than the file's."""
-
-
-class WriteFailed(OSError):
-    """HDF5 could not write to the file (disk full, file size limit, I/O error). The
-    message says so in one line, with the system's reason (its ``errno`` is the
-    system's error number) and what became of the file: every row committed before is
-    kept (a resume continues it), or a new file that held none is removed, or a resume
-    that failed while rebuilding the file left it as it was."""
-
-
-#: What became of the file after a failed write (the end of WriteFailed's message).
-KEPT = "every committed row is kept: --resume continues it"
-REMOVED = "no row was committed, so no file is left"
-AS_IT_WAS = "{path} is as it was"
-RESUMABLE = "{path} is as it was: --resume continues it"
-#: What h5py raises when HDF5 fails to write: an OSError from a write, a RuntimeError
-#: from a flush or a close (a metadata cache left broken by a failed flush answers
-#: anything after with KeyErrors and ValueErrors too; the writer stops at the first).
-HDF5_ERRORS = (OSError, RuntimeError)
-
-
-def _failed(path, cause: BaseException, outcome: str) -> WriteFailed:
-    """The WriteFailed of a failed write to ``path`` that raised ``cause``: one line
-    with the system's reason (from the errno in HDF5's text) and ``outcome``."""
-    exc = WriteFailed(f"writing {path} failed: {os_reason(cause)}; "
-                      f"{outcome.format(path=path)}")
-    exc.errno = errno_of(cause)
-    return exc
-
-
-def _write_nowhere(f: h5py.File) -> None:
-    """Point an open file's descriptor at /dev/null, after a write to it failed: from
-    here on nothing reaches the file on disk, which stays as the failure left it -- as
-    after a kill at that write, which the format survives."""
-    null = os.open(os.devnull, os.O_RDWR)
-    try:
-        os.dup2(null, f.id.get_vfd_handle())
-    except Exception:  # noqa: BLE001 - a closed or odd handle: nothing left to protect
-        pass
-    finally:
-        os.close(null)
-
-
-def _settle(f: h5py.File) -> None:
-    """Make an open file whose write failed closable, writing nothing more to disk.
-
-    A flush that fails half-way leaves HDF5's metadata cache with its list of dirty
-    entries still enabled, and every later flush and close -- a dataset's, the file's
-    -- then fails on it ("slist already enabled?") before writing anything; h5py's
-    objects fail the same way when freed (tracebacks at exit), and a file left open
-    so crashes the interpreter's exit. One more flush goes through that list and ends
-    it (its own first step fails on the flag, the rest proceeds): with the file
-    written nowhere (:func:`_write_nowhere`) it cannot fail to write, and after it
-    the file closes like any other."""
-    _write_nowhere(f)
-    for _ in range(3):
-        try:
-            f.flush()
-            return
-        except HDF5_ERRORS:
-            continue
-
-
-def _close(f: h5py.File) -> None:
-    """Close an open file: its datasets, then the file. A dataset that will not close
-    (a failed flush left the metadata cache broken) closes once the file is settled.
-    The file's own close is its last write (the superblock, saying it was closed): if
-    that fails, HDF5 has freed the file nonetheless and it must not be touched again
-    (asking for its descriptor, or flushing it, would crash)."""
-    kinds = h5py.h5f.OBJ_LOCAL | h5py.h5f.OBJ_DATASET | h5py.h5f.OBJ_GROUP | \
-        h5py.h5f.OBJ_DATATYPE | h5py.h5f.OBJ_ATTR
-    for attempt in range(2):
-        try:
-            for oid in h5py.h5f.get_obj_ids(f.id, kinds):
-                while oid.valid:
-                    h5py.h5i.dec_ref(oid)
-            break
-        except HDF5_ERRORS:
-            if attempt:
-                raise
-            _settle(f)
-    f.close()
-
-
-def _abandon(f: h5py.File) -> None:
-    """Close a file whose write failed, writing nothing more to it; never fails."""
-    with contextlib.suppress(Exception):
-        _settle(f)
-    with contextlib.suppress(Exception):
-        _close(f)
 
 
 def _staged(path: str, sweep: Sweep, attrs: dict) -> tuple[h5py.File, dict]:
@@ -177,7 +99,7 @@ def _staged(path: str, sweep: Sweep, attrs: dict) -> tuple[h5py.File, dict]:
 def _discard(f: h5py.File) -> None:
     """Close a staged file without writing and remove it."""
     tmp = f.filename
-    _abandon(f)
+    abandon(f)
     with contextlib.suppress(OSError):
         os.unlink(tmp)
 
@@ -200,7 +122,7 @@ def _locked(path: str, outcome: str) -> WriterLock:
     except WriterLocked:
         raise
     except OSError as exc:
-        raise _failed(path, exc, outcome) from None
+        raise write_failed(path, exc, outcome) from None
 
 
 def _write(ds: h5py.Dataset, start: tuple, values: np.ndarray) -> None:
@@ -281,7 +203,7 @@ class Writer:
                 staged = _staged(path, sweep, attrs)
                 _move_in(staged[0], path)
             except HDF5_ERRORS as exc:
-                raise _failed(path, exc, AS_IT_WAS if existed else REMOVED) from None
+                raise write_failed(path, exc, AS_IT_WAS if existed else REMOVED) from None
             return cls(path, staged, lock, sweep)
         except BaseException:
             lock.release()
@@ -321,7 +243,7 @@ class Writer:
                 try:
                     staged = _staged(path, stored, attrs)
                 except HDF5_ERRORS as exc:
-                    raise _failed(path, exc, RESUMABLE) from None
+                    raise write_failed(path, exc, RESUMABLE) from None
                 new = staged[0]
                 try:
                     writer = cls(path, staged, lock, stored, fresh=False)
@@ -335,7 +257,7 @@ class Writer:
             try:
                 _move_in(new, path)
             except HDF5_ERRORS as exc:
-                raise _failed(path, exc, RESUMABLE) from None
+                raise write_failed(path, exc, RESUMABLE) from None
             return writer
         except BaseException:
             lock.release()
@@ -383,14 +305,11 @@ class Writer:
         try:
             yield
         except HDF5_ERRORS as exc:
-            raise _failed(self.path, exc, RESUMABLE) from None
+            raise write_failed(self.path, exc, RESUMABLE) from None
 
     def status(self, run: int) -> str:
         """``pending``, ``running`` (some rows), ``complete`` or ``failed``."""
-        rows, expected = int(self._rows[run]), len(self._points[run])
-        if self._failed[run]:
-            return "failed"
-        return "complete" if rows >= expected else ("running" if rows else "pending")
+        return run_status(int(self._rows[run]), len(self._points[run]), bool(self._failed[run]))
 
     def pending(self) -> list[int]:
         """Indices of the runs still to compute: neither complete nor failed."""
@@ -498,9 +417,9 @@ class Writer:
                 with self._writing():
                     self._f.flush()
                 try:
-                    _close(self._f)
+                    close_file(self._f)
                 except HDF5_ERRORS as exc:  # HDF5 has freed the file all the same
-                    self._failure = _failed(self.path, exc, KEPT)
+                    self._failure = write_failed(self.path, exc, KEPT)
                     raise self._failure from None
         finally:
             if not self._keep_lock:
@@ -530,7 +449,7 @@ class Writer:
     @contextlib.contextmanager
     def _writing(self):
         """HDF5's errors while writing as WriteFailed (the system's reason in one line),
-        after which the file is closed at once without writing more (:func:`_abandon`:
+        after which the file is closed at once without writing more (:func:`abandon`:
         on disk it stays as the failure left it) and, if it is new and never got a
         row, removed."""
         try:
@@ -542,13 +461,13 @@ class Writer:
     def _give_up(self, cause: BaseException) -> None:
         """After a failed write: close the file without writing, remove it if it is new
         and holds no row (no status was ever written), and keep the WriteFailed."""
-        _abandon(self._f)
+        abandon(self._f)
         outcome = KEPT
         if self._fresh and not self._touched:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
                 outcome = REMOVED
-        self._failure = _failed(self.path, cause, outcome)
+        self._failure = write_failed(self.path, cause, outcome)
 
     def __enter__(self) -> Writer:
         return self
@@ -562,7 +481,7 @@ class Writer:
 
 
 def _source(old: h5py.File, path: str, sweep: Sweep):
-    """The layout of a file to resume (its reader, fastrank.store.reader), checked to be
+    """The layout of a file to resume (its reader, fastrank.store.layout), checked to be
     the format's for ``sweep`` (format 3: :func:`_layout_problem`); else DamagedFile
     naming what differs, in one line."""
     try:

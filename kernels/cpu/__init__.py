@@ -1,10 +1,10 @@
 """numba kernels for the CPU backend.
 
 numba's OpenMP threads spin for a while after each parallel region, and so do BLAS
-threads after a GEMM; alternating the two on few cores then costs up to 60x (measured
-at d = 128 on 2 cores). :func:`start_threads` launches numba's threads with passive
-waiting and puts the environment back at once, so that other OpenMP runtimes in the
-process keep their own behaviour. A user's own setting wins. fastrank calls it before its
+threads after a GEMM; alternating the two on few cores then costs many times the work.
+:func:`start_threads` launches numba's threads with passive waiting and puts the
+environment back at once, so that other OpenMP runtimes in the process keep their own
+behaviour. A user's own setting wins. fastrank calls it before its
 first parallel kernel (not at import, so that importing fastrank changes nothing for
 others); anything that starts numba's pool earlier (numba.set_num_threads, another
 parallel numba function) starts it with the spinning default, so call this first.

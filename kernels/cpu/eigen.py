@@ -114,8 +114,7 @@ def tridiagonalize(a, diag, off2):
     v and w for four rows), and every row loop starts at a column c0 that is a multiple
     of 8 -- a whole number of AVX-512 vectors, where a loop of a few dozen from any
     column spends much of its time in scalar remainders. The columns c0..j of the
-    block's rows are never read again; zeros in v and w leave them as they are.
-    1.4x faster at k = 64 than one row at a time from column j + 1."""
+    block's rows are never read again; zeros in v and w leave them as they are."""
     k = a.shape[0]
     v_all, w_all = np.zeros(k), np.zeros(k)
     for j in range(k - 2):
@@ -174,7 +173,7 @@ def _ql_step(alpha, bb, shift, c, s, gamma, p):
     e2[i] and the sweep's carried (c, s, gamma, p): returns the new carried values, then
     e2[i + 1] (to store on every step but the sweep's first) and d[i + 1]. Scalars
     only: an inlined array argument costs reference counts that numba does not always
-    prune (with four lanes it did not: 2.7x slower).
+    prune.
 
     With r = p + e2[i], the step is c' = p / r, s' = e2[i] / r, gamma' = X / r and
     p' = gamma'^2 / c' = X^2 / (r p), X = p (d[i] - shift) - e2[i] gamma: all from the
@@ -208,11 +207,10 @@ def tridiagonal_eigenvalues_quad(d0, e0, d1, e1, d2, e2, d3, e3):
     """Eigenvalues of four symmetric tridiagonal matrices (diagonal d, squared
     off-diagonal e; all overwritten, the eigenvalues end in d, unsorted), side by side:
     a step of each in turn, so that each one's division overlaps the others'
-    arithmetic (a step waits ~20 cycles on its division: 1.4x the throughput of two
-    side by side at k = 64, 2x that of one; the same bits). Implicit QL from the bottom of each
-    unreduced block with the shift of its leading 2 x 2, root-free. An empty matrix is
-    skipped. Returns (ok0, ok1, ok2, ok3): False for a matrix one of whose eigenvalues
-    took more than MAX_SWEEPS sweeps.
+    arithmetic (a step waits ~20 cycles on its division; the same bits). Implicit QL from
+    the bottom of each unreduced block with the shift of its leading 2 x 2, root-free. An
+    empty matrix is skipped. Returns (ok0, ok1, ok2, ok3): False for a matrix one of whose
+    eigenvalues took more than MAX_SWEEPS sweeps.
 
     Row indices are unsigned (here and in _next_sweep's scan): numba wraps a signed
     index (negative from the end), a test and an add per access, and with four lanes'

@@ -169,8 +169,7 @@ def rows_in_place(h, norm, act, act_first, eps, work):
     one after another, nothing allocated (``work``: 3 x d float64 of scratch), the same
     numbers; layer norm, whose statistics span all rows, goes the general way. Batch
     norm takes every row's statistics first, then normalises the rows, so that no row
-    waits on its own sums, square root and division: 0.75x the time at 64 x 64
-    (0.89x with the other core of a 2-core VM busy)."""
+    waits on its own sums, square root and division."""
     if norm == NORM_LN:
         return normalize_activate(h, norm, act, act_first, eps)
     sums = work[0]

@@ -275,15 +275,12 @@ _NCHUNK = 256
 #: intermediates (2 * _NCHUNK each).
 CHUNK_SCRATCH = 14 * _NCHUNK
 #: uint32 scratch words of normals_f32_at: a chunk's, and an edge chunk's normals. The
-#: compiled kernels that draw a layer's weights on each thread keep one per thread: a
-#: d = 32 layer's draw made six allocations (the in-memory d = 32 sweep is 5-8% faster
-#: without them).
+#: compiled kernels that draw a layer's weights on each thread keep one per thread, so
+#: that a layer's draw allocates nothing.
 NORMAL_SCRATCH = CHUNK_SCRATCH + 4 * _NCHUNK
 
-#: Most float32 normals a fill draws on the calling thread (~1.5 ns each): waking numba's
-#: passively waiting threads costs more. On the 2-core reference VM, 4096 normals (a
-#: d = 64 input) took 16 us through the parallel fill against 10 on one thread; 65536,
-#: 186 against 101 (its two threads share a core's SIMD units).
+#: Most float32 normals a fill draws on the calling thread (~1.5 ns each): below it,
+#: waking numba's passively waiting threads costs more than the draw.
 SERIAL_NORMALS_MAX = 1 << 16
 
 
@@ -309,7 +306,8 @@ _TWO_32 = np.uint32(2)
 # sin and cos on [0, pi/2) to degree 11 and 12 (error < 6e-8).
 _L3, _L5, _L7, _L9 = (np.float32(1 / k) for k in (3, 5, 7, 9))
 _S3, _S5, _S7, _S9, _S11 = (np.float32((-1) ** j / math.factorial(2 * j + 1)) for j in range(1, 6))
-_C2, _C4, _C6, _C8, _C10, _C12 = (np.float32((-1) ** j / math.factorial(2 * j)) for j in range(1, 7))
+_C2, _C4, _C6, _C8, _C10, _C12 = (np.float32((-1) ** j / math.factorial(2 * j))
+                                  for j in range(1, 7))
 
 
 @njit(cache=True, error_model="numpy")  # no zero-division branch: the loops vectorise
@@ -372,9 +370,8 @@ def normal_chunk_f32(buf, chunk, st, ly, k0, k1, scratch):
         words[4 * t + 1] = np.uint32(x1)
         words[4 * t + 2] = np.uint32(x2)
         words[4 * t + 3] = np.uint32(x3)
-    # then dealt out: words x0, x2 of each block give radii, x1, x3 angles (written
-    # straight into two slices of one scratch, the loop above did not vectorise: the
-    # chunk took 2.4x as long)
+    # then dealt out: words x0, x2 of each block give radii, x1, x3 angles (in a loop of
+    # their own, so that the loop above vectorises)
     xa = scratch[4 * blocks : 6 * blocks]
     xb = scratch[6 * blocks : 8 * blocks]
     for t in range(2 * blocks):

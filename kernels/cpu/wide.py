@@ -3,8 +3,7 @@
 Past the widths where each thread takes a network of its own (depth.py), a layer run
 through numpy's BLAS alternates two thread pools: numba's for the weights and the
 normalisation pass, OpenBLAS's for the GEMM, and on few cores each pool's spinning
-threads slow the other's (a d = 1024 layer: 15.6 ms against 13.0 ms for its three parts
-timed apart, 2 cores). Here every layer is one parallel region of numba's threads, each
+threads slow the other's. Here every layer is one parallel region of numba's threads, each
 taking a block of rows: those rows of the weights (the Philox stream from the block's
 offset), their sgemm with one BLAS thread, and the residual, normalisation and
 activation of those rows with their sums of squares (batch norm's statistics are per
@@ -72,9 +71,8 @@ def advance(h, spare, w, seeds, s, start, stop, stream, w_scale, gamma, norm, ac
 def rows_product(a, b, out, blocks):
     """``out`` <- a b, the rows of ``a`` (and ``out``) in ``blocks`` blocks, one per numba
     thread, each a BLAS product with one BLAS thread: the Gram matrix of a wide layer
-    for its Gram-tier statistics, on the threads that run the layers. Through numpy's
-    BLAS instead, OpenBLAS's threads woke for it and then spun through the next layer:
-    26.6 ms a layer against 14.4 ms at d = 1024 on 2 cores."""
+    for its Gram-tier statistics, on the threads that run the layers (through numpy's
+    BLAS, OpenBLAS's threads would wake for it and then spin through the next layer)."""
     k = a.shape[0]
     blocks = max(1, min(blocks, k))
     rows = (k + blocks - 1) // blocks

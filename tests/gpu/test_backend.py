@@ -223,6 +223,7 @@ def _graphs_and_eager(device, net, seeds, schedule, **options):
 
 @pytest.mark.parametrize("graph_layers, every, cheap_every", [(2, 7, 3), (4, 13, None),
                                                               (8, 10, None)])
+@pytest.mark.slow
 def test_graphs_are_captured_and_replay_the_eager_loop_bitwise(device, graph_layers, every,
                                                                cheap_every):
     """Runs of layers are captured once and replayed (the layer counter on the device, H
@@ -238,6 +239,7 @@ def test_graphs_are_captured_and_replay_the_eager_loop_bitwise(device, graph_lay
         assert np.array_equal(a.log_norm, b.log_norm)
 
 
+@pytest.mark.slow
 def test_graphs_at_the_benchmark_width(device):
     depth = 64 if device.kind == "cuda" else 24
     net = Network(width=64, depth=depth, activation="relu", norm="bn")
@@ -295,6 +297,7 @@ def _layer_tolerance(net) -> float:
 
 @pytest.mark.parametrize("activation, norm, order", list(itertools.product(
     ["linear", "relu", "tanh"], ["none", "bn", "bn-rms", "ln"], ["norm-act", "act-norm"])))
+@pytest.mark.slow
 def test_every_layer_kind_agrees_with_the_cpu_layer_by_layer(device, cpu, activation, norm,
                                                              order):
     net = Network(width=24, depth=30, batch=20, activation=activation, norm=norm, order=order)
@@ -396,6 +399,7 @@ def _compare(device, cpu, net, seeds=(0, 1, 5), schedule=None, method="auto"):
     (Network(width=300, depth=2, batch=270, activation="relu", norm="bn"),  # Lanczos (k > 256)
      Schedule(every=2, log=0, cheap_every=1), "auto"),
 ], ids=lambda x: x.label() if isinstance(x, Network) else str(x))
+@pytest.mark.slow
 def test_short_trajectories_match_the_cpu_on_every_path(device, cpu, net, schedule, method):
     _compare(device, cpu, net, schedule=schedule, method=method)
 
@@ -408,6 +412,7 @@ def test_failed_seeds_stop_at_the_cpus_layer(device, cpu):
     assert sum(t.failure is not None for t in ours) >= 4
 
 
+@pytest.mark.slow
 def test_deep_chaotic_ensembles_agree_with_the_cpu(device, cpu):
     """BN + ReLU at depth 200: single trajectories decorrelate from the CPU's on a correct
     GPU, the ensemble does not: the mean final soft rank over 16 seeds agrees within 4
@@ -425,6 +430,7 @@ def test_deep_chaotic_ensembles_agree_with_the_cpu(device, cpu):
     assert abs(ours.mean() - ref.mean()) < 4 * se, (ours.mean(), ref.mean(), se)
 
 
+@pytest.mark.slow
 def test_many_seeds_at_once_agree_layer_by_layer(device, cpu):
     """A thousand seeds (70,000 on a device: more than a grid's y/z limit of 65,535) in
     one stack: cuBLAS's batch, the kernels' grids and the eigensolver's grid all index them."""

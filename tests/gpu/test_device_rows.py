@@ -85,6 +85,7 @@ def test_spectrum_rows_from_eigenvalues_or_singular_values(device):
 
 
 @pytest.mark.parametrize("width, batch", [(24, 31), (130, 131)])  # the kernel, cuSOLVER
+@pytest.mark.slow
 def test_a_stretch_reaches_the_host_in_one_copy_nobody_waited_for(device, width, batch):
     if device.kind != "host":
         pytest.skip("counts the stand-in's copies")

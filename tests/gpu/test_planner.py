@@ -1,5 +1,5 @@
 """The GPU memory plan, on the host stand-in: batches planned from the device's free
-memory (fastrank.gpu.backend.batch_bytes, plan_batch) and the user's cap, the command
+memory (fastrank.gpu.plan.batch_bytes, plan_batch) and the user's cap, the command
 line's one-line refusals before any file is touched, and a device that runs out of
 memory mid-sweep: one line, the committed rows kept, --resume finishing the sweep with
 the numbers of an uninterrupted one."""
@@ -14,7 +14,7 @@ import fastrank
 from fastrank import backends
 from fastrank.cli import cli
 from fastrank.gpu import GPUBackend
-from fastrank.gpu.backend import batch_bytes, plan_batch
+from fastrank.gpu.plan import batch_bytes, plan_batch
 from fastrank.runner import run_sweep
 from fastrank.spec import Network, Schedule, Sweep
 
@@ -157,6 +157,7 @@ def test_a_gpu_sweep_checks_the_devices_memory_not_the_hosts(gpu_cli, tmp_path, 
     assert [r[0] for r in _arrays(tmp_path / "r.h5")] == ["complete"] * 8
 
 
+@pytest.mark.slow
 def test_out_of_device_memory_mid_sweep_then_resume_gives_the_uninterrupted_numbers(
         gpu_cli, stand_in, tmp_path):
     code, err = gpu_cli([*ARGS, "--gpu-batch", "1", "-o", "clean.h5"])

@@ -182,6 +182,7 @@ class _FakeCupy:
         self.RawModule = RawModule
 
 
+@pytest.mark.slow
 def test_the_device_program_is_compiled_once_then_read_from_the_disk(nvrtc, tmp_path,
                                                                     monkeypatch):
     """The cubin for the device's architecture, with CuPy's options, is compiled by the
@@ -216,6 +217,7 @@ def test_the_device_program_is_compiled_once_then_read_from_the_disk(nvrtc, tmp_
 
 
 @pytest.mark.parametrize("arch", ["sm_75", "sm_90"])
+@pytest.mark.slow
 def test_the_program_compiles_to_sass_with_nvcc(tmp_path, arch):
     nvcc = shutil.which("nvcc")
     if nvcc is None:

@@ -37,12 +37,14 @@ def check(device, mats):
 
 @pytest.mark.parametrize("k, m", [(1, 1), (1, 9), (2, 2), (3, 5), (7, 40), (31, 31),
                                   (33, 64), (64, 64), (64, 300), (100, 130), (128, 128)])
+@pytest.mark.slow
 def test_random_matrices_match_lapack(device, k, m):
     rng = np.random.default_rng(k * 1000 + m)
     check(device, rng.standard_normal((3, k, m)))
 
 
 @pytest.mark.parametrize("k, m", [(16, 16), (40, 70), (128, 129)])
+@pytest.mark.slow
 def test_hard_spectra_match_lapack(device, k, m):
     """Rank-deficient and nearly collapsed matrices, repeated singular values (an
     orthogonal block), a zero column, scales far from 1, a rank-one matrix."""
@@ -69,6 +71,7 @@ def test_zero_and_non_finite_matrices(device):
 
 
 @pytest.mark.parametrize("d, n", [(24, 40), (40, 24), (128, 200)])
+@pytest.mark.slow
 def test_float64_spectra_come_from_one_launch(device, d, n):
     """A float64 network's svd spectra (its default) for every seed by one launch,
     whichever side is smaller, equal to LAPACK's of the same H."""

@@ -1,6 +1,9 @@
 """Targeted checks of fastrank's CuPy backend on a real GPU, one compact line each: what
-the test suite (tests/gpu) does not cover - timings of graphs, how far whole chaotic
-trajectories drift from the CPU's, Lanczos, one very wide network, compute-sanitizer.
+the test suite (tests/gpu) does not cover - networks whole on the chip against the CPU
+layer by layer and their time, the eigen/singular value kernels on many matrices, the
+measured rows against the CPU's and their cost, ensemble statistics of 1024 seeds,
+timings of graphs, how far whole chaotic trajectories drift from the CPU's, Lanczos,
+one very wide network, compute-sanitizer.
 
     python tools/gpu/check.py [OUT_DIR]          # on the GPU machine (OUT_DIR/checks.json)
     python tools/gpu/check.py --host [OUT_DIR]   # dry run on the CPU stand-in (HostDevice)
@@ -39,7 +42,13 @@ from fastrank.spec import Network, Schedule  # noqa: E402
 
 if "--kernels-only" in sys.argv:  # the target of compute-sanitizer: every kernel, small
     b = GPUBackend(graphs=False)
+    fused = GPUBackend(graphs=False, fused=True)
     f64 = {"dtype": "float64"}
+    for net in (Network(width=64, depth=3, batch=64, activation="relu", norm="bn"),
+                Network(width=48, depth=3, batch=40, activation="tanh", norm="ln", gamma=0.5,
+                        init="uniform")):
+        batch = fused.start(net, [0, 1, 2])
+        fused.measure_stretch(batch, [1, 3], "gram", (0.1, 0.5))()
     for net in (Network(width=40, depth=3, batch=70, activation="relu", norm="bn"),
                 Network(width=40, depth=3, batch=70, activation="tanh", norm="ln", gamma=0.5,
                         init="uniform"),
@@ -134,6 +143,134 @@ def _():
     attrs = cupy.cuda.Device(0).attributes
     info["smem_per_block_optin"] = attrs.get("MaxSharedMemoryPerBlockOptin")
     return "OK", info
+
+
+FUSED_KINDS = (
+    {"activation": "relu", "norm": "bn"},
+    {"activation": "tanh", "norm": "ln", "gamma": 0.5, "init": "uniform"},
+    {"activation": "linear", "norm": "none"},  # rescaled
+    {"activation": "relu", "norm": "bn-rms", "order": "act-norm"},
+)
+
+
+@check("fused_layer_by_layer_vs_cpu_and_time")
+def _():
+    """Networks whole on the chip (fused=True) against the CPU's layer from the same H,
+    every layer, over several kinds at d = N = 64 and 128; then the time per layer of
+    1024 networks of d = N = 64 (BN+ReLU) fused against the default path (graphs)."""
+    info, ok = {}, True
+    layers, seeds = (6, [0, 1, 2]) if not HOST else (2, [0])
+    for d in (64, 128) if not HOST else (16,):
+        for kind in FUSED_KINDS:
+            net = Network(width=d, depth=layers, batch=d, **kind)
+            worst = layer_by_layer(backend(fused=True), CPU, net, seeds, layers)
+            key = f"d{d} {kind['activation']}/{kind['norm']}"
+            info[key] = f"h {worst['h']:.1e} log_norm {worst['log_norm']:.1e}"
+            ok &= worst["failures_differ"] is None and worst["h"] < 1e-4
+    depth, n = (400, 1024) if not HOST else (16, 2)
+    net = Network(width=64 if not HOST else 16, depth=depth, activation="relu", norm="bn")
+    for label, options in (("graphs", {}), ("fused", {"fused": True})):
+        b = backend(**options)
+        batch = b.start(net, range(n))
+        b.advance(batch, 8)
+        b.dev.synchronize()
+        t = time.time()
+        b.advance(batch, depth)
+        info[f"{label} us/layer"] = round(1e6 * (time.time() - t) / (depth - 8), 1)
+    return ("OK" if ok else "FAIL"), info
+
+
+@check("eigen_and_svd_kernels_vs_lapack_10k")
+def _():
+    """householder_eigvalsh on 10,000 random Gram matrices and 10,000 nearly collapsed
+    ones (k = 64), bidiagonal_svdvals on 2,000 random and 2,000 collapsed 64 x 256
+    matrices: the worst error in units of the largest value's eps (tests allow 1e-12)."""
+    rng = np.random.default_rng(7)
+    count, k = (10_000, 64) if not HOST else (20, 16)
+    b = backend()
+    xp = b.dev.xp
+    info, ok = {}, True
+    for label, rank, noise in (("random", k, 0.0), ("collapsed", 1, 1e-7)):
+        h = rng.standard_normal((count, k, rank)) @ rng.standard_normal((count, rank, 2 * k))
+        h += noise * rng.standard_normal(h.shape)
+        g = h @ h.transpose(0, 2, 1)
+        with b.dev.context():
+            w, status = b._eigvalsh_stack(xp.asarray(g))
+            w, status = b.dev.to_host(w), b.dev.to_host(status)
+        ref = np.linalg.eigvalsh(g)
+        err = float((np.abs(w - ref) / ref[:, -1:]).max())
+        info[f"eig {label}"] = f"{err / 2.2e-16:.1f} eps, status ok {int((status == 0).sum())}"
+        ok &= err < 1e-12 and bool((status == 0).all())
+        a = h[: count // 5, :, :]
+        with b.dev.context():
+            s, status = b._svdvals_stack(xp.asarray(a))
+            s, status = b.dev.to_host(s), b.dev.to_host(status)
+        ref = np.linalg.svd(a, compute_uv=False)
+        err = float((np.abs(s - ref) / ref[:, :1]).max())
+        info[f"svd {label}"] = f"{err / 2.2e-16:.1f} eps, status ok {int((status == 0).sum())}"
+        ok &= err < 1e-12 and bool((status == 0).all())
+    return ("OK" if ok else "FAIL"), info
+
+
+@check("measured_rows_vs_cpu_and_cost")
+def _():
+    """1024 networks of d = N = 64, BN+ReLU, 2000 layers: propagation alone against the
+    default schedule, on the default path and whole on the chip (the measuring cost the
+    issue bounds at 1.5x); and every measured row's measures against the CPU's measures
+    of the same spectra."""
+    from fastrank import measures
+    from fastrank.propagate import DEFAULT_SCHEDULE, iter_batch
+    depth, n, d = (2000, 1024, 64) if not HOST else (30, 2, 16)
+    net = Network(width=d, depth=depth, activation="relu", norm="bn")
+    info, ok = {}, True
+    for label, options in (("default", {}), ("fused", {"fused": True})):
+        b = backend(**options)
+        batch = b.start(net, range(n))
+        b.advance(batch, depth)
+        b.dev.synchronize()
+        t = time.time()
+        batch = b.start(net, range(n))
+        b.advance(batch, depth)
+        b.dev.synchronize()
+        alone = time.time() - t
+        t = time.time()
+        worst = 0.0
+        for _, rows in iter_batch(net, range(n), DEFAULT_SCHEDULE, backend=b):
+            ref = measures.all_measures(rows.spectrum, (d, d), "float32", (0.1,))
+            for name in measures.SCALARS:
+                got, want = rows.measures[name], ref[name]
+                fin = np.isfinite(want)
+                worst = max(worst, rel(got[fin], want[fin]) if fin.any() else 0.0)
+        measured = time.time() - t
+        info[label] = (f"propagation {alone:.3f}s, measured {measured:.3f}s "
+                       f"({measured / alone:.2f}x)")
+        ok &= worst < 1e-12
+    info["worst measure vs cpu"] = f"{worst:.1e}"
+    return ("OK" if ok else "FAIL"), info
+
+
+@check("ensemble_1024_seeds_vs_cpu")
+def _():
+    """1024 seeds of BN+ReLU and of tanh at d = 32, 200 layers, on the GPU (default path
+    and fused) and the CPU: mean soft rank and mean log-norm at the last layer agree
+    within 4 standard errors."""
+    n, depth = (1024, 200) if not HOST else (4, 10)
+    sch = Schedule(every=depth, log=0)
+    info, ok = {}, True
+    for kind in ({"activation": "relu", "norm": "bn"}, {"activation": "tanh", "norm": "none"}):
+        net = Network(width=32, depth=depth, **kind)
+        ref = simulate_many(net, range(n), sch, backend=CPU)
+        for label, options in (("default", {}), ("fused", {"fused": True})):
+            ours = simulate_many(net, range(n), sch, backend=backend(**options))
+            for stat in ("soft_rank", "log_norm"):
+                a = np.array([getattr(t, stat)[-1] for t in ours])
+                c = np.array([getattr(t, stat)[-1] for t in ref])
+                se = np.sqrt((a.var() + c.var()) / n) + 1e-12
+                z = abs(a.mean() - c.mean()) / se
+                info[f"{kind['activation']} {label} {stat}"] = (
+                    f"{a.mean():.4f}/{c.mean():.4f} z {z:.1f}")
+                ok &= z < 4
+    return ("OK" if ok else "FAIL"), info
 
 
 @check("graphs_captured_bitwise_and_speedup")

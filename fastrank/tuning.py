@@ -1,4 +1,5 @@
-"""Tunables in one place (tests patch them to force one code path on tiny inputs)."""
+"""Tunables in one place: the widths and sizes where the code changes path, and the
+length of a stretch (tests patch them to force one code path on tiny inputs)."""
 
 #: Widest constant-width float32 network run by the whole-depth compiled kernel
 #: (kernels/cpu/depth.py) whatever its seeds; wider ones go layer by layer through BLAS.
@@ -6,17 +7,17 @@ SMALL_WIDTH_MAX = 128
 
 #: Widest network run by the whole-depth kernel when it has a seed for every numba
 #: thread; wider float32 Gaussian networks run in the wide kernel (kernels/cpu/wide.py).
-#: Measured on 2 cores (BN + ReLU, 200 layers): 1.8x / 1.5x faster than layer by layer
-#: at d = 256 with 8 / 2 seeds, 1.4x at d = 512; with one seed the per-layer path is
-#: faster (0.94x: the kernel runs one seed per thread). Both paths give the same bits.
+#: Up to this width a seed per thread beats going layer by layer; with fewer seeds than
+#: threads the per-layer path wins (the kernel runs one seed per thread, the others idle).
+#: Both paths give the same bits.
 SEEDED_WIDTH_MAX = 512
 
 #: Smallest layer (entries of H) whose normalisation pass runs across threads.
 PARALLEL_MIN_SIZE = 1 << 16
 
 #: Largest matrix whose eigenvalues (or singular values) LAPACK computes with one BLAS
-#: thread. Measured on 2 cores (eigvalsh): a second thread gains 0-25% up to k = 512 on a
-#: quiet machine and costs up to 7x on a busy one (k = 256: 3.6 ms vs 24 ms).
+#: thread: up to it a second thread gains little on a quiet machine and costs several
+#: times over on a busy one.
 SMALL_EIGEN_MAX = 512
 
 #: Seconds of work the depth loop aims to hand a backend in one call (a stretch of
