@@ -22,7 +22,8 @@ Why a counter-based stream rather than a stateful generator:
   numbers (uint32 words and uniforms bitwise, normals to float rounding).
 
 Stream ids (``stream``) keep independent uses apart: :data:`WEIGHTS` for the
-weight matrices, :data:`INPUT` for the input vectors.
+weight matrices, :data:`INPUT` for the input vectors, :data:`TANGENTS` for the
+tangent directions (fastrank.tangents).
 """
 
 import operator
@@ -32,12 +33,14 @@ import numpy as np
 from fastrank.kernels.cpu import start_threads
 from fastrank.kernels.cpu.philox import fill_normal, fill_uint32, fill_uniform
 
-__all__ = ["WEIGHTS", "INPUT", "normal", "uniform", "uint32"]
+__all__ = ["WEIGHTS", "INPUT", "TANGENTS", "normal", "uniform", "uint32"]
 
 #: Stream id of the weight matrices.
 WEIGHTS = 0
 #: Stream id of the input vectors.
 INPUT = 1
+#: Stream id of the tangent directions (layer 0).
+TANGENTS = 2
 
 _U64 = 2**64
 _U32 = 2**32

@@ -1,0 +1,124 @@
+"""Forward-mode tangents: directions in the space of a network's input batch, pushed
+through each layer's Jacobian beside H, in constant memory in depth.
+
+A layer maps H (d_in x N) to act/norm(W H) (with the residual branch H + gamma W H where
+the network has one). Its Jacobian with respect to H, applied to a tangent T of the same
+shape, is the chain of the derivatives of each step at the layer's own H: T -> W T (and
+T + gamma W T), then the activation's derivative (ReLU's mask, 1 - tanh^2), and the
+normalisation's, for batch norm the exact derivative of the batch statistics, which
+couples the samples: with y = (x - mean x) / s per row, dy = (dx - mean dx - y mean(y
+dx)) / s (bn-rms without the mean terms of centring; layer norm the same per column).
+
+K tangents start as an orthonormal set drawn from the Philox stream TANGENTS of the
+run's seed (so a run's tangents are reproducible as its weights are). After every layer
+each tangent is scaled back to unit norm and the log of its norm added to a float64
+total, so thousands of layers neither overflow nor underflow; every ``qr_every`` layers
+(K >= 2) the set is re-orthonormalised by QR and the logs of |diag R| are added instead
+(Benettin's method): the totals divided by the depth converge to the K leading Lyapunov
+exponents of the product of the layers' Jacobians. The first total is always the log of
+the first tangent's own growth, log ||J_L ... J_1 T_1||.
+
+What this says about gradients at initialisation: the backward pass of a loss applies the
+transposed Jacobians, J_1^T ... J_L^T, to the loss's gradient. A product and its
+transpose have the same singular values, so the gradient's norm grows (or shrinks) with
+depth at the same exponents: the first exponent is the rate at which the largest
+gradients explode (> 0) or vanish (< 0) per layer, and the spread of the K exponents
+how quickly the gradient collapses onto few directions. For networks without
+normalisation the Jacobian acts on each sample alone (W, times ReLU's mask), so its
+exponents come N at a time, one block per sample; batch norm couples them.
+
+Homogeneous unnormalised networks rescale H every layer (propagate); that changes no
+Jacobian but a scalar factor the tangents' own rescaling absorbs, and the masks of ReLU
+do not see it. Tangents are float64 whatever the network's dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastrank import rng
+from fastrank.spec import Network
+
+
+@dataclass
+class Tangents:
+    """The tangents of one run: ``t`` (K, d, N) float64, each of unit norm; ``log`` (K,)
+    float64: the log growth of each direction so far (the exponents' totals), the part
+    since the last QR included."""
+
+    t: np.ndarray
+    log: np.ndarray
+
+    def exponents(self, layer: int) -> np.ndarray:
+        """The running estimate of the K leading Lyapunov exponents at ``layer``: the log
+        growth per layer (NaN at layer 0)."""
+        return self.log / layer if layer else np.full(len(self.log), np.nan)
+
+
+def start(network: Network, seed: int, count: int) -> Tangents:
+    """``count`` orthonormal tangents (d_in x N each) from the stream TANGENTS of
+    ``seed`` (Gaussian, then QR), their log growth 0."""
+    if count < 1:
+        raise ValueError(f"tangents: {count} directions (at least 1)")
+    shape = (count, network.in_dim, network.batch)
+    if count > shape[1] * shape[2]:
+        raise ValueError(f"tangents: {count} directions in a space of {shape[1] * shape[2]}")
+    t = rng.normal(int(seed), rng.TANGENTS, 0, shape, np.float64)
+    q, _ = np.linalg.qr(t.reshape(count, -1).T)
+    return Tangents(np.ascontiguousarray(q.T.reshape(shape)), np.zeros(count))
+
+
+def push(network: Network, w: np.ndarray, h: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The layer's Jacobian at input ``h`` (d_in x N) with weights ``w`` applied to each
+    tangent of ``t`` (K, d_in, N): (K, d_out, N), float64."""
+    w, h, t = (np.asarray(a, np.float64) for a in (w, h, t))
+    x, dx = w @ h, w @ t
+    if network.residual:
+        x, dx = h + network.gamma * x, t + network.gamma * dx
+    if network.order == "act-norm":
+        x, dx = _activate(x, dx, network.activation)
+        return _normalise(x, dx, network.norm, network.eps)[1]
+    x, dx = _normalise(x, dx, network.norm, network.eps)
+    return _activate(x, dx, network.activation)[1]
+
+
+def renormalise(tangents: Tangents, t: np.ndarray, layer: int, qr_every: int) -> None:
+    """Take the pushed tangents ``t`` into ``tangents``: QR (K >= 2, at layers that are
+    multiples of ``qr_every``) or each scaled to unit norm, the logs added."""
+    k = len(t)
+    flat = t.reshape(k, -1)
+    if k >= 2 and layer % qr_every == 0:
+        q, r = np.linalg.qr(flat.T)
+        tangents.log += np.log(np.abs(np.diagonal(r)))
+        tangents.t = np.ascontiguousarray(q.T.reshape(t.shape))
+        return
+    norms = np.linalg.norm(flat, axis=1)
+    tangents.log += np.log(norms)
+    tangents.t = t / norms[:, None, None]
+
+
+def _activate(x, dx, activation: str):
+    """The activation of x and its derivative applied to dx."""
+    if activation == "relu":
+        return np.maximum(x, 0.0), np.where(x > 0.0, dx, 0.0)
+    if activation == "tanh":
+        y = np.tanh(x)
+        return y, (1.0 - y * y) * dx
+    return x, dx
+
+
+def _normalise(x, dx, norm: str, eps: float):
+    """The normalisation of x (rows over the samples for bn and bn-rms, columns over the
+    features for ln) and its derivative applied to each tangent of dx (K, d, N)."""
+    if norm == "none":
+        return x, dx
+    axis = 0 if norm == "ln" else 1  # of x (d, N); the tangents' axis is one further
+    centre = norm != "bn-rms"
+    c = x - x.mean(axis=axis, keepdims=True) if centre else x
+    s = np.sqrt((c * c).mean(axis=axis, keepdims=True) + eps)
+    y = c / s
+    dc = dx - dx.mean(axis=axis + 1, keepdims=True) if centre else dx
+    dy = (dc - y * (y * dx).mean(axis=axis + 1, keepdims=True)) / s
+    return y, dy
