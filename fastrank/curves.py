@@ -1,7 +1,8 @@
 """The curves a figure draws, computed from runs (fastrank.plot draws them; nothing here
 needs matplotlib): runs grouped by configuration and labelled by the options that
-differ between the groups, a measure's values along a run on the rows that carry it,
-their mean and band over seeds, and a measure against width at chosen layers.
+differ between the groups, a measure's values along a run on the rows that carry it
+(one column of it: a tau of rank_tau, a tangent of the tangent measures), their mean
+and band over seeds, and a measure against width at chosen layers.
 
 Every function that takes a *source* accepts a results file path, an open
 :class:`fastrank.Results`, or a list of runs or :class:`fastrank.Trajectory` objects.
@@ -16,11 +17,13 @@ from collections.abc import Iterable
 import numpy as np
 
 from fastrank.measures import SCALARS
+from fastrank.rows import TANGENT_MEASURES
 
 #: Measures that exist only on full-spectrum rows (tier 1); the others also on Gram rows.
 SPECTRUM_ONLY = ("numerical_rank", "effective_rank", "condition_number", "rank_tau")
-#: Everything plot_depth and plot_width accept.
-MEASURES = (*SCALARS, "rank_tau", "log_norm", "soft_rank_excess")
+#: Everything plot_depth and plot_width accept (the tangent measures: of a sweep with
+#: tangents).
+MEASURES = (*SCALARS, "rank_tau", "log_norm", "soft_rank_excess", *TANGENT_MEASURES)
 #: Percentiles of the seeds that bound a curve's band.
 BAND = (16, 84)
 
@@ -117,14 +120,46 @@ def _option_text(name: str, value) -> str:
     return f"{short}={value}" if short else str(value)
 
 
-def series(run, measure: str) -> tuple[np.ndarray, np.ndarray]:
-    """(layers, values) of a run's measure on the rows that carry it."""
+def columns(runs, measure: str, tangent: int | None = None) -> list[tuple[int, str]]:
+    """The columns of ``measure`` to draw, each with the name its lines carry: for a
+    tangent measure every tangent of the runs (``tangent`` None) or that one, named
+    lambda_i (jacobian_exponents, i from 1) or tangent i; for another measure its first
+    column, unnamed (rank_tau: the first tau). PlotError, one line, for runs without
+    tangents, a tangent they do not have, or a tangent asked of another measure."""
+    if measure not in TANGENT_MEASURES:
+        if tangent is not None:
+            raise PlotError(f"tangent belongs to the tangent measures "
+                            f"({', '.join(TANGENT_MEASURES)}), not {measure}")
+        return [(0, "")]
+    k = min((_tangents(run, measure).shape[1] for run in runs), default=0)
+    if tangent is not None and not 0 <= tangent < k:
+        raise PlotError(f"invalid tangent {tangent}: the runs carry {k} tangents, "
+                        f"0 to {k - 1}")
+    chosen = range(k) if tangent is None else [tangent]
+    if measure == "jacobian_exponents":
+        return [(j, f"$\\lambda_{{{j + 1}}}$") for j in chosen]
+    return [(j, f"tangent {j}") for j in chosen]
+
+
+def _tangents(run, measure: str) -> np.ndarray:
+    """A run's tangent measure, (rows, K); PlotError for a run without tangents."""
+    try:
+        return np.asarray(getattr(run, measure), dtype=float)
+    except AttributeError:
+        raise PlotError(f"no {measure} to plot: the sweep ran without --tangents") from None
+
+
+def series(run, measure: str, column: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(layers, values) of a run's measure on the rows that carry it; ``column``: which
+    tau of rank_tau, which tangent of a tangent measure."""
     layer = np.asarray(run.layer)
     tier = np.asarray(getattr(run, "tier", np.ones_like(layer)))
     if measure == "soft_rank_excess":
         values = np.asarray(run.soft_rank, dtype=float) - 1.0
     elif measure == "rank_tau":
-        values = np.asarray(run.rank_tau, dtype=float)[:, 0]
+        values = np.asarray(run.rank_tau, dtype=float)[:, column]
+    elif measure in TANGENT_MEASURES:
+        values = _tangents(run, measure)[:, column]
     elif measure == "log_norm":
         values = np.asarray(run.log_norm, dtype=float)
     elif measure in SCALARS:
@@ -137,9 +172,9 @@ def series(run, measure: str) -> tuple[np.ndarray, np.ndarray]:
     return layer[ok], values[ok]
 
 
-def stacked(runs, measure: str) -> tuple[np.ndarray, np.ndarray]:
+def stacked(runs, measure: str, column: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(layers, values) with values (seeds x layers), NaN where a seed has no row."""
-    per_run = [series(r, measure) for r in runs]
+    per_run = [series(r, measure, column) for r in runs]
     layers = np.unique(np.concatenate([s[0] for s in per_run])) if per_run else np.array([])
     values = np.full((len(per_run), layers.size), np.nan)
     for i, (lay, val) in enumerate(per_run):
@@ -206,13 +241,15 @@ def is_bn_linear(network) -> bool:
 # Measure against width -----------------------------------------------------------------
 
 
-def width_values(runs, measure: str = "soft_rank", at=None, average=None) -> dict:
+def width_values(runs, measure: str = "soft_rank", at=None, average=None,
+                 column: int = 0) -> dict:
     """Per configuration without width: {label: {"network": one of its networks,
     "curves": {layer label: (widths, per-seed values (seeds x widths))}}}.
 
     ``at``: layers (None: each run's last layer; a run without that layer measured
     contributes its nearest measured layer below it); ``average``: (lo, hi) to average
-    each run over its rows with lo <= layer <= hi instead."""
+    each run over its rows with lo <= layer <= hi instead; ``column``: as for
+    :func:`series`."""
     runs = [r for r in runs if constant_width(r.network) is not None]
     drop = ("width", "batch", "input_dim") if all(
         r.network.batch == r.network.width for r in runs) else ("width",)
@@ -228,7 +265,8 @@ def width_values(runs, measure: str = "soft_rank", at=None, average=None) -> dic
         for point in points:
             cols = []
             for w in widths:
-                cols.append([_value_at(r, measure, point, average) for r in by_width[w]])
+                cols.append([_value_at(r, measure, point, average, column)
+                             for r in by_width[w]])
             seeds = max(len(c) for c in cols)
             vals = np.full((seeds, widths.size), np.nan)
             for j, c in enumerate(cols):
@@ -240,8 +278,8 @@ def width_values(runs, measure: str = "soft_rank", at=None, average=None) -> dic
     return out
 
 
-def _value_at(run, measure, point, average) -> float:
-    layers, values = series(run, measure)
+def _value_at(run, measure, point, average, column) -> float:
+    layers, values = series(run, measure, column)
     if not layers.size:
         return float("nan")
     if average is not None:

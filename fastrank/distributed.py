@@ -418,7 +418,8 @@ def _simulate(network: Network, seeds: list[int], runs: list[int], sweep: Sweep,
     step = be.max_batch(network)
     for lo in range(0, len(seeds), step):
         for i, item in iter_batch(network, seeds[lo : lo + step], sweep.schedule,
-                                  sweep.method, sweep.taus, be):
+                                  sweep.method, sweep.taus, be, tangents=sweep.tangents,
+                                  qr_every=sweep.qr_every):
             if isinstance(item, RunFailed):
                 out.failed(runs[lo + i], item.layer, item.reason)
             else:

@@ -52,7 +52,7 @@ def fill(
         for index in indices:
             commits.threads(index, threads)
         for i, item in iter_batch(network, seeds, sweep.schedule, sweep.method, sweep.taus,
-                                  backend):
+                                  backend, tangents=sweep.tangents, qr_every=sweep.qr_every):
             index = indices[i]
             if isinstance(item, RunFailed):
                 commits.fail(index, item.layer, item.reason)

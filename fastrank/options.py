@@ -107,7 +107,8 @@ GRID_PARSERS = {
     "input_dim": parse_ints,
     "eps": parse_floats,
 }
-OTHER_KEYS = ("seed", "every", "log", "layers", "cheap_every", "method", "tau")
+OTHER_KEYS = ("seed", "every", "log", "layers", "cheap_every", "method", "tau", "tangents",
+              "qr_every")
 
 
 def build_sweep(given: dict) -> spec.Sweep:
@@ -126,6 +127,8 @@ def build_sweep(given: dict) -> spec.Sweep:
         schedule=schedule,
         method=values.get("method", "auto"),
         taus=tuple(_parse("tau", values["tau"])) if "tau" in values else (0.1,),
+        tangents=values.get("tangents", 0),
+        qr_every=values.get("qr_every", 1),
     )
     inputs.check_inputs(sweep)
     return sweep

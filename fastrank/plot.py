@@ -42,6 +42,8 @@ LABELS = {
     "condition_number": "condition number",
     "rank_tau": "rank$_\\tau$",
     "log_norm": "log $\\|H_\\ell\\|_F$ (un-rescaled)",
+    "tangent_log_norm": "log growth of the tangents $\\log \\|J_\\ell \\cdots J_1 T\\|$",
+    "jacobian_exponents": "Jacobian exponents $\\lambda_i$ (log growth per layer)",
 }
 #: Measures spanning many decades: their line is the geometric mean over seeds.
 GEOMETRIC = ("soft_rank_excess", "condition_number")
@@ -63,9 +65,13 @@ def _mpl():
 
 def plot_depth(source, measure: str = "soft_rank", *, ax=None, theory_overlay: bool = False,
                select: dict | None = None, logx: bool | None = None,
-               logy: bool | None = None, title: str | None = None):
+               logy: bool | None = None, title: str | None = None,
+               tangent: int | None = None):
     """A measure against layer, one line per configuration (mean over seeds, band of
-    16-84 % of seeds). ``logx``/``logy`` default to log axes where the data span two
+    16-84 % of seeds); a tangent measure (tangent_log_norm, jacobian_exponents: a sweep
+    with tangents) one line per configuration and tangent, each configuration's
+    tangents in lighter shades of its colour, or only tangent ``tangent`` (0 is the
+    leading exponent). ``logx``/``logy`` default to log axes where the data span two
     decades (x: symmetric-log, so layer 0 stays visible) / one decade of positive values.
     ``theory_overlay`` adds, where fastrank.theory has one: the collapse curve of vanilla
     linear networks (soft rank, soft rank - 1), their log-norm slope lambda_1 (and ReLU's),
@@ -75,28 +81,32 @@ def plot_depth(source, measure: str = "soft_rank", *, ax=None, theory_overlay: b
         if not runs:
             raise PlotError("no runs with measured rows to plot")
         groups = group_runs(runs)
+        drawn = curves.columns(runs, measure, tangent)
         ax = ax or _new_axes()
         colors = _colors(len(groups))
         all_layers, all_values = [], []
         for (label, members), color in zip(groups.items(), colors, strict=True):
-            layers, values = curves.stacked(members, measure)
-            if not layers.size:
-                continue
-            mean, lo, hi = curves.mean_band(values, geometric=measure in GEOMETRIC)
-            n = len(members)
-            ax.plot(layers, mean, color=color, lw=1.4,
-                    label=f"{label} ({n} seed{'s' if n > 1 else ''})")
-            if n > 1:
-                ax.fill_between(layers, lo, hi, color=color, alpha=0.2, lw=0)
-            all_layers.append(layers)
-            all_values.append(values)
-            if theory_overlay:
-                _depth_theory(ax, members, measure, layers, values, color)
+            for j, (column, name) in enumerate(drawn):
+                layers, values = curves.stacked(members, measure, column)
+                if not layers.size:
+                    continue
+                mean, lo, hi = curves.mean_band(values, geometric=measure in GEOMETRIC)
+                n = len(members)
+                shade = _shade(color, j, len(drawn))
+                ax.plot(layers, mean, color=shade, lw=1.4,
+                        label=f"{label}{' ' + name if name else ''} "
+                              f"({n} seed{'s' if n > 1 else ''})")
+                if n > 1:
+                    ax.fill_between(layers, lo, hi, color=shade, alpha=0.2, lw=0)
+                all_layers.append(layers)
+                all_values.append(values)
+                if theory_overlay:
+                    _depth_theory(ax, members, measure, layers, values, shade)
         if not all_layers:
             raise PlotError(f"no rows carry {measure!r} in the selected runs")
         layers = np.concatenate(all_layers)
         values = np.concatenate([v.ravel() for v in all_values])
-    if logx is None and measure == "log_norm":
+    if logx is None and measure in ("log_norm", "tangent_log_norm"):
         logx = False  # a straight line in the layer: keep the layer axis linear
     _axes_scales(ax, layers, values, logx, logy)
     ax.set_xlabel("layer $\\ell$")
@@ -181,6 +191,16 @@ def _axes_scales(ax, layers, values, logx, logy):
         ax.set_yscale("log")
 
 
+def _shade(color, j: int, n: int):
+    """Shade ``j`` of ``n`` of ``color``: the colour itself first, then lighter ones
+    (towards white, at most 60 % of the way), for the tangents of one configuration."""
+    _mpl()
+    from matplotlib.colors import to_rgb
+
+    rgb = np.array(to_rgb(color))
+    return tuple(rgb + (1.0 - rgb) * 0.6 * j / max(n - 1, 1))
+
+
 def _colors(n: int):
     matplotlib, _ = _mpl()
     if n <= 10:
@@ -204,10 +224,11 @@ def _new_axes():
 
 def plot_width(source, measure: str = "soft_rank", *, at=None, average=None, ax=None,
                theory_overlay: bool = False, select: dict | None = None,
-               title: str | None = None):
+               title: str | None = None, tangent: int | None = None):
     """A measure against width on log-log axes, one line per configuration and chosen
-    depth (mean over seeds, error bars one standard deviation), each with the slope of a
-    least-squares power-law fit in its label. ``at``: layers to read (default each run's
+    depth (and tangent, for a tangent measure: every one, or only ``tangent``; mean over
+    seeds, error bars one standard deviation), each with the slope of a least-squares
+    power-law fit in its label. ``at``: layers to read (default each run's
     last); ``average``: (lo, hi) layer range to average over instead. ``theory_overlay``
     adds C sqrt(d) (slope 1/2, C fitted) to linear BN configurations: the rate of the
     paper's rank bound. Layers past the deepest run, and a choice that leaves no measured
@@ -215,17 +236,18 @@ def plot_width(source, measure: str = "soft_rank", *, at=None, average=None, ax=
     with curves.opened(source, select) as runs:
         curves.check_layers(runs, "at", at)
         curves.check_layers(runs, "average", average)
-        data = width_values(runs, measure, at, average)
-    if not data:
+        data = [(suffix, width_values(runs, measure, at, average, column))
+                for column, suffix in curves.columns(runs, measure, tangent)]
+    if not any(groups for _, groups in data):
         raise PlotError("no runs of constant width to plot against width")
-    if not any(np.isfinite(v).any() for group in data.values()
-               for _, v in group["curves"].values()):
+    lines = [(label, group["network"], f"{name}, {suffix}" if suffix else name, w, v)
+             for suffix, groups in data for label, group in groups.items()
+             for name, (w, v) in group["curves"].items()]
+    if not any(np.isfinite(v).any() for *_, v in lines):
         where = (f" in layers {average[0]}-{average[1]}" if average is not None
                  else " at or below the layers chosen" if at is not None else "")
         raise PlotError(f"no run has {measure!r} measured{where}")
     ax = ax or _new_axes()
-    lines = [(label, group["network"], name, w, v) for label, group in data.items()
-             for name, (w, v) in group["curves"].items()]
     colors = _colors(len(lines))
     positive = True
     for (label, net, name, widths, vals), color in zip(lines, colors, strict=True):
@@ -352,8 +374,9 @@ def _spectrum_panel(ax, label, members, layers, theory_overlay):
 
 def figure(source, kind: str = "depth", measure: str = "soft_rank", *, theory: bool = False,
            at=None, average=None, layers=None, select: dict | None = None,
-           title: str | None = None):
-    """The figure ``fastrank plot`` draws: ``kind`` is ``depth``, ``width`` or ``spectrum``."""
+           title: str | None = None, tangent: int | None = None):
+    """The figure ``fastrank plot`` draws: ``kind`` is ``depth``, ``width`` or ``spectrum``
+    (``tangent``: the one tangent of a tangent measure to draw, None for all)."""
     if kind not in KINDS:
         raise PlotError(f"unknown kind {kind!r}: choose one of {', '.join(KINDS)}")
     if measure not in MEASURES:
@@ -369,9 +392,10 @@ def figure(source, kind: str = "depth", measure: str = "soft_rank", *, theory: b
             return fig
         if kind == "width":
             ax = plot_width(runs, measure, at=at, average=average, theory_overlay=theory,
-                            title=title)
+                            title=title, tangent=tangent)
         else:
-            ax = plot_depth(runs, measure, theory_overlay=theory, title=title)
+            ax = plot_depth(runs, measure, theory_overlay=theory, title=title,
+                            tangent=tangent)
     return ax.figure
 
 

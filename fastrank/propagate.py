@@ -77,6 +77,9 @@ def iter_batch(
     method: str = "auto",
     taus: tuple[float, ...] = (0.1,),
     backend: Backend | None = None,
+    *,
+    tangents: int = 0,
+    qr_every: int = 1,
 ) -> Iterator[tuple[int, Rows | RunFailed]]:
     """Run several seeds of one network together; yield (seed index, Rows) for each
     stretch of scheduled layers, seed by seed, and (seed index, RunFailed) once for a
@@ -91,11 +94,13 @@ def iter_batch(
     not converge, stops there. Memory is that of two layers per seed whatever the depth.
     Unnormalised linear/ReLU networks are rescaled to unit Frobenius norm after every
     layer (and the input), the log of each factor summed in float64, so any depth
-    neither overflows nor underflows.
+    neither overflows nor underflows. With ``tangents`` > 0, every row also holds the
+    tangents' log growth and the running estimate of the Jacobians' leading Lyapunov
+    exponents (fastrank.tangents; re-orthonormalised every ``qr_every`` layers).
     """
     backend = backend or get_backend("cpu")
     method = resolve_method(method, network.dtype)
-    batch = backend.start(network, seeds)
+    batch = backend.start(network, seeds, tangents=tangents, qr_every=qr_every)
     reported = np.zeros(len(batch.seeds), bool)
     points, tiers = schedule.points(network.depth), schedule.tiers(network.depth)
     size, at = 1, 0
@@ -160,6 +165,8 @@ def _full_tier(network: Network, points, stretch: Stretch, taus) -> list[Rows | 
                  for name, values in stretch.measures.items()}
     else:
         table = _host_measures(network, points, spectra, log_norms, taus)
+    if stretch.tangent_logs is not None:
+        table.update(_tangent_measures(np.asarray(points), stretch.tangent_logs))
     # seed-major copies, so that a seed's rows are one slice of each (a view, not a
     # gather per measure and seed: a GPU batch has a thousand seeds)
     per_seed = {name: np.ascontiguousarray(
@@ -172,6 +179,18 @@ def _full_tier(network: Network, points, stretch: Stretch, taus) -> list[Rows | 
     return [Rows(layers[:m], spectra[i, :m], log_norms[i, :m],
                  {name: values[i, :m] for name, values in per_seed.items()}, tiers[:m])
             if m else None for i, m in enumerate(rows.tolist())]
+
+
+def _tangent_measures(layers: np.ndarray, logs: np.ndarray) -> dict:
+    """The tangents' rows from their log growth ``logs`` (..., K) at ``layers`` (one per
+    leading entry of ``logs``): tangent_log_norm, and jacobian_exponents (the growth per
+    layer; NaN at layer 0), flattened to (rows, K)."""
+    k = logs.shape[-1]
+    per_layer = layers.reshape(-1, *(1,) * (logs.ndim - 1)).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        exponents = np.where(per_layer > 0, logs / per_layer, np.nan)
+    return {"tangent_log_norm": logs.reshape(-1, k),
+            "jacobian_exponents": exponents.reshape(-1, k)}
 
 
 def _host_measures(network: Network, points, spectra, log_norms, taus) -> dict:
@@ -201,8 +220,12 @@ def _gram_tier(network: Network, batch, backend: Backend, point: int,
         backend.advance(batch, point)
     blocks: list[Rows | None] = [None] * len(batch.seeds)
     stats = {i: backend.gram_stats(batch, i) for i in batch.alive()}
+    logs = batch.tangent_logs()
     for i in batch.alive():  # without a seed whose eigensolve did not converge here
         values = measures.gram_measures(*stats[i], network.batch, n_taus)
+        if logs is not None:
+            values.update({name: v[0] for name, v in
+                           _tangent_measures(np.array([point]), logs[i][None]).items()})
         blocks[i] = Rows.of([Row(point, np.empty(0), float(batch.log_norm[i]), values, 0)])
     return blocks
 
@@ -228,7 +251,8 @@ class Trajectory:
     """The measurements of one run, as arrays with one entry per measured layer.
 
     Every measure of fastrank.measures.SCALARS is an attribute as well
-    (``traj.soft_rank``, ``traj.numerical_rank``, ...).
+    (``traj.soft_rank``, ``traj.numerical_rank``, ...), and with tangents
+    ``traj.tangent_log_norm`` and ``traj.jacobian_exponents``, float64 (m, K).
 
     Parameters
     ----------
@@ -248,7 +272,7 @@ class Trajectory:
     tier : numpy.ndarray
         int64 (m,): 1 where the full spectrum was computed, 0 for the Gram tier only.
     measures : dict
-        Measure name -> float64 (m,) array.
+        Measure name -> float64 (m,) array ((m, K) for the tangents').
     failure : RunFailed or None
         Why and where the run stopped early, if it did.
 
@@ -287,6 +311,9 @@ def simulate_many(
     method: str = "auto",
     taus: tuple[float, ...] = (0.1,),
     backend: Backend | None = None,
+    *,
+    tangents: int = 0,
+    qr_every: int = 1,
 ) -> list[Trajectory]:
     """Run several seeds of one network together and collect their measurements.
 
@@ -309,6 +336,11 @@ def simulate_many(
     backend : Backend, optional
         Where to run: ``fastrank.backends.get_backend("cpu")`` (default) or
         ``"gpu"``.
+    tangents : int
+        Tangent directions carried through the layers' Jacobians (fastrank.tangents):
+        each Trajectory then has ``tangent_log_norm`` and ``jacobian_exponents``.
+    qr_every : int
+        Layers between the tangents' re-orthonormalisations.
 
     Returns
     -------
@@ -326,7 +358,8 @@ def simulate_many(
     seeds = [int(s) for s in seeds]
     blocks: list[list[Rows]] = [[] for _ in seeds]
     failures: list[RunFailed | None] = [None] * len(seeds)
-    for i, item in iter_batch(network, seeds, schedule, method, taus, backend):
+    for i, item in iter_batch(network, seeds, schedule, method, taus, backend,
+                              tangents=tangents, qr_every=qr_every):
         if isinstance(item, RunFailed):
             failures[i] = item
         else:
@@ -342,6 +375,9 @@ def simulate(
     method: str = "auto",
     taus: tuple[float, ...] = (0.1,),
     backend: Backend | None = None,
+    *,
+    tangents: int = 0,
+    qr_every: int = 1,
 ) -> Trajectory:
     """Run one network and collect its measurements in memory.
 
@@ -363,6 +399,8 @@ def simulate(
         Thresholds of ``rank_tau``.
     backend : Backend, optional
         Where to run (default the CPU).
+    tangents, qr_every : int
+        Tangent directions and their re-orthonormalisation (see :func:`simulate_many`).
 
     Returns
     -------
@@ -376,7 +414,8 @@ def simulate(
     >>> round(float(traj.soft_rank[-1]), 3)  # a deep linear network collapses to rank 1
     1.0
     """
-    return simulate_many(network, [seed], schedule, method, taus, backend)[0]
+    return simulate_many(network, [seed], schedule, method, taus, backend,
+                         tangents=tangents, qr_every=qr_every)[0]
 
 
 def _trajectory(network, seed, blocks: list[Rows], failure, n_taus: int) -> Trajectory:
@@ -389,6 +428,6 @@ def _trajectory(network, seed, blocks: list[Rows], failure, n_taus: int) -> Traj
         log_norm=rows.log_norm,
         rank_tau=rows.measures["rank_tau"].reshape(len(rows), n_taus),
         tier=rows.tier,
-        measures={m: rows.measures[m] for m in measures.SCALARS},
+        measures={m: v for m, v in rows.measures.items() if m != "rank_tau"},
         failure=failure,
     )

@@ -14,6 +14,9 @@ import numpy as np
 
 from fastrank.measures import SCALARS
 
+#: The rows' measures of a run that carries tangents (fastrank.tangents), (K,) a row.
+TANGENT_MEASURES = ("tangent_log_norm", "jacobian_exponents")
+
 
 @dataclass
 class Row:
@@ -22,7 +25,8 @@ class Row:
     layer: int
     spectrum: np.ndarray  # float64 singular values, descending, min(d, N) of them
     log_norm: float  # log ||H_layer||_F of the un-rescaled network
-    measures: dict  # measures.SCALARS by name, plus "rank_tau": int64 array (len(taus),)
+    measures: dict  # measures.SCALARS by name, "rank_tau": int64 (len(taus),), and with
+    # tangents "tangent_log_norm" and "jacobian_exponents": float64 (K,)
     tier: int = 1  # 1: full spectrum; 0: Gram tier only (spectrum empty, see measures)
 
 
@@ -31,8 +35,9 @@ class Rows:
     """Consecutive measured layers of one run, as arrays with one entry per row.
 
     ``spectrum`` is (m, k), NaN where a row has fewer than k values (Gram-tier rows have
-    none); ``measures`` maps every name of fastrank.measures.SCALARS to (m,) and
-    ``rank_tau`` to int64 (m, len(taus)).
+    none); ``measures`` maps every name of fastrank.measures.SCALARS to (m,),
+    ``rank_tau`` to int64 (m, len(taus)) and, where the run carries tangents,
+    ``tangent_log_norm`` and ``jacobian_exponents`` to float64 (m, K).
     """
 
     layer: np.ndarray  # int64 (m,)
@@ -54,7 +59,8 @@ class Rows:
         for j in range(len(self)):
             s = self.spectrum[j]
             measures = {name: self.measures[name][j].item() for name in SCALARS}
-            measures["rank_tau"] = self.measures["rank_tau"][j]
+            measures.update({name: v[j] for name, v in self.measures.items()
+                             if name not in SCALARS})
             yield Row(int(self.layer[j]), s[~np.isnan(s)], float(self.log_norm[j]), measures,
                       int(self.tier[j]))
 
@@ -82,6 +88,9 @@ class Rows:
         measures["rank_tau"] = (np.array([np.asarray(r.measures["rank_tau"], np.int64)
                                           for r in rows], np.int64).reshape(len(rows), -1)
                                 if rows else np.empty((0, 0), np.int64))
+        for name in TANGENT_MEASURES:
+            if rows and name in rows[0].measures:
+                measures[name] = np.array([r.measures[name] for r in rows], np.float64)
         return cls(np.array([r.layer for r in rows], np.int64), spectrum,
                    np.array([r.log_norm for r in rows], np.float64), measures,
                    np.array([r.tier for r in rows], np.int64))

@@ -329,6 +329,13 @@ class Sweep:
         tolerance, so it is refused with float64).
     taus : tuple of float
         Thresholds of ``rank_tau``, each strictly between 0 and 1.
+    tangents : int
+        Tangent directions carried through every layer's Jacobian beside H
+        (fastrank.tangents): their log growth (``tangent_log_norm``) and the running
+        estimate of the leading Lyapunov exponents of the Jacobians' product
+        (``jacobian_exponents``) at every measured layer; 0 (the default) for none.
+    qr_every : int
+        Layers between re-orthonormalisations of the tangents (QR; with 2 or more).
 
     Examples
     --------
@@ -351,6 +358,8 @@ class Sweep:
     schedule: Schedule = Schedule()
     method: str = "auto"
     taus: tuple[float, ...] = (0.1,)
+    tangents: int = 0
+    qr_every: int = 1
 
     def __post_init__(self):
         if not isinstance(self.grid, Mapping):
@@ -380,10 +389,17 @@ class Sweep:
         if any(not 0 < t < 1 for t in taus):
             raise SpecError(f"invalid tau {list(taus)}: each must lie strictly between 0 and 1")
         object.__setattr__(self, "taus", taus)
+        object.__setattr__(self, "tangents", positive_int("tangents", self.tangents, minimum=0))
+        object.__setattr__(self, "qr_every", positive_int("qr-every", self.qr_every))
         if self.n_runs > MAX_RUNS:
             raise SpecError(f"invalid sweep: {self.n_runs:,} runs (the option lists' "
                             f"product times the seeds); one file holds at most {MAX_RUNS:,}")
         networks = self.networks()  # every combination validated now, not halfway through
+        for net in networks if self.tangents else ():
+            if self.tangents > net.in_dim * net.batch:
+                raise SpecError(f"invalid tangents {self.tangents}: more directions than the "
+                                f"{net.in_dim * net.batch} entries of the input of "
+                                f"{net.label()}")
         if not _REBUILDING.get():  # files written before repeats were refused still open
             _refuse_repeat("seed", seeds)
             _refuse_repeat("tau", taus)
@@ -418,16 +434,19 @@ class Sweep:
         return [(net, seed) for net in self.networks() for seed in self.seeds]
 
     def to_dict(self) -> dict:
-        """The sweep as a JSON-ready dict (grid, seeds, schedule, method, taus), as results
-        files store it; :meth:`from_dict` inverts it."""
+        """The sweep as a JSON-ready dict (grid, seeds, schedule, method, taus, and the
+        tangents where there are any), as results files store it; :meth:`from_dict`
+        inverts it."""
         grid = {k: [list(v) if isinstance(v, tuple) else v for v in vs]
                 for k, vs in self.grid.items()}
+        tangents = {"tangents": self.tangents, "qr_every": self.qr_every} if self.tangents else {}
         return {
             "grid": grid,
             "seeds": list(self.seeds),
             "schedule": self.schedule.to_dict(),
             "method": self.method,
             "taus": list(self.taus),
+            **tangents,
         }
 
     @classmethod
@@ -440,7 +459,8 @@ class Sweep:
         with _rebuilding():
             return cls(grid=grid, seeds=tuple(d["seeds"]),
                        schedule=Schedule.from_dict(d["schedule"]), method=d["method"],
-                       taus=tuple(d["taus"]))
+                       taus=tuple(d["taus"]), tangents=d.get("tangents", 0),
+                       qr_every=d.get("qr_every", 1))
 
 
 #: True while from_dict rebuilds a network or sweep a results file stored: its input

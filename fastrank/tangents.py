@@ -86,17 +86,20 @@ def push(network: Network, w: np.ndarray, h: np.ndarray, t: np.ndarray) -> np.nd
 
 def renormalise(tangents: Tangents, t: np.ndarray, layer: int, qr_every: int) -> None:
     """Take the pushed tangents ``t`` into ``tangents``: QR (K >= 2, at layers that are
-    multiples of ``qr_every``) or each scaled to unit norm, the logs added."""
+    multiples of ``qr_every``) or each scaled to unit norm, the logs added. A direction
+    the layer annihilates (ReLU's mask can, at small widths) adds -inf: its exponent is
+    -inf from then on, and a lone tangent stays zero."""
     k = len(t)
     flat = t.reshape(k, -1)
-    if k >= 2 and layer % qr_every == 0:
-        q, r = np.linalg.qr(flat.T)
-        tangents.log += np.log(np.abs(np.diagonal(r)))
-        tangents.t = np.ascontiguousarray(q.T.reshape(t.shape))
-        return
-    norms = np.linalg.norm(flat, axis=1)
-    tangents.log += np.log(norms)
-    tangents.t = t / norms[:, None, None]
+    with np.errstate(divide="ignore"):
+        if k >= 2 and layer % qr_every == 0:
+            q, r = np.linalg.qr(flat.T)
+            tangents.log += np.log(np.abs(np.diagonal(r)))
+            tangents.t = np.ascontiguousarray(q.T.reshape(t.shape))
+            return
+        norms = np.linalg.norm(flat, axis=1)
+        tangents.log += np.log(norms)
+    tangents.t = t / np.where(norms > 0, norms, 1.0)[:, None, None]
 
 
 def _activate(x, dx, activation: str):

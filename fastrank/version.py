@@ -11,7 +11,11 @@ DISTRIBUTION = "fastrank-sim"
 FORMAT_NAME = "fastrank-results"
 #: Integer format version; bump it when the layout of results files changes.
 #: 2: per-row ``tier`` dataset (full spectrum or Gram tier only). Readers accept 1.
-FORMAT_VERSION = 3
+#: 3: runs stacked along one dimension. 4: a sweep with tangents (their datasets), so
+#: that a fastrank that knows no tangents refuses the file rather than resume it without
+#: them; files without tangents are written as 3 (FORMAT_VERSION_WITHOUT_TANGENTS).
+FORMAT_VERSION = 4
+FORMAT_VERSION_WITHOUT_TANGENTS = 3
 
 
 def install_hint(extra: str) -> str:

@@ -13,7 +13,8 @@ from naive import layer_ref
 
 from fastrank import tangents, theory
 from fastrank.init import input_matrix, weights
-from fastrank.spec import Network
+from fastrank.propagate import simulate as fastrank_simulate
+from fastrank.spec import Network, Schedule
 
 KINDS = [dict(norm=n, activation=a, order=o)
          for n, a, o in itertools.product(("none", "bn", "bn-rms", "ln"),
@@ -160,3 +161,232 @@ def test_bad_counts_are_refused():
         tangents.start(net, 0, 0)
     with pytest.raises(ValueError, match="space of 4"):
         tangents.start(net, 0, 5)
+
+
+# ---------------------------------------------------------------------------------------
+# Through the depth loop: simulate, the sweep's options, the backends
+# ---------------------------------------------------------------------------------------
+
+
+def _reference_logs(net: Network, seed: int, count: int, qr_every: int, layers) -> np.ndarray:
+    """The tangents' log growth at ``layers``, by fastrank.tangents over tests/naive.py's
+    float64 forward pass."""
+    state = tangents.start(net, seed, count)
+    h = input_matrix(net, seed).astype(np.float64)
+    out = {0: state.log.copy()}
+    for layer in range(1, max(layers) + 1):
+        w = weights(net, seed, layer)
+        tangents.renormalise(state, tangents.push(net, w, h, state.t), layer, qr_every)
+        h = layer_ref(w, h, net)
+        out[layer] = state.log.copy()
+    return np.stack([out[layer] for layer in layers])
+
+
+@pytest.mark.parametrize("kind, dtype, qr_every", [
+    (dict(norm="bn", activation="relu"), "float64", 2),
+    (dict(norm="none", activation="relu"), "float64", 1),  # rescaled: H's scale is invisible
+    (dict(norm="ln", activation="tanh", gamma=0.5), "float64", 3),
+    (dict(norm="bn", activation="tanh", order="act-norm"), "float32", 1),
+])
+def test_simulate_carries_the_tangents_of_the_reference(kind, dtype, qr_every):
+    """Every measured row's tangent_log_norm is the reference's at that layer (float64
+    networks to rounding; float32 ones to float32's rounding of H, amplified by the
+    layers), both tiers; jacobian_exponents is it divided by the layer."""
+    net = Network(width=12, depth=40, batch=10, dtype=dtype, **kind)
+    schedule = Schedule(every=10, log=None, cheap_every=5)
+    traj = fastrank_simulate(net, 3, schedule, tangents=3, qr_every=qr_every)
+    ref = _reference_logs(net, 3, 3, qr_every, traj.layer.tolist())
+    tol = 1e-9 if dtype == "float64" else 1e-3
+    np.testing.assert_allclose(traj.tangent_log_norm, ref, rtol=tol, atol=tol)
+    assert np.isnan(traj.jacobian_exponents[0]).all()
+    np.testing.assert_allclose(traj.jacobian_exponents[1:],
+                               traj.tangent_log_norm[1:] / traj.layer[1:, None], rtol=1e-15)
+    assert set(traj.tier.tolist()) == {0, 1}
+
+
+def test_tangents_change_no_other_number():
+    net = Network(width=16, depth=60, batch=12, norm="bn", activation="relu", dtype="float64")
+    plain = fastrank_simulate(net, 1, Schedule(every=20, log=None))
+    carried = fastrank_simulate(net, 1, Schedule(every=20, log=None), tangents=2)
+    np.testing.assert_array_equal(plain.spectrum, carried.spectrum)
+    np.testing.assert_array_equal(plain.log_norm, carried.log_norm)
+    assert not hasattr(plain, "tangent_log_norm")
+
+
+def test_the_sweep_validates_and_stores_its_tangents():
+    from fastrank.errors import SpecError
+    from fastrank.spec import Sweep
+
+    sweep = Sweep(grid={"width": [4]}, tangents=3, qr_every=2)
+    assert Sweep.from_dict(sweep.to_dict()) == sweep
+    assert "tangents" not in Sweep(grid={"width": [4]}).to_dict()  # files as before
+    for options, words in (({"tangents": -1}, "tangents -1"), ({"qr_every": 0}, "qr-every 0"),
+                           ({"tangents": 17}, "more directions than the 16 entries"),
+                           ({"tangents": 1.5}, "tangents 1.5")):
+        with pytest.raises(SpecError, match=words):
+            Sweep(grid={"width": [4]}, **options)
+
+
+def test_the_gpu_says_in_one_line_that_it_has_no_tangents_yet():
+    from fastrank.errors import SpecError
+    from fastrank.gpu import GPUBackend
+    from fastrank.gpu.program import CompileError
+    from fastrank.gpu.testing import HostDevice
+
+    try:
+        backend = GPUBackend(dev=HostDevice(block=32, eigen_block=32))
+    except CompileError as exc:
+        pytest.skip(f"no host build of the CUDA kernels: {exc}")
+    with pytest.raises(SpecError, match="not computed on the GPU yet"):
+        backend.start(Network(width=4, depth=2), [0], tangents=1)
+
+
+def test_an_annihilated_direction_has_exponent_minus_infinity_without_a_warning():
+    net = Network(width=2, depth=1, batch=2, activation="relu", dtype="float64")
+    for k in (1, 2):
+        state = tangents.start(net, 0, k)
+        with np.errstate(all="raise"):
+            tangents.renormalise(state, np.zeros_like(state.t), 1, 1)
+        assert np.isneginf(state.log).all() and not np.isnan(state.t).any()
+
+
+# ---------------------------------------------------------------------------------------
+# The CPU's whole-depth kernel (kernels/cpu/depth.py, tangents.py) against the per-layer
+# path (fastrank.tangents over numpy), float32 networks
+# ---------------------------------------------------------------------------------------
+
+
+def _run_tangents(net: Network, count: int, qr_every: int, points, per_layer: bool,
+                  monkeypatch):
+    """A CPU batch of seeds 3 and 4 with ``count`` tangents measured at ``points`` (one
+    stretch: a single kernel call), then advanced to the network's depth (the Gram
+    tier's way); by the per-layer path where ``per_layer``."""
+    from fastrank.backends import cpu
+
+    with monkeypatch.context() as patch:
+        if per_layer:
+            patch.setattr(cpu, "_in_depth_kernel", lambda batch: False)
+        backend = cpu.CPUBackend()
+        batch = backend.start(net, [3, 4], tangents=count, qr_every=qr_every)
+        _, log_norms, logs = backend.measure_points(batch, points, "gram")
+        backend.advance(batch, net.depth)
+    return log_norms, logs, batch
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: "-".join(str(v) for v in k.values()))
+def test_the_depth_kernel_carries_the_tangents_of_the_per_layer_path(kind, monkeypatch):
+    """The kernel's layers give the per-layer path's float32 H bit for bit (checked
+    here: the log-norms and the final H), so both push their tangents through the same
+    Jacobians, in float64: they differ only by float64 rounding (sums taken in other
+    orders, Gram-Schmidt against LAPACK's Householder QR), ~1e-16 relative per layer,
+    carried through 40 layers whose Jacobians' singular values spread by a few orders:
+    the worst seen over these networks is 2e-13 on totals up to 15, and 1e-13 on the
+    tangents' entries (up to the sign QR gives each); 1e-10 leaves room and still sits
+    far below float32's ~1e-7, where a different H or a missing term would show."""
+    from fastrank.backends.cpu import uses_depth_kernel
+
+    net = Network(width=12, depth=40, batch=10, **kind)
+    assert uses_depth_kernel(net, 2)
+    points = [0, 5, 13, 30]
+    for count, qr_every in ((1, 1), (2, 1), (2, 3), (4, 1), (4, 3)):
+        got = _run_tangents(net, count, qr_every, points, False, monkeypatch)
+        ref = _run_tangents(net, count, qr_every, points, True, monkeypatch)
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[2].h, np.stack(ref[2].h))
+        assert got[1].shape == (len(points), 2, count)
+        np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(got[2].tangent_logs(), ref[2].tangent_logs(), rtol=0,
+                                   atol=1e-10)
+        for mine, theirs in zip(got[2].tangents, ref[2].tangents, strict=True):
+            assert mine.t.shape == theirs.t.shape == (count, 12, 10)
+            signs = np.sign(np.einsum("kij,kij->k", mine.t, theirs.t))
+            np.testing.assert_allclose(mine.t, signs[:, None, None] * theirs.t, rtol=0,
+                                       atol=1e-10)
+
+
+def test_a_stopped_seed_has_no_tangent_rows_in_the_depth_kernel(monkeypatch):
+    """A network whose H vanishes (tanh with gain 0.5) stops at the same layer on both
+    paths; the kernel's tangent logs are NaN from there on, and before it those of the
+    per-layer path."""
+    net = Network(width=8, batch=8, depth=1500, activation="tanh", gain=0.5)
+    points = [0, 100, 500, 1500]
+    got = _run_tangents(net, 2, 1, points, False, monkeypatch)
+    ref = _run_tangents(net, 2, 1, points, True, monkeypatch)
+    failed = got[2].failed_layer
+    assert (failed > 0).all() and (failed < 1500).all()
+    np.testing.assert_array_equal(failed, ref[2].failed_layer)
+    stopped = np.asarray(points)[:, None] >= failed[None, :]
+    assert np.isnan(got[1][stopped]).all() and np.isfinite(got[1][~stopped]).all()
+    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", [dict(norm="bn", activation="relu"),
+                                  dict(norm="none", activation="relu"),  # rescaled
+                                  dict(norm="ln", activation="tanh", order="act-norm"),
+                                  dict(norm="bn-rms", activation="linear", gamma=0.4)],
+                         ids=lambda k: "-".join(str(v) for v in k.values()))
+def test_the_depth_kernels_tangents_change_no_other_number(kind):
+    """With tangents the kernel's H, log-norms, spectra and every measure are the bits
+    they are without (both tiers)."""
+    from fastrank.backends.cpu import uses_depth_kernel
+
+    net = Network(width=16, depth=60, batch=12, **kind)
+    assert uses_depth_kernel(net)
+    schedule = Schedule(every=20, log=None, cheap_every=10)
+    plain = fastrank_simulate(net, 1, schedule)
+    carried = fastrank_simulate(net, 1, schedule, tangents=3, qr_every=2)
+    np.testing.assert_array_equal(plain.layer, carried.layer)
+    np.testing.assert_array_equal(plain.spectrum, carried.spectrum)
+    np.testing.assert_array_equal(plain.log_norm, carried.log_norm)
+    for name, values in plain.measures.items():
+        np.testing.assert_array_equal(values, carried.measures[name], err_msg=name)
+    assert np.isfinite(carried.tangent_log_norm).all()
+
+
+@pytest.mark.parametrize("qr", [False, True])
+def test_the_compiled_renormalise_is_the_reference_and_annihilates_without_nan(qr):
+    """kernels/cpu/tangents.renormalise against fastrank.tangents.renormalise on the same
+    pushed tangents (QR: the same |diag R| and Q up to signs); a zero direction adds
+    -inf and stays zero, and the others stay finite."""
+    from fastrank.kernels.cpu import tangents as compiled
+
+    rng = np.random.default_rng(7)
+    pushed = rng.standard_normal((3, 5, 4))
+    ref = tangents.Tangents(np.zeros_like(pushed), np.full(3, 0.5))
+    tangents.renormalise(ref, pushed, 1, 1 if qr else 2)
+    b = np.concatenate([np.zeros((1, 20)), pushed.reshape(3, 20)])
+    t, log = np.empty_like(b), np.full(3, 0.5)
+    compiled.renormalise(t, b, (pushed.reshape(3, 20) ** 2).sum(axis=1), log, qr)
+    np.testing.assert_allclose(log, ref.log, rtol=1e-14)
+    got = t[1:].reshape(3, 5, 4)
+    signs = np.sign(np.einsum("kij,kij->k", got, ref.t))
+    np.testing.assert_allclose(got, signs[:, None, None] * ref.t, rtol=0, atol=1e-14)
+
+    b[1] = 0.0  # the first direction annihilated
+    t, log = np.empty_like(b), np.zeros(3)
+    compiled.renormalise(t, b, (b[1:] ** 2).sum(axis=1), log, qr)
+    assert np.isneginf(log[0]) and np.isfinite(log[1:]).all()
+    assert not t[1].any() and np.isfinite(t[1:]).all()
+
+
+def test_the_depth_kernels_tangents_are_the_same_bits_on_any_thread_count():
+    """One seed per thread, each seed's tangents pushed by its own thread with BLAS at
+    one thread: the thread count changes no bit (a resume on another count matches)."""
+    import numba
+
+    from fastrank.backends.cpu import CPUBackend
+
+    net = Network(width=24, depth=50, norm="bn", activation="relu")
+    results = []
+    saved = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            backend = CPUBackend()
+            batch = backend.start(net, range(3), tangents=4, qr_every=2)
+            logs = backend.measure_points(batch, [0, 25, 50], "gram")[2]
+            results.append((logs, np.stack([t.t for t in batch.tangents])))
+    finally:
+        numba.set_num_threads(saved)
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])

@@ -23,7 +23,8 @@ class Batch:
     ``h[i]`` is seed i's representation (d x N) in the backend's memory. ``log_norm``
     is log ||H|| of the un-rescaled network, ``failed_layer`` -1 or the layer at which
     the seed stopped and ``reason`` its code (fastrank.codes.REASONS); a stopped seed is
-    not advanced.
+    not advanced. ``tangents``: each seed's fastrank.tangents.Tangents, re-orthonormalised
+    every ``qr_every`` layers (None: the sweep carries none).
     """
 
     network: Network
@@ -33,6 +34,8 @@ class Batch:
     log_norm: np.ndarray  # float64 (S,)
     failed_layer: np.ndarray  # int64 (S,)
     reason: np.ndarray  # int64 (S,)
+    tangents: list | None = None
+    qr_every: int = 1
 
     def account(self, i: int, layer: int, sumsq: float) -> float | None:
         """Book seed i's sum of squares at ``layer``: update the log-norm and return the
@@ -51,6 +54,12 @@ class Batch:
     def alive(self) -> list[int]:
         return [i for i in range(len(self.seeds)) if self.failed_layer[i] < 0]
 
+    def tangent_logs(self) -> np.ndarray | None:
+        """Each seed's tangents' log growth so far, (S, K) (None without tangents)."""
+        if self.tangents is None:
+            return None
+        return np.stack([t.log for t in self.tangents])
+
 
 @dataclass
 class Stretch:
@@ -59,13 +68,15 @@ class Stretch:
     ``log_norms`` (points, seeds) as :meth:`Backend.measure_points` gives them;
     ``measures``: each measure's (points, seeds) values (rank_tau (points, seeds,
     taus)), or None where the host computes them from the spectra; the batch's failure
-    layers and reasons as of the stretch's end."""
+    layers and reasons as of the stretch's end; ``tangent_logs`` (points, seeds, K), the
+    tangents' log growth, NaN where a seed had stopped (None without tangents)."""
 
     spectra: np.ndarray
     log_norms: np.ndarray
     measures: dict | None
     failed_layer: np.ndarray
     reason: np.ndarray
+    tangent_logs: np.ndarray | None = None
 
 
 class Backend(ABC):
@@ -74,23 +85,28 @@ class Backend(ABC):
     name: str
 
     @abstractmethod
-    def start(self, network: Network, seeds) -> Batch:
-        """The batch at layer 0: each seed's input H_0, booked (rescaled, log-norm)."""
+    def start(self, network: Network, seeds, *, tangents: int = 0, qr_every: int = 1) -> Batch:
+        """The batch at layer 0: each seed's input H_0, booked (rescaled, log-norm), and
+        with ``tangents`` > 0 that many tangent directions per seed (fastrank.tangents),
+        re-orthonormalised every ``qr_every`` layers."""
 
     @abstractmethod
     def advance(self, batch: Batch, stop: int) -> None:
         """Run every live seed of ``batch`` on to layer ``stop``."""
 
-    def measure_points(self, batch: Batch, points, method: str) -> tuple[np.ndarray, np.ndarray]:
+    def measure_points(self, batch: Batch, points, method: str) -> tuple:
         """Advance through the layers ``points`` (ascending, from ``batch.layer`` on) and
         return the spectra there, (points, seeds, k) float64 NaN-padded to the most
-        singular values k, and the log-norms, (points, seeds), NaN where a seed had
-        stopped. Here a point at a time (:meth:`advance`, :meth:`spectra`); a backend
-        may run the whole stretch in one call (the CPU's whole-depth kernel does)."""
+        singular values k, the log-norms, (points, seeds), and the tangents' log growth,
+        (points, seeds, K) or None without tangents, NaN where a seed had stopped. Here a
+        point at a time (:meth:`advance`, :meth:`spectra`); a backend may run the whole
+        stretch in one call (the CPU's whole-depth kernel does)."""
         net, n = batch.network, len(batch.seeds)
         k = min(max(net.features(int(p)) for p in points), net.batch)
         spectra = np.full((len(points), n, k), np.nan)
         log_norms = np.full((len(points), n), np.nan)
+        logs = batch.tangent_logs()
+        tangent_logs = None if logs is None else np.full((len(points), *logs.shape), np.nan)
         for j, point in enumerate(points):
             if point > batch.layer:
                 self.advance(batch, int(point))
@@ -99,7 +115,9 @@ class Backend(ABC):
                 got = self.spectra(batch, live, method)
                 spectra[j, live, : got.shape[1]] = got
                 log_norms[j, live] = batch.log_norm[live]
-        return spectra, log_norms
+                if tangent_logs is not None:
+                    tangent_logs[j, live] = batch.tangent_logs()[live]
+        return spectra, log_norms, tangent_logs
 
     def measure_stretch(self, batch: Batch, points, method: str, taus):
         """Start measuring the stretch ``points`` (as :meth:`measure_points`, the
@@ -107,9 +125,9 @@ class Backend(ABC):
         function that waits for it and returns its :class:`Stretch`. A backend that works
         asynchronously runs the next stretch while this one's rows travel to the host;
         here the stretch is measured before returning."""
-        spectra, log_norms = self.measure_points(batch, points, method)
+        spectra, log_norms, tangent_logs = self.measure_points(batch, points, method)
         done = Stretch(spectra, log_norms, None, batch.failed_layer.copy(),
-                       batch.reason.copy())
+                       batch.reason.copy(), tangent_logs)
         return lambda: done
 
     @abstractmethod

@@ -2,7 +2,10 @@
 networks of constant width -- one seed per thread when narrow (kernels/cpu/depth.py),
 a network's rows shared among the threads when wide (kernels/cpu/wide.py) -- and for
 every other network a layer at a time: weights from the numba Philox stream, GEMM
-through numpy's BLAS and the fused normalisation + activation pass."""
+through numpy's BLAS and the fused normalisation + activation pass. Tangents
+(fastrank.tangents) are pushed through each layer's Jacobian with the weights and the H
+of that layer: in the whole-depth kernel by the thread that runs the seed (up to
+tuning.SMALL_WIDTH_MAX), elsewhere layer by layer (the wide kernel's networks too)."""
 
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ import platform
 
 import numpy as np
 
-from fastrank import blas, codes, init, rng, tuning
+from fastrank import blas, codes, init, rng, tangents, tuning
 from fastrank.backends.base import Backend, Batch
 from fastrank.kernels.cpu import depth, spectrum, start_threads, wide
 from fastrank.kernels.cpu import layer as kernels
 from fastrank.spec import Network
+from fastrank.tangents import start as start_tangents
 
 
 def _compiled(network: Network) -> bool:
@@ -47,6 +51,17 @@ def uses_wide_kernel(network: Network) -> bool:
             and network.width > tuning.SEEDED_WIDTH_MAX)
 
 
+def _in_depth_kernel(batch: Batch) -> bool:
+    """Whether the batch runs in the whole-depth kernel, its tangents with it. A batch
+    with tangents only up to tuning.SMALL_WIDTH_MAX, where the width alone picks the
+    kernel: above it the seeds per thread do, which a resume can change, and the
+    kernel's tangents equal the per-layer path's to rounding, not bit for bit (its H
+    is the same bits)."""
+    net = batch.network
+    return uses_depth_kernel(net, len(batch.seeds)) and (
+        batch.tangents is None or net.width <= tuning.SMALL_WIDTH_MAX)
+
+
 def _kernel_layer(network: Network) -> tuple:
     """A network's layer as the compiled kernels (depth.py, wide.py) take it: the weight
     stream, the weights' scale, gamma, the norm and activation codes, whether the
@@ -65,40 +80,47 @@ class CPUBackend(Backend):
         start_threads()
         self._buffers: dict = {}
 
-    def start(self, network: Network, seeds) -> Batch:
+    def start(self, network: Network, seeds, *, tangents: int = 0, qr_every: int = 1) -> Batch:
         seeds = np.asarray(seeds, dtype=np.uint64)
         hs = [init.input_matrix(network, int(s)) for s in seeds]
         batch = Batch(network, seeds, hs, 0, np.zeros(len(seeds)),
-                      np.full(len(seeds), -1, np.int64), np.zeros(len(seeds), np.int64))
+                      np.full(len(seeds), -1, np.int64), np.zeros(len(seeds), np.int64),
+                      [start_tangents(network, int(s), tangents) for s in seeds]
+                      if tangents else None, qr_every)
         for i, h in enumerate(hs):
             factor = batch.account(i, 0, kernels.sum_of_squares(h))
             if factor is not None and factor != 1.0:
                 kernels.scale(h, factor)
-        if uses_depth_kernel(network, len(seeds)):
+        if _in_depth_kernel(batch):
             batch.h = np.stack(hs)
         return batch
 
     def advance(self, batch: Batch, stop: int) -> None:
         net = batch.network
-        if uses_depth_kernel(net, len(batch.seeds)):
+        if _in_depth_kernel(batch):
             self._depth_kernel(batch, np.array([stop], np.int64), 0)
-        elif uses_wide_kernel(net):
+        elif uses_wide_kernel(net) and batch.tangents is None:
             self._wide_kernel(batch, stop)
         else:
             spare: dict = {}  # per seed, the buffer the next layer writes into
             with blas.usual():  # each layer's GEMM on BLAS's threads
                 for layer in range(batch.layer + 1, stop + 1):
                     for i in batch.alive():
-                        z, sumsq = self._forward(net, int(batch.seeds[i]), layer, batch.h[i],
-                                                 spare.get(i))
+                        h = batch.h[i]
+                        z, sumsq, w = self._forward(net, int(batch.seeds[i]), layer, h,
+                                                    spare.get(i))
+                        if batch.tangents is not None:  # at this layer's H, before it goes
+                            t = batch.tangents[i]
+                            tangents.renormalise(t, tangents.push(net, w, h, t.t), layer,
+                                                 batch.qr_every)
                         factor = batch.account(i, layer, sumsq)
                         if factor is not None and factor != 1.0:
                             kernels.scale(z, factor)
-                        spare[i], batch.h[i] = batch.h[i], z
+                        spare[i], batch.h[i] = h, z
         batch.layer = stop
 
-    def measure_points(self, batch: Batch, points, method: str) -> tuple[np.ndarray, np.ndarray]:
-        if method == "gram" and uses_depth_kernel(batch.network, len(batch.seeds)):
+    def measure_points(self, batch: Batch, points, method: str) -> tuple:
+        if method == "gram" and _in_depth_kernel(batch):
             # the whole stretch in one call, each seed's Gram spectra by the thread that
             # runs it: no Python, and no second parallel region, per measured layer
             return self._depth_kernel(batch, np.asarray(points, np.int64),
@@ -107,17 +129,29 @@ class CPUBackend(Backend):
 
     def _depth_kernel(self, batch: Batch, stops: np.ndarray, k: int):
         """Run the whole-depth kernel through ``stops``: (spectra (stops, seeds, k) or
-        empty when k is 0, log-norms (stops, seeds)), NaN where a seed had stopped."""
+        empty when k is 0, log-norms (stops, seeds), the tangents' log growth (stops,
+        seeds, K) or None without tangents), NaN where a seed had stopped. The batch's
+        Tangents take the kernel's tangents and logs back."""
         n = len(batch.seeds)
         spectra = np.full((len(stops), n, k) if k else (0, 0, 0), np.nan)
         log_norms = np.full((len(stops), n), np.nan)
+        carried = batch.tangents
+        if carried:
+            t, logs = np.stack([c.t for c in carried]), np.stack([c.log for c in carried])
+        else:
+            t, logs = np.empty((n, 0, *batch.h.shape[1:])), np.empty((n, 0))
+        tangent_logs = np.full((len(stops), *logs.shape), np.nan)
         with blas.one_thread():  # one GEMM per thread
             depth.advance(
                 batch.h, batch.seeds, batch.layer, stops, *_kernel_layer(batch.network),
                 batch.log_norm, batch.failed_layer, batch.reason, spectra, log_norms,
+                t, logs, batch.qr_every, tangent_logs,
             )
+        if carried:
+            for c, ti, li in zip(carried, t, logs, strict=True):
+                c.t, c.log = ti, li
         batch.layer = int(stops[-1])
-        return spectra, log_norms
+        return spectra, log_norms, tangent_logs if carried else None
 
     def _wide_kernel(self, batch: Batch, stop: int) -> None:
         """Run every live seed, one after another, on to ``stop`` with the wide kernel."""
@@ -147,7 +181,8 @@ class CPUBackend(Backend):
                  out: np.ndarray | None = None):
         """One layer through BLAS: H <- act(norm(W H)) (or the residual/act-norm forms),
         written into ``out`` when it has the right shape; weights go into a kept buffer
-        (fresh multi-MB arrays per layer would cost page faults at large widths)."""
+        (fresh multi-MB arrays per layer would cost page faults at large widths). Returns
+        the new H, its sum of squares and the weights (valid until the next call)."""
         shape = init.layer_shape(network, layer)
         w = None if network.init == "orthogonal" else self._buffer("weights", shape, network.dtype)
         w = init.weights(network, seed, layer, out=w)
@@ -167,7 +202,7 @@ class CPUBackend(Backend):
             network.order == "act-norm",
             network.eps,
         )
-        return z, sumsq
+        return z, sumsq, w
 
     def spectrum(self, batch: Batch, i: int, method: str) -> np.ndarray:
         return self.spectra(batch, [i], method)[0]

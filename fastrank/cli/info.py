@@ -22,12 +22,14 @@ def info(path, summary, check, as_json):
     """List the runs of a results file with status and final rank measures.
 
     With --json, stdout is one JSON object: path, format_version, fastrank_version,
-    created, n_runs, status_counts, schedule, method, taus, runs (id, configuration,
-    network, seed, rows, expected_rows, status, failed_layer, failure, soft_rank,
-    numerical_rank of the last row), summary (configurations: runs, complete, failed,
-    soft_rank and numerical_rank as mean/sd/n over complete runs; failures: reason ->
-    runs) and, with --check, damaged (a list of what failed its checksum). Strict JSON:
-    an infinite gamma is the string "inf".
+    created, n_runs, status_counts, schedule, method, taus (and tangents and qr_every,
+    for a sweep with tangents), runs (id, configuration, network, seed, rows,
+    expected_rows, status, failed_layer, failure, soft_rank, numerical_rank and, with
+    tangents, lambda_1 (the first Jacobian exponent) of the last row), summary
+    (configurations: runs, complete, failed, soft_rank, numerical_rank and lambda_1 as
+    mean/sd/n over complete runs; failures: reason -> runs) and, with --check, damaged
+    (a list of what failed its checksum). Strict JSON: an infinite gamma is the string
+    "inf".
     """
     from fastrank.store import DamagedFile
 
@@ -68,11 +70,17 @@ def _document(path, results, summary: bool) -> dict:
         "schedule": results.sweep.schedule.to_dict(),
         "method": results.sweep.method,
         "taus": list(results.sweep.taus),
+        **_tangents(results.sweep),
     }
     if not summary:
         doc["runs"] = run_records(results)
     doc["summary"] = summary_records(results)
     return doc
+
+
+def _tangents(sweep) -> dict:
+    """The sweep's tangents and qr_every where it ran with tangents, else nothing."""
+    return {"tangents": sweep.tangents, "qr_every": sweep.qr_every} if sweep.tangents else {}
 
 
 def _strict(value):
@@ -101,9 +109,13 @@ def _describe(path, results, summary: bool) -> None:
         f"written by fastrank {attrs['fastrank_version']} on {attrs['created']}"
     )
     click.echo(f"{len(results)} runs: {counts}")
+    sweep = results.sweep
+    tangents = f", tangents {sweep.tangents}" if sweep.tangents else ""
+    if sweep.tangents > 1:  # re-orthonormalised only with two or more
+        tangents += f", qr-every {sweep.qr_every}"
     click.echo(
-        f"schedule: {json.dumps(results.sweep.schedule.to_dict())}, "
-        f"method {results.sweep.method}, taus {list(results.sweep.taus)}\n"
+        f"schedule: {json.dumps(sweep.schedule.to_dict())}, "
+        f"method {sweep.method}, taus {list(sweep.taus)}{tangents}\n"
     )
     if not summary:
         click.echo(runs_table(results) + "\n")

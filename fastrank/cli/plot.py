@@ -12,12 +12,14 @@ from fastrank.cli.group import InputError, cli, open_results
 
 KINDS = ("depth", "width", "spectrum")
 MEASURES = ("soft_rank", "soft_rank_excess", "numerical_rank", "effective_rank", "stable_rank",
-            "orthogonality_gap", "condition_number", "rank_tau", "log_norm")
+            "orthogonality_gap", "condition_number", "rank_tau", "log_norm", "tangent_log_norm",
+            "jacobian_exponents")
 
 
 #: Options that only some kinds of figure read: (option, its parameter, those kinds).
 KIND_OPTIONS = (("--at", "at", ("width",)), ("--average", "average", ("width",)),
-                ("--layers", "layers", ("spectrum",)), ("--measure", "measure", ("depth", "width")))
+                ("--layers", "layers", ("spectrum",)), ("--measure", "measure", ("depth", "width")),
+                ("--tangent", "tangent", ("depth", "width")))
 
 
 @cli.command()
@@ -28,7 +30,12 @@ KIND_OPTIONS = (("--at", "at", ("width",)), ("--average", "average", ("width",))
               help="depth: measure against layer; width: against width at chosen layers "
                    "(log-log, fitted slope); spectrum: s_i/s_1 at chosen layers.")
 @click.option("--measure", type=click.Choice(MEASURES), default="soft_rank", show_default=True,
-              help="What to plot (depth and width kinds); soft_rank_excess is soft rank - 1.")
+              help="What to plot (depth and width kinds); soft_rank_excess is soft rank - 1; "
+                   "tangent_log_norm and jacobian_exponents need a sweep run with --tangents "
+                   "(a line per tangent).")
+@click.option("--tangent", type=int, metavar="INDEX",
+              help="With --measure tangent_log_norm or jacobian_exponents: only tangent INDEX, "
+                   "0 to K-1 (0: the leading exponent), instead of all.")
 @click.option("--theory", is_flag=True,
               help="Overlay fastrank.theory: collapse rate and log-norm slope of vanilla "
                    "networks, sqrt(d) for batch norm, Lyapunov spectra.")
@@ -47,13 +54,14 @@ KIND_OPTIONS = (("--at", "at", ("width",)), ("--average", "average", ("width",))
 @click.option("--title", help="Figure title.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing figure file.")
 @click.pass_context
-def plot(ctx, path, output, kind, measure, theory, at, average, layers, selects, title,
+def plot(ctx, path, output, kind, measure, tangent, theory, at, average, layers, selects, title,
          overwrite):
     """Draw a figure of a results file: a measure against depth (mean over seeds with a
     16-84 % band, one line per configuration), against width, or the spectra.
 
     --at and --average belong to --kind width, --layers to --kind spectrum, --measure
-    to the depth and width kinds: given with another kind, they are refused.
+    and --tangent to the depth and width kinds: given with another kind, they are
+    refused.
     """
     from fastrank import options, spec
     from fastrank.plot import FORMATS, PlotError, figure, save
@@ -87,7 +95,7 @@ def plot(ctx, path, output, kind, measure, theory, at, average, layers, selects,
         select = _selection(results, selects)
         try:
             fig = figure(results, kind, measure, theory=theory, at=at_layers, average=window,
-                         layers=shown, select=select, title=title)
+                         layers=shown, select=select, title=title, tangent=tangent)
         except PlotError as exc:
             raise InputError(str(exc)) from None
         except ImportError as exc:

@@ -80,6 +80,12 @@ _CONFIGURABLE = (*options.GRID_PARSERS, *options.OTHER_KEYS)
               help="Spectrum: auto (float64 Gram for float32, SVD for float64), gram or svd.")
 @click.option("--tau", metavar="LIST", default="0.1", show_default=True,
               help="Thresholds of rank_tau; numbers or a list of them (no ranges).")
+@click.option("--tangents", type=int, metavar="K", default=0, show_default=True,
+              help="Tangent directions pushed through every layer's Jacobian: their log "
+              "growth and the Jacobians' K leading Lyapunov exponents at every measured "
+              "layer (0: off).")
+@click.option("--qr-every", "qr_every", type=int, metavar="N", default=1, show_default=True,
+              help="Re-orthonormalise the tangents every N layers.")
 @click.option(
     "--config",
     "config_path",

@@ -1,5 +1,6 @@
 """Plain-text tables of a results file for the terminal: one line per run, and a
-summary per configuration (final rank measures as mean +- sd over seeds)."""
+summary per configuration (final rank measures as mean +- sd over seeds; in a sweep
+with tangents, the last row's first Jacobian exponent, lambda_1, too)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,15 @@ def _cell(v) -> str:
 
 
 def _last(run, name: str) -> float:
+    """The last committed row's ``name`` (its first column, for the tangents'), or NaN."""
     values = run.measure(name)
-    return float(values[-1]) if len(values) else float("nan")
+    return float(np.ravel(values[-1])[0]) if len(values) else float("nan")
+
+
+def _exponent(results) -> dict:
+    """{"lambda_1": "jacobian_exponents"} where the sweep ran with tangents, else {}: the
+    extra final measure of the tables, by its name there."""
+    return {"lambda_1": "jacobian_exponents"} if results.sweep.tangents else {}
 
 
 def _labels(runs: list) -> list[str]:
@@ -56,22 +64,27 @@ def _status(record: dict) -> str:
 def runs_table(results) -> str:
     """One line per run: id, configuration, seed, rows, status (with a failure's reason),
     final measures."""
+    extra = list(_exponent(results))
     rows = [[r["id"], r["configuration"], r["seed"], f"{r['rows']}/{r['expected_rows']}",
-             _status(r), _nan(r["soft_rank"]), _nan(r["numerical_rank"])]
+             _status(r), _nan(r["soft_rank"]), _nan(r["numerical_rank"]),
+             *(_nan(r[name]) for name in extra)]
             for r in run_records(results)]
-    headers = ["id", "configuration", "seed", "rows", "status", "soft rank", "num. rank"]
+    headers = ["id", "configuration", "seed", "rows", "status", "soft rank", "num. rank",
+               *extra]
     return format_table(headers, rows)
 
 
 def summary_table(results) -> str:
-    """One line per configuration: runs by status, final soft and numerical rank over
-    seeds; then each reason runs failed for, with how many."""
+    """One line per configuration: runs by status, final soft and numerical rank (and
+    lambda_1) over seeds; then each reason runs failed for, with how many."""
     summary = summary_records(results)
+    extra = list(_exponent(results))
     rows = [[g["configuration"], g["runs"], g["complete"], g["failed"],
-             _mean_sd_text(g["soft_rank"]), _mean_sd_text(g["numerical_rank"])]
+             _mean_sd_text(g["soft_rank"]), _mean_sd_text(g["numerical_rank"]),
+             *(_mean_sd_text(g[name]) for name in extra)]
             for g in summary["configurations"]]
     headers = ["configuration", "runs", "complete", "failed", "soft rank (last layer)",
-               "num. rank (last layer)"]
+               "num. rank (last layer)", *(f"{name} (last layer)" for name in extra)]
     failures = [f"{n} run{'s' * (n > 1)} failed: {reason}"
                 for reason, n in summary["failures"].items()]
     return "\n".join([format_table(headers, rows), *(["", *failures] if failures else [])])
@@ -80,22 +93,27 @@ def summary_table(results) -> str:
 def run_records(results) -> list[dict]:
     """One JSON-ready dict per run, the data of :func:`runs_table`: id, configuration,
     network (its options), seed, rows, expected_rows, status, failed_layer, failure, and
-    the last committed row's soft_rank and numerical_rank (None without a row)."""
+    the last committed row's soft_rank and numerical_rank and, in a sweep with tangents,
+    lambda_1, its first Jacobian exponent (None without a row)."""
     runs = list(results)
+    extra = _exponent(results)
     return [{
         "id": run.id, "configuration": label, "network": run.network.to_dict(),
         "seed": run.seed, "rows": len(run.layer), "expected_rows": run.expected_rows,
         "status": run.status, "failed_layer": run.failed_layer, "failure": run.failure,
         "soft_rank": _none(_last(run, "soft_rank")),
         "numerical_rank": _none(_last(run, "numerical_rank")),
+        **{name: _none(_last(run, measure)) for name, measure in extra.items()},
     } for run, label in zip(runs, _labels(runs), strict=True)]
 
 
 def summary_records(results) -> dict:
     """The data of :func:`summary_table`, JSON-ready: ``configurations``, one dict per
-    configuration (runs, complete, failed, and the final soft_rank and numerical_rank of
-    its complete runs as ``{"mean", "sd", "n"}``), and ``failures``, reason -> runs."""
+    configuration (runs, complete, failed, and the final soft_rank and numerical_rank,
+    and lambda_1 in a sweep with tangents, of its complete runs as ``{"mean", "sd",
+    "n"}``), and ``failures``, reason -> runs."""
     runs = list(results)
+    extra = _exponent(results)
     groups: dict[str, list] = defaultdict(list)
     for run, label in zip(runs, _labels(runs), strict=True):
         groups[label].append(run)
@@ -107,6 +125,8 @@ def summary_records(results) -> dict:
             "failed": sum(r.status == "failed" for r in members),
             "soft_rank": _mean_sd(np.array([_last(r, "soft_rank") for r in done])),
             "numerical_rank": _mean_sd(np.array([_last(r, "numerical_rank") for r in done])),
+            **{name: _mean_sd(np.array([_last(r, measure) for r in done]))
+               for name, measure in extra.items()},
         })
     reasons = Counter(r.failure or "no reason recorded" for r in runs if r.status == "failed")
     return {"configurations": configurations, "failures": dict(reasons)}

@@ -40,6 +40,7 @@ import numpy as np
 
 from fastrank import codes, init, measures, rng
 from fastrank.backends.base import Backend, Batch, Stretch
+from fastrank.errors import SpecError
 from fastrank.gpu.device import CaptureUnsupported, CupyDevice, Device
 from fastrank.gpu.plan import plan_batch
 from fastrank.spec import Network
@@ -146,7 +147,10 @@ class GPUBackend(Backend):
         at most ``max_batch``."""
         return plan_batch(network, self.dev.free_memory(), self.batch_cap)
 
-    def start(self, network: Network, seeds) -> Batch:
+    def start(self, network: Network, seeds, *, tangents: int = 0, qr_every: int = 1) -> Batch:
+        if tangents:
+            raise SpecError("tangents are not computed on the GPU yet: run the sweep "
+                            "without --gpu (or without --tangents)")
         seeds = np.asarray(seeds, dtype=np.uint64)
         s = len(seeds)
         dev = self.dev

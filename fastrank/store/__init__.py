@@ -14,10 +14,10 @@ One writer per file is enforced by fastrank.lock.
 
 from fastrank.store.opening import DamagedFile
 from fastrank.store.reader import Results, open
-from fastrank.store.run import Run
+from fastrank.store.run import NoTangents, Run
 from fastrank.store.schema import ROW_DATASETS, run_id
 from fastrank.store.write_failure import WriteFailed
 from fastrank.store.writer import SweepMismatch, Writer
 
-__all__ = ["DamagedFile", "ROW_DATASETS", "Results", "Run", "SweepMismatch", "WriteFailed",
-           "Writer", "open", "run_id"]
+__all__ = ["DamagedFile", "NoTangents", "ROW_DATASETS", "Results", "Run", "SweepMismatch",
+           "WriteFailed", "Writer", "open", "run_id"]

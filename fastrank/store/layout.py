@@ -89,7 +89,7 @@ class Stacked:
                         self.f[ref]
                 if not isinstance(obj, h5py.Dataset):
                     bad[name] = f"a {type(obj).__name__.lower()}, not a dataset"
-                elif name not in schema.ROW_DATASETS:
+                elif name not in (*schema.ROW_DATASETS, *schema.TANGENT_DATASETS):
                     obj.refresh()
                     obj[()]
             except DAMAGE as exc:

@@ -300,8 +300,12 @@ class Results:
         objects = self._layout.damaged_objects()
         bad = [f"{name}: does not read back as written ({why})" for name, why in
                objects.items()]
-        for name in schema.ROW_DATASETS:
+        for name in schema.row_datasets(self.sweep):
             if name in objects:
+                continue
+            if name in schema.TANGENT_DATASETS and name not in self._f:
+                bad.append(f"{name}: missing, though the sweep ran with "
+                           f"{self.sweep.tangents} tangents")
                 continue
             runs = self._layout.unreadable_runs(name, self._rows)
             if runs:
@@ -313,8 +317,9 @@ class Results:
 
     def to_xarray(self):
         """The whole sweep as one xarray.Dataset: every measure with dims (run, row[, sv |
-        tau]), the layer of each row, and each run's options, seed, status and rows as
-        coordinates along ``run``. Rows past a run's committed ones, and the integer
+        tau | tangent]) (tangent: the measures of a sweep with tangents), the layer of
+        each row, and each run's options, seed, status and rows as coordinates along
+        ``run``. Rows past a run's committed ones, and the integer
         measures' missing values (-1 in the file), are NaN. Needs xarray.
 
         Examples
@@ -335,13 +340,14 @@ class Results:
         except ImportError:
             raise ImportError(
                 f"Results.to_xarray needs xarray: {install_hint('analysis')}") from None
-        dims = {"spectrum": ("run", "row", "sv"), "rank_tau": ("run", "row", "tau")}
-        data = {name: (dims.get(name, ("run", "row")),
+        data = {name: (schema.dims(name, "run", "row"),
                        schema.missing_as_nan(name, self._block(name)),
                        {"long_name": schema.LONG_NAMES[name][0]})
-                for name in schema.ROW_DATASETS if name != "layer"}
+                for name in schema.row_datasets(self.sweep) if name != "layer"}
         table = self.runs
+        tangents = {"tangent": np.arange(self.sweep.tangents)} if self.sweep.tangents else {}
         coords = {"layer": (("run", "row"), self._block("layer")), "tau": self._layout.taus,
+                  **tangents,
                   **{name: ("run", table[name]) for name in table.dtype.names
                      if name not in ("index", "final_soft_rank")}}
         return xarray.Dataset(data, coords=coords, attrs={"source": self.path, **{
@@ -350,7 +356,10 @@ class Results:
     def to_pandas(self, long: bool = False):
         """The ``runs`` table as a pandas DataFrame; with ``long``, one row per (run,
         committed row): run, layer, every scalar measure, log_norm and tier, with the
-        run's options as columns (tidy data for groupby and seaborn). Needs pandas.
+        run's options as columns (tidy data for groupby and seaborn); a sweep with K
+        tangents adds a column per tangent of each tangent measure,
+        ``tangent_log_norm_0`` .. ``_{K-1}`` and ``jacobian_exponents_0`` .. ``_{K-1}``.
+        Needs pandas.
 
         Parameters
         ----------
@@ -384,7 +393,11 @@ class Results:
         keep = np.arange(self._block("layer").shape[1])[None, :] < self._rows[:, None]
         run, _ = np.nonzero(keep)
         measures = [n for n in schema.ROW_DATASETS if n not in ("spectrum", "rank_tau")]
-        frame = pandas.DataFrame({"run": run, **{n: self._block(n)[keep] for n in measures}})
+        tangents = {f"{n}_{i}": values
+                    for n in (schema.TANGENT_DATASETS if self.sweep.tangents else ())
+                    for i, values in enumerate(self._block(n)[keep].T)}
+        frame = pandas.DataFrame({"run": run, **{n: self._block(n)[keep] for n in measures},
+                                  **tangents})
         options = table.drop(columns=["index", "rows", "final_soft_rank"]).rename(
             columns={"id": "run_id"})
         return frame.join(options, on="run")

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from fastrank.store.reader import Results
 
 
+class NoTangents(AttributeError):
+    """A tangent measure (``tangent_log_norm``, ``jacobian_exponents``) asked of a run
+    whose sweep ran without tangents (``--tangents``). An AttributeError, so that
+    ``hasattr(run, "jacobian_exponents")`` says whether a run has them."""
+
+
 def _measure_property(name: str, doc: str) -> property:
     """A read-only property of Run that returns ``run.measure(name)``, documented by
     ``doc`` (the getter carries it, so help() and the API page show it)."""
@@ -40,7 +46,8 @@ class Run:
     built directly. Arrays have one entry per committed row (a measured layer, see
     :class:`fastrank.Schedule`), are read on first access and kept until
     :meth:`refresh`. Every measure is a property (``run.soft_rank``,
-    ``run.condition_number``, ...); :meth:`measure` reads one by name.
+    ``run.condition_number``, ...; ``run.jacobian_exponents`` where the sweep ran with
+    tangents); :meth:`measure` reads one by name.
 
     Attributes
     ----------
@@ -116,8 +123,10 @@ class Run:
         return run_status(self.rows, self.expected_rows, self.failed_layer is not None)
 
     def measure(self, name: str) -> np.ndarray:
-        """Committed rows of dataset ``name``: layer, spectrum, log_norm, rank_tau, tier or a
-        scalar measure (soft_rank, ...); KeyError for another name, DamagedFile when the
+        """Committed rows of dataset ``name``: layer, spectrum, log_norm, rank_tau, tier, a
+        scalar measure (soft_rank, ...) or, where the sweep ran with tangents,
+        tangent_log_norm or jacobian_exponents; KeyError for another name, NoTangents (an
+        AttributeError) for a tangent measure of a sweep without, DamagedFile when the
         data do not read back as written (checksum). Gram-tier rows (tier 0) have no
         spectrum: -1 for the integer measures, NaN for the others that need one.
 
@@ -131,9 +140,12 @@ class Run:
         ...     print(run.measure("layer"), run.measure("tier"), run.measure("numerical_rank"))
         [ 0  5 10 15 20] [1 0 1 0 1] [ 8 -1  7 -1  5]
         """
-        if name not in schema.ROW_DATASETS:
-            raise KeyError(
-                f"unknown measure {name!r}: choose from {', '.join(schema.ROW_DATASETS)}")
+        names = schema.row_datasets(self._results.sweep)
+        if name not in names:
+            if name in schema.TANGENT_DATASETS:
+                raise NoTangents(f"{self._results.path} has no {name}: its sweep ran without "
+                                 "--tangents")
+            raise KeyError(f"unknown measure {name!r}: choose from {', '.join(names)}")
         if name not in self._arrays:
             if not self._results._f.id.valid:
                 raise ValueError(f"{self._results.path} is closed: run {self.id} cannot read "
@@ -155,10 +167,21 @@ class Run:
                     "(rows, len(taus)); -1 on Gram-tier rows.")
     tier = _measure_property(
         "tier", "Per row, int64: 1 for the full spectrum, 0 for the Gram tier only.")
+    tangent_log_norm = _measure_property(
+        "tangent_log_norm", "Log growth of each of the sweep's K tangents through the "
+                            "layers' Jacobians (with QR, the sums of log |R_ii|), float64 "
+                            "(rows, K); NoTangents (an AttributeError) for a sweep without "
+                            "tangents.")
+    jacobian_exponents = _measure_property(
+        "jacobian_exponents", "Running estimate of the K leading Lyapunov exponents of the "
+                              "product of the layers' Jacobians (tangent_log_norm / layer), "
+                              "float64 (rows, K), NaN at layer 0; NoTangents (an "
+                              "AttributeError) for a sweep without tangents.")
 
     def to_xarray(self):
-        """This run as an xarray.Dataset (dims layer, sv, tau) of its committed rows (also
-        while the file is written); integer measures' missing values are NaN. Needs xarray.
+        """This run as an xarray.Dataset (dims layer, sv, tau, and tangent where the sweep
+        ran with tangents) of its committed rows (also while the file is written); integer
+        measures' missing values are NaN. Needs xarray.
 
         Examples
         --------
@@ -175,11 +198,13 @@ class Run:
             import xarray
         except ImportError:
             raise ImportError(f"Run.to_xarray needs xarray: {install_hint('analysis')}") from None
-        dims = {"spectrum": ("layer", "sv"), "rank_tau": ("layer", "tau")}
-        data = {name: (dims.get(name, ("layer",)), schema.missing_as_nan(name, self.measure(name)),
+        sweep = self._results.sweep
+        data = {name: (schema.dims(name, "layer"), schema.missing_as_nan(name, self.measure(name)),
                        {"long_name": schema.LONG_NAMES[name][0]})
-                for name in schema.ROW_DATASETS if name != "layer"}
-        return xarray.Dataset(data, coords={"layer": self.layer, "tau": self.taus},
+                for name in schema.row_datasets(sweep) if name != "layer"}
+        coords = {"layer": self.layer, "tau": self.taus,
+                  **({"tangent": np.arange(sweep.tangents)} if sweep.tangents else {})}
+        return xarray.Dataset(data, coords=coords,
                               attrs={"run": self.id, "label": self.label, "seed": self.seed})
 
     def __repr__(self) -> str:

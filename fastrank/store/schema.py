@@ -2,10 +2,11 @@
 
 One HDF5 file per sweep, every run stacked along one dimension ``run`` (docs/format.md):
 run columns (seed, the network's options, status) of shape (run,), and row datasets of
-shape (run, row[, sv | tau]) at their full size from the start, chunked and filled
-lazily (a chunk costs disk only once written). Laying out takes a few dozen HDF5 calls
-whatever the number of runs, so a 10,000-run sweep starts writing at once. The dimension
-scales ``run``, ``row``, ``sv`` and ``tau`` make it a netCDF-4 file (xarray, ncdump).
+shape (run, row[, sv | tau | tangent]) at their full size from the start, chunked and
+filled lazily (a chunk costs disk only once written). Laying out takes a few dozen HDF5
+calls whatever the number of runs, so a 10,000-run sweep starts writing at once. The
+dimension scales ``run``, ``row``, ``sv``, ``tau`` (and ``tangent`` in a sweep with
+tangents) make it a netCDF-4 file (xarray, ncdump).
 """
 
 from __future__ import annotations
@@ -18,10 +19,17 @@ import h5py
 import numpy as np
 
 from fastrank.measures import SCALARS
+from fastrank.rows import TANGENT_MEASURES
 from fastrank.spec import Network, Sweep, varying
+from fastrank.version import FORMAT_VERSION, FORMAT_VERSION_WITHOUT_TANGENTS
 
 #: Datasets of shape (run, row, ...): one row per measured layer, in file order.
 ROW_DATASETS = ("layer", "spectrum", *SCALARS, "rank_tau", "log_norm", "tier")
+#: Row datasets of a sweep with tangents only (Sweep.tangents > 0; fastrank.tangents),
+#: after ROW_DATASETS: float64 (run, row, tangent).
+TANGENT_DATASETS = TANGENT_MEASURES
+#: The third dimension of the row datasets that have one.
+COLUMN_DIMS = {"spectrum": "sv", "rank_tau": "tau", **dict.fromkeys(TANGENT_DATASETS, "tangent")}
 #: Run columns that a writer updates (the status): committed rows, failure layer, reason.
 STATUS_DATASETS = ("n_rows", "failed_layer", "failure")
 #: Threads of the process that computed each run (-1: not recorded, or not a CPU run):
@@ -58,7 +66,29 @@ LONG_NAMES = {
     "rank_tau": ("eigenvalues of H H^T above tau times their mean", "1"),
     "log_norm": ("log ||H||_F of the un-rescaled network", "1"),
     "tier": ("1 full spectrum, 0 Gram tier only", "1"),
+    "tangent_log_norm": ("log growth of each tangent through the layers' Jacobians "
+                         "(with QR: the sums of log |R_ii|)", "1"),
+    "jacobian_exponents": ("running estimate of the leading Lyapunov exponents of the "
+                           "Jacobians' product: tangent_log_norm / layer", "1"),
 }
+
+
+def dims(name: str, *leading: str) -> tuple[str, ...]:
+    """The dimensions of row dataset ``name`` with its first ones named ``leading``
+    (``"run", "row"`` in the file; ``"layer"`` for one run)."""
+    return (*leading, COLUMN_DIMS[name]) if name in COLUMN_DIMS else leading
+
+
+def row_datasets(sweep: Sweep) -> tuple[str, ...]:
+    """The row datasets of a file of ``sweep``: ROW_DATASETS, then TANGENT_DATASETS if
+    it carries tangents."""
+    return (*ROW_DATASETS, *TANGENT_DATASETS) if sweep.tangents else ROW_DATASETS
+
+
+def format_version(sweep: Sweep) -> int:
+    """The format version a file of ``sweep`` is written as: FORMAT_VERSION with tangents
+    (a fastrank that knows none refuses it), FORMAT_VERSION_WITHOUT_TANGENTS without."""
+    return FORMAT_VERSION if sweep.tangents else FORMAT_VERSION_WITHOUT_TANGENTS
 
 
 def run_id(index: int) -> str:
@@ -216,6 +246,8 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict,
     scales = {"run": np.arange(r, dtype=np.int64), "row": np.arange(n, dtype=np.int64),
               "sv": np.arange(k, dtype=np.int64), "tau": np.asarray(sweep.taus, np.float64),
               "config": np.arange(len(configs), dtype=np.int64)}
+    if sweep.tangents:
+        scales["tangent"] = np.arange(sweep.tangents, dtype=np.int64)
     made = {}  # name -> dataset (looking a name up again costs more than creating it)
     for name, values in scales.items():
         made[name] = _checked(f, name, values)
@@ -242,8 +274,9 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict,
     for name in THREAD_DATASETS:
         made[name] = _dataset(f, name, (r,), np.int64, run_chunk, fill=-1)
 
-    for name in ROW_DATASETS:
-        cols = {"spectrum": (k,), "rank_tau": (t,)}.get(name, ())
+    sizes = {"sv": k, "tau": t, "tangent": sweep.tangents}
+    for name in row_datasets(sweep):
+        cols = (sizes[COLUMN_DIMS[name]],) if name in COLUMN_DIMS else ()
         per_row = max(cols, default=1)
         rows = min(n, max(1, CHUNK_ELEMENTS // per_row), 256)
         chunk = (min(r, max(1, CHUNK_ELEMENTS // (rows * per_row))), rows, *cols)
@@ -254,8 +287,7 @@ def layout(f: h5py.File, sweep: Sweep, attrs: dict,
         _attribute(ds, "_FillValue", fill)
         _attribute(ds, "long_name", LONG_NAMES[name][0])
         _attribute(ds, "units", LONG_NAMES[name][1])
-        for axis, scale in enumerate(("run", "row", {"spectrum": "sv", "rank_tau": "tau"}.get(
-                name))):
+        for axis, scale in enumerate(("run", "row", COLUMN_DIMS.get(name))):
             if scale:
                 h5py.h5ds.attach_scale(ds, made[scale], axis)
     for name in (*columns, *STATUS_DATASETS, *THREAD_DATASETS):

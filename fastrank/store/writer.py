@@ -44,7 +44,7 @@ from fastrank.store.write_failure import (
     close_file,
     write_failed,
 )
-from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
+from fastrank.version import FORMAT_NAME, __version__
 
 #: Chunk cache of each row dataset the writer fills: the chunks a batch of runs is
 #: filling stay in memory. Set per row dataset when the layout makes it, not for the
@@ -53,14 +53,17 @@ from fastrank.version import FORMAT_NAME, FORMAT_VERSION, __version__
 #: bytes), a prime as HDF5 advises.
 CHUNK_CACHE_BYTES = 64 << 20
 CHUNK_CACHE_SLOTS = 25_603
-#: The datasets a writer writes (kept open from the layout on).
-WRITTEN = (*schema.ROW_DATASETS, *schema.STATUS_DATASETS, *schema.THREAD_DATASETS)
 #: Row datasets that are fields of a Rows block (the others are in its ``measures``).
 _ROWS_FIELDS = ("layer", "log_norm", "tier")
 
 
 class SweepMismatch(ValueError):
     """A resume asked for a sweep other than the file's."""
+
+
+def _written(sweep: Sweep) -> tuple[str, ...]:
+    """The datasets a writer of ``sweep`` writes (kept open from the layout on)."""
+    return (*schema.row_datasets(sweep), *schema.STATUS_DATASETS, *schema.THREAD_DATASETS)
 
 
 def _staged(path: str, sweep: Sweep, attrs: dict) -> tuple[h5py.File, dict]:
@@ -87,7 +90,7 @@ def _staged(path: str, sweep: Sweep, attrs: dict) -> tuple[h5py.File, dict]:
         f.flush()
         # only what the writer writes stays open: HDF5 visits every open dataset on
         # each flush, and on the switch to SWMR
-        datasets = {name: h5py.Dataset(made.pop(name)) for name in WRITTEN}
+        datasets = {name: h5py.Dataset(made.pop(name)) for name in _written(sweep)}
         del made
         f.swmr_mode = True  # nothing may be created from here on; data may be written
     except BaseException:
@@ -193,7 +196,7 @@ class Writer:
                 raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
             attrs = {
                 "format": FORMAT_NAME,
-                "format_version": np.int64(FORMAT_VERSION),
+                "format_version": np.int64(schema.format_version(sweep)),
                 "fastrank_version": __version__,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "sweep": json.dumps(sweep.to_dict()),
@@ -239,7 +242,7 @@ class Writer:
                         f"{path} holds a different sweep (differs in: {', '.join(differ)}); "
                         "resume it without grid options or write to another file")
                 source = _source(old, path, stored)
-                attrs = {**old.attrs, "format_version": np.int64(FORMAT_VERSION)}
+                attrs = {**old.attrs, "format_version": np.int64(schema.format_version(stored))}
                 try:
                     staged = _staged(path, stored, attrs)
                 except HDF5_ERRORS as exc:
@@ -279,7 +282,7 @@ class Writer:
             n = int(rows[i])
             try:
                 data = {name: np.asarray(source.read(i, name, n))
-                        for name in schema.ROW_DATASETS}
+                        for name in schema.row_datasets(self.sweep)}
             except DAMAGE:  # a checksum failed: recomputed rather than copied
                 continue
             with self._staging():
@@ -358,8 +361,8 @@ class Writer:
             self._f.flush()
 
     def _checked(self, run: int, blocks: list[Rows]) -> int:
-        """The number of rows in ``blocks``, checked against ``run``'s schedule and the
-        file's singular values."""
+        """The number of rows in ``blocks``, checked against ``run``'s schedule, the
+        file's singular values and its tangents."""
         state, n = self.status(run), int(self._rows[run])
         if state in ("complete", "failed"):
             raise ValueError(f"run {run} is {state}: no more rows can be appended")
@@ -373,16 +376,22 @@ class Writer:
             if beyond.size and not np.isnan(beyond).all():
                 raise ValueError(f"run {run}: spectrum has {b.spectrum.shape[1]} values, "
                                  f"the file holds {self._k}")
+            for name in schema.TANGENT_DATASETS if self.sweep.tangents else ():
+                values, want = b.measures.get(name), (len(b), self.sweep.tangents)
+                if values is None or np.shape(values) != want:
+                    got = "missing" if values is None else f"of shape {np.shape(values)}"
+                    raise ValueError(f"run {run}: {name} {got}, the sweep's tangents make "
+                                     f"it {want}")
         return len(layers)
 
     def _arrays(self, runs: list[list[Rows]]) -> dict[str, np.ndarray]:
         """The rows of consecutive runs (each a list of blocks, as many rows in each
-        run) as one array per row dataset, (runs, rows[, sv | tau]): one copy of each
-        value (spectra NaN-padded to the file's k)."""
+        run) as one array per row dataset, (runs, rows[, sv | tau | tangent]): one copy
+        of each value (spectra NaN-padded to the file's k)."""
         flat = [b for blocks in runs for b in blocks]
         shape = (len(runs), sum(len(b) for b in runs[0]))
         out = {}
-        for name in schema.ROW_DATASETS:
+        for name in schema.row_datasets(self.sweep):
             if name == "spectrum":
                 parts = [b.spectra(self._k) for b in flat]
             elif name in _ROWS_FIELDS:

@@ -4,7 +4,8 @@ At d of a few dozen, a per-layer Python loop spends most of its time in interpre
 and dispatch overhead, so here each thread takes one network (seed) and runs it through
 a stretch of layers without returning: weights drawn from the Philox stream into a
 per-thread buffer, BLAS sgemm called from compiled code, the fused normalisation +
-activation pass of layer.py, and the rescaling with its float64 log-norm. The caller
+activation pass of layer.py, and the rescaling with its float64 log-norm, and where the
+run carries tangents their push through the layer's Jacobian (tangents.py). The caller
 (the CPU backend) hands it a stretch of measured layers at a time and gets their
 spectra back together.
 """
@@ -13,6 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastrank import codes
+from fastrank.kernels.cpu import tangents as tangent
 from fastrank.kernels.cpu.layer import rows_in_place, scale
 from fastrank.kernels.cpu.philox import NORMAL_SCRATCH, normals_f32_at
 from fastrank.kernels.cpu.spectrum import LANES, begin_spectrum, finish_spectra
@@ -39,7 +41,8 @@ def book(sumsq, layer, s, rescale, log_norm, failed_layer, reason):
 
 @njit(cache=True, parallel=True)
 def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first, eps,
-            rescale, log_norm, failed_layer, reason, sv, norms):
+            rescale, log_norm, failed_layer, reason, sv, norms, tangents, tangent_log,
+            qr_every, tangent_norms):
     """Advance every network of ``h`` (seeds x d x N, float32) from layer ``start``
     through the layers ``stops`` (ascending, >= start); one network per thread.
 
@@ -54,8 +57,16 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
     between them. Spectra are finished LANES at a time (spectrum.begin_spectrum at each
     stop, finish_spectra at every LANES-th and at the end), so that their QL sweeps run
     side by side.
+
+    ``tangents`` (seeds x K x d x N, float64; K may be 0) are each network's tangents and
+    ``tangent_log`` (seeds x K) their log growth (fastrank.tangents.Tangents' t and log),
+    both carried on in place: every layer a network runs pushes its tangents through
+    the layer's Jacobian at the layer's input H, with the layer's weights, and
+    renormalises them (QR every ``qr_every`` layers where K >= 2); at each stop a live
+    network's log growth goes to ``tangent_norms[p, seed]``.
     """
     n_seeds, d, n = h.shape
+    k_t = tangents.shape[1]
     for s in prange(n_seeds):
         if failed_layer[s] >= 0:
             continue
@@ -72,6 +83,11 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
         at, big = np.zeros(LANES, np.int64), np.zeros(LANES)  # their stops, their scales
         held = 0
         out = sv[:, s]
+        rows = k_t + 1 if k_t else 0  # the tangents' work (tangents.py), H's float64 row 0
+        t, pushed = np.empty((rows, d * n)), np.empty((rows, d * n))
+        w64, cols, sums = np.empty((d, d)), np.empty((2 * k_t + 3, n)), np.empty(k_t)
+        for m in range(k_t):
+            t[m + 1, :] = tangents[s, m].reshape(-1)
         for p in range(stops.size):
             for layer in range(reached + 1, stops[p] + 1):
                 normals_f32_at(flat_w, seeds[s], stream, np.uint32(layer), 0, scratch)
@@ -85,6 +101,11 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
                 sumsq = rows_in_place(z, norm, act, act_first, eps, row_work)
                 if not book(sumsq, layer, s, rescale, log_norm, failed_layer, reason):
                     break
+                if k_t:  # cur is still the layer's input
+                    tangent.push(w, cur, w64, t, pushed, sums, gamma, norm, act, act_first,
+                                 eps, cols)
+                    tangent.renormalise(t, pushed, sums, tangent_log[s],
+                                        k_t >= 2 and layer % qr_every == 0)
                 if rescale:
                     scale(z, 1.0 / np.sqrt(sumsq))
                 cur, z = z, cur
@@ -93,6 +114,7 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
                 break
             reached = stops[p]
             norms[p, s] = log_norm[s]
+            tangent_norms[p, s, :] = tangent_log[s]
             if sv.shape[0]:
                 at[held], big[held] = p, begin_spectrum(cur, work, held)
                 held += 1
@@ -103,3 +125,5 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
             finish_spectra(work, big, held, out, at)
         if not in_h:  # one copy per call, not one per layer
             hs[:, :] = cur
+        for m in range(k_t):
+            tangents[s, m, :, :] = t[m + 1].reshape((d, n))

@@ -34,9 +34,18 @@ def _activate(x, act):
 @njit(**_JIT)
 def _column_stats(h, eps):
     """Layer norm's per-sample (column) mean and 1/sqrt(var + eps) over the features."""
+    n = h.shape[1]
+    mean, inv = np.empty(n), np.empty(n)
+    column_stats_into(h, eps, mean, inv)
+    return mean, inv
+
+
+@njit(**_JIT)
+def column_stats_into(h, eps, mean, inv):
+    """_column_stats into the given float64 arrays (no allocation)."""
     d, n = h.shape
-    mean = np.zeros(n)
-    var = np.zeros(n)
+    mean[:] = 0.0
+    inv[:] = 0.0
     for i in range(d):
         for j in range(n):
             mean[j] += h[i, j]
@@ -44,8 +53,9 @@ def _column_stats(h, eps):
     for i in range(d):
         for j in range(n):
             c = h[i, j] - mean[j]
-            var[j] += c * c
-    return mean, 1.0 / np.sqrt(var / d + eps)
+            inv[j] += c * c
+    for j in range(n):
+        inv[j] = 1.0 / np.sqrt(inv[j] / d + eps)
 
 
 @njit(inline="always", **_JIT)

@@ -104,8 +104,8 @@ def test_a_sweep_split_into_batches_gives_the_numbers_of_one_batch(stand_in, tmp
     for name, free in (("whole", None), ("split", batch_bytes(net, 2))):
         be = GPUBackend(dev=stand_in(free_memory=free))
         start, sizes[name] = be.start, []
-        be.start = lambda n, seeds, start=start, seen=sizes[name]: (seen.append(len(seeds)),
-                                                                    start(n, seeds))[1]
+        be.start = lambda n, seeds, start=start, seen=sizes[name], **kw: (
+            seen.append(len(seeds)), start(n, seeds, **kw))[1]
         run_sweep(sweep, tmp_path / f"{name}.h5", backend=be)
     assert sizes == {"whole": [5, 5], "split": [2, 2, 1, 2, 2, 1]}
     _assert_same(_arrays(tmp_path / "whole.h5"), _arrays(tmp_path / "split.h5"))
@@ -167,7 +167,8 @@ def test_out_of_device_memory_mid_sweep_then_resume_gives_the_uninterrupted_numb
         sweep = results.sweep
     be = GPUBackend(dev=stand_in(), max_batch=1)
     start, ends = be.start, []  # the device's allocations before each run's start
-    be.start = lambda net, seeds: (ends.append(be.dev.allocations), start(net, seeds))[1]
+    be.start = lambda net, seeds, **kw: (ends.append(be.dev.allocations),
+                                         start(net, seeds, **kw))[1]
     run_sweep(sweep, tmp_path / "counted.h5", backend=be)
     ends = [*ends[1:], be.dev.allocations]  # allocations when each run had made all of its
     # the first allocation (a new file without rows), the second run's first, the fourth
