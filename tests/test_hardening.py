@@ -388,3 +388,20 @@ def test_a_resume_on_other_threads_warns_in_one_line(tmp_path, monkeypatch):
     assert result.stderr.count("\n") == 1 and "started on 99 threads" in result.stderr
     with fastrank.open("r.h5") as results:
         assert json.dumps(list(results.runs["status"])) == '["complete"]'
+
+
+@pytest.mark.parametrize("tangents, warned", [(0, False), (1, True)])
+def test_a_resume_on_other_threads_warns_where_tangents_go_layer_by_layer(
+        tmp_path, monkeypatch, tangents, warned):
+    """Between widths 129 and 512 a seed per thread takes the whole-depth kernel (the
+    same bits on any thread count), but not with tangents: they go layer by layer."""
+    import numba
+
+    monkeypatch.chdir(tmp_path)
+    sweep = fastrank.Sweep(grid={"width": (200,), "depth": (2,)},
+                           seeds=tuple(range(numba.get_num_threads())), tangents=tangents,
+                           schedule=fastrank.Schedule(every=1, log=None))
+    fastrank.store.Writer.create("r.h5", sweep, {"numba_threads": 99}).close()
+    result = CliRunner().invoke(cli, ["sweep", "--resume", "-q", "-o", "r.h5"])
+    assert result.exit_code == 0, result.output
+    assert ("started on 99 threads" in result.stderr) is warned, result.stderr

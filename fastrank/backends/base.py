@@ -148,11 +148,11 @@ class Backend(ABC):
         change the last bits of BLAS products. (-1, -1): they do not matter here."""
         return -1, -1
 
-    def thread_invariant(self, network: Network, seeds: int) -> bool:
-        """Whether runs of ``network``, ``seeds`` of them at a time, give the same bits on
-        any number of numba threads, so that a sweep resumed on another thread count
-        matches an uninterrupted one. True here: the host's threads compute nothing the
-        numbers depend on."""
+    def thread_invariant(self, network: Network, seeds: int, tangents: int = 0) -> bool:
+        """Whether runs of ``network``, ``seeds`` of them at a time (with ``tangents``
+        tangent directions), give the same bits on any number of numba threads, so that a
+        sweep resumed on another thread count matches an uninterrupted one. True here: the
+        host's threads compute nothing the numbers depend on."""
         return True
 
     def max_batch(self, network: Network) -> int:

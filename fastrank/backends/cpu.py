@@ -51,15 +51,19 @@ def uses_wide_kernel(network: Network) -> bool:
             and network.width > tuning.SEEDED_WIDTH_MAX)
 
 
+def depth_kernel_takes(network: Network, seeds: int, tangents: bool) -> bool:
+    """Whether ``seeds`` seeds of ``network`` run in the whole-depth kernel, their
+    tangents with them. With tangents only up to tuning.SMALL_WIDTH_MAX, where the width
+    alone picks the kernel: above it the seeds per thread do, which a resume can change,
+    and the kernel's tangents equal the per-layer path's to rounding, not bit for bit
+    (its H is the same bits)."""
+    return uses_depth_kernel(network, seeds) and (
+        not tangents or network.width <= tuning.SMALL_WIDTH_MAX)
+
+
 def _in_depth_kernel(batch: Batch) -> bool:
-    """Whether the batch runs in the whole-depth kernel, its tangents with it. A batch
-    with tangents only up to tuning.SMALL_WIDTH_MAX, where the width alone picks the
-    kernel: above it the seeds per thread do, which a resume can change, and the
-    kernel's tangents equal the per-layer path's to rounding, not bit for bit (its H
-    is the same bits)."""
-    net = batch.network
-    return uses_depth_kernel(net, len(batch.seeds)) and (
-        batch.tangents is None or net.width <= tuning.SMALL_WIDTH_MAX)
+    """depth_kernel_takes for a batch."""
+    return depth_kernel_takes(batch.network, len(batch.seeds), batch.tangents is not None)
 
 
 def _kernel_layer(network: Network) -> tuple:
@@ -231,11 +235,11 @@ class CPUBackend(Backend):
 
         return numba.get_num_threads(), blas.usual_threads()
 
-    def thread_invariant(self, network: Network, seeds: int) -> bool:
+    def thread_invariant(self, network: Network, seeds: int, tangents: int = 0) -> bool:
         """Only in the whole-depth kernel (one seed per thread): layer by layer and in the
         wide kernel, products and parallel reductions are split among the threads, which
         can change their last bits."""
-        return uses_depth_kernel(network, seeds)
+        return depth_kernel_takes(network, seeds, tangents > 0)
 
     def describe(self) -> dict:
         import numba

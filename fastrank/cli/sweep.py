@@ -355,11 +355,13 @@ def _check_resumable(path: Path, backend) -> None:
     with open_results(path) as results:
         before = results.attrs["provenance"].get("numba_threads")
         runs, seeds = results.sweep.runs(), len(results.sweep.seeds)
+        tangents = results.sweep.tangents
         pending = {runs[run.index][0] for run in results
                    if run.status not in ("complete", "failed")}
     if backend is None:
         return
-    per_layer = [net for net in pending if not backend.thread_invariant(net, seeds)]
+    per_layer = [net for net in pending
+                 if not backend.thread_invariant(net, seeds, tangents)]
     if not per_layer:
         return
     import numba
