@@ -21,6 +21,7 @@ from fastrank.bench.spectra import Spectra
 from fastrank.bench.stack import Large, Small
 from fastrank.bench.startup import Compile
 from fastrank.bench.sweep_file import SweepFile
+from fastrank.bench.tangents import Tangents
 
 #: Sizes and repeats of every workload: ``full`` is the reference run, ``quick`` fits in
 #: a few minutes on 2 cores, ``smoke`` is for the test suite (seconds, meaningless times).
@@ -43,6 +44,8 @@ PRESETS = {
         "compile": {"enabled": True, "repeats": 5},
         "distributed": {"d": 64, "depth": 2000, "every": 10, "seeds": 64, "repeats": 3,
                         "noop_tasks": 400},
+        "tangents": {"cases": [{"d": 64, "depth": 2000, "seeds": 8},
+                               {"d": 1024, "depth": 10, "seeds": 1}], "repeats": 3},
     },
     "quick": {
         "small": {"widths": [32, 64], "depth": 1000, "every": 100, "seeds": 4, "repeats": 3},
@@ -62,6 +65,8 @@ PRESETS = {
         "compile": {"enabled": True, "repeats": 3},
         "distributed": {"d": 64, "depth": 500, "every": 10, "seeds": 32, "repeats": 2,
                         "noop_tasks": 200},
+        "tangents": {"cases": [{"d": 64, "depth": 1000, "seeds": 8},
+                               {"d": 1024, "depth": 4, "seeds": 1}], "repeats": 3},
     },
     "smoke": {
         "small": {"widths": [8, 16], "depth": 40, "every": 10, "seeds": 2, "repeats": 1},
@@ -78,12 +83,13 @@ PRESETS = {
                           "seeds": 8, "repeats": 1},
         "compile": {"enabled": False},
         "distributed": {"enabled": False},  # starts worker processes: not in the test suite's run
+        "tangents": {"cases": [{"d": 8, "depth": 20, "seeds": 2}], "repeats": 1},
     },
 }
 
 #: Order of the workloads in a run and in the report.
 NAMES = ("small", "large", "rng", "spectra", "measure_every_layer", "memory", "scaling",
-         "sweep_file", "depth_scaling", "compile", "distributed")
+         "sweep_file", "depth_scaling", "compile", "distributed", "tangents")
 
 
 def config(preset: str, repeats: int | None = None) -> dict:
@@ -98,5 +104,5 @@ def config(preset: str, repeats: int | None = None) -> dict:
 
 WORKLOADS = {w.name: w for w in (Small(), Large(), Rng(), Spectra(), EveryLayer(), Memory(),
                                  Scaling(), SweepFile(), DepthScaling(), Compile(),
-                                 Distributed())}
+                                 Distributed(), Tangents())}
 assert tuple(WORKLOADS) == NAMES
