@@ -395,7 +395,7 @@ class Sweep:
             raise SpecError(f"invalid sweep: {self.n_runs:,} runs (the option lists' "
                             f"product times the seeds); one file holds at most {MAX_RUNS:,}")
         networks = self.networks()  # every combination validated now, not halfway through
-        for net in networks if self.tangents else ():
+        for net in networks if self.tangents else ():  # in_dim may read an input file
             if self.tangents > net.in_dim * net.batch:
                 raise SpecError(f"invalid tangents {self.tangents}: more directions than the "
                                 f"{net.in_dim * net.batch} entries of the input of "

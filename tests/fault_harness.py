@@ -126,6 +126,18 @@ def flipped(data: bytes, stride: int, path: Path):
         yield pos
 
 
+def flip_in_chunk(path: Path, name: str, at: int, bits: int) -> None:
+    """Flip ``bits`` of the byte ``at`` bytes into the first chunk of dataset ``name`` of
+    the file ``path`` (its checksum then fails)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        offset = f[name].id.get_chunk_info(0).byte_offset
+    data = bytearray(path.read_bytes())
+    data[offset + at] ^= bits
+    path.write_bytes(bytes(data))
+
+
 def check_copies(original: Path, paths: list[Path], folder: Path) -> dict:
     """The checker helper's verdict on each copy: {"problem": None or what is wrong,
     "error": the one-line error that stopped the read, if any}."""

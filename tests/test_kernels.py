@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 import pytest
 from naive import act_ref, layer_ref, norm_ref
+from threads import on_one_and_two_threads
 
 from fastrank import Network, codes, weights
 from fastrank.backends.cpu import CPUBackend, uses_depth_kernel
@@ -131,19 +132,14 @@ def test_whole_depth_kernel_layer_by_layer_against_reference(network):
 
 
 def test_whole_depth_kernel_is_independent_of_the_thread_count():
-    import numba
-
     net = Network(width=24, depth=300, activation="relu", norm="bn")
-    results = []
-    saved = numba.get_num_threads()
-    try:
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
-            batch = CPUBackend().start(net, range(5))
-            CPUBackend().advance(batch, net.depth)
-            results.append((batch.h.copy(), batch.log_norm.copy()))
-    finally:
-        numba.set_num_threads(saved)
+
+    def run():
+        batch = CPUBackend().start(net, range(5))
+        CPUBackend().advance(batch, net.depth)
+        return batch.h.copy(), batch.log_norm.copy()
+
+    results = on_one_and_two_threads(run)
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
 

@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from fault_harness import sha256
+from fault_harness import flip_in_chunk, sha256
 
 import fastrank
 from fastrank.cli import cli
@@ -158,15 +158,6 @@ def test_a_file_that_appears_before_the_writer_is_refused_in_the_command_lines_w
         fastrank.sweep(fastrank.Sweep(grid={"width": (8,), "depth": (5,)}), path)
 
 
-def _flip(path: Path, name: str, at: int = 3) -> None:
-    """Flip a byte of the first chunk of dataset ``name`` (its checksum then fails)."""
-    with h5py.File(path, "r") as f:
-        offset = f[name].id.get_chunk_info(0).byte_offset
-    data = bytearray(path.read_bytes())
-    data[offset + at] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
 def test_committed_rows_that_fail_their_checksum_are_computed_again(finished, tmp_path):
     """A byte flipped in the first row of run 0's soft_rank chunk: the resume copies no
     run of that chunk but lays them out again as pending, and the sweep resumed from
@@ -177,7 +168,7 @@ def test_committed_rows_that_fail_their_checksum_are_computed_again(finished, tm
 
     path = tmp_path / "r.h5"
     shutil.copyfile(finished, path)
-    _flip(path, "soft_rank")
+    flip_in_chunk(path, "soft_rank", 3, 0xFF)
     with h5py.File(path, "r") as f:
         runs = len(f["run"])
         hit = list(range(min(f["soft_rank"].chunks[0], runs)))

@@ -9,6 +9,7 @@ from naive import (  # tests/ is on sys.path (pytest rootdir-less import)
     uniforms_ref,
     words_ref,
 )
+from threads import on_one_and_two_threads
 
 from fastrank import rng
 from fastrank.kernels.cpu import philox
@@ -188,14 +189,7 @@ def test_offset_length_splits_match_one_long_fill(pieces):
 
 def test_thread_count_independent():
     n = 1_000_003  # not a multiple of the block or chunk size
-    saved = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = _all_kinds(3, rng.WEIGHTS, 8, n, 7)
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        two = _all_kinds(3, rng.WEIGHTS, 8, n, 7)
-    finally:
-        numba.set_num_threads(saved)
+    one, two = on_one_and_two_threads(lambda: _all_kinds(3, rng.WEIGHTS, 8, n, 7))
     for a, b in zip(one, two, strict=True):
         assert a.tobytes() == b.tobytes()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from fault_harness import flip_in_chunk
 
 import fastrank
 from fastrank import store
@@ -451,11 +452,7 @@ def test_a_flipped_data_byte_is_caught_by_its_checksum(tmp_path):
     with Writer.create(path, small_sweep(), {}) as w:
         fill(w, 0, 0, 5)
         fill(w, 1, 0, 5)
-    with h5py.File(path, "r") as f:
-        offset = f["soft_rank"].id.get_chunk_info(0).byte_offset
-    data = bytearray(path.read_bytes())
-    data[offset + 3] ^= 0x10
-    path.write_bytes(bytes(data))
+    flip_in_chunk(path, "soft_rank", 3, 0x10)
     with store.open(path) as r:
         assert r.damaged() == ["soft_rank: runs 00000, 00001 do not read back as written"]
         with pytest.raises(store.DamagedFile, match="soft_rank does not read back"):

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fault_harness import flip_in_chunk
 
 import fastrank
 from fastrank import curves, store
@@ -174,11 +175,7 @@ def test_a_file_that_lost_its_tangents_is_refused_naming_them(tangent_file):
 
 
 def test_a_flipped_tangent_byte_is_caught_by_its_checksum(tangent_file):
-    with h5py.File(tangent_file, "r") as f:
-        offset = f["jacobian_exponents"].id.get_chunk_info(0).byte_offset
-    data = bytearray(tangent_file.read_bytes())
-    data[offset + 100] ^= 0x10
-    tangent_file.write_bytes(bytes(data))
+    flip_in_chunk(tangent_file, "jacobian_exponents", 100, 0x10)
     with store.open(tangent_file) as r:
         assert r.damaged() == ["jacobian_exponents: runs 00000, 00001 do not read back as "
                                "written"]

@@ -10,6 +10,7 @@ import itertools
 import numpy as np
 import pytest
 from naive import layer_ref
+from threads import on_one_and_two_threads
 
 from fastrank import tangents, theory
 from fastrank.init import input_matrix, weights
@@ -372,21 +373,16 @@ def test_the_compiled_renormalise_is_the_reference_and_annihilates_without_nan(q
 def test_the_depth_kernels_tangents_are_the_same_bits_on_any_thread_count():
     """One seed per thread, each seed's tangents pushed by its own thread with BLAS at
     one thread: the thread count changes no bit (a resume on another count matches)."""
-    import numba
-
     from fastrank.backends.cpu import CPUBackend
 
     net = Network(width=24, depth=50, norm="bn", activation="relu")
-    results = []
-    saved = numba.get_num_threads()
-    try:
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
-            backend = CPUBackend()
-            batch = backend.start(net, range(3), tangents=4, qr_every=2)
-            logs = backend.measure_points(batch, [0, 25, 50], "gram")[2]
-            results.append((logs, np.stack([t.t for t in batch.tangents])))
-    finally:
-        numba.set_num_threads(saved)
+
+    def run():
+        backend = CPUBackend()
+        batch = backend.start(net, range(3), tangents=4, qr_every=2)
+        logs = backend.measure_points(batch, [0, 25, 50], "gram")[2]
+        return logs, np.stack([t.t for t in batch.tangents])
+
+    results = on_one_and_two_threads(run)
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])

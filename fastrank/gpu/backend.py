@@ -234,9 +234,7 @@ class GPUBackend(Backend):
             table = {name: scalars[..., c] for c, name in enumerate(measures.SCALARS)}
             table["numerical_rank"] = table["numerical_rank"].astype(np.int64)
             table["rank_tau"] = counts.astype(np.int64)
-            batch.log_norm[:] = state[0]
-            batch.failed_layer[:] = state[1]
-            batch.reason[:] = state[2]
+            _take_state(batch, state)
             return Stretch(spectra, log_norms, table, batch.failed_layer.copy(),
                            batch.reason.copy())
 
@@ -363,16 +361,11 @@ class GPUBackend(Backend):
                        dev.block, (z, np.int64(n), np.int32(blocks), st.factor, st.failed))
 
     def _pull(self, batch: Batch) -> None:
-        """The host's copy of the log-norms and failures (one copy, one synchronisation;
-        layers and reasons are small integers, exact in float64)."""
+        """The host's copy of the log-norms and failures (one copy, one synchronisation)."""
         st: _State = batch.h
         xp = self.dev.xp
-        packed = self.dev.to_host(xp.concatenate((st.log_norm, st.failed.astype(np.float64),
-                                                  st.reason.astype(np.float64))))
-        s = len(batch.seeds)
-        batch.log_norm[:] = packed[:s]
-        batch.failed_layer[:] = packed[s:2 * s]
-        batch.reason[:] = packed[2 * s:]
+        _take_state(batch, self.dev.to_host(xp.stack((
+            st.log_norm, st.failed.astype(np.float64), st.reason.astype(np.float64)))))
 
     # -- whole networks on the chip ------------------------------------------------------
 
@@ -518,14 +511,21 @@ class GPUBackend(Backend):
         """The spectra of every seed's current H into ``out`` (seeds, k) and their
         log-norms into ``log_out`` (NaN for a seed that stopped; a seed whose solver did
         not converge stops at this layer: spectrum_rows)."""
-        dev = self.dev
-        s, kmax = out.shape
         if method == "svd":
             values, status = self._svdvals_stack(st.h)
             squared = 0
         else:
             values, status = self._eigvalsh_stack(self._grams(st))
             squared = 1
+        self._spectrum_rows(st, values, status, squared, out, log_out)
+
+    def _spectrum_rows(self, st: _State, values, status, squared: int, out, log_out) -> None:
+        """spectrum_rows on every seed: the solver's ``values`` (eigenvalues ascending when
+        ``squared``, else singular values) into the rows ``out`` (seeds, kmax) and the
+        log-norms into ``log_out``; a live seed whose ``status`` is not OK stops at this
+        layer."""
+        dev = self.dev
+        s, kmax = out.shape
         dev.launch("spectrum_rows", math.ceil(s / dev.block), dev.block, (
             values, status, np.int32(s), np.int32(values.shape[1]), np.int32(squared),
             np.int64(st.host_layer), out, np.int32(kmax), st.log_norm, log_out, st.failed,
@@ -542,11 +542,8 @@ class GPUBackend(Backend):
         if k <= codes.DENSE_TOP_EIGEN_MAX:
             w, status = self._eigvalsh_stack(g)
             top = w.max(axis=1)
-            scratch = self.dev.empty((s, k), np.float64)
-            log_norm = self.dev.empty(s, np.float64)
-            self.dev.launch("spectrum_rows", math.ceil(s / self.dev.block), self.dev.block, (
-                w, status, np.int32(s), np.int32(k), np.int32(1), np.int64(st.host_layer),
-                scratch, np.int32(k), st.log_norm, log_norm, st.failed, st.reason))
+            self._spectrum_rows(st, w, status, 1, self.dev.empty((s, k), np.float64),
+                                self.dev.empty(s, np.float64))  # only the failures count
             self._pull(batch)
         else:
             top = xp.asarray([self.dev.top_eigenvalue(g[i]) if batch.failed_layer[i] < 0
@@ -555,6 +552,12 @@ class GPUBackend(Backend):
                                            (g * g).sum(axis=(1, 2)), top], axis=1))
         stats[batch.failed_layer >= 0] = np.nan
         return stats
+
+
+def _take_state(batch: Batch, state: np.ndarray) -> None:
+    """The host's copy of the seeds' log-norms, failure layers and reasons from the rows
+    of ``state`` (3, S) float64 (layers and reasons are small integers, exact there)."""
+    batch.log_norm[:], batch.failed_layer[:], batch.reason[:] = state
 
 
 def _unpack(pack, p: int, s: int, k: int, t: int) -> tuple:
