@@ -70,13 +70,15 @@ def start(network: Network, seed: int, count: int) -> Tangents:
     return Tangents(np.ascontiguousarray(q.T.reshape(shape)), np.zeros(count))
 
 
-def push(network: Network, w: np.ndarray, h: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """The layer's Jacobian at input ``h`` (d_in x N) with weights ``w`` applied to each
-    tangent of ``t`` (K, d_in, N): (K, d_out, N), float64."""
-    w, h, t = (np.asarray(a, np.float64) for a in (w, h, t))
-    x, dx = w @ h, w @ t
+def push(network: Network, w, h, t):
+    """The layer's Jacobian at input ``h`` (..., d_in, N) with weights ``w`` (..., d_out,
+    d_in) applied to each tangent of ``t`` (..., K, d_in, N): (..., K, d_out, N), float64.
+    Leading axes stack seeds; numpy or CuPy arrays (their functions are reached through
+    numpy's dispatch)."""
+    w, h, t = (a.astype(np.float64, copy=False) for a in (w, h, t))
+    x, dx = (w @ h)[..., None, :, :], w[..., None, :, :] @ t
     if network.residual:
-        x, dx = h + network.gamma * x, t + network.gamma * dx
+        x, dx = h[..., None, :, :] + network.gamma * x, t + network.gamma * dx
     if network.order == "act-norm":
         x, dx = _activate(x, dx, network.activation)
         return _normalise(x, dx, network.norm, network.eps)[1]
@@ -84,22 +86,22 @@ def push(network: Network, w: np.ndarray, h: np.ndarray, t: np.ndarray) -> np.nd
     return _activate(x, dx, network.activation)[1]
 
 
-def renormalise(tangents: Tangents, t: np.ndarray, layer: int, qr_every: int) -> None:
-    """Take the pushed tangents ``t`` into ``tangents``: QR (K >= 2, at layers that are
-    multiples of ``qr_every``) or each scaled to unit norm, the logs added. A direction
-    the layer annihilates (ReLU's mask can, at small widths) adds -inf: its exponent is
-    -inf from then on, and a lone tangent stays zero."""
-    k = len(t)
-    flat = t.reshape(k, -1)
+def renormalise(tangents: Tangents, t, layer: int, qr_every: int) -> None:
+    """Take the pushed tangents ``t`` (..., K, d, N) into ``tangents``: QR (K >= 2, at
+    layers that are multiples of ``qr_every``) or each scaled to unit norm, the logs
+    added. A direction the layer annihilates (ReLU's mask can, at small widths) adds
+    -inf: its exponent is -inf from then on, and a lone tangent stays zero."""
+    k = t.shape[-3]
+    flat = t.reshape(*t.shape[:-2], -1)
     with np.errstate(divide="ignore"):
         if k >= 2 and layer % qr_every == 0:
-            q, r = np.linalg.qr(flat.T)
-            tangents.log += np.log(np.abs(np.diagonal(r)))
-            tangents.t = np.ascontiguousarray(q.T.reshape(t.shape))
+            q, r = np.linalg.qr(np.swapaxes(flat, -1, -2))
+            tangents.log += np.log(np.abs(np.diagonal(r, axis1=-2, axis2=-1)))
+            tangents.t = np.ascontiguousarray(np.swapaxes(q, -1, -2).reshape(t.shape))
             return
-        norms = np.linalg.norm(flat, axis=1)
+        norms = np.linalg.norm(flat, axis=-1)
         tangents.log += np.log(norms)
-    tangents.t = t / np.where(norms > 0, norms, 1.0)[:, None, None]
+    tangents.t = t / np.where(norms > 0, norms, 1.0)[..., None, None]
 
 
 def _activate(x, dx, activation: str):
@@ -113,15 +115,16 @@ def _activate(x, dx, activation: str):
 
 
 def _normalise(x, dx, norm: str, eps: float):
-    """The normalisation of x (rows over the samples for bn and bn-rms, columns over the
-    features for ln) and its derivative applied to each tangent of dx (K, d, N)."""
+    """The normalisation of x (..., 1, d, N) (each feature over the samples for bn and
+    bn-rms, each sample over the features for ln) and its derivative applied to each
+    tangent of dx (..., K, d, N)."""
     if norm == "none":
         return x, dx
-    axis = 0 if norm == "ln" else 1  # of x (d, N); the tangents' axis is one further
+    axis = -2 if norm == "ln" else -1
     centre = norm != "bn-rms"
     c = x - x.mean(axis=axis, keepdims=True) if centre else x
     s = np.sqrt((c * c).mean(axis=axis, keepdims=True) + eps)
     y = c / s
-    dc = dx - dx.mean(axis=axis + 1, keepdims=True) if centre else dx
-    dy = (dc - y * (y * dx).mean(axis=axis + 1, keepdims=True)) / s
+    dc = dx - dx.mean(axis=axis, keepdims=True) if centre else dx
+    dy = (dc - y * (y * dx).mean(axis=axis, keepdims=True)) / s
     return y, dy

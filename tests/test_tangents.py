@@ -156,6 +156,26 @@ def test_qr_keeps_the_first_direction_and_counts_growth_every_layer():
             np.testing.assert_allclose(states[3].log, states[1].log, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("kind", [KINDS[9], KINDS[19], KINDS[-2]])
+def test_a_stack_of_seeds_is_pushed_and_renormalised_as_each_seed_alone(kind):
+    """Leading axes stack seeds (as the GPU keeps them): push and renormalise of the
+    stack give each seed's own tangents and logs, QR layers and scaling layers alike."""
+    net = Network(width=6, depth=4, batch=5, dtype="float64", **kind)
+    seeds = (0, 1, 2)
+    alone = [tangents.start(net, s, 3) for s in seeds]
+    stack = tangents.Tangents(np.stack([a.t for a in alone]), np.zeros((3, 3)))
+    hs = [input_matrix(net, s) for s in seeds]
+    for layer in range(1, net.depth + 1):
+        ws = [weights(net, s, layer) for s in seeds]
+        tangents.renormalise(stack, tangents.push(net, np.stack(ws), np.stack(hs), stack.t),
+                             layer, 2)
+        for a, w, h in zip(alone, ws, hs, strict=True):
+            tangents.renormalise(a, tangents.push(net, w, h, a.t), layer, 2)
+        hs = [layer_ref(w, h, net) for w, h in zip(ws, hs, strict=True)]
+        np.testing.assert_allclose(stack.log, [a.log for a in alone], rtol=1e-12)
+        np.testing.assert_allclose(stack.t, [a.t for a in alone], rtol=1e-9, atol=1e-12)
+
+
 def test_bad_counts_are_refused():
     net = Network(width=2, depth=1, batch=2)
     with pytest.raises(ValueError, match="at least 1"):
