@@ -415,7 +415,7 @@ def _simulate(network: Network, seeds: list[int], runs: list[int], sweep: Sweep,
     be = _backend(backend, options, threads)
     out = _Outbox(queue_name, piece_bytes)
     out.threads(runs, be.threads())
-    step = be.max_batch(network)
+    step = be.max_batch(network, sweep.tangents)
     for lo in range(0, len(seeds), step):
         for i, item in iter_batch(network, seeds[lo : lo + step], sweep.schedule,
                                   sweep.method, sweep.taus, be, tangents=sweep.tangents,

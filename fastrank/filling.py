@@ -42,8 +42,9 @@ def fill(
     by_network: dict = {}
     for index in pending:  # seeds of one network run together (one per thread)
         by_network.setdefault(runs[index][0], []).append(index)
-    groups = [(net, idx[i : i + backend.max_batch(net)]) for net, idx in by_network.items()
-              for i in range(0, len(idx), backend.max_batch(net))]
+    step = {net: backend.max_batch(net, sweep.tangents) for net in by_network}
+    groups = [(net, idx[i : i + step[net]]) for net, idx in by_network.items()
+              for i in range(0, len(idx), step[net])]
     commits = Commits(writer, commit_every)
     threads = backend.threads()
     for network, indices in groups:

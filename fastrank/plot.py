@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 
-from fastrank import curves, theory
+from fastrank import curves, mean_field, theory
 from fastrank.curves import MEASURES, PlotError, group_runs, width_values
 from fastrank.version import install_hint
 
@@ -45,6 +45,9 @@ LABELS = {
     "tangent_log_norm": "log growth of the tangents $\\log \\|J_\\ell \\cdots J_1 T\\|$",
     "jacobian_exponents": "Jacobian exponents $\\lambda_i$ (log growth per layer)",
 }
+#: Rows of the Monte Carlo mean field behind an overlay (a second or two; its error is
+#: about 1e-3 per layer, a line's width on these axes).
+MEAN_FIELD_ROWS = 5000
 #: Measures spanning many decades: their line is the geometric mean over seeds.
 GEOMETRIC = ("soft_rank_excess", "condition_number")
 
@@ -75,8 +78,9 @@ def plot_depth(source, measure: str = "soft_rank", *, ax=None, theory_overlay: b
     decades (x: symmetric-log, so layer 0 stays visible) / one decade of positive values.
     ``theory_overlay`` adds, where fastrank.theory has one: the collapse curve of vanilla
     linear networks (soft rank, soft rank - 1), their log-norm slope lambda_1 (and ReLU's),
-    sqrt(d) for the BN soft rank and the (1 - tau)^2 bound for the BN rank_tau.
-    Returns the axes."""
+    sqrt(d) for the BN soft rank and the (1 - tau)^2 bound for the BN rank_tau, and for
+    the tangent measures the exponents of theory.jacobian_exponents (a level for
+    jacobian_exponents, a slope for tangent_log_norm). Returns the axes."""
     with curves.opened(source, select) as runs:
         if not runs:
             raise PlotError("no runs with measured rows to plot")
@@ -101,7 +105,8 @@ def plot_depth(source, measure: str = "soft_rank", *, ax=None, theory_overlay: b
                 all_layers.append(layers)
                 all_values.append(values)
                 if theory_overlay:
-                    _depth_theory(ax, members, measure, layers, values, shade)
+                    _depth_theory(ax, members, measure, layers, values, shade, column,
+                                  len(drawn))
         if not all_layers:
             raise PlotError(f"no rows carry {measure!r} in the selected runs")
         layers = np.concatenate(all_layers)
@@ -130,11 +135,15 @@ def _legend(ax):
         ax.legend(fontsize="small")
 
 
-def _depth_theory(ax, members, measure, layers, values, color):
-    """Overlay the predictions of fastrank.theory for one configuration (dashed)."""
+def _depth_theory(ax, members, measure, layers, values, color, column=0, columns=1):
+    """Overlay the predictions of fastrank.theory for one configuration (dashed); for a
+    tangent measure, for its tangent ``column`` (of ``columns`` drawn)."""
     net = members[0].network
     d = curves.constant_width(net)
     kw = dict(color=color, ls="--", lw=1.0)
+    if measure in ("jacobian_exponents", "tangent_log_norm"):
+        _exponent_theory(ax, net, measure, layers, values, column, kw)
+        return
     if measure in ("soft_rank", "soft_rank_excess") and curves.is_vanilla_linear(net) \
             and net.init == "gaussian" and d and d >= 2:
         excess = values - 1.0 if measure == "soft_rank" else values
@@ -175,6 +184,34 @@ def _depth_theory(ax, members, measure, layers, values, color):
             bound = theory.rank_tau_lower_bound(float(np.mean(soft)), tau)
             ax.axhline(bound, color=color, ls=":", lw=1.0,
                        label=f"bound $(1-\\tau)^2 \\bar r$ = {bound:.3g} ($\\tau$={tau:g})")
+
+
+def _exponent_theory(ax, net, measure, layers, values, column, kw):
+    """The predicted exponent of tangent ``column``: a level for jacobian_exponents, a
+    slope through the late mean for tangent_log_norm. Batch norm with a nonlinearity
+    takes the Monte Carlo mean field at the network's batch (fastrank.mean_field; the
+    closed form of theory.jacobian_exponents is only its large-batch limit), the other
+    networks theory.jacobian_exponents."""
+    if column == 0 and net.norm in ("bn", "bn-rms") and net.activation != "linear" \
+            and not net.residual:
+        rate = mean_field.gradient_rate(net, rows=MEAN_FIELD_ROWS)[0]
+        name = f"BN mean field at N = {net.batch}"
+    else:
+        predicted = theory.jacobian_exponents(net, column + 1)
+        if predicted is None or not np.isfinite(predicted[0][column]):
+            return
+        rate, name = float(predicted[0][column]), predicted[1]
+    label = f"theory: {name} = {rate:.4g}/layer" if column == 0 else None
+    if measure == "jacobian_exponents":
+        ax.axhline(rate, label=label, **kw)
+        return
+    with curves.quiet():
+        mean = np.nanmean(values, axis=0)
+    late = (layers >= layers[-1] // 2) & np.isfinite(mean)
+    if not late.any():
+        return
+    offset = float(np.mean(mean[late] - rate * layers[late]))
+    ax.plot(layers[late], offset + rate * layers[late], label=label, **kw)
 
 
 def _axes_scales(ax, layers, values, logx, logy):

@@ -119,27 +119,28 @@ def check_device_memory(sweep: Sweep, backend) -> None:
     seeds, cap = len(sweep.seeds), backend.batch_cap
     where = f"device {getattr(dev, 'device_id', 0)} has {size(free)} free"
     for net in sweep.networks():
-        if (needed := batch_bytes(net, 1)) > free:
+        if (needed := batch_bytes(net, 1, sweep.tangents)) > free:
             raise Refused(f"the sweep needs about {size(needed)} of GPU memory for one seed "
                           f"of {net.label()} and {where}: lower the width or the batch")
         count = min(cap or 1, seeds)
-        if (needed := batch_bytes(net, count)) > free:
+        if (needed := batch_bytes(net, count, sweep.tangents)) > free:
+            fit = plan_batch(net, free, None, sweep.tangents)
             raise Refused(f"the sweep needs about {size(needed)} of GPU memory for {count} "
                           f"seeds of {net.label()} at once (--gpu-batch {cap}) and {where}: "
-                          f"lower --gpu-batch (at most {plan_batch(net, free)} fit), the "
-                          "width or the batch")
+                          f"lower --gpu-batch (at most {fit} fit), the width or the batch")
 
 
 def memory_needed(sweep: Sweep) -> tuple[int, str]:
     """Bytes a sweep holds at its peak, and what they are: the largest batch of runs
     simulated together (every seed of one configuration, as the CPU backend runs them:
     per seed the representation, the next layer's buffer and the copies the spectra
-    take; once the weights, and the Gram matrix and its eigensolver's work), plus the
-    bookkeeping of every run and of every depth's layers and measured layers. Computed
-    from the sizes alone: nothing depth-long is built."""
+    take, and the tangents with their pushed copy (float64 at most); once the weights,
+    and the Gram matrix and its eigensolver's work), plus the bookkeeping of every run
+    and of every depth's layers and measured layers. Computed from the sizes alone:
+    nothing depth-long is built."""
     networks = sweep.networks()
     seeds = len(sweep.seeds)
-    batch, widest = max(((_batch_bytes(net, seeds), net) for net in networks),
+    batch, widest = max(((_batch_bytes(net, seeds, sweep.tangents), net) for net in networks),
                         key=lambda b: b[0])
     depths = {net.depth for net in networks}
     layers = sum(PER_LAYER * d + PER_POINT * _points(sweep, d) for d in depths)
@@ -150,11 +151,12 @@ def memory_needed(sweep: Sweep) -> tuple[int, str]:
     return batch + layers + PER_RUN * runs, why
 
 
-def _batch_bytes(net: Network, seeds: int) -> int:
+def _batch_bytes(net: Network, seeds: int, tangents: int = 0) -> int:
     item = 4 if net.dtype == "float32" else 8
     d, n = max(_widest(net), net.in_dim), net.batch
     k = min(d, n)
-    per_seed = d * n * (3 * item + 8)
+    carried = 2 * (tangents + 1) * 8 if tangents else 0  # the tangents and their pushed copy
+    per_seed = d * n * (3 * item + 8 + carried)
     return seeds * per_seed + d * d * item + 2 * k * k * 8
 
 

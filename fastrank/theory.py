@@ -192,6 +192,90 @@ def rank_tau_lower_bound(mean_soft_rank: float, tau: float) -> float:
     return (1.0 - tau) ** 2 * float(mean_soft_rank)
 
 
+# Gradients at initialisation: the exponents of the layers' Jacobians ------------------
+
+
+def bn_linear_gradient_rate(batch: int, centred: bool = True) -> float:
+    """Predicted log growth per layer of a tangent (or a back-propagated gradient) of a
+    linear network with batch norm: 1/2 log((n - 1) / (n - 2)), n = N - 1 for bn
+    (centred), n = N for bn-rms; (N - 2)/(N - 3) is the squared growth for bn.
+
+    Mean field, the limit of Yang et al. (ICLR 2019): width d -> infinity at fixed batch
+    N, iid Gaussian weights (any gain: batch norm cancels it), the representation at
+    its symmetric fixed point (every row of H uniform on the sphere of radius sqrt(N) in
+    the n-dimensional space batch norm leaves), a tangent independent of it. A row of
+    the pre-activations is then z ~ N(0, G), G = N/n times the projection on that
+    space; batch norm's Jacobian for the row is Q / sigma, Q the projection that also
+    removes the row's own direction (rank n - 1), sigma^2 = ||z||^2 / N; the row of W T
+    is Gaussian and independent of z. So the squared growth per row is
+    E[N / ||z||^2] E||Q g||^2 / E||g||^2 = n/(n - 2) * (n - 1)/n (E 1/chi^2_n = 1/(n - 2);
+    chi^2_{n-1} over chi^2_n of the same isotropic g). Needs n >= 3 (N >= 4 for bn).
+    Derived here (docs/gradients.md); it explodes for every finite batch and tends to 0
+    as N grows, as Yang et al. find for activations close to linear.
+
+    At finite width the measured leading exponent is smaller: the representation's
+    Gram fluctuates about the fixed point, and the mean of log ||J T|| is below the log
+    of its mean; both are O(1/d) (about 1.4/d at N = 8, d = 128..512,
+    tests/test_gradient_theory.py), and the fixed point needs the representation's rank
+    (about sqrt(d) for linear BN, the paper's Theorem 2) to exceed N.
+    """
+    n = int(batch) - 1 if centred else int(batch)
+    if isinstance(batch, bool) or int(batch) != batch or n < 3:
+        raise ValueError(f"the linear BN rate needs a batch of at least {4 if centred else 3}"
+                         f", got {batch!r}")
+    return 0.5 * math.log((n - 1) / (n - 2))
+
+
+def bn_relu_gradient_rate() -> float:
+    """Predicted log growth per layer of a tangent (or gradient) of a ReLU network with
+    batch norm (bn, before or after the activation): 1/2 log(pi / (pi - 1)) ~ 0.192.
+
+    Yang et al. (ICLR 2019) give pi/(pi - 1) as the squared gradient growth of BN-ReLU
+    networks in the limit of wide layers and large batches. The same mean-field count as
+    bn_linear_gradient_rate, with N large: W T and W H independent rows, batch norm's
+    Jacobian 1/sigma with sigma^2 = gain (pi - 1)/(2 pi) (the variance over the batch of
+    ReLU of a standard normal, times the weights' gain), ReLU's mask keeping half of the
+    squared norm, W the gain: gain / 2 / sigma^2 = pi/(pi - 1). The finite batch adds
+    O(1/N) (measured: +0.04 at N = 16, +0.006 at N = 64; tests/test_gradient_theory.py).
+    """
+    return 0.5 * math.log(math.pi / (math.pi - 1.0))
+
+
+def jacobian_exponents(network, count: int) -> tuple[np.ndarray, str] | None:
+    """The predicted ``count`` leading exponents of ``network``'s layer Jacobians, where
+    fastrank.theory has a prediction, with its name: (exponents (count,), NaN where only
+    the leading one is predicted; name), or None.
+
+    - vanilla linear, Gaussian weights: lambda_1, lambda_2, ... of Gaussian products
+      (lyapunov_exponents), each N times over (the Jacobian acts on each sample alone);
+    - vanilla linear, orthogonal weights: every exponent 1/2 log(gain) (0 at gain 1);
+    - batch norm, linear, Gaussian weights: bn_linear_gradient_rate(N) (leading only);
+    - batch norm (bn), ReLU, Gaussian weights: bn_relu_gradient_rate() (leading only).
+
+    Constant width, no residual branch in every case.
+    """
+    d = network.width if isinstance(network.width, int) else None
+    if d is None or not math.isinf(network.gamma):
+        return None
+    out = np.full(count, np.nan)
+    linear = network.activation == "linear"
+    if network.norm == "none" and linear and network.init == "orthogonal":
+        return np.full(count, 0.5 * math.log(_gain(network.weight_gain))), "1/2 log gain"
+    if network.init != "gaussian":
+        return None
+    if network.norm == "none" and linear:
+        lam = np.repeat(lyapunov_exponents(d, network.weight_gain), network.batch)
+        return lam[:count], "$\\lambda_i$ (Gaussian products)"
+    if network.norm in ("bn", "bn-rms") and linear and network.batch >= 4:
+        out[0] = bn_linear_gradient_rate(network.batch, network.norm == "bn")
+        return out, "BN mean field $\\frac{1}{2}\\log\\frac{N-2}{N-3}$" if network.norm == "bn" \
+            else "BN mean field $\\frac{1}{2}\\log\\frac{N-1}{N-2}$"
+    if network.norm == "bn" and network.activation == "relu":
+        out[0] = bn_relu_gradient_rate()
+        return out, "BN-ReLU mean field $\\frac{1}{2}\\log\\frac{\\pi}{\\pi-1}$"
+    return None
+
+
 # Fits used to compare measurements with the predictions --------------------------------
 
 
@@ -218,6 +302,31 @@ def power_law_fit(x, y) -> tuple[float, float, float]:
         raise ValueError("a power law fit needs positive x and y")
     p, log_c, se = slope_fit(np.log(x), np.log(y))
     return p, math.exp(log_c), se
+
+
+def extrapolate(x, y, se, degree: int = 1) -> tuple[float, float]:
+    """Weighted least-squares polynomial of ``degree`` through (x, y +- se): (its value at
+    x = 0, standard error), e.g. rates at widths d against 1/d to the wide limit."""
+    design = np.vander(np.asarray(x, dtype=float), degree + 1, increasing=True)
+    weights = np.diag(1.0 / np.asarray(se, dtype=float) ** 2)
+    if design.shape[0] <= degree:
+        raise ValueError(f"a degree-{degree} extrapolation needs {degree + 1} points or more")
+    cov = np.linalg.inv(design.T @ weights @ design)
+    coef = cov @ design.T @ weights @ np.asarray(y, dtype=float)
+    return float(coef[0]), float(math.sqrt(cov[0, 0]))
+
+
+def tangent_rate(runs, after: int) -> tuple[float, float]:
+    """The leading tangent's log growth per layer over several runs of one network: the
+    slope of tangent_log_norm[:, 0] over the rows at or after layer ``after``, fitted per
+    run: (mean over runs, standard error from their scatter; nan with one run)."""
+    slopes = []
+    for run in runs:
+        layer = np.asarray(run.layer)
+        late = layer >= after
+        slopes.append(slope_fit(layer[late], np.asarray(run.tangent_log_norm)[late, 0])[0])
+    se = np.std(slopes, ddof=1) / math.sqrt(len(slopes)) if len(slopes) > 1 else math.nan
+    return float(np.mean(slopes)), float(se)
 
 
 def collapse_window(soft_rank, upper: float = 1e-2, lower: float = 1e-9) -> np.ndarray:

@@ -25,11 +25,12 @@ TINY = {
     4: {"width": "8-32:x2", "depth": 200, "seed": "0-1", "every": 100, "activation": "linear"},
     5: {"depth": 200, "seed": "0", "every": 50},
     6: {"depth": 300, "seed": "0-1", "layers": [1, 10, 100, 300]},
+    7: {"width": [32, 64], "depth": 300, "seed": "0-1", "activation": "relu"},
 }
 
 
 def test_every_claim_config_parses_at_both_scales():
-    assert [c.number for c in rep.CLAIMS] == [1, 2, 3, 4, 5, 6]
+    assert [c.number for c in rep.CLAIMS] == [1, 2, 3, 4, 5, 6, 7]
     for claim in rep.CLAIMS:
         for scale in rep.SCALES:
             sweep = rep.claim_sweep(claim, scale)
@@ -56,22 +57,23 @@ def test_reproduce_writes_the_report_and_figures(tiny, tmp_path):
     doc = tmp_path / "docs" / "reproduction.md"
     lines = []
     outcomes = rep.reproduce("quick", doc=doc, results_dir=tmp_path / "res", log=lines.append)
-    assert [o.claim.number for o in outcomes] == [1, 2, 3, 4, 5, 6]
+    assert [o.claim.number for o in outcomes] == [1, 2, 3, 4, 5, 6, 7]
     text = doc.read_text()
     summary = text.split("## Summary")[1].split("## Claim 1")[0]
-    for number in range(1, 7):
+    for number in range(1, 8):
         assert re.search(rf"^\| {number} \|", summary, re.M), number
         assert f"## Claim {number}" in text
     assert "2(lambda_1 - lambda_2)" in summary and "sqrt(d)" in summary
     figures = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)", text)
-    assert len(figures) == 8
+    assert len(figures) == 9
     for name in figures:
         path = doc.parent / name
         assert path.stat().st_size > 10_000 and path.read_bytes()[:4] == b"\x89PNG"
     assert "examples/claim1_linear_collapse.toml" in text
-    # the sanity check holds at any scale
-    assert outcomes[4].reproduced
-    assert len(list((tmp_path / "res").glob("claim*-quick.h5"))) == 6
+    # the sanity check holds at any scale, its Jacobian exponents too
+    assert outcomes[4].reproduced and "Jacobian exponent" in text
+    assert "mean field at N = 8" in summary
+    assert len(list((tmp_path / "res").glob("claim*-quick.h5"))) == 7
     assert any("claim 6" in line for line in lines)
 
     # a rerun resumes the complete files (no simulation) and rewrites the report

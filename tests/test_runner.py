@@ -50,7 +50,7 @@ def test_seeds_are_split_into_batches_the_backend_can_hold(tmp_path, monkeypatch
 
     sizes = []
     real_start = CPUBackend.start
-    monkeypatch.setattr(CPUBackend, "max_batch", lambda self, net: 2)
+    monkeypatch.setattr(CPUBackend, "max_batch", lambda self, net, tangents=0: 2)
     monkeypatch.setattr(CPUBackend, "start", lambda self, net, seeds, **kw:
                         sizes.append(len(seeds)) or real_start(self, net, seeds, **kw))
     sweep = Sweep(grid={"width": (8,), "depth": (10,)}, seeds=(0, 1, 2, 3, 4),

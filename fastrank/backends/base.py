@@ -155,8 +155,9 @@ class Backend(ABC):
         host's threads compute nothing the numbers depend on."""
         return True
 
-    def max_batch(self, network: Network) -> int:
-        """Most seeds of ``network`` to hold at once (the runner splits bigger groups)."""
+    def max_batch(self, network: Network, tangents: int = 0) -> int:
+        """Most seeds of ``network`` (with ``tangents`` directions each) to hold at once
+        (the runner splits bigger groups)."""
         return 1 << 16
 
     def close(self) -> None:  # noqa: B027 - a backend holding nothing has nothing to do

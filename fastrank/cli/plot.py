@@ -38,7 +38,9 @@ KIND_OPTIONS = (("--at", "at", ("width",)), ("--average", "average", ("width",))
                    "0 to K-1 (0: the leading exponent), instead of all.")
 @click.option("--theory", is_flag=True,
               help="Overlay fastrank.theory: collapse rate and log-norm slope of vanilla "
-                   "networks, sqrt(d) for batch norm, Lyapunov spectra.")
+                   "networks, sqrt(d) for batch norm, Lyapunov spectra, and the predicted "
+                   "Jacobian exponents (vanilla and orthogonal linear, BN linear and "
+                   "ReLU) for the tangent measures.")
 @click.option("--at", metavar="LIST",
               help="Width kind: layers to read, e.g. 100,1000, up to the runs' depth "
                    "(default: each run's last).")

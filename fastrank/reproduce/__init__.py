@@ -39,6 +39,7 @@ from fastrank.reproduce import (
     claim4_bn_width,
     claim5_orthogonal,
     claim6_digits,
+    claim7_gradients,
 )
 from fastrank.reproduce.common import Claim, Outcome, SummaryRow, Z
 from fastrank.reproduce.markdown import render
@@ -54,6 +55,7 @@ CLAIMS: tuple[Claim, ...] = (
     claim4_bn_width.CLAIM,
     claim5_orthogonal.CLAIM,
     claim6_digits.CLAIM,
+    claim7_gradients.CLAIM,
 )
 
 
