@@ -27,6 +27,15 @@ row on the device
 stops its seed there. A stretch of measured layers goes to the host as one copy on a
 second stream while the next stretch runs.
 
+Tangents (``tangents`` > 0, fastrank.tangents): every seed's K directions live on the
+device as one float64 stack (S, K, d, N), started on the host (fastrank.tangents.start,
+per seed) and uploaded. After each layer's GEMM, while H is still the layer's input,
+fastrank.tangents.push and renormalise run on the whole stack through CuPy (numpy's
+functions dispatch to it: batched products by cuBLAS, the QR by cuSOLVER), so the GPU's
+tangents are the CPU's arithmetic in another summation order. Their log growth (S, K)
+rides with the stretch's measured rows to the host. Tangent runs go layer by layer: no
+CUDA graphs (cuSOLVER cannot be captured) and no networks whole on the chip.
+
 The orchestration talks to a :class:`~fastrank.gpu.device.Device`: the real one is
 CupyDevice; fastrank.gpu.testing's stand-in runs the same code paths on a CPU.
 """
@@ -35,15 +44,17 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
-from fastrank import codes, init, measures, rng
+from fastrank import codes, init, measures, rng, tangents
 from fastrank.backends.base import Backend, Batch, Stretch
-from fastrank.errors import SpecError
 from fastrank.gpu.device import CaptureUnsupported, CupyDevice, Device
 from fastrank.gpu.plan import plan_batch
 from fastrank.spec import Network
+from fastrank.tangents import Tangents
+from fastrank.tangents import start as start_tangents
 
 #: Most blocks one seed gets in the element-wise kernels (grid-stride loops beyond).
 MAX_BLOCKS_PER_SEED = 4096
@@ -95,6 +106,8 @@ class _State:
         self.graphs: dict = {}  # (layers, id of H) -> (replay, H after)
         self.eager_layers = 0
         self.cache: tuple | None = None  # (key, host array): spectra of the current layer
+        self.tangents: Tangents | None = None  # every seed's: t (S, K, d, N), log (S, K)
+        self.qr_every = 1
 
     def buffer(self, dev: Device, shape: tuple) -> object:
         """A buffer of ``shape`` that is not the current H."""
@@ -105,6 +118,22 @@ class _State:
         b = dev.empty(shape, self.dtype)
         pool.append(b)
         return b
+
+
+@dataclass
+class DeviceBatch(Batch):
+    """A batch on the device: ``h`` is its :class:`_State`, ``tangents`` (when carried)
+    one fastrank.tangents.Tangents for all seeds on the device, t (S, K, d, N) and log
+    (S, K); ``dev`` the device."""
+
+    dev: Device | None = None
+
+    def tangent_logs(self) -> np.ndarray | None:
+        """The seeds' log growth (S, K) on the host (one copy)."""
+        if self.tangents is None:
+            return None
+        with self.dev.context():
+            return np.array(self.dev.to_host(self.tangents.log))
 
 
 class GPUBackend(Backend):
@@ -142,20 +171,22 @@ class GPUBackend(Backend):
 
     # -- the Backend interface -----------------------------------------------------------
 
-    def max_batch(self, network: Network) -> int:
-        """Seeds per batch: what the device's free memory holds now (:func:`plan_batch`),
-        at most ``max_batch``."""
-        return plan_batch(network, self.dev.free_memory(), self.batch_cap)
+    def max_batch(self, network: Network, tangents: int = 0) -> int:
+        """Seeds per batch: what the device's free memory holds now (:func:`plan_batch`,
+        with ``tangents`` directions per seed), at most ``max_batch``."""
+        return plan_batch(network, self.dev.free_memory(), self.batch_cap, tangents)
 
     def start(self, network: Network, seeds, *, tangents: int = 0, qr_every: int = 1) -> Batch:
-        if tangents:
-            raise SpecError("tangents are not computed on the GPU yet: run the sweep "
-                            "without --gpu (or without --tangents)")
         seeds = np.asarray(seeds, dtype=np.uint64)
         s = len(seeds)
         dev = self.dev
         with dev.context():
             st = _State(dev, network, seeds)
+            if tangents:
+                started = [start_tangents(network, int(x), tangents) for x in seeds]
+                st.tangents = Tangents(dev.asarray(np.stack([t.t for t in started])),
+                                       dev.xp.zeros((s, tangents), np.float64))
+                st.qr_every = qr_every
             shape = (s, network.in_dim, network.batch)
             if network.input == "gaussian":
                 h = dev.empty(shape, st.dtype)
@@ -168,8 +199,8 @@ class GPUBackend(Backend):
             st.pool[shape] = [h]
             self._norm_pass(st, network, h, None, identity=True)
             self._account(st, network, h, layer=False)
-            batch = Batch(network, seeds, st, 0, np.zeros(s), np.full(s, -1, np.int64),
-                          np.zeros(s, np.int64))
+            batch = DeviceBatch(network, seeds, st, 0, np.zeros(s), np.full(s, -1, np.int64),
+                                np.zeros(s, np.int64), st.tangents, qr_every, dev)
             self._pull(batch)
         return batch
 
@@ -186,10 +217,11 @@ class GPUBackend(Backend):
         net = batch.network
         remaining = stop - batch.layer
         if batch.alive():
-            if self._use_fused(net):
+            whole = st.tangents is None  # tangents go layer by layer (their QR: cuSOLVER)
+            if whole and self._use_fused(net):
                 self._advance_fused(st, net, remaining)
                 remaining = 0
-            elif self._use_graphs(net):
+            elif whole and self._use_graphs(net):
                 remaining = self._advance_graphs(st, net, remaining)
             for _ in range(remaining):
                 self._layer(st, net)
@@ -201,18 +233,21 @@ class GPUBackend(Backend):
 
     def measure_stretch(self, batch: Batch, points, method: str, taus):
         """The stretch on the device: per point, advance, the spectra of every seed, the
-        row (measures.cu); then one copy of the whole stretch (spectra, log-norms,
-        measures, and the seeds' state after it) to the host, on a second stream; nothing
-        waited for until the returned function is called."""
+        row (measures.cu) and the tangents' log growth (NaN where a seed has stopped);
+        then one copy of the whole stretch (spectra, log-norms, measures, tangents' logs,
+        and the seeds' state after it) to the host, on a second stream; nothing waited
+        for until the returned function is called."""
         st: _State = batch.h
         net = batch.network
         dev = self.dev
         s, n, t = len(batch.seeds), net.batch, len(taus)
         p = len(points)
         k = min(max(net.features(int(x)) for x in points), n)
+        kt = 0 if st.tangents is None else st.tangents.log.shape[1]
         with dev.context():
-            pack = dev.empty(p * s * (k + 1 + len(measures.SCALARS) + t) + 3 * s, np.float64)
-            spectra, log_norms, scalars, counts, state = _unpack(pack, p, s, k, t)
+            pack = dev.empty(p * s * (k + 1 + len(measures.SCALARS) + t + kt) + 3 * s,
+                             np.float64)
+            spectra, log_norms, scalars, counts, logs, state = _unpack(pack, p, s, k, t, kt)
             taus_dev = dev.asarray(np.asarray(taus, np.float64))
             eps = np.float64(np.finfo(st.dtype).eps)
             grid = math.ceil(s / dev.block)
@@ -225,18 +260,21 @@ class GPUBackend(Backend):
                     spectra[j], np.int32(s), np.int32(min(d, n)), np.int32(k), np.int32(d),
                     np.int32(n), eps, taus_dev, np.int32(t), log_norms[j], scalars[j],
                     counts[j]))
+                if kt:
+                    logs[j] = dev.xp.where(dev.xp.isnan(log_norms[j])[:, None], np.nan,
+                                           st.tangents.log)
             state[0], state[1], state[2] = st.log_norm, st.failed, st.reason
             wait = dev.copy_to_host_async(pack)
 
         def collect() -> Stretch:
-            host = _unpack(wait(), p, s, k, t)
-            spectra, log_norms, scalars, counts, state = (np.array(a) for a in host)
+            host = _unpack(wait(), p, s, k, t, kt)
+            spectra, log_norms, scalars, counts, logs, state = (np.array(a) for a in host)
             table = {name: scalars[..., c] for c, name in enumerate(measures.SCALARS)}
             table["numerical_rank"] = table["numerical_rank"].astype(np.int64)
             table["rank_tau"] = counts.astype(np.int64)
             _take_state(batch, state)
             return Stretch(spectra, log_norms, table, batch.failed_layer.copy(),
-                           batch.reason.copy())
+                           batch.reason.copy(), logs if kt else None)
 
         return collect
 
@@ -278,10 +316,27 @@ class GPUBackend(Backend):
         self._weights(st, net, w, d_in)
         z = st.buffer(dev, (s, d_out, net.batch))
         dev.gemm(w, st.h, z)
+        if st.tangents is not None:  # at this layer's H, before it goes
+            self._push_tangents(st, net, w, layer)
         self._norm_pass(st, net, z, st.h if net.residual else None)
         self._account(st, net, z)
         st.h = z
         st.host_layer = layer
+
+    def _push_tangents(self, st: _State, net: Network, w, layer: int) -> None:
+        """Every seed's tangents through layer ``layer``'s Jacobian at the current H with
+        the weights ``w`` (fastrank.tangents.push, then renormalise, on the stack). The
+        batched products run over stopped seeds too (their H and weights as they were
+        left, perhaps non-finite): their tangents are never read again, and their logs
+        stop moving."""
+        carried = st.tangents
+        xp = self.dev.xp
+        step = Tangents(carried.t, xp.zeros_like(carried.log))
+        with np.errstate(all="ignore"):  # a stopped seed's numbers (CuPy never warns)
+            tangents.renormalise(step, tangents.push(net, w, st.h, carried.t), layer,
+                                 st.qr_every)
+        carried.t = step.t
+        carried.log += xp.where((st.failed < 0)[:, None], step.log, 0.0)
 
     def _weights(self, st: _State, net: Network, w, d_in: int) -> None:
         if net.init != "orthogonal":
@@ -560,12 +615,13 @@ def _take_state(batch: Batch, state: np.ndarray) -> None:
     batch.log_norm[:], batch.failed_layer[:], batch.reason[:] = state
 
 
-def _unpack(pack, p: int, s: int, k: int, t: int) -> tuple:
+def _unpack(pack, p: int, s: int, k: int, t: int, kt: int) -> tuple:
     """The parts of a stretch's one buffer (device or host): spectra (p, s, k), log-norms
-    (p, s), scalars (p, s, 6), rank_tau counts (p, s, t), and the seeds' state after the
-    stretch (3, s): log-norm, failure layer, reason."""
-    sizes = (p * s * k, p * s, p * s * len(measures.SCALARS), p * s * t, 3 * s)
-    shapes = ((p, s, k), (p, s), (p, s, len(measures.SCALARS)), (p, s, t), (3, s))
+    (p, s), scalars (p, s, 6), rank_tau counts (p, s, t), the tangents' log growth (p, s,
+    kt), and the seeds' state after the stretch (3, s): log-norm, failure layer, reason."""
+    sizes = (p * s * k, p * s, p * s * len(measures.SCALARS), p * s * t, p * s * kt, 3 * s)
+    shapes = ((p, s, k), (p, s), (p, s, len(measures.SCALARS)), (p, s, t), (p, s, kt),
+              (3, s))
     ends = np.cumsum(sizes)
     return tuple(pack[e - n:e].reshape(shape)
                  for e, n, shape in zip(ends.tolist(), sizes, shapes, strict=True))

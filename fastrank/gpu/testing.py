@@ -269,19 +269,49 @@ class HostDevice(Device):
         return replay
 
 
-def layer_by_layer(backend, cpu, net, seeds, layers: int) -> dict:
+def tangent_tolerance(network, dtype=np.float64) -> float:
+    """How far one layer of the device's tangents may lie from the CPU's computed from the
+    same H, weights and tangents: relative to their largest entry, and absolutely for
+    the step of their logs. ``dtype``: the coarser of the two sides' tangents (the GPU
+    carries them in float64; the CPU in float64, or a float32 network's in float32 with
+    float64 sums for its statistics and norms), in different summation orders (cuBLAS's
+    products, CuPy's reductions and cuSOLVER's QR against the CPU's). A sum of m terms
+    errs by at most m u relative to the sum of its terms' magnitudes, u the unit
+    roundoff it accumulates in: the products sum d_in terms in the tangents' dtype (u_t),
+    the norms, the statistics and the QR d N entries in float64 (u_64): d u_t + d N u_64
+    on each side, twice for two sides, and 8 times over for the normalisation's
+    derivative (a few roundings more, divided by the features' spread) and the QR's
+    dependence on how far from orthogonal the directions have turned since the last one:
+    16 (d u_t + d N u_64), d the widest layer."""
+    d = max(network.in_dim, *network.widths)
+    unit = np.finfo(dtype).eps / 2
+    return 16 * (d * unit + d * network.batch * np.finfo(np.float64).eps / 2)
+
+
+def layer_by_layer(backend, cpu, net, seeds, layers: int, tangents: int = 0,
+                   qr_every: int = 1) -> dict:
     """Each layer of ``backend`` (any device) against ``cpu``'s layer from the same H, the
     device's previous one, so rounding differences cannot grow with depth (BN + ReLU is
     chaotic: whole trajectories drift apart on a correct GPU). Returns the worst relative
     error of H (``h``), the worst log-norm difference (``log_norm``), the worst error of
     the last layer's spectra against host_spectrum of the same H (``spectrum``), and
     ``failures_differ``: the first layer whose failures (layer or reason) differ, else
-    None."""
+    None. With ``tangents`` K > 0 (re-orthonormalised every ``qr_every`` layers), the
+    CPU's tangents (in its own dtype) and logs start each layer from the device's too:
+    ``tangents``, their worst error relative to their largest entry (each direction's
+    sign aligned: QR may flip it, and the logs take |diag R|), ``tangent_logs``, the
+    worst difference of the logs' step (inf where the layers annihilate different
+    directions), and ``tangent_tolerance``, what tangent_tolerance allows them for the
+    CPU's tangents' dtype."""
     from fastrank.backends.cpu import host_spectrum
 
     dev = backend.dev
-    g, c = backend.start(net, seeds), cpu.start(net, seeds)
+    g = backend.start(net, seeds, tangents=tangents, qr_every=qr_every)
+    c = cpu.start(net, seeds, tangents=tangents, qr_every=qr_every)
     worst = {"h": 0.0, "log_norm": 0.0, "spectrum": 0.0, "failures_differ": None}
+    if tangents:
+        worst.update(tangents=0.0, tangent_logs=0.0,
+                     tangent_tolerance=tangent_tolerance(net, c.tangents[0].t.dtype))
     for layer in range(1, layers + 1):
         h = dev.to_host(g.h.h)
         if isinstance(c.h, np.ndarray):
@@ -289,6 +319,10 @@ def layer_by_layer(backend, cpu, net, seeds, layers: int) -> dict:
         else:
             c.h = [x.copy() for x in h]
         c.layer, c.log_norm[:] = layer - 1, g.log_norm
+        if tangents:
+            t, logs = dev.to_host(g.tangents.t), g.tangent_logs()
+            for i, carried in enumerate(c.tangents):
+                carried.t, carried.log = t[i].astype(carried.t.dtype), logs[i].copy()
         cpu.advance(c, layer)
         backend.advance(g, layer)
         if not (np.array_equal(g.failed_layer, c.failed_layer)
@@ -303,9 +337,29 @@ def layer_by_layer(backend, cpu, net, seeds, layers: int) -> dict:
         worst["h"] = max(worst["h"], float(np.abs(got - ref).max() / np.abs(ref).max()))
         worst["log_norm"] = max(worst["log_norm"],
                                 float(np.abs(g.log_norm - c.log_norm)[alive].max()))
+        if tangents:
+            _compare_tangents(worst, dev.to_host(g.tangents.t)[alive], g.tangent_logs()[alive],
+                              np.stack([c.tangents[i].t for i in alive]),
+                              c.tangent_logs()[alive])
         methods = ("gram", "svd") if len(seeds) <= 64 else ("gram",)  # svd: a call per seed
         for method in methods if layer == layers else ():
             spec = backend.spectrum(g, int(alive[0]), method)
             own = host_spectrum(got[0], method)
             worst["spectrum"] = max(worst["spectrum"], float(np.abs(spec - own).max() / own[0]))
     return worst
+
+
+def _compare_tangents(worst: dict, got, got_logs, ref, ref_logs) -> None:
+    """The worst errors of tangents ``got`` (S, K, d, N) and their logs (S, K) against
+    ``ref`` into ``worst`` (layer_by_layer)."""
+    sign = np.sign(np.sum(got * ref, axis=(-2, -1), keepdims=True))
+    aligned = got * np.where(sign == 0, 1.0, sign)
+    scale = max(float(np.abs(ref).max()), np.finfo(np.float64).tiny)
+    worst["tangents"] = max(worst["tangents"], float(np.abs(aligned - ref).max()) / scale)
+    finite = np.isfinite(ref_logs)
+    if not np.array_equal(got_logs[~finite], ref_logs[~finite]) or not np.isfinite(
+            got_logs[finite]).all():
+        worst["tangent_logs"] = np.inf
+    elif finite.any():
+        worst["tangent_logs"] = max(worst["tangent_logs"],
+                                    float(np.abs(got_logs - ref_logs)[finite].max()))

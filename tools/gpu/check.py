@@ -1,6 +1,7 @@
 """Targeted checks of fastrank's CuPy backend on a real GPU, one compact line each: what
-the test suite (tests/gpu) does not cover - networks whole on the chip against the CPU
-layer by layer and their time, the eigen/singular value kernels on many matrices, the
+the test suite (tests/gpu) does not cover - tangents (issue 30) against the CPU's layer
+by layer, whole and their cost, networks whole on the chip against the CPU layer by layer
+and their time, the eigen/singular value kernels on many matrices, the
 measured rows against the CPU's and their cost, ensemble statistics of 1024 seeds,
 timings of graphs, how far whole chaotic trajectories drift from the CPU's, Lanczos,
 one very wide network, compute-sanitizer.
@@ -143,6 +144,51 @@ def _():
     attrs = cupy.cuda.Device(0).attributes
     info["smem_per_block_optin"] = attrs.get("MaxSharedMemoryPerBlockOptin")
     return "OK", info
+
+
+@check("tangents_vs_cpu_layer_by_layer_and_cost")
+def _():
+    """Tangents on the cuBLAS path: every layer of a float32 BN+ReLU network and a float64
+    LN+tanh residual one (d = N = 64) against the CPU's from the same H, tangents and
+    logs, K = 1 and K = 3 re-orthonormalised every 2 layers (CuPy's stacked QR), within
+    tangent_tolerance (for the CPU's tangents' dtype; two summation orders); the logs of
+    whole BN+ReLU trajectories against the CPU's up to layer 10 (float32 H drifts ~1.5x a
+    layer); and the time per layer of 256 seeds with K = 0 (graphs), 1 and 4 (QR every
+    layer)."""
+    info, ok = {}, True
+    layers, seeds, d = (6, [0, 1, 2], 64) if not HOST else (2, [0], 16)
+    for kind in ({"activation": "relu", "norm": "bn"},
+                 {"activation": "tanh", "norm": "ln", "gamma": 0.5, "dtype": "float64"}):
+        net = Network(width=d, depth=layers, batch=d, **kind)
+        for count, qr_every in ((1, 1), (3, 2)):
+            worst = layer_by_layer(backend(), CPU, net, seeds, layers, tangents=count,
+                                   qr_every=qr_every)
+            tol = worst["tangent_tolerance"]
+            info[f"{kind['activation']}/{kind['norm']} K={count}"] = (
+                f"t {worst['tangents']:.1e} logs {worst['tangent_logs']:.1e} (tol {tol:.1e}) "
+                f"h {worst['h']:.1e}")
+            ok &= (worst["failures_differ"] is None and worst["h"] < 1e-4
+                   and worst["tangents"] < tol and worst["tangent_logs"] < tol)
+    net = Network(width=32 if not HOST else 12, depth=20, activation="relu", norm="bn")
+    runs = [simulate_many(net, range(4), Schedule(every=2, log=0), backend=b, tangents=2,
+                          qr_every=2) for b in (backend(), CPU)]
+    early = runs[1][0].layer <= 10
+    drift = max(float(np.abs(a.tangent_log_norm - b.tangent_log_norm)[early].max())
+                for a, b in zip(*runs, strict=True))
+    info["whole trajectories, logs to layer 10"] = f"{drift:.1e}"
+    ok &= drift < 1e-3
+    depth, n = (24, 256) if not HOST else (6, 2)
+    net = Network(width=d, depth=depth, activation="relu", norm="bn")
+    for count in (0, 1, 4):
+        b = backend()
+        batch = b.start(net, range(n), tangents=count, qr_every=1)
+        b.advance(batch, 4)
+        b.dev.synchronize()
+        t = time.time()
+        b.advance(batch, depth)
+        b.dev.synchronize()
+        info[f"K={count} us/layer"] = round(1e6 * (time.time() - t) / (depth - 4), 1)
+    return ("OK" if ok else "FAIL"), info
 
 
 FUSED_KINDS = (
