@@ -296,3 +296,10 @@ def test_start_up_commands_are_timed_and_graded_against_their_limits():
         assert t["met"] == (commands[name][key] <= limit)
     missing = Compile()._startup_targets({"status": "timeout"})
     assert all(t["met"] is None and t["status"] == "timeout" for t in missing)
+
+
+def test_the_help_of_only_names_every_workload():
+    from fastrank.bench import workloads
+    from fastrank.cli.bench import WORKLOADS
+
+    assert WORKLOADS.split(", ") == list(workloads.NAMES)

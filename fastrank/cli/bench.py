@@ -10,7 +10,7 @@ import click
 from fastrank.cli.group import InputError, cli
 
 WORKLOADS = ("small, large, rng, spectra, measure_every_layer, memory, scaling, sweep_file, "
-             "depth_scaling, compile, distributed")
+             "depth_scaling, compile, distributed, tangents")
 
 
 def _writable(path: str | None, option: str) -> Path | None:
