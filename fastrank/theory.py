@@ -1,7 +1,9 @@
 """Predictions to set beside simulations: Lyapunov exponents of products of Gaussian
 matrices, the log-norm growth and rank-collapse rate of vanilla linear networks, the
-log-norm growth of vanilla ReLU networks, and the sqrt(d) rate of the batch-norm rank
-bound. Pure numpy/scipy; nothing here simulates.
+log-norm growth of vanilla ReLU networks, the sqrt(d) rate of the batch-norm rank
+bound, and the growth of gradients at initialisation (the exponents of the layers'
+Jacobians, docs/gradients.md). Pure numpy/scipy closed forms; nothing here simulates
+(fastrank.mean_field evaluates the mean field where no closed form is known).
 
 Conventions (those of fastrank, checked against simulations in tests/test_theory.py):
 
