@@ -43,7 +43,9 @@ class Tangents:
                                impls, ref_label="--tangents 0")
         notes = ["fastrank.simulate_many(net, seeds, Schedule(every=100, log=None), "
                  "tangents=K), K = 0, 1, 8, round-robin in one process; the narrow case "
-                 "runs in the whole-depth kernel, the wide one layer by layer (numpy)."]
+                 "runs in the whole-depth kernel, the wide one layer by layer (numpy's "
+                 "BLAS for the products, kernels/cpu/tangents.py for the rest; without "
+                 "tangents, the wide kernel)."]
         return {"targets": targets, "rows": rows, "notes": notes}
 
 

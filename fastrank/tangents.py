@@ -29,7 +29,15 @@ exponents come N at a time, one block per sample; batch norm couples them.
 
 Homogeneous unnormalised networks rescale H every layer (propagate); that changes no
 Jacobian but a scalar factor the tangents' own rescaling absorbs, and the masks of ReLU
-do not see it. Tangents are float64 whatever the network's dtype.
+do not see it.
+
+push and renormalise compute in the tangents' own dtype (start's ``dtype``, float64
+unless asked). The CPU carries a network's tangents in the network's dtype: a float64
+network's through these functions, a float32 network's through kernels/cpu/tangents.py,
+the same arithmetic compiled in float32 (the network's weights, H and pre-activations
+are float32, so its Jacobian is known to float32's rounding and no better). The logs of
+the norms are float64 totals either way, and the renormalisation every layer keeps the
+tangents' values O(1) whatever the depth.
 """
 
 from __future__ import annotations
@@ -44,9 +52,9 @@ from fastrank.spec import Network
 
 @dataclass
 class Tangents:
-    """The tangents of one run: ``t`` (K, d, N) float64, each of unit norm; ``log`` (K,)
-    float64: the log growth of each direction so far (the exponents' totals), the part
-    since the last QR included."""
+    """The tangents of one run: ``t`` (K, d, N), float64 or float32, each of unit norm;
+    ``log`` (K,) float64: the log growth of each direction so far (the exponents'
+    totals), the part since the last QR included."""
 
     t: np.ndarray
     log: np.ndarray
@@ -57,9 +65,9 @@ class Tangents:
         return self.log / layer if layer else np.full(len(self.log), np.nan)
 
 
-def start(network: Network, seed: int, count: int) -> Tangents:
+def start(network: Network, seed: int, count: int, dtype=np.float64) -> Tangents:
     """``count`` orthonormal tangents (d_in x N each) from the stream TANGENTS of
-    ``seed`` (Gaussian, then QR), their log growth 0."""
+    ``seed`` (Gaussian, then QR, in float64), their log growth 0; ``t`` in ``dtype``."""
     if count < 1:
         raise ValueError(f"tangents: {count} directions (at least 1)")
     shape = (count, network.in_dim, network.batch)
@@ -67,18 +75,24 @@ def start(network: Network, seed: int, count: int) -> Tangents:
         raise ValueError(f"tangents: {count} directions in a space of {shape[1] * shape[2]}")
     t = rng.normal(int(seed), rng.TANGENTS, 0, shape, np.float64)
     q, _ = np.linalg.qr(t.reshape(count, -1).T)
-    return Tangents(np.ascontiguousarray(q.T.reshape(shape)), np.zeros(count))
+    return Tangents(np.ascontiguousarray(q.T.reshape(shape), dtype), np.zeros(count))
 
 
-def push(network: Network, w, h, t):
+def push(network: Network, w, h, t, z=None):
     """The layer's Jacobian at input ``h`` (..., d_in, N) with weights ``w`` (..., d_out,
-    d_in) applied to each tangent of ``t`` (..., K, d_in, N): (..., K, d_out, N), float64.
-    Leading axes stack seeds; numpy or CuPy arrays (their functions are reached through
-    numpy's dispatch)."""
-    w, h, t = (a.astype(np.float64, copy=False) for a in (w, h, t))
-    x, dx = (w @ h)[..., None, :, :], w[..., None, :, :] @ t
+    d_in) applied to each tangent of ``t`` (..., K, d_in, N): (..., K, d_out, N), in t's
+    dtype (w and h taken to it). ``z`` (..., d_out, N), where given, is the layer's
+    pre-activation as its forward pass took it (W H, or H + gamma W H), so that W H is
+    not taken a second time. Leading axes stack seeds; numpy or CuPy arrays (their
+    functions are reached through numpy's dispatch)."""
+    w, h = (a.astype(t.dtype, copy=False) for a in (w, h))
+    if z is None:
+        z = w @ h
+        if network.residual:
+            z = h + network.gamma * z
+    x, dx = z.astype(t.dtype, copy=False)[..., None, :, :], w[..., None, :, :] @ t
     if network.residual:
-        x, dx = h[..., None, :, :] + network.gamma * x, t + network.gamma * dx
+        dx = t + network.gamma * dx
     if network.order == "act-norm":
         x, dx = _activate(x, dx, network.activation)
         return _normalise(x, dx, network.norm, network.eps)[1]
@@ -96,11 +110,12 @@ def renormalise(tangents: Tangents, t, layer: int, qr_every: int) -> None:
     with np.errstate(divide="ignore"):
         if k >= 2 and layer % qr_every == 0:
             q, r = np.linalg.qr(np.swapaxes(flat, -1, -2))
-            tangents.log += np.log(np.abs(np.diagonal(r, axis1=-2, axis2=-1)))
-            tangents.t = np.ascontiguousarray(np.swapaxes(q, -1, -2).reshape(t.shape))
+            tangents.log += np.log(np.abs(np.diagonal(r, axis1=-2, axis2=-1)).astype(
+                np.float64, copy=False))
+            tangents.t = np.swapaxes(q, -1, -2).reshape(t.shape).copy()
             return
         norms = np.linalg.norm(flat, axis=-1)
-        tangents.log += np.log(norms)
+        tangents.log += np.log(norms.astype(np.float64, copy=False))
     tangents.t = t / np.where(norms > 0, norms, 1.0)[..., None, None]
 
 

@@ -3,9 +3,11 @@ networks of constant width -- one seed per thread when narrow (kernels/cpu/depth
 a network's rows shared among the threads when wide (kernels/cpu/wide.py) -- and for
 every other network a layer at a time: weights from the numba Philox stream, GEMM
 through numpy's BLAS and the fused normalisation + activation pass. Tangents
-(fastrank.tangents) are pushed through each layer's Jacobian with the weights and the H
-of that layer: in the whole-depth kernel by the thread that runs the seed (up to
-tuning.SMALL_WIDTH_MAX), elsewhere layer by layer (the wide kernel's networks too)."""
+(fastrank.tangents) are pushed through each layer's Jacobian with the weights and the
+pre-activation of that layer: in the whole-depth kernel by the thread that runs the
+seed (up to tuning.SMALL_WIDTH_MAX), elsewhere layer by layer (the wide kernel's
+networks too). A float32 network's tangents are float32 and go through the compiled
+pass of kernels/cpu/tangents.py, a float64 network's through fastrank.tangents."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from fastrank import blas, codes, init, rng, tangents, tuning
 from fastrank.backends.base import Backend, Batch
 from fastrank.kernels.cpu import depth, spectrum, start_threads, wide
 from fastrank.kernels.cpu import layer as kernels
+from fastrank.kernels.cpu import tangents as tangent_kernels
 from fastrank.spec import Network
 from fastrank.tangents import start as start_tangents
 
@@ -87,10 +90,12 @@ class CPUBackend(Backend):
     def start(self, network: Network, seeds, *, tangents: int = 0, qr_every: int = 1) -> Batch:
         seeds = np.asarray(seeds, dtype=np.uint64)
         hs = [init.input_matrix(network, int(s)) for s in seeds]
+        with blas.one_thread():  # the tangents' QR: OpenBLAS's threads would spin on after
+            started = [start_tangents(network, int(s), tangents, network.dtype)
+                       for s in seeds] if tangents else None
         batch = Batch(network, seeds, hs, 0, np.zeros(len(seeds)),
                       np.full(len(seeds), -1, np.int64), np.zeros(len(seeds), np.int64),
-                      [start_tangents(network, int(s), tangents) for s in seeds]
-                      if tangents else None, qr_every)
+                      started, qr_every)
         for i, h in enumerate(hs):
             factor = batch.account(i, 0, kernels.sum_of_squares(h))
             if factor is not None and factor != 1.0:
@@ -107,16 +112,22 @@ class CPUBackend(Backend):
             self._wide_kernel(batch, stop)
         else:
             spare: dict = {}  # per seed, the buffer the next layer writes into
+            spare_t: dict = {}  # and its tangents'
+            carried = batch.tangents is not None
             with blas.usual():  # each layer's GEMM on BLAS's threads
                 for layer in range(batch.layer + 1, stop + 1):
                     for i in batch.alive():
-                        h = batch.h[i]
+                        h, pre = batch.h[i], None
+                        if carried:  # the layer's pre-activation, for the tangents
+                            pre = self._buffer("pre-activation",
+                                               (init.layer_shape(net, layer)[0], h.shape[1]),
+                                               h.dtype)
                         z, sumsq, w = self._forward(net, int(batch.seeds[i]), layer, h,
-                                                    spare.get(i))
-                        if batch.tangents is not None:  # at this layer's H, before it goes
-                            t = batch.tangents[i]
-                            tangents.renormalise(t, tangents.push(net, w, h, t.t), layer,
-                                                 batch.qr_every)
+                                                    spare.get(i), pre)
+                        if carried:
+                            spare_t[i] = self._push_tangents(net, w, h, pre, batch.tangents[i],
+                                                             layer, batch.qr_every,
+                                                             spare_t.get(i))
                         factor = batch.account(i, layer, sumsq)
                         if factor is not None and factor != 1.0:
                             kernels.scale(z, factor)
@@ -143,7 +154,7 @@ class CPUBackend(Backend):
         if carried:
             t, logs = np.stack([c.t for c in carried]), np.stack([c.log for c in carried])
         else:
-            t, logs = np.empty((n, 0, *batch.h.shape[1:])), np.empty((n, 0))
+            t, logs = np.empty((n, 0, *batch.h.shape[1:]), np.float32), np.empty((n, 0))
         tangent_logs = np.full((len(stops), *logs.shape), np.nan)
         with blas.one_thread():  # one GEMM per thread
             depth.advance(
@@ -182,11 +193,13 @@ class CPUBackend(Backend):
         return self._buffers[key]
 
     def _forward(self, network: Network, seed: int, layer: int, h: np.ndarray,
-                 out: np.ndarray | None = None):
+                 out: np.ndarray | None = None, pre: np.ndarray | None = None):
         """One layer through BLAS: H <- act(norm(W H)) (or the residual/act-norm forms),
         written into ``out`` when it has the right shape; weights go into a kept buffer
-        (fresh multi-MB arrays per layer would cost page faults at large widths). Returns
-        the new H, its sum of squares and the weights (valid until the next call)."""
+        (fresh multi-MB arrays per layer would cost page faults at large widths). The
+        pre-activation Z (W H, or H + gamma W H), before the norm and the activation, is
+        copied into ``pre`` where given (for the tangents). Returns the new H, its sum of
+        squares and the weights (valid until the next call)."""
         shape = init.layer_shape(network, layer)
         w = None if network.init == "orthogonal" else self._buffer("weights", shape, network.dtype)
         w = init.weights(network, seed, layer, out=w)
@@ -197,6 +210,8 @@ class CPUBackend(Backend):
             if network.residual:
                 z *= z.dtype.type(network.gamma)
                 z += h
+        if pre is not None:
+            np.copyto(pre, z)
         fused = kernels.normalize_activate_parallel if z.size >= tuning.PARALLEL_MIN_SIZE else (
             kernels.normalize_activate)
         sumsq = fused(
@@ -207,6 +222,33 @@ class CPUBackend(Backend):
             network.eps,
         )
         return z, sumsq, w
+
+    def _push_tangents(self, network: Network, w: np.ndarray, h: np.ndarray, pre: np.ndarray,
+                       carried, layer: int, qr_every: int, out: np.ndarray | None):
+        """Push one seed's Tangents through the layer of weights ``w``, input ``h`` and
+        pre-activation ``pre`` (_forward's), and renormalise them. float64 tangents by
+        fastrank.tangents; float32 ones by K SGEMMs into ``out`` (when it has the right
+        shape) on BLAS's threads and the compiled pass on numba's (the same arithmetic
+        as the whole-depth kernel's). Returns the array the tangents were in, for the
+        next layer's ``out``."""
+        old = carried.t
+        if old.dtype == np.float64:
+            tangents.renormalise(carried, tangents.push(network, w, h, old, z=pre), layer,
+                                 qr_every)
+            return None
+        k, n = old.shape[0], old.shape[2]
+        if out is None or out.shape != (k, w.shape[0], n):
+            out = np.empty((k, w.shape[0], n), np.float32)
+        for m in range(k):
+            np.matmul(w, old[m], out=out[m])
+        sq = np.empty((w.shape[0], k))
+        tangent_kernels.rows_parallel(pre, old, out, sq, network.gamma,
+                                      codes.NORMS[network.norm],
+                                      codes.ACTIVATIONS[network.activation],
+                                      network.order == "act-norm", network.eps)
+        tangent_kernels.renormalise(out, sq, carried.log, k >= 2 and layer % qr_every == 0)
+        carried.t = out
+        return old
 
     def spectrum(self, batch: Batch, i: int, method: str) -> np.ndarray:
         return self.spectra(batch, [i], method)[0]

@@ -273,19 +273,21 @@ def tangent_tolerance(network, dtype=np.float64) -> float:
     """How far one layer of the device's tangents may lie from the CPU's computed from the
     same H, weights and tangents: relative to their largest entry, and absolutely for
     the step of their logs. ``dtype``: the coarser of the two sides' tangents (the GPU
-    carries them in float64; the CPU in float64, or a float32 network's in float32 with
-    float64 sums for its statistics and norms), in different summation orders (cuBLAS's
-    products, CuPy's reductions and cuSOLVER's QR against the CPU's). A sum of m terms
-    errs by at most m u relative to the sum of its terms' magnitudes, u the unit
-    roundoff it accumulates in: the products sum d_in terms in the tangents' dtype (u_t),
-    the norms, the statistics and the QR d N entries in float64 (u_64): d u_t + d N u_64
-    on each side, twice for two sides, and 8 times over for the normalisation's
-    derivative (a few roundings more, divided by the features' spread) and the QR's
-    dependence on how far from orthogonal the directions have turned since the last one:
-    16 (d u_t + d N u_64), d the widest layer."""
+    carries them in float64; the CPU in float64, or a float32 network's in float32, its
+    sums over a feature's samples in float32 and their totals in float64), in different
+    summation orders (cuBLAS's products, CuPy's reductions and cuSOLVER's QR against the
+    CPU's). A sum of m terms errs by at most m u relative to the sum of its terms'
+    magnitudes, u the unit roundoff it accumulates in: the products sum d_in terms and a
+    feature's statistics N terms in the tangents' dtype (u_t), the norms and the QR d N
+    entries in float64 (u_64): (d + N) u_t + d N u_64 on each side, twice for two sides,
+    and 8 times over for the normalisation's derivative (a few roundings more, divided
+    by the features' spread) and the QR's dependence on how far from orthogonal the
+    directions have turned since the last one: 16 ((d + N) u_t + d N u_64), d the widest
+    layer."""
     d = max(network.in_dim, *network.widths)
     unit = np.finfo(dtype).eps / 2
-    return 16 * (d * unit + d * network.batch * np.finfo(np.float64).eps / 2)
+    n = network.batch
+    return 16 * ((d + n) * unit + d * n * np.finfo(np.float64).eps / 2)
 
 
 def layer_by_layer(backend, cpu, net, seeds, layers: int, tangents: int = 0,

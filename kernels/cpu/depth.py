@@ -58,10 +58,11 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
     stop, finish_spectra at every LANES-th and at the end), so that their QL sweeps run
     side by side.
 
-    ``tangents`` (seeds x K x d x N, float64; K may be 0) are each network's tangents and
-    ``tangent_log`` (seeds x K) their log growth (fastrank.tangents.Tangents' t and log),
-    both carried on in place: every layer a network runs pushes its tangents through
-    the layer's Jacobian at the layer's input H, with the layer's weights, and
+    ``tangents`` (seeds x K x d x N, float32; K may be 0) are each network's tangents and
+    ``tangent_log`` (seeds x K, float64) their log growth (fastrank.tangents.Tangents' t
+    and log), both carried on in place: every layer a network runs pushes its tangents
+    through the layer's Jacobian (tangents.py: K SGEMMs with the layer's weights, then
+    the layer's own pre-activation, copied before the norm overwrites it) and
     renormalises them (QR every ``qr_every`` layers where K >= 2); at each stop a live
     network's log growth goes to ``tangent_norms[p, seed]``.
     """
@@ -83,11 +84,14 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
         at, big = np.zeros(LANES, np.int64), np.zeros(LANES)  # their stops, their scales
         held = 0
         out = sv[:, s]
-        rows = k_t + 1 if k_t else 0  # the tangents' work (tangents.py), H's float64 row 0
-        t, pushed = np.empty((rows, d * n)), np.empty((rows, d * n))
-        w64, cols, sums = np.empty((d, d)), np.empty((2 * k_t + 3, n)), np.empty(k_t)
-        for m in range(k_t):
-            t[m + 1, :] = tangents[s, m].reshape(-1)
+        # the tangents, and their products and pushed values (t and pushed swap roles every
+        # layer), a spare row after each: tangents d N entries apart, a multiple of 4 KiB
+        # at the usual sizes, would have their rows share the L1 cache's sets
+        t = np.empty((k_t, d + 1, n), np.float32)
+        pushed = np.empty_like(t)
+        t[:, :d] = tangents[s]
+        x = np.empty((d if k_t else 0, n), np.float32)  # the layer's pre-activation
+        sq = np.empty((d, k_t))  # the pushed tangents' squared norms per feature
         for p in range(stops.size):
             for layer in range(reached + 1, stops[p] + 1):
                 normals_f32_at(flat_w, seeds[s], stream, np.uint32(layer), 0, scratch)
@@ -98,14 +102,18 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
                     for i in range(d):
                         for j in range(n):
                             z[i, j] = cur[i, j] + np.float32(gamma) * z[i, j]
+                if k_t:
+                    x[:, :] = z
                 sumsq = rows_in_place(z, norm, act, act_first, eps, row_work)
                 if not book(sumsq, layer, s, rescale, log_norm, failed_layer, reason):
                     break
-                if k_t:  # cur is still the layer's input
-                    tangent.push(w, cur, w64, t, pushed, sums, gamma, norm, act, act_first,
-                                 eps, cols)
-                    tangent.renormalise(t, pushed, sums, tangent_log[s],
+                if k_t:
+                    for m in range(k_t):
+                        np.dot(w, t[m, :d], pushed[m, :d])  # BLAS sgemm
+                    tangent.rows(x, t, pushed, sq, gamma, norm, act, act_first, eps)
+                    tangent.renormalise(pushed, sq, tangent_log[s],
                                         k_t >= 2 and layer % qr_every == 0)
+                    t, pushed = pushed, t
                 if rescale:
                     scale(z, 1.0 / np.sqrt(sumsq))
                 cur, z = z, cur
@@ -125,5 +133,4 @@ def advance(h, seeds, start, stops, stream, w_scale, gamma, norm, act, act_first
             finish_spectra(work, big, held, out, at)
         if not in_h:  # one copy per call, not one per layer
             hs[:, :] = cur
-        for m in range(k_t):
-            tangents[s, m, :, :] = t[m + 1].reshape((d, n))
+        tangents[s] = t[:, :d]

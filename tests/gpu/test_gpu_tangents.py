@@ -86,10 +86,11 @@ def test_every_layer_s_tangents_are_the_cpus(device, cpu, net, count, qr_every):
 def test_the_tolerance_is_the_bound_of_the_layer_s_sums():
     net = Network(width=24, batch=20)
     u, u32 = np.finfo(np.float64).eps / 2, np.finfo(np.float32).eps / 2
-    assert tangent_tolerance(net) == pytest.approx(16 * (24 + 24 * 20) * u)
+    assert tangent_tolerance(net) == pytest.approx(16 * (24 + 20 + 24 * 20) * u)
     assert tangent_tolerance(Network(width=(24, 64, 8), depth=3, batch=20)) == pytest.approx(
-        16 * (64 + 64 * 20) * u)
-    assert tangent_tolerance(net, np.float32) == pytest.approx(16 * (24 * u32 + 24 * 20 * u))
+        16 * (64 + 20 + 64 * 20) * u)
+    assert tangent_tolerance(net, np.float32) == pytest.approx(
+        16 * ((24 + 20) * u32 + 24 * 20 * u))
 
 
 def test_the_tangents_start_as_the_cpus_bitwise(device):
