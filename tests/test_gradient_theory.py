@@ -98,3 +98,22 @@ def test_theory_names_its_predictions_only_where_it_has_them():
         assert theory.jacobian_exponents(net(**kw), 2) is None
     with pytest.raises(ValueError, match="batch of at least 4"):
         theory.bn_linear_gradient_rate(3)
+
+
+def test_plot_draws_each_prediction_at_its_level():
+    """fastrank plot --theory: a dashed level per configuration with a prediction (the
+    closed forms, the mean field at N for BN-ReLU), none for tanh without one."""
+    pytest.importorskip("matplotlib")
+    from fastrank import plot
+
+    kinds = [dict(norm="none", activation="linear"), dict(norm="bn", activation="linear"),
+             dict(norm="bn", activation="relu"), dict(norm="none", activation="tanh")]
+    runs = [run for kw in kinds for run in fastrank.simulate_many(
+        fastrank.Network(width=16, depth=40, batch=8, **kw), [0],
+        Schedule(every=20, log=None), tangents=2)]
+    ax = plot.plot_depth(runs, "jacobian_exponents", theory_overlay=True, tangent=0)
+    levels = sorted(float(line.get_ydata()[0]) for line in ax.get_lines()
+                    if line.get_linestyle() == "--")
+    relu = mean_field.gradient_rate(runs[2].network, rows=plot.MEAN_FIELD_ROWS)[0]
+    expected = sorted([theory.top_exponent(16), theory.bn_linear_gradient_rate(8), relu])
+    np.testing.assert_allclose(levels, expected)
