@@ -22,6 +22,7 @@ the groups drawn.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -45,9 +46,6 @@ LABELS = {
     "tangent_log_norm": "log growth of the tangents $\\log \\|J_\\ell \\cdots J_1 T\\|$",
     "jacobian_exponents": "Jacobian exponents $\\lambda_i$ (log growth per layer)",
 }
-#: Rows of the Monte Carlo mean field behind an overlay (a second or two; its error is
-#: about 1e-3 per layer, a line's width on these axes).
-MEAN_FIELD_ROWS = 5000
 #: Measures spanning many decades: their line is the geometric mean over seeds.
 GEOMETRIC = ("soft_rank_excess", "condition_number")
 
@@ -194,7 +192,8 @@ def _exponent_theory(ax, net, measure, layers, values, column, kw):
     networks theory.jacobian_exponents."""
     if column == 0 and net.norm in ("bn", "bn-rms") and net.activation != "linear" \
             and not net.residual:
-        rate = mean_field.gradient_rate(net, rows=MEAN_FIELD_ROWS)[0]
+        rate = _mean_field_rate(net.activation, net.norm, net.order, net.batch, net.eps,
+                                net.weight_gain)
         name = f"BN mean field at N = {net.batch}"
     else:
         predicted = theory.jacobian_exponents(net, column + 1)
@@ -212,6 +211,18 @@ def _exponent_theory(ax, net, measure, layers, values, column, kw):
         return
     offset = float(np.mean(mean[late] - rate * layers[late]))
     ax.plot(layers[late], offset + rate * layers[late], label=label, **kw)
+
+
+@functools.lru_cache(maxsize=64)
+def _mean_field_rate(activation, norm, order, batch, eps, gain) -> float:
+    """fastrank.mean_field's rate for these options (the width plays no part), once per
+    figure's configurations: a few seconds each at its default rows, whose Monte Carlo
+    bias (of order 1/rows) is then below a line's width."""
+    from fastrank.spec import Network
+
+    net = Network(width=batch, depth=1, batch=batch, activation=activation, norm=norm,
+                  order=order, eps=eps, gain=gain)
+    return mean_field.gradient_rate(net)[0]
 
 
 def _axes_scales(ax, layers, values, logx, logy):

@@ -114,6 +114,6 @@ def test_plot_draws_each_prediction_at_its_level():
     ax = plot.plot_depth(runs, "jacobian_exponents", theory_overlay=True, tangent=0)
     levels = sorted(float(line.get_ydata()[0]) for line in ax.get_lines()
                     if line.get_linestyle() == "--")
-    relu = mean_field.gradient_rate(runs[2].network, rows=plot.MEAN_FIELD_ROWS)[0]
+    relu = mean_field.gradient_rate(runs[2].network)[0]
     expected = sorted([theory.top_exponent(16), theory.bn_linear_gradient_rate(8), relu])
     np.testing.assert_allclose(levels, expected)
