@@ -8,6 +8,7 @@ the command line checks the limits before numpy loads."""
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import resource
@@ -100,8 +101,8 @@ def check_memory(sweep: Sweep) -> None:
     available = available_memory()
     needed, why = memory_needed(sweep)
     if available is not None and needed > available:
-        raise Refused(f"the sweep needs about {size(needed)} of memory ({why}) and "
-                      f"{size(available)} are available: lower the width, batch, depth "
+        raise Refused(f"the sweep needs about {size(needed, up=True)} of memory ({why}) "
+                      f"and {size(available)} are available: lower the width, batch, depth "
                       "or seeds, or pass --force to try anyway")
 
 
@@ -120,14 +121,15 @@ def check_device_memory(sweep: Sweep, backend) -> None:
     where = f"device {getattr(dev, 'device_id', 0)} has {size(free)} free"
     for net in sweep.networks():
         if (needed := batch_bytes(net, 1, sweep.tangents)) > free:
-            raise Refused(f"the sweep needs about {size(needed)} of GPU memory for one seed "
-                          f"of {net.label()} and {where}: lower the width or the batch")
+            raise Refused(f"the sweep needs about {size(needed, up=True)} of GPU memory for "
+                          f"one seed of {net.label()} and {where}: lower the width or the batch")
         count = min(cap or 1, seeds)
         if (needed := batch_bytes(net, count, sweep.tangents)) > free:
             fit = plan_batch(net, free, None, sweep.tangents)
-            raise Refused(f"the sweep needs about {size(needed)} of GPU memory for {count} "
-                          f"seeds of {net.label()} at once (--gpu-batch {cap}) and {where}: "
-                          f"lower --gpu-batch (at most {fit} fit), the width or the batch")
+            raise Refused(f"the sweep needs about {size(needed, up=True)} of GPU memory for "
+                          f"{count} seeds of {net.label()} at once (--gpu-batch {cap}) and "
+                          f"{where}: lower --gpu-batch (at most {fit} fit), the width or the "
+                          "batch")
 
 
 def memory_needed(sweep: Sweep) -> tuple[int, str]:
@@ -214,7 +216,7 @@ def check_startup() -> None:
     for name, limit, i in memory_limits():
         if limit < STARTUP[i]:
             raise Refused(f"the {name} is {size(limit)}; fastrank needs about "
-                          f"{size(STARTUP[i])} to start: raise it")
+                          f"{size(STARTUP[i], up=True)} to start: raise it")
 
 
 def share_arenas() -> None:
@@ -275,8 +277,9 @@ def check_limits(sweep: Sweep | None, loaded: bool = False) -> None:
         why = ", ".join(f"{size(part[i])} for {what}" for what, part in parts if part[i])
         fewer = sum(part[i] for _, part in limits_needed(sweep, loaded, threads=1))
         hint = (f", or run on one thread (NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1: "
-                f"about {size(fewer)})" if fewer <= limit else "")
-        raise Refused(f"the {name} is {size(limit)}; this sweep needs about {size(needed)} "
+                f"about {size(fewer, up=True)})" if fewer <= limit else "")
+        raise Refused(f"the {name} is {size(limit)}; this sweep needs about "
+                      f"{size(needed, up=True)} "
                       f"({why}): raise it{hint}")
 
 
@@ -399,10 +402,14 @@ def available_memory() -> int | None:
     return max(min(found), 0) if found else None
 
 
-def size(n: float) -> str:
-    """Bytes for people: 7.45 GiB."""
+def size(n: float, up: bool = False) -> str:
+    """Bytes for people: 7.45 GiB, to three significant digits (four from 1000 to 1023);
+    ``up``: rounded up, for a need, so that the amount named is enough."""
     units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
     i = 0
     while n >= 1024 and i < len(units) - 1:
         n, i = n / 1024, i + 1
-    return f"{n:.3g} {units[i]}"
+    if up and n > 0:
+        step = 10.0 ** (math.floor(math.log10(n)) - 2)
+        n = math.ceil(round(n / step, 6)) * step
+    return f"{n:.{max(3, len(str(int(n + 0.5))))}g} {units[i]}"

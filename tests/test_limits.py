@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -218,3 +219,14 @@ def test_running_out_of_memory_under_a_limit_mid_sweep_keeps_a_resumable_file(
     assert CliRunner().invoke(cli, [*args, "--resume"]).exit_code == 0
     with fastrank.open(tmp_path / "r.h5") as results:
         assert set(results.runs["status"]) == {"complete"}
+
+
+def test_a_need_is_named_rounded_up():
+    """A refusal's need, read back from its three digits, is never below the need: a limit
+    raised to the amount named holds it (it read '485 MiB' for 485.3 MiB before)."""
+    rng = np.random.default_rng(0)
+    for n in rng.uniform(1, 1 << 40, 5000).tolist() + [508859360, 999.6 * 2**20, 1023.7 * 2**20]:
+        found = re.fullmatch(r"([\d.]+) (\w+)", preflight.size(n, up=True))
+        assert float(found[1]) * (1 << UNITS[found[2]]) >= n, (n, found[0])
+    assert preflight.size(508859360) == "485 MiB" and preflight.size(508859360, up=True) == \
+        "486 MiB"
