@@ -7,7 +7,7 @@ of the pre-activations W H and of the pushed tangents W T is a Gaussian pair (z_
 in R^N x R^N whose covariance is the batch-by-batch Gram of (H, T) averaged over the
 features. So a layer maps Grams to Grams, (G_HH, G_HT, G_TT) -> the same averages of
 (y_i, t_i) with y_i the row through the norm and activation and t_i the row's tangent
-through their derivatives (fastrank.tangents.push, the same arithmetic as the
+through their derivatives (fastrank.tangents.through, the same arithmetic as the
 simulations). Iterated, the Grams settle at the fixed point and tr G_TT grows by a
 constant factor per layer: the tangents' (and the gradients') mean-field growth, the
 quantity Yang et al. (ICLR 2019) compute for batch-normalised networks. Here the
@@ -45,15 +45,13 @@ def gradient_rate(network: Network, rows: int = 20000, layers: int = 60, burn_in
     n = network.batch
     gen = np.random.default_rng(seed)
     gram = np.eye(2 * n)  # of (H, T); the tangent starts independent of H
-    ones = np.ones((rows, 1, 1))
     growth = []
     for _ in range(layers):
         factor = np.linalg.cholesky(network.weight_gain * gram + 1e-12 * np.eye(2 * n))
         pair = gen.standard_normal((rows, 2 * n)) @ factor.T
         z, g = pair[:, :n], pair[:, n:]
-        y = _forward(network, z)
-        t = tangents.push(network, ones, z[:, None, :], g[:, None, None, :])[:, 0, 0, :]
-        both = np.concatenate([y, t], axis=1)
+        y, t = tangents.through(network, z[None], g[None])  # rows as the features
+        both = np.concatenate([y[0], t[0]], axis=1)
         new = both.T @ both / rows
         growth.append(0.5 * math.log(np.trace(new[n:, n:]) / np.trace(gram[n:, n:])))
         scale = np.ones(2 * n)
@@ -65,16 +63,3 @@ def gradient_rate(network: Network, rows: int = 20000, layers: int = 60, burn_in
         raise ValueError(f"layers - burn_in must span two blocks of {BLOCK} layers")
     return float(blocks.mean()), float(blocks.std(ddof=1) / math.sqrt(blocks.size))
 
-
-def _forward(network: Network, z: np.ndarray) -> np.ndarray:
-    """Rows ``z`` (rows x N) through the network's batch norm and activation."""
-    def act(x):
-        if network.activation == "relu":
-            return np.maximum(x, 0.0)
-        return np.tanh(x) if network.activation == "tanh" else x
-
-    def norm(x):
-        c = x - x.mean(axis=1, keepdims=True) if network.norm == "bn" else x
-        return c / np.sqrt((c * c).mean(axis=1, keepdims=True) + network.eps)
-
-    return norm(act(z)) if network.order == "act-norm" else act(norm(z))

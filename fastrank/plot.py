@@ -103,8 +103,7 @@ def plot_depth(source, measure: str = "soft_rank", *, ax=None, theory_overlay: b
                 all_layers.append(layers)
                 all_values.append(values)
                 if theory_overlay:
-                    _depth_theory(ax, members, measure, layers, values, shade, column,
-                                  len(drawn))
+                    _depth_theory(ax, members, measure, layers, values, shade, column)
         if not all_layers:
             raise PlotError(f"no rows carry {measure!r} in the selected runs")
         layers = np.concatenate(all_layers)
@@ -133,9 +132,9 @@ def _legend(ax):
         ax.legend(fontsize="small")
 
 
-def _depth_theory(ax, members, measure, layers, values, color, column=0, columns=1):
+def _depth_theory(ax, members, measure, layers, values, color, column=0):
     """Overlay the predictions of fastrank.theory for one configuration (dashed); for a
-    tangent measure, for its tangent ``column`` (of ``columns`` drawn)."""
+    tangent measure, for its tangent ``column``."""
     net = members[0].network
     d = curves.constant_width(net)
     kw = dict(color=color, ls="--", lw=1.0)

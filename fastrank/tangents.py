@@ -59,11 +59,6 @@ class Tangents:
     t: np.ndarray
     log: np.ndarray
 
-    def exponents(self, layer: int) -> np.ndarray:
-        """The running estimate of the K leading Lyapunov exponents at ``layer``: the log
-        growth per layer (NaN at layer 0)."""
-        return self.log / layer if layer else np.full(len(self.log), np.nan)
-
 
 def start(network: Network, seed: int, count: int, dtype=np.float64) -> Tangents:
     """``count`` orthonormal tangents (d_in x N each) from the stream TANGENTS of
@@ -93,11 +88,18 @@ def push(network: Network, w, h, t, z=None):
     x, dx = z.astype(t.dtype, copy=False)[..., None, :, :], w[..., None, :, :] @ t
     if network.residual:
         dx = t + network.gamma * dx
+    return through(network, x, dx)[1]
+
+
+def through(network: Network, x, dx):
+    """The rest of the layer after its product: the pre-activation ``x`` (..., 1, d, N)
+    through the norm and the activation in the network's order, and its tangents ``dx``
+    (..., K, d, N) through their derivatives at x: (y, dy)."""
     if network.order == "act-norm":
         x, dx = _activate(x, dx, network.activation)
-        return _normalise(x, dx, network.norm, network.eps)[1]
+        return _normalise(x, dx, network.norm, network.eps)
     x, dx = _normalise(x, dx, network.norm, network.eps)
-    return _activate(x, dx, network.activation)[1]
+    return _activate(x, dx, network.activation)
 
 
 def renormalise(tangents: Tangents, t, layer: int, qr_every: int) -> None:

@@ -217,9 +217,9 @@ def bn_linear_gradient_rate(batch: int, centred: bool = True) -> float:
 
     At finite width the measured leading exponent is smaller: the representation's
     Gram fluctuates about the fixed point, and the mean of log ||J T|| is below the log
-    of its mean; both are O(1/d) (about 1.4/d at N = 8, d = 128..512,
-    tests/test_gradient_theory.py), and the fixed point needs the representation's rank
-    (about sqrt(d) for linear BN, the paper's Theorem 2) to exceed N.
+    of its mean; both are O(1/d) (docs/gradients.md gives their size), and the fixed
+    point needs the representation's rank (about sqrt(d) for linear BN, the paper's
+    Theorem 2) to exceed N.
     """
     n = int(batch) - 1 if centred else int(batch)
     if isinstance(batch, bool) or int(batch) != batch or n < 3:
@@ -238,7 +238,7 @@ def bn_relu_gradient_rate() -> float:
     Jacobian 1/sigma with sigma^2 = gain (pi - 1)/(2 pi) (the variance over the batch of
     ReLU of a standard normal, times the weights' gain), ReLU's mask keeping half of the
     squared norm, W the gain: gain / 2 / sigma^2 = pi/(pi - 1). The finite batch adds
-    O(1/N) (measured: +0.04 at N = 16, +0.006 at N = 64; tests/test_gradient_theory.py).
+    O(1/N) (fastrank.mean_field; docs/gradients.md gives its size).
     """
     return 0.5 * math.log(math.pi / (math.pi - 1.0))
 

@@ -133,7 +133,8 @@ def analyse(results, outcome: Outcome, fig_dir: Path) -> None:
         table.append(["none", "relu", "gaussian", d, estimate(r, s), "-", ""])
 
     outcome.reproduced = all(checks.values())
-    config = f"d = {range_text(widths)}, N = {n}, L = {depth:,}, {seeds} seeds, 4 tangents"
+    config = (f"d = {range_text(widths)}, N = {n}, L = {depth:,}, {seeds} seeds, "
+              f"{outcome.sweep.tangents} tangents")
     outcome.rows += [
         SummaryRow(7, f"BN, linear and ReLU, Gaussian weights, {config}",
                    "; ".join(bn_text), "; ".join(bn_theory), verdict(checks["bn"])),
