@@ -186,11 +186,12 @@ def _depth_theory(ax, members, measure, layers, values, color, column=0):
 def _exponent_theory(ax, net, measure, layers, values, column, kw):
     """The predicted exponent of tangent ``column``: a level for jacobian_exponents, a
     slope through the late mean for tangent_log_norm. Batch norm with a nonlinearity
-    takes the Monte Carlo mean field at the network's batch (fastrank.mean_field; the
+    (Gaussian weights, constant width, as the mean field assumes) takes the Monte Carlo
+    mean field at the network's batch (fastrank.mean_field; the
     closed form of theory.jacobian_exponents is only its large-batch limit), the other
     networks theory.jacobian_exponents."""
     if column == 0 and net.norm in ("bn", "bn-rms") and net.activation != "linear" \
-            and not net.residual:
+            and not net.residual and net.init == "gaussian" and curves.constant_width(net):
         rate = _mean_field_rate(net.activation, net.norm, net.order, net.batch, net.eps,
                                 net.weight_gain)
         name = f"BN mean field at N = {net.batch}"

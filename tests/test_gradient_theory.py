@@ -102,12 +102,14 @@ def test_theory_names_its_predictions_only_where_it_has_them():
 
 def test_plot_draws_each_prediction_at_its_level():
     """fastrank plot --theory: a dashed level per configuration with a prediction (the
-    closed forms, the mean field at N for BN-ReLU), none for tanh without one."""
+    closed forms, the mean field at N for BN-ReLU), none for tanh without one nor for
+    orthogonal BN-ReLU (the mean field is that of iid Gaussian weights)."""
     pytest.importorskip("matplotlib")
     from fastrank import plot
 
     kinds = [dict(norm="none", activation="linear"), dict(norm="bn", activation="linear"),
-             dict(norm="bn", activation="relu"), dict(norm="none", activation="tanh")]
+             dict(norm="bn", activation="relu"), dict(norm="none", activation="tanh"),
+             dict(norm="bn", activation="relu", init="orthogonal")]
     runs = [run for kw in kinds for run in fastrank.simulate_many(
         fastrank.Network(width=16, depth=40, batch=8, **kw), [0],
         Schedule(every=20, log=None), tangents=2)]
